@@ -1,0 +1,118 @@
+"""Typed configs: pydantic models loaded from YAML recipes plus ``key.path=value`` overrides.
+
+Every config model forbids unknown fields, so a typo in a recipe is an error, not a silently ignored
+setting. A bad value is reported with the file, the line and the dotted field path, e.g.::
+
+    recipes/cpu-demo.yaml, line 7, field generate.temperature: Input should be a valid number
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rationalyst.errors import ConfigError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every config: unknown fields are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def config_hash(config: BaseModel) -> str:
+    """A stable hash of a config's values, used to tell whether a finished run is still current."""
+    payload = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each dotted path in a YAML document to its 1-based line number."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            _line_map(value, path + (key.value,), out)
+            out[path + (key.value,)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, path + (i,), out)
+    return out
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {} if child is None or not isinstance(child, str) else {"spec": child}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """``a.b=value`` strings to (path, value); values are parsed as YAML scalars (3, 0.7, true, [a, b])."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad override {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build a config from an optional YAML file and overrides; errors name file, line and field."""
+    data: dict[str, Any] = {}
+    lines: dict[tuple, int] = {}
+    source = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config {source}: {exc}") from None
+        try:
+            node = yaml.compose(text)
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of fields, not {type(data).__name__}")
+        lines = _line_map(node) if node is not None else {}
+    overridden = set()
+    for key, value in parse_overrides(overrides):
+        _set_path(data, key, value)
+        overridden.add(tuple(key.split(".")))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, lines, overridden)) from None
+
+
+def _describe(exc: ValidationError, source: str, lines: dict[tuple, int], overridden: set[tuple]) -> str:
+    messages = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "<top level>"
+        if any(loc[: len(o)] == o for o in overridden):
+            where = "command-line override"
+        else:
+            # The deepest path that exists in the file (a missing field points at its parent).
+            line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+            where = f"{source}, line {line}" if line else source
+        messages.append(f"{where}, field {field}: {err['msg']}")
+    return "invalid config:\n  " + "\n  ".join(messages)

@@ -1,0 +1,132 @@
+"""The model contract every backend implements, and the plain result types it returns.
+
+Every stage of the method needs only three things from a model: sample text (`generate`), the
+log-probability of given text after a context (`score`), and sentence vectors (`embed`). Keeping the
+contract this narrow is what lets `hf`, `llamacpp`, `vllm` and `openai` backends stand in for each
+other, and lets the stages stay ignorant of which engine runs underneath.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+import numpy as np
+
+Message = dict[str, str]
+#: A prompt is raw text, or chat messages that the model's own chat template turns into text.
+Prompt = Union[str, Sequence[Message]]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. ``temperature == 0`` means greedy decoding (``top_p`` and ``seed`` then unused)."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation.
+
+    ``text`` excludes the end-of-sequence token and is cut before the first stop string;
+    ``token_ids`` and ``logprobs`` cover every generated token up to (and including) the token that
+    completed the stop string, without the end-of-sequence token. ``logprobs`` are the model's own
+    log-probabilities (log-softmax of the raw logits), not those of the temperature-scaled sampler.
+    """
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """Per-token log-probabilities of one continuation given its context.
+
+    ``tokens`` are the token strings as the tokenizer spells them, for debugging prompts.
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    tokens: list[str] = field(default_factory=list)
+
+    @property
+    def sum(self) -> float:
+        return float(math.fsum(self.logprobs))
+
+    @property
+    def mean(self) -> float:
+        return self.sum / len(self.logprobs) if self.logprobs else 0.0
+
+    def discounted(self, gamma: float) -> float:
+        """sum_i gamma**i * logprob_i: the METHOD's Stage 3 score of a following segment."""
+        return float(math.fsum(gamma**i * lp for i, lp in enumerate(self.logprobs)))
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Score each continuation after the same context (raw text or chat messages)."""
+
+    context: Prompt
+    continuations: Sequence[str]
+
+
+class LanguageModel(abc.ABC):
+    """A causal language model that can sample and score text."""
+
+    #: The spec string this model was loaded from, e.g. ``builtin:smollm2-135m``.
+    name: str = ""
+
+    @abc.abstractmethod
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        """Sample ``params.n`` completions for each prompt; one list of completions per prompt."""
+
+    @abc.abstractmethod
+    def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[ContinuationScore]]:
+        """Score every request's continuations; one list of scores per request, in order."""
+
+    def score(self, context: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
+        """Per-token log-probs of each continuation given the context."""
+        return self.score_many([ScoreRequest(context, list(continuations))])[0]
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model sees for a prompt (chat messages through its chat template)."""
+        if isinstance(prompt, str):
+            return prompt
+        raise NotImplementedError(f"{type(self).__name__} does not support chat messages")
+
+
+class Embedder(abc.ABC):
+    """A sentence embedder: text in, one L2-normalised vector out per text."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Return an array of shape (len(texts), dim), each row of unit length."""

@@ -1,0 +1,271 @@
+"""The `hf` backend: transformers models on CPU or CUDA.
+
+Scoring is the hot path of the whole method (Stage 3 filtering and Stage 5 implicit supervision are
+both "log-prob of K continuations after one context"), so it never recomputes a context: the tokens
+every continuation shares are run once, their KV cache is copied across the batch with
+``batch_repeat_interleave``, and one right-padded forward pass scores all K continuations. With right
+padding no attention mask is needed: causal attention keeps each real token from seeing the padding
+after it. `score_full_passes` is the plain reference (one full forward pass per continuation) that
+tests and benchmarks compare against.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.lm.base import (
+    Completion,
+    ContinuationScore,
+    LanguageModel,
+    Prompt,
+    SamplingParams,
+    ScoreRequest,
+)
+from rationalyst.lm.boundary import SplitSequence, count_context_tokens, shared_prefix_length
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise RationalystError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class HFModel(LanguageModel):
+    """A transformers causal LM behind the `LanguageModel` contract."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str = "", batch_size: int = 8) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise RationalystError(
+                f"{name or 'model'}: a fast (Rust) tokenizer is needed for character offsets; "
+                "save the model with a tokenizer.json"
+            )
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.max_length: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.eos_ids = self._eos_ids()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        name: str = "",
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+    ) -> HFModel:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = resolve_device(device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, dev))
+        except OSError as exc:
+            raise ModelNotFoundError(f"cannot load model {str(path)!r}: {exc}") from None
+        return cls(model.to(dev), tokenizer, name=name or f"hf:{path}", batch_size=batch_size)
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if not ids:
+            raise RationalystError(f"{self.name}: the model defines no end-of-sequence token")
+        return ids
+
+    # ----------------------------------------------------------------------------- prompts
+
+    def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        if not self.tokenizer.chat_template:
+            raise RationalystError(f"{self.name}: the model has no chat template; pass plain text")
+        return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        # A chat template writes its own BOS; raw text gets the tokenizer's usual special tokens.
+        ids = self.tokenizer(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
+        return self._ensure_nonempty(ids)
+
+    def _ensure_nonempty(self, ids: list[int]) -> list[int]:
+        if ids:
+            return ids
+        if self.tokenizer.bos_token_id is None:
+            raise RationalystError(f"{self.name}: empty context and the tokenizer has no BOS token")
+        return [self.tokenizer.bos_token_id]
+
+    def split(self, context: Prompt, continuation: str) -> SplitSequence:
+        """Tokenize context + continuation jointly and split at the context's end (see `boundary`)."""
+        text = self.render(context)
+        enc = self.tokenizer(
+            text + continuation, return_offsets_mapping=True, add_special_tokens=isinstance(context, str)
+        )
+        ids = list(enc["input_ids"])
+        n_context = count_context_tokens([end for _, end in enc["offset_mapping"]], len(text))
+        if n_context == 0:
+            # Nothing to condition the first token on: start from BOS, as generation would.
+            ids = self._ensure_nonempty([]) + ids
+            n_context = 1
+        if self.max_length is not None and len(ids) > self.max_length:
+            raise RationalystError(
+                f"{self.name}: context + continuation is {len(ids)} tokens, "
+                f"over the model's limit of {self.max_length}"
+            )
+        return SplitSequence(ids, n_context)
+
+    # ----------------------------------------------------------------------------- scoring
+
+    @torch.inference_mode()
+    def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[ContinuationScore]]:
+        return [
+            self._score_shared([self.split(r.context, c) for c in r.continuations]) for r in requests
+        ]
+
+    def _score_shared(self, seqs: Sequence[SplitSequence]) -> list[ContinuationScore]:
+        if not seqs:
+            return []
+        # Leave one context token in every suffix, so the logits that predict each continuation's
+        # first token come out of the batched pass (one token recomputed per row, no special case).
+        prefix_len = max(shared_prefix_length(seqs) - 1, 0)
+        cache = None
+        if prefix_len > 0:
+            prefix = torch.tensor([seqs[0].token_ids[:prefix_len]], device=self.device)
+            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+        scores: list[ContinuationScore] = []
+        for chunk in _chunks(seqs, self.batch_size):
+            suffixes = [s.token_ids[prefix_len:] for s in chunk]
+            batch = self._right_pad(suffixes)
+            kwargs: dict[str, Any] = {"use_cache": cache is not None}
+            if cache is not None:
+                chunk_cache = copy.deepcopy(cache)
+                chunk_cache.batch_repeat_interleave(len(chunk))
+                kwargs["past_key_values"] = chunk_cache
+            logits = self.model(input_ids=batch, **kwargs).logits
+            for row, seq in enumerate(chunk):
+                scores.append(self._gather(logits[row], batch[row], seq.n_context - prefix_len, len(suffixes[row])))
+        return scores
+
+    @torch.inference_mode()
+    def score_full_passes(self, context: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
+        """The plain reference: one full forward pass over context + continuation, per continuation."""
+        scores = []
+        for continuation in continuations:
+            seq = self.split(context, continuation)
+            ids = torch.tensor([seq.token_ids], device=self.device)
+            logits = self.model(input_ids=ids, use_cache=False).logits[0]
+            scores.append(self._gather(logits, ids[0], seq.n_context, len(seq.token_ids)))
+        return scores
+
+    def _right_pad(self, rows: Sequence[list[int]]) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        batch = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            batch[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return batch.to(self.device)
+
+    def _gather(self, logits: torch.Tensor, ids: torch.Tensor, start: int, end: int) -> ContinuationScore:
+        """Log-probs of ids[start:end], each predicted by the logits one position earlier."""
+        targets = ids[start:end]
+        logprobs = torch.log_softmax(logits[start - 1 : end - 1].float(), dim=-1)
+        values = logprobs.gather(-1, targets[:, None]).squeeze(-1)
+        token_ids = targets.tolist()
+        return ContinuationScore(token_ids, values.tolist(), self.tokenizer.convert_ids_to_tokens(token_ids))
+
+    # ----------------------------------------------------------------------------- generation
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        encoded = [self._encode(p) for p in prompts]
+        prompts_per_batch = max(1, self.batch_size // params.n)
+        devices = [self.device] if self.device.type == "cuda" else []
+        results: list[list[Completion]] = []
+        with torch.random.fork_rng(devices=devices):
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            for chunk in _chunks(encoded, prompts_per_batch):
+                results.extend(self._generate_batch(chunk, params))
+        return results
+
+    def _generate_batch(self, encoded: Sequence[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        width = max(len(ids) for ids in encoded)
+        if self.max_length is not None and width + params.max_new_tokens > self.max_length:
+            raise RationalystError(
+                f"{self.name}: prompt of {width} tokens + {params.max_new_tokens} new tokens "
+                f"is over the model's limit of {self.max_length}"
+            )
+        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, ids in enumerate(encoded):  # left padding: every prompt ends where generation starts
+            input_ids[i, width - len(ids) :] = torch.tensor(ids)
+            attention[i, width - len(ids) :] = 1
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "num_return_sequences": params.n,
+            "do_sample": not params.greedy,
+            "return_dict_in_generate": True,
+            "output_logits": True,
+            "pad_token_id": self.pad_id,
+            "eos_token_id": self.eos_ids,
+        }
+        if params.greedy:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
+        )
+        new_tokens = out.sequences[:, width:]
+        step_logprobs = torch.stack(
+            [
+                torch.log_softmax(step.float(), dim=-1).gather(-1, new_tokens[:, j : j + 1]).squeeze(-1)
+                for j, step in enumerate(out.logits)
+            ],
+            dim=1,
+        )
+        completions = [
+            self._completion(new_tokens[row].tolist(), step_logprobs[row].tolist(), params)
+            for row in range(new_tokens.shape[0])
+        ]
+        return [completions[i * params.n : (i + 1) * params.n] for i in range(len(encoded))]
+
+    def _completion(self, tokens: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
+        finish = "length"
+        end_markers = set(self.eos_ids) | {self.pad_id}
+        for i, tok in enumerate(tokens):
+            if tok in end_markers:
+                tokens, logprobs, finish = tokens[:i], logprobs[:i], "stop"
+                break
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in params.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        return Completion(text=text, token_ids=tokens, logprobs=logprobs, finish_reason=finish)

@@ -1,0 +1,103 @@
+"""Spec strings to backends, with lazy imports so the core never loads an engine it does not use.
+
+    hf:<hub id or folder>       transformers (CPU or CUDA)
+    gguf:<file.gguf>            transformers on a GGUF file, converted once to a cached safetensors folder
+    llamacpp:<file.gguf>        llama-cpp-python (extra: rationalyst[llamacpp]); also llamacpp:builtin:<name>
+    st:<hub id or folder>       a sentence-transformers embedder
+    builtin:<name>              a model shipped in a PyPI package (see `rationalyst models`)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rationalyst.config import StrictModel
+from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.lm.base import Embedder, LanguageModel
+from rationalyst.lm.builtin import builtin_path, get_builtin
+
+LM_SCHEMES = ("hf", "gguf", "llamacpp", "builtin")
+EMBEDDER_SCHEMES = ("st", "builtin")
+
+
+class ModelConfig(StrictModel):
+    """A model and how to run it. In YAML either a spec string or a mapping with these fields."""
+
+    spec: str = Field(description="Backend spec, e.g. builtin:smollm2-135m, hf:<dir>, gguf:<file>.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype for hf; auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    batch_size: int = Field(8, ge=1, description="Sequences per forward pass.")
+    n_ctx: int = Field(4096, ge=16, description="Context window for llamacpp.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp (default: all).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_spec_string(cls, value):
+        return {"spec": value} if isinstance(value, str) else value
+
+
+def _split_spec(spec: str, allowed: tuple[str, ...]) -> tuple[str, str]:
+    scheme, sep, target = spec.partition(":")
+    if not sep or not target or scheme not in allowed:
+        raise RationalystError(
+            f"bad model spec {spec!r}: expected one of " + ", ".join(f"{s}:<...>" for s in allowed)
+        )
+    return scheme, target
+
+
+def _as_config(spec: str | ModelConfig, overrides: dict) -> ModelConfig:
+    if isinstance(spec, ModelConfig):
+        return spec.model_copy(update=overrides) if overrides else spec
+    return ModelConfig(spec=spec, **overrides)
+
+
+def resolve_gguf(target: str) -> Path:
+    """A GGUF path, or `builtin:<name>` for a builtin language model's GGUF file."""
+    if target.startswith("builtin:"):
+        name = target.removeprefix("builtin:")
+        if get_builtin(name).kind != "lm":
+            raise RationalystError(f"builtin:{name} is not a language model")
+        return builtin_path(name)
+    path = Path(target).expanduser()
+    if not path.is_file():
+        raise ModelNotFoundError(f"GGUF file not found: {target}")
+    return path
+
+
+def load_model(spec: str | ModelConfig, **overrides) -> LanguageModel:
+    """Load a language model from a spec string or a `ModelConfig`."""
+    config = _as_config(spec, overrides)
+    scheme, target = _split_spec(config.spec, LM_SCHEMES)
+    options = dict(name=config.spec, device=config.device, dtype=config.dtype, batch_size=config.batch_size)
+    if scheme == "llamacpp":
+        from rationalyst.lm.llamacpp import LlamaCppModel
+
+        return LlamaCppModel(
+            resolve_gguf(target), name=config.spec, n_ctx=config.n_ctx, n_threads=config.n_threads
+        )
+
+    from rationalyst.lm.gguf_cache import converted_gguf
+    from rationalyst.lm.hf import HFModel
+
+    if scheme == "hf":
+        return HFModel.from_pretrained(target, **options)
+    gguf = resolve_gguf(config.spec if scheme == "builtin" else target)
+    return HFModel.from_pretrained(converted_gguf(gguf), **options)
+
+
+def load_embedder(spec: str | ModelConfig, **overrides) -> Embedder:
+    """Load a sentence embedder from a spec string or a `ModelConfig`."""
+    config = _as_config(spec, overrides)
+    scheme, target = _split_spec(config.spec, EMBEDDER_SCHEMES)
+    from rationalyst.lm.embed import SentenceTransformerEmbedder
+
+    if scheme == "builtin":
+        if get_builtin(target).kind != "embedder":
+            raise RationalystError(f"builtin:{target} is not a sentence embedder")
+        return SentenceTransformerEmbedder(builtin_path(target), name=config.spec, device=config.device)
+    return SentenceTransformerEmbedder(target, name=config.spec, device=config.device)
