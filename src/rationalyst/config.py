@@ -48,15 +48,32 @@ def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dic
     return out
 
 
-def _set_path(data: dict, dotted: str, value: Any) -> None:
+def _field_default(cls: Any, key: str) -> dict:
+    """The default of a nested config field as a dict, so an override can change one of its fields."""
+    field = getattr(cls, "model_fields", {}).get(key)
+    if field is None or field.is_required():
+        return {}
+    default = field.get_default(call_default_factory=True)
+    return default.model_dump() if isinstance(default, BaseModel) else {}
+
+
+def _field_class(cls: Any, key: str) -> Any:
+    field = getattr(cls, "model_fields", {}).get(key)
+    return field.annotation if field is not None else None
+
+
+def _set_path(data: dict, dotted: str, value: Any, cls: Any = None) -> None:
+    """Set ``a.b.c`` in nested dicts; a missing parent starts from the config's default for it."""
     keys = dotted.split(".")
     node = data
     for key in keys[:-1]:
         child = node.get(key)
+        if isinstance(child, str) and cls is not None and _field_class(cls, key) is not None:
+            child = {"spec": child}  # a model given as a spec string, now with an option beside it
         if not isinstance(child, dict):
-            child = {} if child is None or not isinstance(child, str) else {"spec": child}
-            node[key] = child
-        node = child
+            child = _field_default(cls, key)
+        node[key] = child
+        node, cls = child, _field_class(cls, key)
     node[keys[-1]] = value
 
 
@@ -95,7 +112,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         lines = _line_map(node) if node is not None else {}
     overridden = set()
     for key, value in parse_overrides(overrides):
-        _set_path(data, key, value)
+        _set_path(data, key, value, cls)
         overridden.add(tuple(key.split(".")))
     try:
         return cls.model_validate(data)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Union
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 Message = dict[str, str]
 #: A prompt is raw text, or chat messages that the model's own chat template turns into text.
@@ -22,27 +23,17 @@ Prompt = Union[str, Sequence[Message]]
 FinishReason = Literal["stop", "length"]
 
 
-@dataclass(frozen=True)
-class SamplingParams:
+class SamplingParams(BaseModel):
     """How to sample. ``temperature == 0`` means greedy decoding (``top_p`` and ``seed`` then unused)."""
 
-    n: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        object.__setattr__(self, "stop", tuple(self.stop))
+    n: int = Field(1, ge=1, description="Completions per prompt.")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per completion.")
+    stop: tuple[str, ...] = Field((), description="Generation stops at the first of these strings.")
+    seed: int | None = Field(None, description="Seed for reproducible sampling.")
 
     @property
     def greedy(self) -> bool:

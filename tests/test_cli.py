@@ -1,0 +1,59 @@
+"""The command line: each command on the real default model, and user errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from rationalyst.cli import app
+
+runner = CliRunner()
+
+
+def test_help_and_models():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("models", "generate", "score", "demo"):
+        assert command in result.output
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0 and "builtin:smollm2-135m" in result.output and "yes" in result.output
+
+
+def test_score_json_matches_the_library(default_model):
+    result = runner.invoke(app, ["score", "--context", "The capital of France is", " Paris", " Rome", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    expected = default_model.score("The capital of France is", [" Paris", " Rome"])
+    assert [r["continuation"] for r in rows] == [" Paris", " Rome"]
+    for row, want in zip(rows, expected):
+        assert abs(row["sum"] - want.sum) < 1e-4 and row["tokens"] == want.tokens
+
+
+def test_generate_json_is_seeded():
+    args = ["generate", "Say hi", "--n", "2", "--temperature", "0.8", "--seed", "3", "--max-new-tokens", "6", "--json"]
+    first, second = runner.invoke(app, args), runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    rows = json.loads(first.output)
+    assert len(rows[0]["completions"]) == 2
+    assert rows == json.loads(second.output)
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    code = "from rationalyst.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_user_errors_are_one_clear_line_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("question: q\nrationale: r\nsampling:\n  top_p: 2\n")
+    result = _run_cli("demo", "--recipe", str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "line 4, field sampling.top_p" in result.stderr.replace("\n", " ")
+    result = _run_cli("generate", "hi", "--model", "builtin:nope")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "unknown builtin model" in result.stderr
+    result = _run_cli("generate", "hi", "--n", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "n:" in result.stderr

@@ -1,0 +1,76 @@
+"""Configs: YAML + overrides, and errors that name the file, the line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rationalyst.config import config_hash, load_config
+from rationalyst.errors import ConfigError
+from rationalyst.showcase import ShowcaseConfig
+
+RECIPES = sorted((Path(__file__).parents[1] / "src" / "rationalyst" / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
+def test_every_shipped_recipe_validates(recipe):
+    config = load_config(ShowcaseConfig, recipe)
+    assert config.model.spec.startswith("builtin:")
+
+
+def test_overrides_parse_yaml_scalars_and_win_over_the_file(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("question: q\nrationale: r\nsampling:\n  n: 2\n  temperature: 0.5\n")
+    config = load_config(ShowcaseConfig, path, ["sampling.n=5", "sampling.stop=[a, b]", "model.batch_size=3"])
+    assert config.sampling.n == 5 and config.sampling.temperature == 0.5
+    assert config.sampling.stop == ("a", "b")
+    assert config.model.batch_size == 3 and config.model.spec == "builtin:smollm2-135m"
+
+
+def test_model_may_be_a_spec_string_or_a_mapping(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("model: hf:/some/dir\nquestion: q\nrationale: r\n")
+    assert load_config(ShowcaseConfig, path).model.spec == "hf:/some/dir"
+    path.write_text("model:\n  spec: hf:/x\n  batch_size: 2\nquestion: q\nrationale: r\n")
+    assert load_config(ShowcaseConfig, path).model.batch_size == 2
+
+
+def test_bad_value_names_file_line_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("question: q\nrationale: r\nsampling:\n  n: 2\n  temperature: hot\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(ShowcaseConfig, path)
+    assert f"{path}, line 5, field sampling.temperature" in str(err.value)
+
+
+def test_unknown_field_is_an_error_not_ignored(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("question: q\nrationale: r\nsampling:\n  temprature: 0.5\n")
+    with pytest.raises(ConfigError, match=r"line 4, field sampling.temprature: Extra inputs"):
+        load_config(ShowcaseConfig, path)
+
+
+def test_missing_field_and_bad_override_and_bad_yaml(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("question: q\n")
+    with pytest.raises(ConfigError, match="field rationale: Field required"):
+        load_config(ShowcaseConfig, path)
+    with pytest.raises(ConfigError, match="command-line override, field sampling.n"):
+        load_config(ShowcaseConfig, path, ["rationale=r", "sampling.n=zero"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(ShowcaseConfig, path, ["nonsense"])
+    path.write_text("question: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(ShowcaseConfig, path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(ShowcaseConfig, path)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(ShowcaseConfig, tmp_path / "missing.yaml")
+
+
+def test_config_hash_changes_with_any_value():
+    a = ShowcaseConfig(question="q", rationale="r")
+    assert config_hash(a) == config_hash(ShowcaseConfig(question="q", rationale="r"))
+    assert config_hash(a) != config_hash(ShowcaseConfig(question="q", rationale="r2"))

@@ -1,0 +1,194 @@
+"""The optional llama-cpp-python backend against its own reference and against the `hf` backend.
+
+Run with ``pytest tests/test_llamacpp.py -m llamacpp`` (the default addopts deselect this marker).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.llamacpp
+pytest.importorskip("llama_cpp")
+
+from rationalyst.errors import ModelNotFoundError, RationalystError  # noqa: E402
+from rationalyst.lm import SamplingParams, ScoreRequest, load_model  # noqa: E402
+from rationalyst.lm.llamacpp import LlamaCppModel  # noqa: E402
+from rationalyst.lm.registry import resolve_gguf  # noqa: E402
+
+SPEC = "builtin:smollm2-135m"
+CHAT = [{"role": "user", "content": "What is 2 + 3? Answer briefly."}]
+
+# Per-token |hf - llamacpp| log-prob difference allowed on the same GGUF. Both read the same Q4_1
+# weights (hf dequantizes them to fp32), but llama.cpp's CPU kernels also quantize the activations
+# (to 8 bits) before each quantized matmul. Measured on SmolLM2-135M Q4_1: mean 0.06, p95 0.15-0.19,
+# max 0.26 over these requests, 0.39 over a 128-token passage, 0.46 on one -16 log-prob token; the
+# error does not grow with position (KL of the next-token distributions: mean 0.003 nats).
+HF_TOL_MAX = 0.6
+HF_TOL_MEAN = 0.12
+
+REQUESTS = [
+    ScoreRequest(
+        "Question: What is 6 * 7?\nAnswer:",
+        [" 42", " 43", " blue", "\n\nThe answer is 42.", " café ☺", "."],
+    ),
+    ScoreRequest(CHAT, ["5", "The answer is 5.", "2 + 3 = 5", "Bonjour ☺", "\n"]),
+    ScoreRequest("The capital of France is", [" Paris", " London", " a city", " Paris.\n\nIt is big."]),
+    ScoreRequest("Hello ", ["world", "there!"]),  # the space joins the continuation's first token
+    ScoreRequest("", ["Once upon a time"]),  # empty context: scored after BOS
+]
+
+
+@pytest.fixture(scope="module")
+def lc() -> LlamaCppModel:
+    model = load_model(f"llamacpp:{SPEC}", n_ctx=1024)
+    assert isinstance(model, LlamaCppModel)
+    return model
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return load_model(SPEC)
+
+
+def _max_abs(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) if len(a) else 0.0
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def test_shared_prefix_scoring_equals_full_passes(lc):
+    contexts = [
+        "Question: What is 6 * 7?\nAnswer:",
+        "A short story.\nOnce upon a time, in a small village by the sea, there lived",
+    ]
+    # " Paris" then " Paris.": reusing the cache of " Paris" naively would score "." from logits of a
+    # one-token batch, which llama.cpp computes by another kernel path (off by 0.03 here).
+    continuations = [
+        " 42", "\n\nThe answer is 5.", " café ☺", " an old fisherman who told stories.", ".", " Paris", " Paris."
+    ]
+    batched = lc.score_many([ScoreRequest(c, continuations) for c in contexts])
+    for context, scores in zip(contexts, batched):
+        reference = lc.score_full_passes(context, continuations)
+        for cont, got, ref in zip(continuations, scores, reference):
+            assert got.token_ids == ref.token_ids, cont
+            assert len(got.logprobs) == len(got.token_ids) == len(got.tokens) > 0
+            assert _max_abs(got.logprobs, ref.logprobs) <= 1e-4, cont
+            # The scored tokens spell the continuation, plus the end of the context where the first
+            # token straddles the boundary (":" + "." is one token, ":.").
+            spelled = b"".join(lc._piece(t) for t in got.token_ids)
+            extra = len(spelled) - len(cont.encode("utf-8"))
+            assert spelled.endswith(cont.encode("utf-8")) and context.encode("utf-8").endswith(spelled[:extra])
+    # What the cache held before does not change a score: reversed order, after generating.
+    lc.generate(["Hello"], SamplingParams(max_new_tokens=3))
+    again = lc.score(contexts[1], continuations[::-1])[::-1]
+    for got, ref in zip(again, batched[1]):
+        assert got.token_ids == ref.token_ids
+        assert _max_abs(got.logprobs, ref.logprobs) <= 1e-4
+
+
+def test_boundary_and_empty_context(lc):
+    # "Hello " + "world": the space merges into "Ġworld", which straddles the boundary and is scored.
+    seq = lc.split("Hello ", "world")
+    assert [lc.token_text(t) for t in seq.continuation_ids] == ["Ġworld"]
+    # An empty context starts from BOS, as generation does.
+    seq = lc.split("", "Once")
+    assert seq.token_ids[0] == lc.bos_id and seq.n_context == 1
+    assert lc.score("Some context", [""])[0].token_ids == []
+
+
+def test_agrees_with_hf_backend(lc, hf):
+    ours = lc.score_many(REQUESTS)
+    theirs = hf.score_many(REQUESTS)
+    diffs: list[float] = []
+    for request, a, b in zip(REQUESTS, ours, theirs):
+        for cont, x, y in zip(request.continuations, a, b):
+            if x.token_ids != y.token_ids:
+                continue
+            assert x.tokens == y.tokens, cont
+            diffs.extend(np.abs(np.asarray(x.logprobs) - np.asarray(y.logprobs)))
+        # The same continuation wins, and the order of the continuations is the same.
+        assert np.argsort([-s.sum for s in a]).tolist() == np.argsort([-s.sum for s in b]).tolist()
+    assert len(diffs) >= 40  # the token ids agreed for (nearly) all continuations
+    assert max(diffs) <= HF_TOL_MAX, max(diffs)
+    assert float(np.mean(diffs)) <= HF_TOL_MEAN, float(np.mean(diffs))
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def test_seeded_generation_is_reproducible_and_bounded(lc):
+    params = SamplingParams(n=3, temperature=1.0, top_p=0.95, max_new_tokens=12, seed=123)
+    prompts = ["Once upon a time", CHAT]
+    first = lc.generate(prompts, params)
+    second = lc.generate(prompts, params)
+    assert [len(r) for r in first] == [3, 3]
+    for r1, r2 in zip(first, second):
+        for a, b in zip(r1, r2):
+            assert (a.text, a.token_ids, a.finish_reason) == (b.text, b.token_ids, b.finish_reason)
+            assert _max_abs(a.logprobs, b.logprobs) <= 1e-9
+    assert len({c.text for c in first[0]}) > 1  # seeds seed, seed+1, ... give different samples
+    other = lc.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=124))
+    assert [c.token_ids for r in other for c in r] != [c.token_ids for r in first for c in r]
+    for completion in (c for r in first for c in r):
+        assert len(completion.token_ids) == len(completion.logprobs) <= 12
+        assert all(lp <= 0 for lp in completion.logprobs)
+        assert "<|im_end|>" not in completion.text
+        if completion.finish_reason == "length":
+            assert len(completion.token_ids) == 12
+
+
+def test_generation_stops_and_logprobs_are_the_models(lc):
+    params = SamplingParams(n=4, temperature=0.7, max_new_tokens=40, stop=(".", "\n"), seed=5)
+    completions = lc.generate(["The capital of France is"], params)[0]
+    stopped = 0
+    for c in completions:
+        assert "." not in c.text and "\n" not in c.text
+        full = b"".join(lc._piece(t, special=False) for t in c.token_ids).decode("utf-8", errors="replace")
+        if c.finish_reason == "stop" and any(s in full for s in params.stop):
+            stopped += 1
+            assert full.startswith(c.text)
+            # The token that completed the stop string is the last one kept.
+            head = b"".join(lc._piece(t, special=False) for t in c.token_ids[:-1]).decode("utf-8", errors="replace")
+            assert not any(s in head for s in params.stop)
+    assert stopped >= 1
+    # Greedy, no stop: the reported log-probs are the raw model's (the score of the same tokens).
+    greedy = lc.generate(["The capital of France is"], SamplingParams(max_new_tokens=10))[0][0]
+    assert len(greedy.token_ids) == len(greedy.logprobs) <= 10
+    again = lc.generate(["The capital of France is"], SamplingParams(max_new_tokens=10, seed=99))[0][0]
+    assert again.token_ids == greedy.token_ids  # temperature 0 ignores the seed
+    score = lc.score("The capital of France is", [greedy.text])[0]
+    if score.token_ids == greedy.token_ids:
+        assert _max_abs(score.logprobs, greedy.logprobs) <= 1e-4
+    hot = lc.generate(["Once upon a time"], SamplingParams(temperature=1.5, max_new_tokens=8, seed=1))[0][0]
+    hot_score = lc.score_full_passes("Once upon a time", [hot.text])[0]
+    if hot_score.token_ids == hot.token_ids:  # not the tempered sampler's log-probs
+        assert _max_abs(hot_score.logprobs, hot.logprobs) <= 1e-4
+
+
+# ----------------------------------------------------------------------------- prompts and errors
+
+
+def test_chat_messages_render_through_the_model_template(lc, hf):
+    text = lc.render(CHAT)
+    assert "<|im_start|>assistant" in text and text.endswith("<|im_start|>assistant\n")
+    assert text == hf.render(CHAT)
+    with_system = [{"role": "system", "content": "Be terse."}, *CHAT]
+    assert lc.render(with_system) == hf.render(with_system)
+    ids = lc._encode(CHAT)
+    assert lc.token_text(ids[0]) == "<|im_start|>"  # special-token text became the special token
+    assert lc.split(CHAT, "5").n_context == len(ids)
+
+
+def test_too_long_and_missing_engine(lc, monkeypatch):
+    small = LlamaCppModel(resolve_gguf(SPEC), n_ctx=32)
+    with pytest.raises(RationalystError, match="n_ctx"):
+        small.score("word " * 40, [" more"])
+    with pytest.raises(RationalystError, match="n_ctx"):
+        small.generate(["Hello"], SamplingParams(max_new_tokens=40))
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(ModelNotFoundError, match=r"pip install 'rationalyst\[llamacpp\]'"):
+        LlamaCppModel(resolve_gguf(SPEC))
