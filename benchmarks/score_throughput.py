@@ -26,14 +26,22 @@ PARAGRAPH = (
     "each plant costs 2 cents a day, and she sells the beans at the market on Saturdays. "
 )
 STEPS = [
-    " First, the number of rows is 45 divided by 3, which gives 15 rows across the width of the field.",
-    " Each row is 120 metres long with a plant every half metre, so every row holds 240 bean plants.",
-    " Multiplying 15 rows by 240 plants per row gives 3,600 plants in the whole field this season.",
-    " Watering one plant costs 2 cents a day, so the field costs 7,200 cents, or 72 dollars, per day.",
-    " Over a thirty-day month the water bill adds up to 30 times 72 dollars, which is 2,160 dollars.",
-    " If each plant yields half a kilogram, the harvest is 1,800 kilograms of beans for the market.",
-    " Selling the beans at 3 dollars a kilogram brings in 5,400 dollars on the Saturday market days.",
-    " So the profit after the water bill is 5,400 minus 2,160, which leaves 3,240 dollars in total.",
+    " First, the number of rows is 45 divided by 3, which gives 15 rows across the width of the field,"
+    " since the rows run along its length.",
+    " Each row is 120 metres long with a plant every half metre, so every row holds 240 bean plants,"
+    " because 120 divided by 0.5 is 240.",
+    " Multiplying 15 rows by 240 plants per row gives 3,600 plants in the whole field this season,"
+    " which is the number we need for the water.",
+    " Watering one plant costs 2 cents a day, so the field costs 7,200 cents, or 72 dollars, per day"
+    " for all of the plants together.",
+    " Over a thirty-day month the water bill adds up to 30 times 72 dollars, which is 2,160 dollars"
+    " before the harvest comes in.",
+    " If each plant yields half a kilogram, the harvest is 1,800 kilograms of beans for the market,"
+    " from 3,600 plants in total.",
+    " Selling the beans at 3 dollars a kilogram brings in 5,400 dollars on the Saturday market days,"
+    " spread over the whole season.",
+    " So the profit after the water bill is 5,400 minus 2,160, which leaves 3,240 dollars in total"
+    " for the farmer at the end.",
 ]
 
 

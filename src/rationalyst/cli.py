@@ -82,7 +82,7 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Most new tokens per completion.")] = 128,
-    stop: Annotated[Optional[list[str]], typer.Option(help="Stop string (repeatable).")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="Stop string (repeatable; \\n and \\t are escapes).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,
     chat: ChatOption = True,
     as_json: JsonOption = False,
@@ -92,7 +92,7 @@ def generate(
 
     params = SamplingParams(
         n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-        stop=tuple(s.encode().decode("unicode_escape") for s in stop or ()), seed=seed,
+        stop=tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in stop or ()), seed=seed,
     )
     lm = load_model(model)
     results = lm.generate([_prompt(p, chat) for p in prompts], params)

@@ -76,10 +76,8 @@ def _chat_environment() -> Any:
     def raise_exception(message: str) -> None:
         raise RationalystError(f"chat template error: {message}")
 
-    def tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
-               sort_keys: bool = False) -> str:
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                          sort_keys=sort_keys)
+    def tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, **kwargs: Any) -> str:
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, **kwargs)
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = tojson
