@@ -164,12 +164,15 @@ def demo(
     stdout.print(f"[bold]Question:[/bold] {config.question}")
     stdout.print(f"[bold]Rationale:[/bold] {config.rationale}")
     table = Table(title="candidate next steps, rated by mean token log-prob (higher is likelier)")
-    for column in ("#", "candidate step", "tokens", "without rationale", "with rationale", "change"):
+    for column in ("#", "candidate step", "from", "tokens", "without rationale", "with rationale", "change"):
         table.add_column(column, overflow="fold")
     ranked = sorted(enumerate(result.candidates), key=lambda item: -item[1].mean_with)
     for rank, (i, c) in enumerate(ranked):
         marker = " [green](chosen)[/green]" if rank == 0 else ""
-        table.add_row(str(i), c.text + marker, str(c.tokens), f"{c.mean_without:.3f}", f"{c.mean_with:.3f}", f"{c.delta:+.3f}")
+        table.add_row(
+            str(i), c.text + marker, c.source, str(c.tokens),
+            f"{c.mean_without:.3f}", f"{c.mean_with:.3f}", f"{c.delta:+.3f}",
+        )
     stdout.print(table)
     stdout.print(
         f"generation {result.generate_seconds:.1f} s, scoring {result.score_seconds:.1f} s. "

@@ -26,11 +26,15 @@ class ShowcaseConfig(StrictModel):
     question: str = Field(min_length=1, description="The problem the agent works on.")
     rationale: str = Field(min_length=1, description="A rationale for the next step, written by hand.")
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(n=4, temperature=0.8))
+    written_steps: list[str] = Field(
+        default_factory=list, description="Candidate steps written by hand, rated beside the sampled ones."
+    )
 
 
 @dataclass
 class CandidateRating:
     text: str
+    source: str  # "agent" (sampled) or "written" (from the recipe)
     tokens: int
     mean_without: float
     mean_with: float
@@ -53,13 +57,16 @@ def run(config: ShowcaseConfig) -> ShowcaseResult:
     start = time.perf_counter()
     completions = model.generate([messages], config.sampling)[0]
     generated = time.perf_counter()
-    texts = [c.text.strip() or c.text for c in completions]
-    without = model.score(messages, texts)
-    guided = [*messages[:-1], {"role": "user", "content": messages[-1]["content"] + f"\n\nHint: {config.rationale}"}]
-    with_rationale = model.score(guided, texts)
+    texts = [c.text.strip() or c.text for c in completions] + config.written_steps
+    sources = ["agent"] * len(completions) + ["written"] * len(config.written_steps)
+    # Implicit supervision scores a step given the trajectory *followed by* the rationale, as if the
+    # model had written the rationale itself just before the step.
+    trajectory = model.render(messages)
+    without = model.score(trajectory, texts)
+    with_rationale = model.score(f"{trajectory}{config.rationale}\n", texts)
     scored = time.perf_counter()
     ratings = [
-        CandidateRating(text, len(a.token_ids), a.mean, b.mean)
-        for text, a, b in zip(texts, without, with_rationale)
+        CandidateRating(text, source, len(a.token_ids), a.mean, b.mean)
+        for text, source, a, b in zip(texts, sources, without, with_rationale)
     ]
     return ShowcaseResult(ratings, generated - start, scored - generated)
