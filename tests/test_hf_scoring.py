@@ -61,3 +61,61 @@ def test_discounted_score_is_the_method_formula(default_model):
     expected = sum(0.9**i * lp for i, lp in enumerate(score.logprobs))
     assert math.isclose(score.discounted(0.9), expected, rel_tol=1e-12)
     assert math.isclose(score.discounted(1.0), score.sum, rel_tol=1e-9)
+
+
+def _insertions(document: str, cuts: list[int], rationales: list[str]) -> list[tuple[str, str]]:
+    """Stage 3's pairs: each segment after a cut, scored without and with a rationale before it."""
+    pairs = []
+    for k, (cut, rationale) in enumerate(zip(cuts, rationales)):
+        end = cuts[k + 1] if k + 1 < len(cuts) else len(document)
+        preceding, following = document[:cut], document[cut:end]
+        pairs += [(preceding, following), (preceding + rationale, following)]
+    return pairs
+
+
+DOCS = [
+    "Natalia sold clips to 48 of her friends in April. In May she sold half as many clips. "
+    "Altogether she sold 48 + 24 = 72 clips in April and May. The answer is 72.",
+    "Water boils at 100 degrees Celsius at sea level.\nAt higher altitude the air pressure is lower, "
+    "so water boils at a lower temperature — about 70 °C on Everest.",
+]
+RATIONALES = [
+    [" (Half of 48 is 24.)", " (Add both months.)", " (So the total is the answer.)"],
+    [" <BOT>Boiling depends on pressure.<EOT>", " <BOT>Lower pressure means a lower boiling point.<EOT>"],
+]
+
+
+def test_document_scoring_matches_scoring_each_pair_alone(default_model):
+    """Without-rationale scores come from the document's own pass, with-rationale ones branch off it."""
+    # Rationales go after sentences, as Stage 2 inserts them: after each ". " / ".\n" (here cut
+    # just before the space or newline, so the following segment starts with it).
+    cuts = [[i + 1 for i, ch in enumerate(d[:-1]) if ch == "." and d[i + 1] in " \n"][: len(r)] for d, r in zip(DOCS, RATIONALES)]
+    from rationalyst.lm import DocumentScoreRequest
+    from rationalyst.lm.base import LanguageModel
+
+    requests = [DocumentScoreRequest(d, _insertions(d, c, r)) for d, c, r in zip(DOCS, cuts, RATIONALES)]
+    before = default_model.forwarded_tokens
+    got = default_model.score_in_documents(requests)
+    forwarded = default_model.forwarded_tokens - before
+    generic = LanguageModel.score_in_documents(default_model, requests)  # the contract's plain fallback
+    # The minimum: each document once, plus each rationale and its following segment once (plus the
+    # one context token every branch recomputes, and tokens re-split at the rationale's edges).
+    n_tokens = lambda text: len(default_model.tokenizer(text)["input_ids"])  # noqa: E731
+    minimum = 0
+    for doc, doc_cuts, rationales in zip(DOCS, cuts, RATIONALES):
+        ends = doc_cuts[1:] + [len(doc)]
+        minimum += n_tokens(doc) + sum(n_tokens(r) + n_tokens(doc[c:e]) for c, e, r in zip(doc_cuts, ends, rationales))
+    n_rationales = sum(len(c) for c in cuts)
+    assert forwarded <= minimum + 3 * n_rationales, (forwarded, minimum)
+    # Mid-word cuts re-tokenize differently from the document: still exact, just less sharing.
+    odd = DocumentScoreRequest(DOCS[0], _insertions(DOCS[0], [34, 85, 130], RATIONALES[0]))
+    requests.append(odd)
+    got.append(default_model.score_in_documents([odd])[0])
+    generic.append(LanguageModel.score_in_documents(default_model, [odd])[0])
+    for request, scores, fallback in zip(requests, got, generic):
+        assert len(scores) == len(request.pairs)
+        for (context, following), score, other in zip(request.pairs, scores, fallback):
+            (want,) = default_model.score_full_passes(context, [following])
+            assert _max_diff(score, want) < 1e-4
+            assert _max_diff(other, want) < 1e-4
+            assert default_model.tokenizer.decode(score.token_ids).endswith(following)

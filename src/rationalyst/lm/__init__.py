@@ -3,6 +3,7 @@
 from rationalyst.lm.base import (
     Completion,
     ContinuationScore,
+    DocumentScoreRequest,
     Embedder,
     LanguageModel,
     Prompt,
@@ -14,6 +15,7 @@ from rationalyst.lm.registry import load_embedder, load_model
 __all__ = [
     "Completion",
     "ContinuationScore",
+    "DocumentScoreRequest",
     "Embedder",
     "LanguageModel",
     "Prompt",

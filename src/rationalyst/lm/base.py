@@ -88,6 +88,18 @@ class ScoreRequest:
     continuations: Sequence[str]
 
 
+@dataclass(frozen=True)
+class DocumentScoreRequest:
+    """Score (context, continuation) pairs whose joined texts mostly repeat one document's text.
+
+    Stage 3's shape: the document with and without each inserted rationale. Backends that can reuse
+    a cache run the document once and each pair only past the prefix it shares with the document.
+    """
+
+    document: str
+    pairs: Sequence[tuple[str, str]]
+
+
 class LanguageModel(abc.ABC):
     """A causal language model that can sample and score text."""
 
@@ -105,6 +117,15 @@ class LanguageModel(abc.ABC):
     def score(self, context: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
         """Per-token log-probs of each continuation given the context."""
         return self.score_many([ScoreRequest(context, list(continuations))])[0]
+
+    def score_in_documents(self, requests: Sequence[DocumentScoreRequest]) -> list[list[ContinuationScore]]:
+        """Per request, the scores of its pairs; equal to scoring each pair on its own."""
+        flat = self.score_many([ScoreRequest(context, [following]) for r in requests for context, following in r.pairs])
+        out, i = [], 0
+        for r in requests:
+            out.append([scores[0] for scores in flat[i : i + len(r.pairs)]])
+            i += len(r.pairs)
+        return out
 
     def render(self, prompt: Prompt) -> str:
         """The exact text the model sees for a prompt (chat messages through its chat template)."""

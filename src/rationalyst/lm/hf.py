@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from rationalyst.console import progress
 from rationalyst.errors import ModelNotFoundError, RationalystError
@@ -27,6 +28,7 @@ from rationalyst.lm.base import (
     LanguageModel,
     Prompt,
     SamplingParams,
+    DocumentScoreRequest,
     ScoreRequest,
 )
 from rationalyst.lm.boundary import SplitSequence, count_context_tokens, shared_prefix_length
@@ -47,6 +49,15 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
         raise RationalystError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -71,6 +82,8 @@ class HFModel(LanguageModel):
         self.max_length: int | None = getattr(model.config, "max_position_embeddings", None)
         self.eos_ids = self._eos_ids()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        #: Tokens run through the model by scoring calls (padding excluded): what prefix reuse saves.
+        self.forwarded_tokens = 0
 
     @classmethod
     def from_pretrained(
@@ -145,33 +158,101 @@ class HFModel(LanguageModel):
 
     @torch.inference_mode()
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[ContinuationScore]]:
-        return [
-            self._score_shared([self.split(r.context, c) for c in r.continuations]) for r in requests
-        ]
+        # Each request's trunk is the prefix its continuations share; trunks of several requests run
+        # in one batch.
+        groups = []
+        for request in requests:
+            seqs = [self.split(request.context, c) for c in request.continuations]
+            trunk = seqs[0].token_ids[: shared_prefix_length(seqs)] if seqs else []
+            groups.append((trunk, seqs))
+        return self._score_groups(groups)
 
-    def _score_shared(self, seqs: Sequence[SplitSequence]) -> list[ContinuationScore]:
-        if not seqs:
-            return []
-        # Leave one context token in every suffix, so the logits that predict each continuation's
-        # first token come out of the batched pass (one token recomputed per row, no special case).
-        prefix_len = max(shared_prefix_length(seqs) - 1, 0)
-        cache = None
-        if prefix_len > 0:
-            prefix = torch.tensor([seqs[0].token_ids[:prefix_len]], device=self.device)
-            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
-        scores: list[ContinuationScore] = []
-        for chunk in _chunks(seqs, self.batch_size):
-            suffixes = [s.token_ids[prefix_len:] for s in chunk]
+    @torch.inference_mode()
+    def score_in_documents(self, requests: Sequence[DocumentScoreRequest]) -> list[list[ContinuationScore]]:
+        groups = []
+        for request in requests:
+            trunk = self._encode(request.document) if request.document else []
+            groups.append((trunk, [self.split(context, following) for context, following in request.pairs]))
+        return self._score_groups(groups)
+
+    def _score_groups(self, groups: Sequence[tuple[list[int], list[SplitSequence]]]) -> list[list[ContinuationScore]]:
+        """Score every group's sequences, each reusing the KV cache of the prefix it shares with its trunk.
+
+        A sequence that is a prefix of its trunk (a document's own text) is scored by the trunk's pass
+        alone; any other sequence (a rationale inserted into the document) runs only the tokens after
+        the prefix it shares with the trunk. Exactness does not depend on how the texts were built:
+        the shared prefix is measured on token ids.
+        """
+        results: list[list[ContinuationScore | None]] = [[None] * len(seqs) for _, seqs in groups]
+        order = [i for i, (_, seqs) in enumerate(groups) if seqs]
+        for chunk in _chunks(order, self.batch_size):
+            trunks = [groups[g][0] for g in chunk]
+            sliced, branches = [], []
+            for row, g in enumerate(chunk):
+                for j, seq in enumerate(groups[g][1]):
+                    shared = _common_prefix(seq.token_ids, trunks[row])
+                    if shared == len(seq.token_ids) and seq.n_context >= 1:
+                        sliced.append((row, g, j, seq))
+                    else:
+                        # Keep one context token out of the cache, so the logits that predict the
+                        # first scored token come out of the branch pass.
+                        keep = max(min(shared, seq.n_context) - 1, 0)
+                        branches.append((row, keep, g, j, seq))
+            cache = None
+            if any(trunks):
+                cache = self._run_trunks(trunks, sliced, results)
+            self._run_branches(cache, branches, results)
+        return [list(r) for r in results]  # type: ignore[arg-type]
+
+    def _run_trunks(self, trunks, sliced, results) -> Any:
+        """One batched pass over the trunks; scores the sequences that lie inside them."""
+        batch = self._right_pad([t or [self.pad_id] for t in trunks])
+        positions = sorted({p for _, _, _, seq in sliced for p in range(seq.n_context - 1, len(seq.token_ids) - 1)})
+        keep = torch.tensor(positions or [0], device=self.device)
+        out = self.model(input_ids=batch, use_cache=True, logits_to_keep=keep)
+        self.forwarded_tokens += sum(len(t) for t in trunks)
+        index = {p: i for i, p in enumerate(positions)}
+        for row, g, j, seq in sliced:
+            rows = [index[p] for p in range(seq.n_context - 1, len(seq.token_ids) - 1)]
+            logits = out.logits[row, rows]
+            results[g][j] = self._gather_rows(logits, seq.token_ids[seq.n_context :])
+        return out.past_key_values
+
+    def _run_branches(self, cache, branches, results) -> None:
+        """Batched passes over each branch's own tokens, on top of its trunk's cached prefix.
+
+        Rows keep different numbers of trunk tokens: the cache is cut to the longest, and an attention
+        mask hides from each row the cached positions past its own prefix; position ids continue from
+        the row's own prefix length, so every row computes exactly its unbatched values.
+        """
+        branches = sorted(branches, key=lambda b: (b[0], b[1]))
+        for chunk in _chunks(branches, self.batch_size):
+            longest = max(keep for _, keep, *_ in chunk)
+            suffixes = [seq.token_ids[keep:] for _, keep, _, _, seq in chunk]
             batch = self._right_pad(suffixes)
-            kwargs: dict[str, Any] = {"use_cache": cache is not None}
-            if cache is not None:
-                chunk_cache = copy.deepcopy(cache)
-                chunk_cache.batch_repeat_interleave(len(chunk))
-                kwargs["past_key_values"] = chunk_cache
-            logits = self.model(input_ids=batch, **kwargs).logits
-            for row, seq in enumerate(chunk):
-                scores.append(self._gather(logits[row], batch[row], seq.n_context - prefix_len, len(suffixes[row])))
-        return scores
+            width = batch.shape[1]
+            mask = torch.zeros((len(chunk), longest + width), dtype=torch.long)
+            positions = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (_, keep, _, _, seq) in enumerate(chunk):
+                mask[i, :keep] = 1
+                mask[i, longest : longest + len(suffixes[i])] = 1
+                positions[i] = torch.arange(keep, keep + width)
+            kwargs: dict[str, Any] = {}
+            if longest > 0:
+                rows = torch.tensor([row for row, *_ in chunk], device=self.device)
+                kwargs["past_key_values"] = DynamicCache(
+                    ddp_cache_data=[
+                        (layer.keys[rows, :, :longest], layer.values[rows, :, :longest]) for layer in cache.layers
+                    ]
+                )
+            logits = self.model(
+                input_ids=batch, attention_mask=mask.to(self.device), position_ids=positions.to(self.device),
+                use_cache=longest > 0, **kwargs,
+            ).logits
+            self.forwarded_tokens += sum(len(s) for s in suffixes)
+            for i, (_, keep, g, j, seq) in enumerate(chunk):
+                start = seq.n_context - keep
+                results[g][j] = self._gather_rows(logits[i, start - 1 : len(suffixes[i]) - 1], seq.continuation_ids)
 
     @torch.inference_mode()
     def score_full_passes(self, context: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
@@ -181,7 +262,8 @@ class HFModel(LanguageModel):
             seq = self.split(context, continuation)
             ids = torch.tensor([seq.token_ids], device=self.device)
             logits = self.model(input_ids=ids, use_cache=False).logits[0]
-            scores.append(self._gather(logits, ids[0], seq.n_context, len(seq.token_ids)))
+            self.forwarded_tokens += len(seq.token_ids)
+            scores.append(self._gather_rows(logits[seq.n_context - 1 : -1], seq.continuation_ids))
         return scores
 
     def _right_pad(self, rows: Sequence[list[int]]) -> torch.Tensor:
@@ -191,12 +273,11 @@ class HFModel(LanguageModel):
             batch[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         return batch.to(self.device)
 
-    def _gather(self, logits: torch.Tensor, ids: torch.Tensor, start: int, end: int) -> ContinuationScore:
-        """Log-probs of ids[start:end], each predicted by the logits one position earlier."""
-        targets = ids[start:end]
-        logprobs = torch.log_softmax(logits[start - 1 : end - 1].float(), dim=-1)
-        values = logprobs.gather(-1, targets[:, None]).squeeze(-1)
-        token_ids = targets.tolist()
+    def _gather_rows(self, logits: torch.Tensor, targets: Sequence[int]) -> ContinuationScore:
+        """Log-probs of ``targets[i]`` under the logits row ``i`` (the row that predicts it)."""
+        ids = torch.tensor(list(targets), dtype=torch.long, device=logits.device)
+        values = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, None]).squeeze(-1)
+        token_ids = ids.tolist()
         return ContinuationScore(token_ids, values.tolist(), self.tokenizer.convert_ids_to_tokens(token_ids))
 
     # ----------------------------------------------------------------------------- generation
