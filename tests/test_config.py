@@ -74,3 +74,14 @@ def test_config_hash_changes_with_any_value():
     a = ShowcaseConfig(question="q", rationale="r")
     assert config_hash(a) == config_hash(ShowcaseConfig(question="q", rationale="r"))
     assert config_hash(a) != config_hash(ShowcaseConfig(question="q", rationale="r2"))
+
+
+def test_execution_settings_do_not_change_the_hash():
+    """Batch sizes and devices say how to run, not what to compute: a run stays resumable."""
+    from rationalyst.stages.filter import FilterConfig
+
+    base = FilterConfig(input="in", output="out")
+    assert config_hash(base) == config_hash(FilterConfig(input="in", output="elsewhere", documents_per_batch=3, shard_size=7))
+    assert config_hash(base) == config_hash(FilterConfig(input="in", output="out", scorer={"spec": "builtin:smollm2-135m", "batch_size": 2}))
+    assert config_hash(base) != config_hash(FilterConfig(input="in", output="out", gamma=0.8))
+    assert config_hash(base) != config_hash(FilterConfig(input="in", output="out", scorer="hf:/other"))

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,10 +27,25 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    #: Fields that say how to run, not what to compute (batch sizes, devices, shard sizes): changing
+    #: them keeps a run resumable, so they are left out of `config_hash`.
+    execution_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+def _result_values(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        skip = getattr(value, "execution_fields", frozenset())
+        return {k: _result_values(getattr(value, k)) for k in type(value).model_fields if k not in skip}
+    if isinstance(value, dict):
+        return {k: _result_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_result_values(v) for v in value]
+    return value
+
 
 def config_hash(config: BaseModel) -> str:
-    """A stable hash of a config's values, used to tell whether a finished run is still current."""
-    payload = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """A stable hash of the config values that decide a run's results (see `execution_fields`)."""
+    payload = json.dumps(_result_values(config), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -168,6 +168,32 @@ def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
     return versions
 
 
+def shard_paths(run_path: str | Path) -> list[Path]:
+    """The finished shard files of a run directory, in shard order (temp files never included)."""
+    shards_dir = Path(run_path) / SHARDS_DIR
+    if not shards_dir.is_dir():
+        return []
+    numbered = []
+    for entry in shards_dir.iterdir():
+        match = _SHARD_RE.match(entry.name)
+        if match:
+            numbered.append((int(match.group(1)), entry))
+    return [p for _, p in sorted(numbered)]
+
+
+def read_records(run_path: str | Path) -> Iterator[dict[str, Any]]:
+    """Stream the records of a run directory (e.g. the previous stage's output), in written order."""
+    for shard in shard_paths(run_path):
+        with open(shard, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise RationalystError(f"{shard}, line {line_no}: corrupt record: {exc}") from None
+
+
 class RunDir:
     """One stage's output directory: config, JSONL shards, and a manifest once the stage completes.
 
@@ -270,26 +296,11 @@ class RunDir:
 
     def shard_paths(self) -> list[Path]:
         """The finished shard files, in shard order (temp files are never included)."""
-        if not self.shards_dir.is_dir():
-            return []
-        numbered = []
-        for entry in self.shards_dir.iterdir():
-            match = _SHARD_RE.match(entry.name)
-            if match:
-                numbered.append((int(match.group(1)), entry))
-        return [p for _, p in sorted(numbered)]
+        return shard_paths(self.path)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """All records of all shards, in shard order and within a shard in the order written."""
-        for shard in self.shard_paths():
-            with open(shard, encoding="utf-8") as f:
-                for line_no, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        yield json.loads(line)
-                    except ValueError as exc:
-                        raise RationalystError(f"{shard}, line {line_no}: corrupt record: {exc}") from None
+        return read_records(self.path)
 
     def done_ids(self) -> set[str]:
         """The ids of all records already in shards."""

@@ -35,6 +35,8 @@ class ModelConfig(StrictModel):
     n_ctx: int = Field(4096, ge=16, description="Context window for llamacpp.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp (default: all).")
 
+    execution_fields = frozenset({"device", "batch_size", "n_threads"})
+
     @model_validator(mode="before")
     @classmethod
     def _from_spec_string(cls, value):

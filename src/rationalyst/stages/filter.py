@@ -1,0 +1,282 @@
+"""Stage 3: keep the rationales that make the text after them more predictable.
+
+Exactly the method (METHOD.md, Stage 3): for a record ``{preceding, rationale, following}``,
+
+    score(context) = sum_i gamma**i * log p(f_i | context)      over the tokens f_i of ``following``
+    delta          = score(preceding + rationale) - score(preceding)
+
+and the rationale is kept when ``delta >= tau`` (tau per source, default 0).
+
+Efficiency is part of the design, not an afterthought. The records of one document are scored
+together as one `DocumentScoreRequest`: every without-rationale score is a slice of a single forward
+pass over the document (``preceding + following`` is always a prefix of it), and every
+with-rationale pass reuses the document's KV cache for its ``preceding`` and runs only the rationale
+and its following segment. Several documents share a batch. The authors' code ran two full forward
+passes per rationale instead; `benchmarks/filter_throughput.py` measures both.
+
+Input: the extract stage's run directory (or a JSONL file of such records); records of one document
+are expected to be contiguous, as extract writes them (if they are not, the result is the same, only
+less work is shared). Output: every scored record with ``score_without``, ``score_with``, ``delta``,
+``tau`` and ``kept``; the manifest counts kept and dropped per source; ``deltas.png`` shows the
+histogram of deltas with tau marked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from rationalyst.config import StrictModel
+from rationalyst.console import progress
+from rationalyst.errors import RationalystError
+from rationalyst.lm import DocumentScoreRequest, LanguageModel, load_model
+from rationalyst.lm.builtin import DEFAULT_LM
+from rationalyst.lm.registry import ModelConfig
+from rationalyst.runs import RunDir, shard_paths
+
+log = logging.getLogger(__name__)
+
+REQUIRED_TEXT_FIELDS = ("doc_id", "preceding", "rationale", "following")
+
+
+class FilterConfig(StrictModel):
+    """`rationalyst filter`: score every extracted rationale and keep those that help."""
+
+    input: Path = Field(description="The extract stage's run directory, or a JSONL file of its records.")
+    output: Path = Field(description="Run directory to write the scored records to.")
+    scorer: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(spec=DEFAULT_LM),
+        description="The scorer: the rationalist's base model before fine-tuning.",
+    )
+    gamma: float = Field(0.9, gt=0, le=1, description="Discount over the following segment's tokens.")
+    tau: float = Field(0.0, description="Keep when delta >= tau (sources not in tau_by_source).")
+    tau_by_source: dict[str, float] = Field(
+        default_factory=dict, description="tau per source; the paper used gsm8k 1.2, ecqa 0.5, pile 0."
+    )
+    max_context_chars: int = Field(
+        6000, ge=100, description="Longer preceding text is cut from the left (counted) to fit the scorer."
+    )
+    documents_per_batch: int = Field(8, ge=1, description="Documents scored in one call.")
+    shard_size: int = Field(200, ge=1, description="Records per output shard.")
+    overwrite: bool = Field(False, description="Start over instead of resuming an earlier run.")
+
+    execution_fields = frozenset({"output", "documents_per_batch", "shard_size", "overwrite"})
+
+    def tau_for(self, source: str) -> float:
+        return self.tau_by_source.get(source, self.tau)
+
+
+def context_with_rationale(preceding: str, rationale: str) -> str:
+    """The scorer's context with the rationale inserted as plain text at its position.
+
+    The rationale is separated by one space from the text before it (none if that text already ends
+    in whitespace) and by one space from the text after it, so the following segment's first token
+    reads as it does in the document (BPE merges a word with the space before it).
+    """
+    sep = "" if not preceding or preceding[-1].isspace() else " "
+    return f"{preceding}{sep}{rationale.strip()} "
+
+
+@dataclass
+class FilterSummary:
+    """What a filter run did: per-source kept/dropped counts and the deltas of all records."""
+
+    kept: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+    deltas: list[float] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0
+    histogram: Path | None = None
+
+
+def _input_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = shard_paths(path)
+        if not files:
+            raise RationalystError(f"{path}: no record shards found (is it an extract run directory?)")
+        return files
+    if not path.is_file():
+        raise RationalystError(f"input not found: {path}")
+    return [path]
+
+
+def _validate(record: Any) -> str | None:
+    """Why a record cannot be scored (naming the field), or None when it can."""
+    if not isinstance(record, dict):
+        return "record is not a JSON object"
+    for name in REQUIRED_TEXT_FIELDS:
+        if not isinstance(record.get(name), str):
+            return f"field {name!r} missing or not a string"
+    if not isinstance(record.get("position"), int) or isinstance(record.get("position"), bool):
+        return "field 'position' missing or not an integer"
+    if not record["following"].strip():
+        return "field 'following' is empty"
+    if not record["rationale"].strip():
+        return "field 'rationale' is empty"
+    return None
+
+
+def read_rationale_records(path: Path, run: RunDir) -> Iterator[dict]:
+    """Stream valid records from the input; bad lines are skipped and counted with file and line."""
+    for file in _input_files(path):
+        with open(file, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    run.skip("invalid UTF-8", file=file, line=line_no)
+                    continue
+                except ValueError:
+                    run.skip("malformed JSON", file=file, line=line_no)
+                    continue
+                problem = _validate(record)
+                if problem:
+                    run.skip(problem, file=file, line=line_no)
+                    continue
+                record.setdefault("source", "unknown")
+                record.setdefault("id", f"{record['doc_id']}:{record['position']}")
+                yield record
+
+
+def _documents(records: Iterator[dict]) -> Iterator[list[dict]]:
+    """Group consecutive records of the same document."""
+    group: list[dict] = []
+    for record in records:
+        if group and record["doc_id"] != group[0]["doc_id"]:
+            yield group
+            group = []
+        group.append(record)
+    if group:
+        yield group
+
+
+def _batches(documents: Iterator[list[dict]], size: int) -> Iterator[list[list[dict]]]:
+    batch: list[list[dict]] = []
+    for doc in documents:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Scorer:
+    """Turns groups of records into scored output records."""
+
+    def __init__(self, model: LanguageModel, config: FilterConfig, summary: FilterSummary) -> None:
+        self.model, self.config, self.summary = model, config, summary
+
+    def _request(self, records: list[dict]) -> DocumentScoreRequest:
+        pairs = []
+        for r in records:
+            preceding = r["preceding"]
+            if len(preceding) > self.config.max_context_chars:
+                preceding = preceding[-self.config.max_context_chars :]
+                r["truncated"] = True
+                self.summary.truncated += 1
+            pairs += [(preceding, r["following"]), (context_with_rationale(preceding, r["rationale"]), r["following"])]
+        # The document as far as these records reach: the longest preceding + following.
+        document = max((p + f for p, f in pairs[::2]), key=len)
+        return DocumentScoreRequest(document, pairs)
+
+    def score(self, batch: list[list[dict]], run: RunDir) -> list[dict]:
+        requests = [self._request(doc) for doc in batch]
+        try:
+            results = self.model.score_in_documents(requests)
+        except RationalystError:
+            if len(batch) == 1:
+                for record in batch[0]:
+                    run.skip("too long for the scorer", doc_id=record["doc_id"], id=record["id"])
+                return []
+            return [out for doc in batch for out in self.score([doc], run)]  # find the one that fails
+        out = []
+        for records, scores in zip(batch, results):
+            for record, without, with_rationale in zip(records, scores[::2], scores[1::2]):
+                out.append(self._scored(record, without, with_rationale))
+        return out
+
+    def _scored(self, record: dict, without, with_rationale) -> dict:
+        gamma = self.config.gamma
+        score_without, score_with = without.discounted(gamma), with_rationale.discounted(gamma)
+        delta = score_with - score_without
+        tau = self.config.tau_for(record["source"])
+        kept = delta >= tau
+        return {
+            **record,
+            "score_without": score_without,
+            "score_with": score_with,
+            "delta": delta,
+            "tau": tau,
+            "kept": kept,
+            "following_tokens": len(without.token_ids),
+        }
+
+
+def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSummary:
+    """Score every record of the input (resuming an earlier run) and write the scored records."""
+    run_dir = RunDir(config.output, config, stage="filter", mode="overwrite" if config.overwrite else "resume")
+    summary = FilterSummary()
+    if not run_dir.is_complete():
+        model = model or load_model(config.scorer)
+        scorer = _Scorer(model, config, summary)
+        pending = run_dir.pending(read_rationale_records(config.input, run_dir))
+        with run_dir.writer(shard_size=config.shard_size) as writer:
+            for batch in progress(_batches(_documents(pending), config.documents_per_batch), description="filtering"):
+                for record in scorer.score(batch, run_dir):
+                    writer.write(record)
+    else:
+        log.info("filter: %s is complete for this config; nothing to do", config.output)
+    for record in run_dir.records():
+        (summary.kept if record["kept"] else summary.dropped)[record["source"]] += 1
+        summary.deltas.append(record["delta"])
+    summary.skipped = run_dir.skipped
+    summary.histogram = plot_deltas(summary.deltas, config, run_dir.path / "deltas.png")
+    if not run_dir.is_complete():
+        run_dir.finish(
+            counts={
+                "kept": sum(summary.kept.values()),
+                "dropped": sum(summary.dropped.values()),
+                "kept_by_source": dict(summary.kept),
+                "dropped_by_source": dict(summary.dropped),
+                "truncated": summary.truncated,
+            }
+        )
+    return summary
+
+
+def plot_deltas(deltas: list[float], config: FilterConfig, path: Path) -> Path | None:
+    """Histogram of deltas with tau marked (one line per distinct tau)."""
+    if not deltas:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(deltas, bins=min(50, max(10, len(deltas) // 5)), color="#4C72B0")
+    taus = defaultdict(list)
+    for source, tau in [("default", config.tau), *config.tau_by_source.items()]:
+        taus[tau].append(source)
+    for tau, sources in sorted(taus.items()):
+        ax.axvline(tau, color="#C44E52", linestyle="--", label=f"tau = {tau:g} ({', '.join(sources)})")
+    ax.set_xlabel("delta = score with rationale - score without")
+    ax.set_ylabel("rationales")
+    kept = sum(d >= config.tau for d in deltas)
+    ax.set_title(f"{len(deltas)} rationales scored, gamma = {config.gamma:g}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    log.debug("histogram written to %s (%d at or above the default tau)", path, kept)
+    return path

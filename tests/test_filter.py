@@ -1,0 +1,155 @@
+"""Stage 3 filtering: exact scores against a plain reference, bad input counted, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rationalyst.errors import RationalystError
+from rationalyst.runs import read_records
+from rationalyst.stages import filter as filter_stage
+from rationalyst.stages.filter import FilterConfig, context_with_rationale
+
+DOCUMENTS = {
+    "gsm8k-1": (
+        "gsm8k",
+        "Natalia sold clips to 48 of her friends in April. In May she sold half as many clips as in April. "
+        "So in May she sold 48 / 2 = 24 clips. Altogether she sold 48 + 24 = 72 clips. The answer is 72.",
+        ["Half of 48 is what she sold in May.", "We need the sum of both months.", "That sum is the final answer."],
+    ),
+    "wiki-1": (
+        "wikitext",
+        "Water boils at 100 degrees Celsius at sea level. On high mountains the air pressure is lower. "
+        "Because of that, water boils at a lower temperature there, about 70 degrees on Everest.",
+        ["Boiling depends on the air pressure.", "Lower pressure lowers the boiling point."],
+    ),
+    "gsm8k-2": (
+        "gsm8k",
+        "A train travels 60 km in one hour. How far does it go in 3 hours? It goes 60 * 3 = 180 km. "
+        "The answer is 180.",
+        ["Distance is speed times time.", "Multiply the speed by three hours."],
+    ),
+}
+
+
+def make_records() -> list[dict]:
+    """Extract-stage records: a rationale after each sentence, following = up to the next one."""
+    records = []
+    for doc_id, (source, text, rationales) in DOCUMENTS.items():
+        cuts = [i + 1 for i, ch in enumerate(text[:-1]) if ch in ".?" and text[i + 1] == " "][: len(rationales)]
+        for k, (cut, rationale) in enumerate(zip(cuts, rationales)):
+            end = cuts[k + 1] if k + 1 < len(cuts) else len(text)
+            records.append(
+                {"id": f"{doc_id}:{k}", "doc_id": doc_id, "source": source, "position": k,
+                 "preceding": text[:cut], "rationale": rationale, "following": text[cut:end]}
+            )
+    return records
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def reference_delta(model, record: dict, gamma: float) -> float:
+    """The method computed the plain way: two full forward passes, discount summed here."""
+    (without,) = model.score_full_passes(record["preceding"], [record["following"]])
+    (with_r,) = model.score_full_passes(context_with_rationale(record["preceding"], record["rationale"]), [record["following"]])
+    discounted = lambda s: sum(gamma**i * lp for i, lp in enumerate(s.logprobs))  # noqa: E731
+    return discounted(with_r) - discounted(without)
+
+
+def test_deltas_equal_the_plain_computation_and_tau_applies_per_source(default_model, tmp_path):
+    records = make_records()
+    source = write_jsonl(tmp_path / "rationales.jsonl", records)
+    config = FilterConfig(input=source, output=tmp_path / "out", gamma=0.9, tau=0.0, tau_by_source={"gsm8k": 1.2}, documents_per_batch=2)
+    summary = filter_stage.run(config, model=default_model)
+    out = {r["id"]: r for r in read_records(tmp_path / "out")}
+    assert set(out) == {r["id"] for r in records}
+    for record in records:
+        got = out[record["id"]]
+        assert math.isclose(got["delta"], reference_delta(default_model, record, 0.9), abs_tol=1e-4)
+        assert math.isclose(got["delta"], got["score_with"] - got["score_without"], abs_tol=1e-9)
+        assert got["tau"] == (1.2 if record["source"] == "gsm8k" else 0.0)
+        assert got["kept"] == (got["delta"] >= got["tau"])
+    assert sum(summary.kept.values()) + sum(summary.dropped.values()) == len(records)
+    assert summary.histogram and summary.histogram.stat().st_size > 1000
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["kept"] == sum(r["kept"] for r in out.values())
+
+
+def test_bad_records_are_skipped_and_counted_with_file_and_line(default_model, tmp_path):
+    good = make_records()[:2]
+    rows = [good[0], "{not json", {"doc_id": "x", "preceding": "a", "rationale": "b", "position": 0},
+            {**good[1], "following": "   "}, [1, 2], {**good[1], "id": "other", "position": "one"}, good[1]]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    with open(source, "ab") as f:
+        f.write(b'{"doc_id": "\xff\xfe"}\n')
+    summary = filter_stage.run(FilterConfig(input=source, output=tmp_path / "out"), model=default_model)
+    assert sum(summary.kept.values()) + sum(summary.dropped.values()) == 2
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    skipped = manifest["counts"]["skipped"]
+    assert skipped["malformed JSON"] == 1 and skipped["invalid UTF-8"] == 1
+    assert skipped["field 'following' missing or not a string"] == 1
+    assert skipped["field 'following' is empty"] == 1
+    assert skipped["record is not a JSON object"] == 1
+    assert skipped["field 'position' missing or not an integer"] == 1
+    lines = sorted(e["line"] for e in manifest["skipped_examples"])
+    assert lines == [2, 3, 4, 5, 6, 8] and all(e["file"].endswith("in.jsonl") for e in manifest["skipped_examples"])
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(RationalystError, match="input not found"):
+        filter_stage.run(FilterConfig(input=tmp_path / "nope.jsonl", output=tmp_path / "out"))
+
+
+_CHILD = """
+import sys, time
+from rationalyst.runs import ShardWriter
+from rationalyst.stages import filter as f
+original = ShardWriter.write
+def slow_write(self, record):
+    original(self, record)
+    time.sleep(0.4)
+ShardWriter.write = slow_write
+f.run(f.FilterConfig(input=sys.argv[1], output=sys.argv[2], shard_size=1, documents_per_batch=1))
+"""
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_records(default_model, tmp_path):
+    records = make_records()
+    source = write_jsonl(tmp_path / "rationales.jsonl", records)
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(source), str(out)], env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((out / "shards").glob("part-*.jsonl"))) < 2:
+            time.sleep(0.05)
+        assert child.poll() is None, "the child finished before it could be killed"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    partial = list(read_records(out))
+    assert 2 <= len(partial) < len(records) and not (out / "manifest.json").exists()
+    filter_stage.run(FilterConfig(input=source, output=out, shard_size=1), model=default_model)
+    filter_stage.run(FilterConfig(input=source, output=tmp_path / "straight"), model=default_model)
+    resumed = list(read_records(out))
+    straight = {r["id"]: r for r in read_records(tmp_path / "straight")}
+    assert sorted(r["id"] for r in resumed) == sorted(straight)  # nothing lost, nothing twice
+    for record in resumed:
+        want = straight[record["id"]]
+        assert {k: v for k, v in record.items() if not isinstance(v, float)} == {
+            k: v for k, v in want.items() if not isinstance(v, float)
+        }
+        assert all(math.isclose(record[k], want[k], abs_tol=1e-4) for k in ("score_with", "score_without", "delta"))
