@@ -145,6 +145,82 @@ def score(
     stdout.print(table)
 
 
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="Stage config YAML (a recipe).")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.path=value.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Start over instead of resuming.")]
+
+
+def _stage_config(cls, config: Optional[Path], overrides: Optional[list[str]], **options):
+    from rationalyst.config import load_config
+
+    values = {key: value for key, value in options.items() if value not in (None, False, [])}
+    return load_config(cls, config, overrides or (), values)
+
+
+def _counts_table(title: str, columns: tuple[str, ...], rows: list[tuple]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(cell) for cell in row])
+    return table
+
+
+def _skipped_line(skipped: dict[str, int]) -> None:
+    if skipped:
+        stdout.print("skipped input: " + ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items())))
+
+
+@app.command("select")
+def select_command(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    corpus: Annotated[Optional[list[str]], typer.Option(help="Corpus file, folder, glob or hf:<name> (repeatable).")] = None,
+    benchmark: Annotated[Optional[list[str]], typer.Option(help="Benchmark JSONL whose questions define the target (repeatable).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output run directory.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Cosine similarity threshold (default 0.3).")] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Stage 1: keep the corpus documents most similar to the benchmark questions."""
+    from rationalyst.stages import select
+
+    cfg = _stage_config(
+        select.SelectConfig, config, overrides,
+        corpus=corpus, benchmarks=benchmark, output=output, threshold=threshold, overwrite=overwrite,
+    )
+    summary = select.run(cfg)
+    sources = sorted(set(summary.selected) | set(summary.rejected) | set(summary.too_long))
+    rows = [(s, summary.selected[s], summary.rejected[s], summary.too_long[s]) for s in sources]
+    stdout.print(_counts_table(f"select: {summary.read} documents", ("source", "selected", "below threshold", "too long"), rows))
+    _skipped_line(summary.skipped)
+    stdout.print(f"output: {cfg.output}  histogram: {summary.histogram}")
+
+
+@app.command("filter")
+def filter_command(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help="The extract stage's run directory or a JSONL file.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output run directory.")] = None,
+    scorer: Annotated[Optional[str], typer.Option(help="Scorer model spec (default builtin:smollm2-135m).")] = None,
+    tau: Annotated[Optional[float], typer.Option(help="Keep rationales with delta >= tau (default 0).")] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Stage 3: keep the rationales that make the following text more predictable."""
+    from rationalyst.stages import filter as filter_stage
+
+    cfg = _stage_config(
+        filter_stage.FilterConfig, config, overrides,
+        input=input, output=output, **{"scorer.spec": scorer}, tau=tau, overwrite=overwrite,
+    )
+    summary = filter_stage.run(cfg)
+    sources = sorted(set(summary.kept) | set(summary.dropped))
+    rows = [(s, summary.kept[s], summary.dropped[s], cfg.tau_for(s)) for s in sources]
+    stdout.print(_counts_table(f"filter: {len(summary.deltas)} rationales scored", ("source", "kept", "dropped", "tau"), rows))
+    _skipped_line(summary.skipped)
+    stdout.print(f"output: {cfg.output}  histogram: {summary.histogram}")
+
+
 def _default_recipe(name: str) -> Path:
     return Path(str(resources.files("rationalyst") / "recipes" / name))
 
@@ -156,9 +232,8 @@ def demo(
 ) -> None:
     """Run the CPU demo on the embedded default model."""
     from rationalyst import showcase
-    from rationalyst.config import load_config
 
-    config = load_config(showcase.ShowcaseConfig, recipe or _default_recipe("cpu-demo.yaml"), overrides or ())
+    config = _stage_config(showcase.ShowcaseConfig, recipe or _default_recipe("cpu-demo.yaml"), overrides)
     log.info("demo: %s samples %d candidate steps, then scores them", config.model.spec, config.sampling.n)
     result = showcase.run(config)
     stdout.print(f"[bold]Question:[/bold] {config.question}")

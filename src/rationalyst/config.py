@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -107,8 +107,14 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build a config from an optional YAML file and overrides; errors name file, line and field."""
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    values: Mapping[str, Any] | None = None,
+) -> T:
+    """Build a config from an optional YAML file, typed ``values`` (from command-line options, by
+    dotted path) and ``key.path=value`` overrides, in that order; errors name file, line and field."""
     data: dict[str, Any] = {}
     lines: dict[tuple, int] = {}
     source = str(path) if path is not None else "<defaults>"
@@ -126,7 +132,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             raise ConfigError(f"{source}: the top level must be a mapping of fields, not {type(data).__name__}")
         lines = _line_map(node) if node is not None else {}
     overridden = set()
-    for key, value in parse_overrides(overrides):
+    for key, value in [*(values or {}).items(), *parse_overrides(overrides)]:
         _set_path(data, key, value, cls)
         overridden.add(tuple(key.split(".")))
     try:

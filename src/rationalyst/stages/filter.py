@@ -36,6 +36,7 @@ from pydantic import Field
 from rationalyst.config import StrictModel
 from rationalyst.console import progress
 from rationalyst.errors import RationalystError
+from rationalyst.iterutils import batched
 from rationalyst.lm import DocumentScoreRequest, LanguageModel, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
@@ -159,17 +160,6 @@ def _documents(records: Iterator[dict]) -> Iterator[list[dict]]:
         yield group
 
 
-def _batches(documents: Iterator[list[dict]], size: int) -> Iterator[list[list[dict]]]:
-    batch: list[list[dict]] = []
-    for doc in documents:
-        batch.append(doc)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class _Scorer:
     """Turns groups of records into scored output records."""
 
@@ -231,7 +221,7 @@ def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSumma
         scorer = _Scorer(model, config, summary)
         pending = run_dir.pending(read_rationale_records(config.input, run_dir))
         with run_dir.writer(shard_size=config.shard_size) as writer:
-            for batch in progress(_batches(_documents(pending), config.documents_per_batch), description="filtering"):
+            for batch in progress(batched(_documents(pending), config.documents_per_batch), description="filtering"):
                 for record in scorer.score(batch, run_dir):
                     writer.write(record)
     else:

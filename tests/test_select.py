@@ -1,0 +1,102 @@
+"""Stage 1 selection: similarities against a plain reference, length limit, skips, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rationalyst.lm import load_embedder
+from rationalyst.runs import read_records
+from rationalyst.stages import select
+from rationalyst.stages.select import SelectConfig, normalize_text
+
+FIXTURES = Path(__file__).parent / "fixtures" / "select"
+CORPUS, QUESTIONS = FIXTURES / "corpus.jsonl", FIXTURES / "questions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder("builtin:minilm", device="cpu")
+
+
+def config(tmp_path: Path, **kw) -> SelectConfig:
+    return SelectConfig(corpus=[str(CORPUS)], benchmarks=[str(QUESTIONS)], output=tmp_path / "out", **kw)
+
+
+def test_similarity_is_cosine_to_the_mean_question_and_threshold_selects(embedder, tmp_path):
+    summary = select.run(config(tmp_path, threshold=0.2, max_chars=2000), embedder=embedder)
+    records = {r["id"]: r for r in read_records(tmp_path / "out")}
+    # The plain computation: embed everything, average the questions, cosine.
+    questions = [json.loads(line)["question"] for line in QUESTIONS.read_text().splitlines()]
+    reference = embedder.embed(questions).mean(axis=0)
+    texts = {json.loads(line)["id"]: json.loads(line)["text"] for line in CORPUS.read_text().splitlines()[:5]}
+    for doc_id, text in texts.items():
+        record = records[f"corpus.jsonl/{doc_id}"]
+        want = float(embedder.embed([text])[0] @ reference / np.linalg.norm(reference))
+        assert math.isclose(record["similarity"], want, abs_tol=1e-5)
+        assert record["selected"] == (want >= 0.2)
+        assert ("text" in record) == record["selected"]
+    chosen = {r["id"].split("/")[1] for r in records.values() if r["selected"]}
+    assert {"m1", "m2", "m3"} <= chosen and not {"w1", "w2", "w3"} & chosen  # arithmetic vs history and biology
+    assert records["corpus.jsonl/long"]["too_long"] and not records["corpus.jsonl/long"]["selected"]
+    assert summary.histogram and summary.histogram.exists()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["documents"] == 7 and manifest["counts"]["too_long"] == 1
+    skipped = manifest["counts"]["skipped"]
+    assert skipped["duplicate id"] == 1 and sum(skipped.values()) == 3
+    assert {e["line"] for e in manifest["skipped_examples"]} == {6, 8, 9}
+    assert [r["id"] for r in select.selected_documents(tmp_path / "out")] == [
+        f"corpus.jsonl/{i}" for i in ("m1", "m2", "m3")
+    ]
+
+
+def test_paper_normalization():
+    assert normalize_text("The Answer, of course, is: 42!") == "answer course 42"
+
+
+_CHILD = """
+import sys, time
+from rationalyst.runs import ShardWriter
+from rationalyst.stages import select
+original = ShardWriter.write
+def slow_write(self, record):
+    original(self, record)
+    time.sleep(0.3)
+ShardWriter.write = slow_write
+select.run(select.SelectConfig(corpus=[sys.argv[1]], benchmarks=[sys.argv[2]], output=sys.argv[3],
+                               shard_size=1, embedder={"spec": "builtin:minilm", "batch_size": 2}))
+"""
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_records(embedder, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(CORPUS), str(QUESTIONS), str(out)], env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((out / "shards").glob("part-*.jsonl"))) < 2:
+            time.sleep(0.05)
+        assert child.poll() is None, "the child finished before it could be killed"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert 2 <= len(list(read_records(out))) < 7
+    select.run(SelectConfig(corpus=[str(CORPUS)], benchmarks=[str(QUESTIONS)], output=out), embedder=embedder)
+    select.run(config(tmp_path), embedder=embedder)
+    resumed = sorted(read_records(out), key=lambda r: r["id"])
+    straight = sorted(read_records(tmp_path / "out"), key=lambda r: r["id"])
+    assert [r["id"] for r in resumed] == [r["id"] for r in straight]
+    for a, b in zip(resumed, straight):
+        assert a.keys() == b.keys() and a["selected"] == b["selected"]
+        assert math.isclose(a.get("similarity", 0), b.get("similarity", 0), abs_tol=1e-5)
