@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-llamacpp bench clean
+.PHONY: install demo test test-slow test-llamacpp test-ray bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,13 @@ test-llamacpp: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[llamacpp]'
 	$(BIN)/python -m pytest -q -m llamacpp
 
+test-ray: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[ray]'
+	$(BIN)/python -m pytest -q -m ray
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_throughput.py
+	$(BIN)/python benchmarks/filter_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

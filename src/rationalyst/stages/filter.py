@@ -28,6 +28,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from pydantic import Field
 from rationalyst.config import StrictModel
 from rationalyst.console import progress
 from rationalyst.errors import RationalystError
-from rationalyst.iterutils import batched
+from rationalyst.executor import ExecutorConfig, map_batches, write_records
 from rationalyst.lm import DocumentScoreRequest, LanguageModel, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
@@ -67,8 +68,9 @@ class FilterConfig(StrictModel):
     documents_per_batch: int = Field(8, ge=1, description="Documents scored in one call.")
     shard_size: int = Field(200, ge=1, description="Records per output shard.")
     overwrite: bool = Field(False, description="Start over instead of resuming an earlier run.")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="local, or ray.")
 
-    execution_fields = frozenset({"output", "documents_per_batch", "shard_size", "overwrite"})
+    execution_fields = frozenset({"output", "documents_per_batch", "shard_size", "overwrite", "executor"})
 
     def tau_for(self, source: str) -> float:
         return self.tau_by_source.get(source, self.tau)
@@ -160,11 +162,27 @@ def _documents(records: Iterator[dict]) -> Iterator[list[dict]]:
         yield group
 
 
-class _Scorer:
-    """Turns groups of records into scored output records."""
+class FilterWorker:
+    """Scores batches of documents' records; holds one scorer model (one per Ray worker)."""
 
-    def __init__(self, model: LanguageModel, config: FilterConfig, summary: FilterSummary) -> None:
-        self.model, self.config, self.summary = model, config, summary
+    def __init__(self, config: FilterConfig, model: LanguageModel | None = None) -> None:
+        self.config = config
+        self.model = model or load_model(config.scorer)
+
+    def __call__(self, batch: list[list[dict]]) -> list[dict]:
+        """Scored records, plus skip notices for records the scorer cannot take."""
+        requests = [self._request(doc) for doc in batch]
+        try:
+            results = self.model.score_in_documents(requests)
+        except RationalystError as exc:
+            if len(batch) == 1:
+                return [{"_skip": "too long for the scorer", "id": r["id"], "detail": str(exc)} for r in batch[0]]
+            return [out for doc in batch for out in self([doc])]  # isolate the document that fails
+        out = []
+        for records, scores in zip(batch, results):
+            for record, without, with_rationale in zip(records, scores[::2], scores[1::2]):
+                out.append(self._scored(record, without, with_rationale))
+        return out
 
     def _request(self, records: list[dict]) -> DocumentScoreRequest:
         pairs = []
@@ -173,41 +191,23 @@ class _Scorer:
             if len(preceding) > self.config.max_context_chars:
                 preceding = preceding[-self.config.max_context_chars :]
                 r["truncated"] = True
-                self.summary.truncated += 1
             pairs += [(preceding, r["following"]), (context_with_rationale(preceding, r["rationale"]), r["following"])]
         # The document as far as these records reach: the longest preceding + following.
         document = max((p + f for p, f in pairs[::2]), key=len)
         return DocumentScoreRequest(document, pairs)
-
-    def score(self, batch: list[list[dict]], run: RunDir) -> list[dict]:
-        requests = [self._request(doc) for doc in batch]
-        try:
-            results = self.model.score_in_documents(requests)
-        except RationalystError:
-            if len(batch) == 1:
-                for record in batch[0]:
-                    run.skip("too long for the scorer", doc_id=record["doc_id"], id=record["id"])
-                return []
-            return [out for doc in batch for out in self.score([doc], run)]  # find the one that fails
-        out = []
-        for records, scores in zip(batch, results):
-            for record, without, with_rationale in zip(records, scores[::2], scores[1::2]):
-                out.append(self._scored(record, without, with_rationale))
-        return out
 
     def _scored(self, record: dict, without, with_rationale) -> dict:
         gamma = self.config.gamma
         score_without, score_with = without.discounted(gamma), with_rationale.discounted(gamma)
         delta = score_with - score_without
         tau = self.config.tau_for(record["source"])
-        kept = delta >= tau
         return {
             **record,
             "score_without": score_without,
             "score_with": score_with,
             "delta": delta,
             "tau": tau,
-            "kept": kept,
+            "kept": delta >= tau,
             "following_tokens": len(without.token_ids),
         }
 
@@ -217,16 +217,15 @@ def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSumma
     run_dir = RunDir(config.output, config, stage="filter", mode="overwrite" if config.overwrite else "resume")
     summary = FilterSummary()
     if not run_dir.is_complete():
-        model = model or load_model(config.scorer)
-        scorer = _Scorer(model, config, summary)
-        pending = run_dir.pending(read_rationale_records(config.input, run_dir))
+        ray = config.executor.kind == "ray"
+        factory = partial(FilterWorker, config, None if ray else model or load_model(config.scorer))
+        documents = progress(_documents(run_dir.pending(read_rationale_records(config.input, run_dir))), description="filtering")
         with run_dir.writer(shard_size=config.shard_size) as writer:
-            for batch in progress(batched(_documents(pending), config.documents_per_batch), description="filtering"):
-                for record in scorer.score(batch, run_dir):
-                    writer.write(record)
+            write_records(map_batches(documents, factory, config.documents_per_batch, config.executor), writer, run_dir)
     else:
         log.info("filter: %s is complete for this config; nothing to do", config.output)
     for record in run_dir.records():
+        summary.truncated += bool(record.get("truncated"))
         (summary.kept if record["kept"] else summary.dropped)[record["source"]] += 1
         summary.deltas.append(record["delta"])
     summary.skipped = run_dir.skipped

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from rationalyst.config import StrictModel
 from rationalyst.console import progress
 from rationalyst.data import Document, read_corpus, read_questions
 from rationalyst.errors import RationalystError
-from rationalyst.iterutils import batched
+from rationalyst.executor import ExecutorConfig, map_batches, write_records
 from rationalyst.lm import Embedder, load_embedder
 from rationalyst.lm.builtin import DEFAULT_EMBEDDER
 from rationalyst.lm.registry import ModelConfig
@@ -63,8 +64,9 @@ class SelectConfig(StrictModel):
     max_questions: int | None = Field(None, ge=1, description="Use at most this many questions per benchmark file.")
     shard_size: int = Field(500, ge=1, description="Records per output shard.")
     overwrite: bool = Field(False, description="Start over instead of resuming an earlier run.")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="local, or ray.")
 
-    execution_fields = frozenset({"output", "shard_size", "overwrite"})
+    execution_fields = frozenset({"output", "shard_size", "overwrite", "executor"})
 
 
 _PUNCTUATION = re.compile(r"[^\w\s]+")
@@ -135,13 +137,14 @@ def run(config: SelectConfig, embedder: Embedder | None = None) -> SelectSummary
     run_dir = RunDir(config.output, config, stage="select", mode="overwrite" if config.overwrite else "resume")
     summary = SelectSummary()
     if not run_dir.is_complete():
-        embedder = embedder or load_embedder(config.embedder)
-        reference = reference_vector(embedder, config, run_dir)
+        local = embedder or load_embedder(config.embedder)
+        reference = reference_vector(local, config, run_dir)
         pending = run_dir.pending(_unique(_documents(config, run_dir), run_dir), key=_record_id)
+        items = (doc.to_record() for doc in progress(pending, description="selecting"))
+        ray = config.executor.kind == "ray"
+        factory = partial(SelectWorker, config, reference.tolist(), None if ray else local)
         with run_dir.writer(shard_size=config.shard_size) as writer:
-            for batch in progress(batched(pending, config.embedder.batch_size), description="selecting"):
-                for record in _select_batch(batch, embedder, reference, config):
-                    writer.write(record)
+            write_records(map_batches(items, factory, config.embedder.batch_size, config.executor), writer, run_dir)
     for record in read_records(run_dir.path):
         summary.read += 1
         source = record["source"]
@@ -163,6 +166,18 @@ def run(config: SelectConfig, embedder: Embedder | None = None) -> SelectSummary
             }
         )
     return summary
+
+
+class SelectWorker:
+    """Embeds a batch of documents and decides each one; holds one embedder (one per Ray worker)."""
+
+    def __init__(self, config: SelectConfig, reference: list[float], embedder: Embedder | None = None) -> None:
+        self.config = config
+        self.reference = np.asarray(reference, dtype=np.float32)
+        self.embedder = embedder or load_embedder(config.embedder)
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        return _select_batch([Document(**item) for item in items], self.embedder, self.reference, self.config)
 
 
 def _select_batch(batch: list[Document], embedder: Embedder, reference: np.ndarray, config: SelectConfig) -> list[dict]:
