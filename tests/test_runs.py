@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import rationalyst
-from rationalyst.config import StrictModel, config_hash
+from rationalyst.config import config_hash
 from rationalyst.errors import RationalystError
 from rationalyst.runs import RunDir, git_commit
 

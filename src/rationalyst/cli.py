@@ -148,6 +148,8 @@ def score(
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="Stage config YAML (a recipe).")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.path=value.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Start over instead of resuming.")]
+ExecutorOption = Annotated[Optional[str], typer.Option("--executor", help="local (default) or ray.")]
+RayAddressOption = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (default: start one locally).")]
 
 
 def _stage_config(cls, config: Optional[Path], overrides: Optional[list[str]], **options):
@@ -179,6 +181,8 @@ def select_command(
     benchmark: Annotated[Optional[list[str]], typer.Option(help="Benchmark JSONL whose questions define the target (repeatable).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Output run directory.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Cosine similarity threshold (default 0.3).")] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Stage 1: keep the corpus documents most similar to the benchmark questions."""
@@ -187,6 +191,7 @@ def select_command(
     cfg = _stage_config(
         select.SelectConfig, config, overrides,
         corpus=corpus, benchmarks=benchmark, output=output, threshold=threshold, overwrite=overwrite,
+        **{"executor.kind": executor, "executor.ray_address": ray_address},
     )
     summary = select.run(cfg)
     sources = sorted(set(summary.selected) | set(summary.rejected) | set(summary.too_long))
@@ -194,6 +199,39 @@ def select_command(
     stdout.print(_counts_table(f"select: {summary.read} documents", ("source", "selected", "below threshold", "too long"), rows))
     _skipped_line(summary.skipped)
     stdout.print(f"output: {cfg.output}  histogram: {summary.histogram}")
+
+
+@app.command("extract")
+def extract_command(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help="The select stage's run directory or a JSONL file of documents.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output run directory.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Extraction model spec (default builtin:smollm2-135m).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="boundary (one rationale per sentence boundary) or rewrite (the paper's).")] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Stage 2: write the implicit rationales of each document."""
+    from rationalyst.stages import extract
+
+    cfg = _stage_config(
+        extract.ExtractConfig, config, overrides, input=input, output=output, **{"model.spec": model}, mode=mode,
+        overwrite=overwrite, **{"executor.kind": executor, "executor.ray_address": ray_address},
+    )
+    counts = extract.run(cfg)
+    per_source = counts.get("per_source", {})
+    rows = [(s, c.get("documents", 0), c.get("rationales", 0)) for s, c in sorted(per_source.items())]
+    stdout.print(_counts_table(
+        f"extract ({cfg.mode}): {counts.get('documents_extracted', 0)} documents, {counts.get('rationales', 0)} rationales",
+        ("source", "documents", "rationales"), rows,
+    ))
+    dropped = counts.get("rationales_dropped", {})
+    if dropped:
+        stdout.print("rationales dropped: " + ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items())))
+    _skipped_line(counts.get("skipped", {}))
+    stdout.print(f"output: {cfg.output}")
 
 
 @app.command("filter")
@@ -204,6 +242,8 @@ def filter_command(
     output: Annotated[Optional[Path], typer.Option(help="Output run directory.")] = None,
     scorer: Annotated[Optional[str], typer.Option(help="Scorer model spec (default builtin:smollm2-135m).")] = None,
     tau: Annotated[Optional[float], typer.Option(help="Keep rationales with delta >= tau (default 0).")] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Stage 3: keep the rationales that make the following text more predictable."""
@@ -212,6 +252,7 @@ def filter_command(
     cfg = _stage_config(
         filter_stage.FilterConfig, config, overrides,
         input=input, output=output, **{"scorer.spec": scorer}, tau=tau, overwrite=overwrite,
+        **{"executor.kind": executor, "executor.ray_address": ray_address},
     )
     summary = filter_stage.run(cfg)
     sources = sorted(set(summary.kept) | set(summary.dropped))

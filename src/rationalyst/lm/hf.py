@@ -11,7 +11,6 @@ tests and benchmarks compare against.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -225,7 +224,8 @@ class HFModel(LanguageModel):
         mask hides from each row the cached positions past its own prefix; position ids continue from
         the row's own prefix length, so every row computes exactly its unbatched values.
         """
-        branches = sorted(branches, key=lambda b: (b[0], b[1]))
+        # Similar lengths together: less right padding (cheap masked cache columns matter less).
+        branches = sorted(branches, key=lambda b: len(b[4].token_ids) - b[1])
         for chunk in _chunks(branches, self.batch_size):
             longest = max(keep for _, keep, *_ in chunk)
             suffixes = [seq.token_ids[keep:] for _, keep, _, _, seq in chunk]

@@ -23,7 +23,6 @@ histogram of deltas with tau marked.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -41,7 +40,8 @@ from rationalyst.executor import ExecutorConfig, map_batches, write_records
 from rationalyst.lm import DocumentScoreRequest, LanguageModel, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
-from rationalyst.runs import RunDir, shard_paths
+from rationalyst.data.records import read_json_lines
+from rationalyst.runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +99,8 @@ class FilterSummary:
     histogram: Path | None = None
 
 
-def _input_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = shard_paths(path)
-        if not files:
-            raise RationalystError(f"{path}: no record shards found (is it an extract run directory?)")
-        return files
-    if not path.is_file():
-        raise RationalystError(f"input not found: {path}")
-    return [path]
-
-
 def _validate(record: Any) -> str | None:
     """Why a record cannot be scored (naming the field), or None when it can."""
-    if not isinstance(record, dict):
-        return "record is not a JSON object"
     for name in REQUIRED_TEXT_FIELDS:
         if not isinstance(record.get(name), str):
             return f"field {name!r} missing or not a string"
@@ -128,26 +115,14 @@ def _validate(record: Any) -> str | None:
 
 def read_rationale_records(path: Path, run: RunDir) -> Iterator[dict]:
     """Stream valid records from the input; bad lines are skipped and counted with file and line."""
-    for file in _input_files(path):
-        with open(file, "rb") as f:
-            for line_no, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    run.skip("invalid UTF-8", file=file, line=line_no)
-                    continue
-                except ValueError:
-                    run.skip("malformed JSON", file=file, line=line_no)
-                    continue
-                problem = _validate(record)
-                if problem:
-                    run.skip(problem, file=file, line=line_no)
-                    continue
-                record.setdefault("source", "unknown")
-                record.setdefault("id", f"{record['doc_id']}:{record['position']}")
-                yield record
+    for file, line_no, record in read_json_lines(path, run, stage="extract"):
+        problem = _validate(record)
+        if problem:
+            run.skip(problem, file=file, line=line_no)
+            continue
+        record.setdefault("source", "unknown")
+        record.setdefault("id", f"{record['doc_id']}:{record['position']}")
+        yield record
 
 
 def _documents(records: Iterator[dict]) -> Iterator[list[dict]]:

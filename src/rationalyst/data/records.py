@@ -1,0 +1,54 @@
+"""Reading the previous stage's output: a run directory of shards, or one JSONL file.
+
+Stages hand records to each other as JSON lines. A reader here yields each JSON object with where it
+came from (file and 1-based line), and reports lines it cannot use (invalid UTF-8, malformed JSON, not
+an object) to the run, which counts them in its manifest; the stage then checks its own fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rationalyst.errors import InputError
+from rationalyst.runs import MANIFEST_FILE, RunDir, shard_paths
+
+log = logging.getLogger(__name__)
+
+
+def stage_input_files(path: Path, stage: str) -> list[Path]:
+    """The shards of a run directory (warning if it has not finished), or the one file given."""
+    if path.is_dir():
+        files = shard_paths(path)
+        if not files:
+            raise InputError(f"{path}: no record shards found (is it a {stage} run directory?)")
+        if not (path / MANIFEST_FILE).exists():
+            log.warning("%s has no manifest: its stage has not finished, reading what it wrote so far", path)
+        return files
+    if not path.is_file():
+        raise InputError(f"input not found: {path}")
+    return [path]
+
+
+def read_json_lines(path: Path, run: RunDir, stage: str) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """(file, line, record) for every JSON object in the input; other lines are skipped and counted."""
+    for file in stage_input_files(path, stage):
+        with open(file, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    run.skip("invalid UTF-8", file=file, line=line_no)
+                    continue
+                except ValueError:
+                    run.skip("malformed JSON", file=file, line=line_no)
+                    continue
+                if not isinstance(record, dict):
+                    run.skip("record is not a JSON object", file=file, line=line_no)
+                    continue
+                yield file, line_no, record

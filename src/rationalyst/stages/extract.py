@@ -1,0 +1,879 @@
+"""Stage 2: documents → rationale records ``{id, doc_id, source, preceding, rationale, following, position}``.
+
+A rationale is the unstated "why" between two pieces of a document. Each record places one rationale
+at an insertion point of the ORIGINAL document text: ``preceding`` is the text before the point,
+``following`` the text from the point up to the next record's point (or the end), so
+``preceding + following`` is always a prefix of the document and no other rationale appears in either.
+``position`` is the rationale's 0-based index within its document and ``id`` is ``f"{doc_id}:{position}"``.
+Insertion points sit right after a sentence or line: ``preceding`` never ends in whitespace, and
+``following`` starts with the whitespace (if any) that separated the two pieces.
+
+Two modes (``ExtractConfig.mode``):
+
+``boundary`` (default; METHOD.md's "extraction that cannot break the text")
+    Split the document at sentence ends (``. ! ?`` followed by whitespace, not after a list number or
+    a common abbreviation; "3.5" is not split) and at line ends, skip points with fewer than
+    ``min_preceding_chars`` before them, keep at most ``max_rationales_per_doc`` points spread evenly
+    over the rest, and generate one rationale per point from the preceding text alone (greedy by
+    default, stopping at ``<EOT>`` or a newline). No document text is regenerated, so fidelity holds
+    by construction. The prompts of a whole batch of documents go to the model in one call.
+
+``rewrite`` (the paper's)
+    The model copies the whole document with rationales inserted between ``<BOT>`` and ``<EOT>``.
+    `parse_rewrite` reads the markers robustly: a ``<BOT>`` with no ``<EOT>`` before the next
+    ``<BOT>`` loses its text up to the end of its line (counted ``unclosed_marker``), a stray
+    ``<EOT>`` is removed (``stray_marker``), a nested ``<BOT> … <BOT> … <EOT> … <EOT>`` span is
+    removed whole (``nested_markers``), an empty rationale is dropped (``empty``). The fidelity check
+    compares the text with the rationales stripped to the original (normalized Indel similarity, i.e.
+    rapidfuzz ``fuzz.ratio / 100``, on whitespace-normalized text); below ``fidelity_threshold`` the
+    whole document is dropped (``fidelity``).
+
+    Mapping back to the original: the stripped text is aligned to the original character by
+    character (rapidfuzz ``Indel.opcodes``; difflib's opcodes when rapidfuzz is absent). A rationale
+    inside an unchanged stretch maps exactly; one at the edge of a changed stretch maps to that edge;
+    one inside text the model added (with nothing of the original replaced) maps to where the addition
+    sits. A rationale inside a stretch where the model *replaced* original text, or right where it
+    dropped original text, has no well-defined place and is dropped (``unmappable``).
+
+Both modes then drop rationales at the document's edges (nothing before or after them:
+``at_document_edge``), at the same point as an earlier one (``same_position``), beyond
+``max_rationales_per_doc`` (``over_limit``), generations cut by ``max_new_tokens``
+(``unfinished``, unless ``keep_unfinished``), and, with ``drop_copies``, rationales that copy the text
+right after them (``copies_following``: Stage 3 would reward such a leak of the answer) or right
+before them (``copies_preceding``: an echo carries no reasoning).
+
+Prompts and few-shot demonstrations are files, one per kind of source, in
+``rationalyst/prompts/extract/<kind>.yaml`` (kinds: math, multiple_choice, code, web); the kind of a
+document comes from its ``source`` through ``ExtractConfig.source_kinds`` (first case-insensitive
+substring match, else ``default_kind``). ``prompts_dir`` points at a folder of replacement files.
+
+Resume works at document granularity. The output directory is a `RunDir` whose shards hold the
+rationale records only (exactly what Stage 3 reads); beside it, ``<output>/documents/`` is a second
+`RunDir` with one summary record per finished document (``id`` = the document id, its status, kept
+and dropped counts, generated tokens), including documents that yielded no rationale. A document is
+done when its summary exists. Shards are only ever cut between documents (every ``shard_size``
+records or 30 seconds), and the rationale shard is written before the summary shard, so a kill
+leaves every document either fully written or not at all; the one window in between (rationales
+written, summary not) is repaired when the run is reopened by writing a ``recovered`` summary for
+such documents (its drop counts are lost, its records are kept). The manifest's counts come
+from all summaries, so they are exact after any number of resumes. Input problems (bad lines, empty
+text, repeated ids) are not "done" and are counted again by every session, as `RunDir.skip` intends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+
+from rationalyst.config import StrictModel
+from rationalyst.errors import RationalystError
+from rationalyst.executor import ExecutorConfig, map_batches
+from rationalyst.lm import LanguageModel, SamplingParams, load_model
+from rationalyst.lm.builtin import DEFAULT_LM
+from rationalyst.lm.registry import ModelConfig
+from rationalyst.data.records import read_json_lines
+from rationalyst.runs import RunDir
+
+try:  # rapidfuzz is fast and exact; difflib is the fallback (its ratio is a lower bound of fuzz.ratio)
+    from rapidfuzz.distance import Indel as _Indel
+except ImportError:  # pragma: no cover - depends on the environment
+    _Indel = None
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract"
+DOCUMENTS_STAGE = "extract.documents"
+DOCUMENTS_DIR = "documents"
+FLUSH_SECONDS = 30.0  # shards are cut at least this often (between documents), so a kill loses little
+BOT, EOT = "<BOT>", "<EOT>"
+
+Mode = Literal["rewrite", "boundary"]
+Kind = Literal["math", "multiple_choice", "code", "web"]
+KINDS: tuple[str, ...] = ("math", "multiple_choice", "code", "web")
+
+DEFAULT_SOURCE_KINDS: dict[str, str] = {
+    "gsm8k": "math",
+    "math": "math",  # also MATH, DM-Mathematics, mathematics_dataset
+    "aqua": "math",
+    "svamp": "math",
+    "cqa": "multiple_choice",  # ECQA, CommonsenseQA (cqa_data_*.csv)
+    "commonsense": "multiple_choice",
+    "arc_challenge": "multiple_choice",
+    "arc-challenge": "multiple_choice",
+    "ai2_arc": "multiple_choice",
+    "mmlu": "multiple_choice",
+    "hellaswag": "multiple_choice",
+    "openbookqa": "multiple_choice",
+    "proofwriter": "multiple_choice",
+    "github": "code",
+    "code": "code",
+}
+
+
+class ExtractConfig(StrictModel):
+    """`rationalyst extract`: insert candidate rationales into selected documents (Stage 2)."""
+
+    input: Path = Field(
+        description="Stage 1's run directory of documents, or a JSONL file of records with id, text, source."
+    )
+    output: Path = Field(description="Run directory for the rationale records (resumed if it exists).")
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(spec=DEFAULT_LM),
+        description="The extracting instruction model (paper: Llama-3-8B-Instruct).",
+    )
+    mode: Mode = Field(
+        "boundary",
+        description="boundary: one rationale per sentence boundary from the preceding text; "
+        "rewrite: the paper's copy-with-markers rewrite, checked for fidelity.",
+    )
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 = greedy (the paper's).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass when temperature > 0.")
+    seed: int | None = Field(0, description="Sampling seed when temperature > 0.")
+    max_new_tokens: int = Field(64, ge=1, description="Most tokens of one rationale (boundary mode).")
+    rewrite_max_new_tokens: int = Field(
+        3000,
+        ge=1,
+        description="Most tokens of one rewritten document (paper: 3000); a batch gets at most "
+        "longest-document-chars / 2 + max_rationales_per_doc * max_new_tokens.",
+    )
+    batch_size: int = Field(8, ge=1, description="Documents whose prompts go to the model in one generate call.")
+    max_rationales_per_doc: int = Field(8, ge=1, description="Most rationales kept per document.")
+    min_preceding_chars: int = Field(
+        40, ge=0, description="Boundary mode: no insertion point with fewer characters before it."
+    )
+    max_preceding_chars: int = Field(
+        4000,
+        ge=100,
+        description="Boundary mode: the prompt keeps only this many characters of preceding text, "
+        "cut from the left (counted as prompts_truncated); the record keeps it all.",
+    )
+    max_rewrite_chars: int = Field(
+        4000, ge=1, description="Rewrite mode: longer documents are not sent to the model (status too_long)."
+    )
+    fidelity_threshold: float = Field(
+        0.9, ge=0, le=1, description="Rewrite mode: least similarity of the stripped output to the document."
+    )
+    keep_unfinished: bool = Field(False, description="Keep rationales cut off by max_new_tokens.")
+    drop_copies: bool = Field(True, description="Drop rationales that copy the text right after or before them.")
+    num_demos: int = Field(2, ge=0, description="Few-shot demonstrations per prompt (the first n of the kind's file).")
+    source_kinds: dict[str, Kind] = Field(
+        default_factory=lambda: dict(DEFAULT_SOURCE_KINDS),
+        description="Substring of a document's source (case-insensitive, first match wins) → prompt kind.",
+    )
+    default_kind: Kind = Field("web", description="Prompt kind for sources that match nothing.")
+    prompts_dir: Path | None = Field(
+        None, description="Folder of <kind>.yaml prompt files replacing the packaged ones."
+    )
+    shard_size: int = Field(
+        500,
+        ge=1,
+        description="Records (rationales + document summaries) per shard, approximately: shards end "
+        "only between batches of documents, and at least every 30 seconds.",
+    )
+    overwrite: bool = Field(False, description="Start over instead of resuming an earlier run.")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="local, or ray.")
+
+    # How to run, not what to compute: left out of the config hash, so changing them keeps a run
+    # resumable. (batch_size only changes which prompts share a padded batch.)
+    execution_fields = frozenset({"output", "batch_size", "shard_size", "overwrite", "executor"})
+
+    def kind_for(self, source: str) -> str:
+        lowered = source.lower()
+        for needle, kind in self.source_kinds.items():
+            if needle.lower() in lowered:
+                return kind
+        return self.default_kind
+
+
+# ============================================================================ text utilities
+
+
+def normalize_ws(text: str) -> str:
+    return " ".join(text.split())
+
+
+def similarity(a: str, b: str) -> float:
+    """Normalized Indel similarity in [0, 1] (rapidfuzz ``fuzz.ratio / 100``); 1.0 for two empty texts."""
+    if not a and not b:
+        return 1.0
+    if _Indel is not None:
+        return float(_Indel.normalized_similarity(a, b))
+    from difflib import SequenceMatcher
+
+    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def fidelity(stripped: str, original: str) -> float:
+    """How faithfully a rewrite (rationales stripped) kept the document, on whitespace-normalized text."""
+    return similarity(normalize_ws(stripped), normalize_ws(original))
+
+
+# ============================================================================ boundary splitting
+
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*$")
+_LIST_MARKER = re.compile(r"[ \t]*(?:\d+|[a-zA-Z])[.)]")
+# Abbreviations that rarely end a sentence ("etc." and "no." often do, so they are not here).
+_ABBREVIATIONS = frozenset("mr mrs ms dr prof sr jr vs e.g i.e cf fig eq approx".split())
+
+
+def _ends_sentence(text: str, end: int) -> bool:
+    """Whether ``text[:end]`` ends a sentence: ``. ! ?`` (maybe before a closing quote or bracket),
+    not a list number at the start of a line ("2.") and not a common abbreviation ("e.g.")."""
+    window = text[max(0, end - 40) : end]
+    if not _SENTENCE_END.search(window):
+        return False
+    line_start = text.rfind("\n", 0, end) + 1
+    if _LIST_MARKER.fullmatch(text, line_start, end):
+        return False
+    words = window.split()
+    last = words[-1].rstrip("\"'”’)]").rstrip(".!?").lower() if words else ""
+    return last not in _ABBREVIATIONS
+
+
+def split_boundaries(text: str, min_preceding_chars: int = 0) -> list[int]:
+    """Insertion points of a document: offsets right after a sentence end or at a line end.
+
+    An offset ``p`` means ``preceding = text[:p]`` (never ending in whitespace) and the rest starts
+    with the whitespace after it. Points with fewer than ``min_preceding_chars`` characters before
+    them, or with only whitespace after them, are left out.
+    """
+    points = []
+    for match in re.finditer(r"\s+", text):
+        start, end = match.span()
+        if start == 0 or end == len(text) or start < min_preceding_chars:
+            continue
+        if "\n" in match.group() or _ends_sentence(text, start):
+            points.append(start)
+    return points
+
+
+def spread(points: Sequence[int], k: int) -> list[int]:
+    """At most ``k`` of ``points``, spread evenly (first and last kept), in order."""
+    if len(points) <= k:
+        return list(points)
+    if k == 1:
+        return [points[len(points) // 2]]
+    step = (len(points) - 1) / (k - 1)
+    return [points[round(i * step)] for i in range(k)]
+
+
+# ============================================================================ rewrite parsing
+
+_MARKER = re.compile(r"<(/?)(BOT|EOT)>", re.IGNORECASE)
+
+
+@dataclass
+class ParsedRewrite:
+    """A rewritten document: its text without rationales, where each rationale sat, what was dropped."""
+
+    stripped: str
+    rationales: list[tuple[int, str]]  # (offset in ``stripped``, rationale text), in order
+    dropped: Counter = field(default_factory=Counter)
+
+
+def parse_rewrite(text: str) -> ParsedRewrite:
+    """Split a model's rewrite into the document text and its ``<BOT>…<EOT>`` rationales.
+
+    Never raises: malformed markers are dropped and counted (see the module docstring). Removing a
+    rationale between two whitespace runs keeps only the one after it, so ``"a. <BOT>r<EOT> b"``
+    strips to ``"a. b"`` with the rationale at offset 2.
+    """
+    markers = [(m.start(), m.end(), m.group(2).upper() == "BOT" and not m.group(1)) for m in _MARKER.finditer(text)]
+    out = ""
+    floor = 0  # the last recorded offset: whitespace collapsing never moves before it
+    rationales: list[tuple[int, str]] = []
+    dropped: Counter = Counter()
+    pos = 0
+
+    def remove_span(span_start: int, span_end: int) -> int:
+        """Copy the text before the span, skip the span; returns the offset in ``out`` where it was."""
+        nonlocal out
+        out += text[pos:span_start]
+        if span_end >= len(text) or text[span_end].isspace():
+            trimmed = out.rstrip(" \t")
+            out = out[: max(len(trimmed), floor)]
+        return len(out)
+
+    i = 0
+    while i < len(markers):
+        start, end, is_open = markers[i]
+        if not is_open:  # a close marker with no open one
+            dropped["stray_marker"] += 1
+            remove_span(start, end)
+            pos, i = end, i + 1
+            continue
+        if i + 1 < len(markers) and not markers[i + 1][2]:  # <BOT> … <EOT>
+            close_start, close_end, _ = markers[i + 1]
+            content = normalize_ws(text[end:close_start])
+            offset = remove_span(start, close_end)
+            if content:
+                rationales.append((offset, content))
+                floor = offset
+            else:
+                dropped["empty"] += 1
+            pos, i = close_end, i + 2
+            continue
+        depth, close_at = 0, None
+        for n in range(i, len(markers)):
+            depth += 1 if markers[n][2] else -1
+            if depth == 0:
+                close_at = n
+                break
+        if close_at is not None:  # <BOT> … <BOT> … <EOT> … <EOT>: nested, dropped whole
+            dropped["nested_markers"] += sum(1 for m in markers[i : close_at + 1] if m[2])
+            remove_span(start, markers[close_at][1])
+            pos, i = markers[close_at][1], close_at + 1
+            continue
+        # <BOT> never closed: its text runs to the end of its line or the next marker.
+        next_marker = markers[i + 1][0] if i + 1 < len(markers) else len(text)
+        newline = text.find("\n", end, next_marker)
+        span_end = newline if newline >= 0 else next_marker
+        dropped["unclosed_marker"] += 1
+        remove_span(start, span_end)
+        pos, i = span_end, i + 1
+    out += text[pos:]
+    return ParsedRewrite(out, rationales, dropped)
+
+
+def _opcodes(src: str, dst: str) -> list[tuple[str, int, int, int, int]]:
+    if _Indel is not None:
+        return [tuple(op) for op in _Indel.opcodes(src, dst)]  # type: ignore[misc]
+    from difflib import SequenceMatcher
+
+    return SequenceMatcher(None, src, dst, autojunk=False).get_opcodes()
+
+
+def map_offsets(stripped: str, original: str, offsets: Sequence[int]) -> list[int | None]:
+    """Each offset in ``stripped`` as an offset in ``original``, or None where it has no clear place."""
+    blocks: list[list[Any]] = []  # [equal, s0, s1, d0, d1]; neighbouring changes merged
+    for tag, s0, s1, d0, d1 in _opcodes(stripped, original):
+        if tag != "equal" and blocks and not blocks[-1][0]:
+            blocks[-1][2], blocks[-1][4] = s1, d1
+        else:
+            blocks.append([tag == "equal", s0, s1, d0, d1])
+    if not blocks:  # both empty
+        blocks = [[True, 0, 0, 0, 0]]
+    mapped: list[int | None] = []
+    for k in offsets:
+        result: int | None = None
+        for equal, s0, s1, d0, d1 in blocks:
+            if equal and s0 <= k <= s1:
+                result = d0 + (k - s0)
+                break
+        for equal, s0, s1, d0, d1 in blocks:
+            if equal or not (s0 <= k <= s1):
+                continue
+            replaced = original[d0:d1].strip()
+            if s0 < k < s1:  # inside the change: fine only if the model added text and replaced none
+                result = None if replaced else d0
+            elif s0 == s1 == k and replaced:  # right where the model dropped original text
+                result = None
+            elif result is None:
+                result = d0 if k == s0 else d1
+            break
+        mapped.append(result)
+    return mapped
+
+
+# ============================================================================ prompts
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """One kind's prompt templates and demonstrations, as read from ``<kind>.yaml``."""
+
+    kind: str
+    boundary_system: str
+    boundary_user: str
+    rewrite_system: str
+    rewrite_user: str
+    demos: tuple[str, ...]  # annotated documents
+
+    def boundary_demos(self, num_demos: int) -> list[tuple[str, str]]:
+        """(text before the demo's last rationale, that rationale) for the first ``num_demos`` demos."""
+        pairs = []
+        for demo in self.demos[:num_demos]:
+            parsed = parse_rewrite(demo)
+            offset, rationale = parsed.rationales[-1]
+            pairs.append((parsed.stripped[:offset], rationale))
+        return pairs
+
+    def rewrite_demos(self, num_demos: int) -> list[tuple[str, str]]:
+        """(document, annotated document) for the first ``num_demos`` demos."""
+        return [(parse_rewrite(demo).stripped, demo) for demo in self.demos[:num_demos]]
+
+    def boundary_messages(self, preceding: str, num_demos: int) -> list[dict[str, str]]:
+        return _chat(self.boundary_system, self.boundary_user, "{preceding}", self.boundary_demos(num_demos), preceding)
+
+    def rewrite_messages(self, document: str, num_demos: int) -> list[dict[str, str]]:
+        return _chat(self.rewrite_system, self.rewrite_user, "{document}", self.rewrite_demos(num_demos), document)
+
+
+def _chat(system: str, user: str, slot: str, demos: Sequence[tuple[str, str]], text: str) -> list[dict[str, str]]:
+    """System instruction, one user/assistant exchange per demo, then the user turn for ``text``."""
+    messages = [{"role": "system", "content": system}]
+    for demo_in, demo_out in demos:
+        messages.append({"role": "user", "content": user.replace(slot, demo_in)})
+        messages.append({"role": "assistant", "content": demo_out})
+    messages.append({"role": "user", "content": user.replace(slot, text)})
+    return messages
+
+
+def load_prompts(kind: str, prompts_dir: Path | None = None) -> PromptSet:
+    """Read ``<kind>.yaml`` from ``prompts_dir`` or the packaged ``rationalyst/prompts/extract``."""
+    if prompts_dir is not None:
+        source: Any = Path(prompts_dir) / f"{kind}.yaml"
+    else:
+        source = resources.files("rationalyst").joinpath("prompts", "extract", f"{kind}.yaml")
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RationalystError(f"cannot read the extract prompts {source}: {exc}") from None
+    try:
+        prompts = PromptSet(
+            kind=kind,
+            boundary_system=str(data["boundary"]["system"]).strip(),
+            boundary_user=str(data["boundary"]["user"]),
+            rewrite_system=str(data["rewrite"]["system"]).strip(),
+            rewrite_user=str(data["rewrite"]["user"]),
+            demos=tuple(str(d).strip() for d in data.get("demos") or ()),
+        )
+    except (KeyError, TypeError) as exc:
+        raise RationalystError(
+            f"{source}: expected boundary.system/user, rewrite.system/user and demos ({exc})"
+        ) from None
+    if "{preceding}" not in prompts.boundary_user or "{document}" not in prompts.rewrite_user:
+        raise RationalystError(f"{source}: boundary.user needs {{preceding}} and rewrite.user needs {{document}}")
+    for n, demo in enumerate(prompts.demos, 1):
+        parsed = parse_rewrite(demo)
+        if parsed.dropped or not parsed.rationales:
+            raise RationalystError(f"{source}: demo {n} needs well-formed <BOT>…<EOT> rationales")
+    return prompts
+
+
+# ============================================================================ per-document extraction
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    source: str
+    kind: str
+
+
+@dataclass
+class DocResult:
+    """What became of one document: its records and the summary written to ``documents/``."""
+
+    doc: Document
+    status: str = "ok"
+    candidates: int = 0
+    kept: list[tuple[int, str]] = field(default_factory=list)  # (offset in doc.text, rationale)
+    dropped: Counter = field(default_factory=Counter)
+    generated_tokens: int = 0
+    cut_by_length: int = 0  # generations that hit their token budget
+    prompts_truncated: int = 0
+    fidelity: float | None = None
+
+    def records(self) -> list[dict[str, Any]]:
+        text, out = self.doc.text, []
+        for position, (offset, rationale) in enumerate(self.kept):
+            end = self.kept[position + 1][0] if position + 1 < len(self.kept) else len(text)
+            out.append(
+                {
+                    "id": f"{self.doc.id}:{position}",
+                    "doc_id": self.doc.id,
+                    "source": self.doc.source,
+                    "preceding": text[:offset],
+                    "rationale": rationale,
+                    "following": text[offset:end],
+                    "position": position,
+                }
+            )
+        return out
+
+    def summary(self, mode: str) -> dict[str, Any]:
+        if self.status == "ok" and not self.kept:
+            self.status = "no_rationales"
+        return {
+            "id": self.doc.id,
+            "source": self.doc.source,
+            "kind": self.doc.kind,
+            "mode": mode,
+            "status": self.status,
+            "chars": len(self.doc.text),
+            "candidates": self.candidates,
+            "rationales": len(self.kept),
+            "dropped": dict(self.dropped),
+            "generated_tokens": self.generated_tokens,
+            "cut_by_length": self.cut_by_length,
+            "prompts_truncated": self.prompts_truncated,
+            "fidelity": self.fidelity,
+        }
+
+
+def clean_rationale(text: str) -> str:
+    """A generated rationale as one line of text: markers and enclosing quotes removed, whitespace collapsed."""
+    text = normalize_ws(_MARKER.sub(" ", text))
+    if len(text) >= 2 and (text[0], text[-1]) in {('"', '"'), ("'", "'"), ("“", "”")}:
+        text = text[1:-1].strip()
+    return text
+
+
+def _copies(rationale: str, text: str) -> bool:
+    r, t = normalize_ws(rationale).lower(), normalize_ws(text).lower()
+    if not r or not t:
+        return False
+    return r in t or similarity(r, t[: len(r)]) >= 0.9 or similarity(r, t[-len(r) :]) >= 0.9
+
+
+def finalize(result: DocResult, candidates: Sequence[tuple[int | None, str, bool]], config: ExtractConfig) -> None:
+    """Turn candidate (offset in the original or None, rationale, finished) into kept rationales."""
+    text = result.doc.text
+    last = -1
+    for offset, rationale, finished in candidates:
+        if offset is None:
+            result.dropped["unmappable"] += 1
+            continue
+        while offset > 0 and text[offset - 1].isspace():
+            offset -= 1
+        if not rationale:
+            result.dropped["empty"] += 1
+        elif not finished and not config.keep_unfinished:
+            result.dropped["unfinished"] += 1
+        elif not text[:offset].strip() or not text[offset:].strip():
+            result.dropped["at_document_edge"] += 1
+        elif offset <= last:
+            result.dropped["same_position"] += 1
+        elif config.drop_copies and _copies(rationale, text[offset : offset + 2 * len(rationale) + 40]):
+            result.dropped["copies_following"] += 1
+        elif config.drop_copies and _copies(rationale, text[max(0, offset - 2 * len(rationale) - 40) : offset]):
+            result.dropped["copies_preceding"] += 1
+        elif len(result.kept) >= config.max_rationales_per_doc:
+            result.dropped["over_limit"] += 1
+        else:
+            result.kept.append((offset, rationale))
+            last = offset
+
+
+def truncate_left(text: str, max_chars: int) -> str:
+    """The last ``max_chars`` characters of ``text``, starting at a word, marked with an ellipsis."""
+    if len(text) <= max_chars:
+        return text
+    tail = text[-max_chars:]
+    cut = re.search(r"\s", tail)
+    if cut and cut.start() < len(tail) // 4:
+        tail = tail[cut.start() :].lstrip()
+    return "… " + tail
+
+
+class ExtractWorker:
+    """Turns a batch of documents into output records, with one generate call per batch.
+
+    Called with document items (``{"id", "text", "source", "kind"}``) it returns, per document and in
+    order, the document's rationale records followed by ``{"_summary": <its summary>}``; this shape
+    lets the stage cut shards between documents under either executor. The model is loaded on the
+    first batch when none is given (a Ray worker loads its own).
+    """
+
+    def __init__(self, config: ExtractConfig, model: LanguageModel | None = None) -> None:
+        self.config = config
+        self._model = model
+        self._prompts: dict[str, PromptSet] = {}
+
+    @property
+    def model(self) -> LanguageModel:
+        if self._model is None:
+            self._model = load_model(self.config.model)
+        return self._model
+
+    def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        docs = [Document(i["id"], i["text"], i["source"], i["kind"]) for i in items]
+        out: list[dict[str, Any]] = []
+        for result in self.process(docs):
+            out += result.records()
+            out.append({"_summary": result.summary(self.config.mode)})
+        return out
+
+    def prompts(self, kind: str) -> PromptSet:
+        if kind not in self._prompts:
+            self._prompts[kind] = load_prompts(kind, self.config.prompts_dir)
+        return self._prompts[kind]
+
+    def _params(self, max_new_tokens: int, stop: tuple[str, ...]) -> SamplingParams:
+        c = self.config
+        return SamplingParams(
+            temperature=c.temperature, top_p=c.top_p, seed=c.seed, max_new_tokens=max_new_tokens, stop=stop
+        )
+
+    def process(self, docs: Sequence[Document]) -> list[DocResult]:
+        try:
+            return self._process(docs)
+        except RationalystError as exc:  # e.g. a prompt over the model's context: retry one by one
+            if len(docs) == 1:
+                log.warning("document %s: %s", docs[0].id, exc)
+                return [DocResult(docs[0], status="too_long_for_model")]
+            return [r for doc in docs for r in self.process([doc])]
+
+    def _process(self, docs: Sequence[Document]) -> list[DocResult]:
+        if self.config.mode == "boundary":
+            return self._boundary(docs)
+        return self._rewrite(docs)
+
+    def _boundary(self, docs: Sequence[Document]) -> list[DocResult]:
+        c = self.config
+        results, prompts, owners = [], [], []
+        for doc in docs:
+            result = DocResult(doc)
+            points = spread(split_boundaries(doc.text, c.min_preceding_chars), c.max_rationales_per_doc)
+            if not points:
+                result.status = "no_boundaries"
+            result.candidates = len(points)
+            for point in points:
+                preceding = doc.text[:point]
+                if len(preceding) > c.max_preceding_chars:
+                    preceding = truncate_left(preceding, c.max_preceding_chars)
+                    result.prompts_truncated += 1
+                prompts.append(self.prompts(doc.kind).boundary_messages(preceding, c.num_demos))
+                owners.append((len(results), point))
+            results.append(result)
+        if prompts:
+            completions = self.model.generate(prompts, self._params(c.max_new_tokens, (EOT, "\n")))
+            candidates: dict[int, list[tuple[int | None, str, bool]]] = defaultdict(list)
+            for (index, point), (completion, *_) in zip(owners, completions):
+                results[index].generated_tokens += len(completion.token_ids)
+                results[index].cut_by_length += completion.finish_reason == "length"
+                candidates[index].append((point, clean_rationale(completion.text), completion.finish_reason == "stop"))
+            for index, items in candidates.items():
+                finalize(results[index], items, c)
+        return results
+
+    def _rewrite(self, docs: Sequence[Document]) -> list[DocResult]:
+        c = self.config
+        results = [DocResult(doc) for doc in docs]
+        todo = []
+        for result in results:
+            if len(result.doc.text) > c.max_rewrite_chars:
+                result.status = "too_long"
+            else:
+                todo.append(result)
+        if not todo:
+            return results
+        longest = max(len(r.doc.text) for r in todo)
+        budget = min(c.rewrite_max_new_tokens, longest // 2 + c.max_rationales_per_doc * c.max_new_tokens)
+        prompts = [self.prompts(r.doc.kind).rewrite_messages(r.doc.text, c.num_demos) for r in todo]
+        completions = self.model.generate(prompts, self._params(budget, ()))
+        for result, (completion, *_) in zip(todo, completions):
+            result.generated_tokens = len(completion.token_ids)
+            result.cut_by_length = int(completion.finish_reason == "length")
+            rewrite_document(result, completion.text, c)
+        return results
+
+
+def rewrite_document(result: DocResult, output: str, config: ExtractConfig) -> None:
+    """Parse a model's rewrite of ``result.doc``, check fidelity and map its rationales (see module doc)."""
+    parsed = parse_rewrite(output)
+    result.dropped.update(parsed.dropped)
+    result.candidates = len(parsed.rationales) + sum(parsed.dropped.values())
+    score = fidelity(parsed.stripped, result.doc.text)
+    result.fidelity = round(score, 4)
+    if score < config.fidelity_threshold:
+        result.status = "fidelity_failed"
+        if parsed.rationales:
+            result.dropped["fidelity"] += len(parsed.rationales)
+        return
+    offsets = map_offsets(parsed.stripped, result.doc.text, [k for k, _ in parsed.rationales])
+    # A rewrite cut by its token budget (counted in cut_by_length) still passes if it kept the
+    # document faithfully enough; its rationales are complete, since each one is closed by <EOT>.
+    finalize(result, [(o, r, True) for o, (_, r) in zip(offsets, parsed.rationales)], config)
+
+
+# ============================================================================ input
+
+
+def read_documents(path: Path, run: RunDir, config: ExtractConfig) -> Iterator[Document]:
+    """Stream the input's documents; bad lines, empty texts and repeated ids are skipped and counted."""
+    seen: set[str] = set()
+    for file, line_no, record in read_json_lines(path, run, stage="select"):
+        if record.get("selected") is False:
+            continue  # a document the select stage rejected (it has no text)
+        doc_id = record.get("id")
+        if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+            doc_id = str(doc_id)
+        if not isinstance(doc_id, str) or not doc_id:
+            run.skip("missing or invalid id", file=file, line=line_no)
+            continue
+        text = record.get("text")
+        if not isinstance(text, str):
+            run.skip("missing text", file=file, line=line_no, doc_id=doc_id)
+            continue
+        if not text.strip():
+            run.skip("empty text", file=file, line=line_no, doc_id=doc_id)
+            continue
+        if doc_id in seen:
+            run.skip("repeated document id", file=file, line=line_no, doc_id=doc_id)
+            continue
+        seen.add(doc_id)
+        source = record.get("source")
+        source = source if isinstance(source, str) and source else "unknown"
+        yield Document(doc_id, text, source, config.kind_for(source))
+
+
+# ============================================================================ the stage
+
+
+def summarize(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest counts of a set of document summaries (all sessions of a run)."""
+    statuses: Counter = Counter()
+    dropped: Counter = Counter()
+    per_source: dict[str, dict[str, Any]] = {}
+    totals = Counter()
+    for s in summaries:
+        statuses[s["status"]] += 1
+        dropped.update(s.get("dropped") or {})
+        totals["documents"] += 1
+        totals["rationales"] += s["rationales"]
+        totals["candidates"] += s["candidates"]
+        totals["generated_tokens"] += s["generated_tokens"]
+        totals["cut_by_length"] += s.get("cut_by_length", 0)
+        totals["prompts_truncated"] += s["prompts_truncated"]
+        src = per_source.setdefault(
+            s["source"],
+            {
+                "documents": 0,
+                "documents_with_rationales": 0,
+                "rationales": 0,
+                "generated_tokens": 0,
+                "dropped": Counter(),
+            },
+        )
+        src["documents"] += 1
+        src["documents_with_rationales"] += s["rationales"] > 0
+        src["rationales"] += s["rationales"]
+        src["generated_tokens"] += s["generated_tokens"]
+        src["dropped"].update(s.get("dropped") or {})
+    for src in per_source.values():
+        src["dropped"] = dict(src["dropped"])
+    tokens = totals["generated_tokens"]
+    return {
+        "documents_extracted": totals["documents"],
+        "documents_with_rationales": sum(v["documents_with_rationales"] for v in per_source.values()),
+        "documents_by_status": dict(statuses),
+        "candidates": totals["candidates"],
+        "rationales": totals["rationales"],
+        "rationales_dropped": dict(dropped),
+        "rationales_dropped_total": sum(dropped.values()),
+        "generated_tokens": tokens,
+        "generations_cut_by_length": totals["cut_by_length"],
+        "rationales_per_1k_generated_tokens": round(1000 * totals["rationales"] / tokens, 3) if tokens else None,
+        "prompts_truncated": totals["prompts_truncated"],
+        "per_source": per_source,
+    }
+
+
+def _recover_orphans(run: RunDir, done: set[str], docs_writer) -> int:
+    """Summaries for documents whose rationales were written but whose summary was not (a kill between)."""
+    counts: Counter = Counter()
+    sources: dict[str, str] = {}
+    for record in run.records():
+        if record["doc_id"] not in done:
+            counts[record["doc_id"]] += 1
+            sources[record["doc_id"]] = record.get("source", "unknown")
+    for doc_id, n in counts.items():
+        docs_writer.write(
+            {
+                "id": doc_id, "source": sources[doc_id], "kind": None, "mode": None, "status": "recovered",
+                "chars": None, "candidates": n, "rationales": n, "dropped": {}, "generated_tokens": 0,
+                "cut_by_length": 0, "prompts_truncated": 0, "fidelity": None,
+            }
+        )
+        done.add(doc_id)
+    if counts:
+        log.warning("recovered %d document(s) whose summaries were lost by an interrupted run", len(counts))
+    return len(counts)
+
+
+def run(config: ExtractConfig, model: LanguageModel | None = None) -> dict[str, Any]:
+    """Extract rationales from every input document (resuming an earlier run); returns the manifest counts.
+
+    ``model`` (optional, local executor only) is used instead of loading ``config.model``; the model
+    is loaded only if some document still needs work.
+    """
+    mode = "overwrite" if config.overwrite else "resume"
+    out = RunDir(config.output, config, stage=STAGE, mode=mode)
+    docs_run = RunDir(Path(config.output) / DOCUMENTS_DIR, config, stage=DOCUMENTS_STAGE, mode=mode)
+    if out.is_complete() and docs_run.is_complete():
+        log.info("extract: %s is complete for this config; nothing to do", config.output)
+        return out.manifest()["counts"]
+
+    started = time.perf_counter()
+    read, session = Counter(), Counter()
+    # The rationale writer is the inner one, so on leaving the block it is closed (flushed) first.
+    with docs_run.writer(shard_size=10**9, flush_seconds=math.inf) as docs_writer, out.writer(
+        shard_size=10**9, flush_seconds=math.inf
+    ) as writer:
+        done = docs_run.done_ids()
+        recovered = _recover_orphans(out, done, docs_writer)
+        resumed = len(done)
+
+        def pending() -> Iterator[dict[str, Any]]:
+            for doc in read_documents(config.input, out, config):
+                read["documents"] += 1
+                if doc.id not in done:
+                    yield {"id": doc.id, "text": doc.text, "source": doc.source, "kind": doc.kind}
+
+        ray = config.executor.kind == "ray"
+        factory = partial(ExtractWorker, config, None if ray else model)
+        unflushed, last_flush = 0, time.monotonic()
+        for record in map_batches(pending(), factory, config.batch_size, config.executor):
+            unflushed += 1
+            if "_summary" not in record:
+                writer.write(record)
+                continue
+            summary = record["_summary"]
+            docs_writer.write(summary)
+            session["documents"] += 1
+            session["rationales"] += summary["rationales"]
+            # Every document before this summary is complete: a safe place to cut both shards.
+            if unflushed >= config.shard_size or time.monotonic() - last_flush >= FLUSH_SECONDS:
+                writer.flush()  # rationales first: a kill in between is repaired by _recover_orphans
+                docs_writer.flush()
+                unflushed, last_flush = 0, time.monotonic()
+                log.info(
+                    "extract: %d document(s) done this session, %d rationale(s)",
+                    session["documents"],
+                    session["rationales"],
+                )
+
+    counts = summarize(docs_run.records())
+    counts.update(
+        documents_read=read["documents"],
+        documents_resumed=resumed - recovered,
+        documents_recovered=recovered,
+        documents_this_session=session["documents"],
+    )
+    docs_run.finish(counts=counts)
+    manifest = out.finish(
+        counts=counts, extra={"mode": config.mode, "seconds_this_session": round(time.perf_counter() - started, 3)}
+    )
+    log.info(
+        "extract (%s): %d rationale(s) from %d document(s), %d dropped",
+        config.mode,
+        counts["rationales"],
+        counts["documents_extracted"],
+        counts["rationales_dropped_total"],
+    )
+    return manifest["counts"]

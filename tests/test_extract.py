@@ -1,0 +1,421 @@
+"""Stage 2 (extract): rewrite parsing, boundary splitting, position mapping, runs, resume, counts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rationalyst.lm import Completion, LanguageModel
+from rationalyst.runs import read_records, shard_paths
+from rationalyst.stages import extract
+from rationalyst.stages.extract import (
+    KINDS,
+    DocResult,
+    Document,
+    ExtractConfig,
+    load_prompts,
+    map_offsets,
+    parse_rewrite,
+    rewrite_document,
+    split_boundaries,
+    spread,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "extract" / "documents.jsonl"
+FIXTURE_DOCS = {d["id"]: d for d in map(json.loads, FIXTURE.read_text().splitlines())}
+
+
+class FakeModel(LanguageModel):
+    """Answers every prompt with ``reply(prompt_index, prompt)``; records the prompts it saw."""
+
+    name = "fake"
+
+    def __init__(self, reply, finish="stop"):
+        self.reply, self.finish, self.prompts, self.calls = reply, finish, [], 0
+
+    def generate(self, prompts, params):
+        self.calls += 1
+        out = []
+        for prompt in prompts:
+            self.prompts.append(prompt)
+            text = self.reply(len(self.prompts) - 1, prompt)
+            out.append([Completion(text, list(range(len(text.split()))), [0.0] * len(text.split()), self.finish)])
+        return out
+
+    def score_many(self, requests):
+        raise NotImplementedError
+
+
+class NoModel(FakeModel):
+    def __init__(self):
+        super().__init__(None)
+
+    def generate(self, prompts, params):
+        raise AssertionError("the model must not be called")
+
+
+def config(tmp_path: Path, **kw) -> ExtractConfig:
+    base = dict(input=FIXTURE, output=tmp_path / "out", min_preceding_chars=20, max_new_tokens=24)
+    return ExtractConfig(**{**base, **kw})
+
+
+def check_invariants(records: list[dict], texts: dict[str, str]) -> None:
+    assert len({r["id"] for r in records}) == len(records)
+    by_doc: dict[str, list[dict]] = {}
+    for r in records:
+        assert set(r) == {"id", "doc_id", "source", "preceding", "rationale", "following", "position"}
+        assert r["id"] == f"{r['doc_id']}:{r['position']}"
+        assert texts[r["doc_id"]].startswith(r["preceding"] + r["following"])
+        assert r["preceding"].strip() and r["following"].strip() and r["rationale"].strip()
+        assert "<BOT>" not in r["rationale"].upper() and "<EOT>" not in r["rationale"].upper()
+        assert "\n" not in r["rationale"]
+        by_doc.setdefault(r["doc_id"], []).append(r)
+    for doc_id, recs in by_doc.items():
+        assert [r["position"] for r in recs] == list(range(len(recs)))
+        offsets = [len(r["preceding"]) for r in recs]
+        assert offsets == sorted(set(offsets))
+        for a, b in zip(recs, recs[1:]):  # each following runs exactly to the next insertion point
+            assert a["preceding"] + a["following"] == b["preceding"]
+        last = recs[-1]
+        assert last["preceding"] + last["following"] == texts[doc_id]
+
+
+def check_counts(counts: dict) -> None:
+    assert counts["rationales"] + counts["rationales_dropped_total"] == counts["candidates"]
+    assert counts["records"] == counts["rationales"] == sum(s["rationales"] for s in counts["per_source"].values())
+    assert sum(counts["documents_by_status"].values()) == counts["documents_extracted"]
+
+
+# ============================================================================ rewrite parsing
+
+
+def test_parse_balanced_markers():
+    parsed = parse_rewrite(
+        "Tom has 3 cats. <BOT>Each cat eats 2 cans.<EOT> He buys 6 cans. <BOT> So  he\nhas enough.<EOT> Done."
+    )
+    assert parsed.stripped == "Tom has 3 cats. He buys 6 cans. Done."
+    assert parsed.rationales == [(15, "Each cat eats 2 cans."), (31, "So he has enough.")]
+    assert not parsed.dropped
+
+
+def test_parse_missing_eot_loses_only_its_line():
+    parsed = parse_rewrite("A is 1. <BOT>never closed\nB is 2. <BOT>fine<EOT> C is 3. <BOT>open at the end")
+    assert parsed.stripped == "A is 1.\nB is 2. C is 3."
+    assert parsed.rationales == [(15, "fine")]
+    assert parsed.dropped == {"unclosed_marker": 2}
+
+
+def test_parse_nested_and_duplicate_markers():
+    nested = parse_rewrite("A. <BOT>outer <BOT>inner<EOT> tail<EOT> B.")
+    assert nested.stripped == "A. B." and nested.rationales == [] and nested.dropped == {"nested_markers": 2}
+    duplicate_open = parse_rewrite("A. <BOT><BOT>reason<EOT> B.")
+    assert duplicate_open.stripped == "A. B." and duplicate_open.rationales == [(2, "reason")]
+    assert duplicate_open.dropped == {"unclosed_marker": 1}
+    duplicate_close = parse_rewrite("A. <BOT>reason<EOT><EOT> B. stray<EOT>")
+    assert duplicate_close.rationales == [(3, "reason")] and duplicate_close.dropped == {"stray_marker": 2}
+    assert duplicate_close.stripped.split() == ["A.", "B.", "stray"]
+
+
+def test_parse_empty_rationale_and_marker_variants():
+    parsed = parse_rewrite("A. <BOT>   <EOT> B. <bot>lower case</BOT> C.")
+    assert parsed.stripped == "A. B. C." and parsed.rationales == [(5, "lower case")]
+    assert parsed.dropped == {"empty": 1}
+    plain = parse_rewrite("no markers at all")
+    assert (plain.stripped, plain.rationales, plain.dropped) == ("no markers at all", [], {})
+
+
+def _doc(text: str, source: str = "gsm8k") -> Document:
+    return Document("d", text, source, "math")
+
+
+DOC = "Tom has 3 cats. Each cat eats 2 cans a day. So he needs 6 cans a day. He buys 10 cans."
+
+
+def test_fidelity_pass_and_position_mapping(tmp_path):
+    # The model doubled a space, dropped the final period and added a word: still faithful.
+    output = (
+        "Tom has 3 cats.  <BOT>The cans depend on the number of cats.<EOT> Each cat eats 2 cans a day. "
+        "So he needs 6 cans a day.<BOT>Compare the need with what he buys.<EOT> He buys 10 new cans"
+    )
+    result = DocResult(_doc(DOC))
+    rewrite_document(result, output, config(tmp_path))
+    assert result.status == "ok" and result.fidelity >= 0.9
+    assert [offset for offset, _ in result.kept] == [DOC.index(" Each"), DOC.index(" He buys")]
+    records = result.records()
+    check_invariants(records, {"d": DOC})
+    assert records[0]["preceding"] == "Tom has 3 cats."
+    assert records[0]["following"] == " Each cat eats 2 cans a day. So he needs 6 cans a day."
+    assert records[1]["following"] == " He buys 10 cans."
+
+
+def test_fidelity_fail_drops_the_document(tmp_path):
+    output = "Tom owns cats. <BOT>Cats eat.<EOT> They eat a lot of food every day. <BOT>More cats, more food.<EOT>"
+    result = DocResult(_doc(DOC))
+    rewrite_document(result, output, config(tmp_path))
+    assert result.status == "fidelity_failed" and result.fidelity < 0.9
+    assert result.kept == [] and result.dropped == {"fidelity": 2}
+    strict = DocResult(_doc(DOC))
+    rewrite_document(strict, DOC.replace("10", "12") + " <BOT>x<EOT>", config(tmp_path, fidelity_threshold=1.0))
+    assert strict.status == "fidelity_failed"
+
+
+def test_unmappable_and_edge_rationales(tmp_path):
+    # A rationale inside text the model replaced has no place in the original; one at the very
+    # start or end has nothing before or after it.
+    output = (
+        "<BOT>start<EOT>Tom has 3 cats. Each cat eats 2 t<BOT>mid<EOT>ins a day. "
+        "So he needs 6 cans a day. He buys 10 cans.<BOT>end<EOT>"
+    )
+    result = DocResult(_doc(DOC))
+    rewrite_document(result, output, config(tmp_path))
+    assert result.fidelity >= 0.9 and result.kept == []
+    assert result.dropped == {"unmappable": 1, "at_document_edge": 2}
+
+
+def test_map_offsets_rules():
+    assert map_offsets("abc def", "abc def", [0, 3, 7]) == [0, 3, 7]
+    assert map_offsets("abc XY def", "abc def", [4, 5, 7]) == [4, 4, 4]  # inside added text: its place
+    assert map_offsets("abc XY def", "abc QR def", [4, 5, 6]) == [4, None, 6]  # inside replaced text: none
+    assert map_offsets("abc def", "abc QR def", [3, 4]) == [3, None]  # where the model dropped text: none
+
+
+def test_difflib_fallback_maps_the_same(monkeypatch, tmp_path):
+    output = DOC.replace("cats. Each", "cats. <BOT>Cans per cat.<EOT> Each")
+    with_rapidfuzz = DocResult(_doc(DOC))
+    rewrite_document(with_rapidfuzz, output, config(tmp_path))
+    monkeypatch.setattr(extract, "_Indel", None)
+    fallback = DocResult(_doc(DOC))
+    rewrite_document(fallback, output, config(tmp_path))
+    assert fallback.kept == with_rapidfuzz.kept == [(15, "Cans per cat.")]
+    assert fallback.fidelity == 1.0
+
+
+def test_copies_of_the_text_are_dropped(tmp_path):
+    output = (
+        "Tom has 3 cats. <BOT>Each cat eats 2 cans a day.<EOT> Each cat eats 2 cans a day. "
+        "<BOT>Each cat eats 2 cans a day.<EOT> So he needs 6 cans a day. He buys 10 cans."
+    )
+    result = DocResult(_doc(DOC))
+    rewrite_document(result, output, config(tmp_path))
+    assert result.dropped == {"copies_following": 1, "copies_preceding": 1}
+    kept = DocResult(_doc(DOC))
+    rewrite_document(kept, output, config(tmp_path, drop_copies=False))
+    assert len(kept.kept) == 2
+
+
+# ============================================================================ boundary splitting
+
+
+def _pieces(text: str, points: list[int]) -> list[str]:
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+
+
+def test_split_sentences_not_decimals():
+    text = "It costs 3.5 dollars. Then he left! Did he pay? Yes.  The end."
+    assert _pieces(text, split_boundaries(text)) == [
+        "It costs 3.5 dollars.", " Then he left!", " Did he pay?", " Yes.", "  The end."
+    ]
+
+
+def test_split_newlines_lists_abbreviations_quotes():
+    text = 'Steps:\n1. Add 2 and 3.\n2. Double it, e.g. 5 * 2 = 10.\nHe said "done." Then he left\n\n  x = 4'
+    assert _pieces(text, split_boundaries(text)) == [
+        "Steps:",
+        "\n1. Add 2 and 3.",
+        "\n2. Double it, e.g. 5 * 2 = 10.",
+        '\nHe said "done."',
+        " Then he left",
+        "\n\n  x = 4",
+    ]
+
+
+def test_split_code_lines_and_min_preceding_chars():
+    code = "def f(x):\n    y = x + 1\n    return y\n"
+    assert split_boundaries(code) == [9, 23]  # line ends; none at the trailing newline
+    text = "Short. A longer second sentence here. Third one."
+    assert split_boundaries(text) == [6, 37]
+    assert split_boundaries(text, min_preceding_chars=7) == [37]
+    assert split_boundaries(text, min_preceding_chars=100) == []
+    assert split_boundaries("One sentence only.") == []
+
+
+def test_spread_keeps_first_and_last():
+    assert spread([1, 2, 3], 5) == [1, 2, 3]
+    assert spread(list(range(10)), 3) == [0, 4, 9]
+    assert spread(list(range(10)), 1) == [5]
+
+
+# ============================================================================ prompts and kinds
+
+
+def test_prompt_files_load_for_every_kind():
+    for kind in KINDS:
+        prompts = load_prompts(kind)
+        assert len(prompts.demos) >= 2
+        messages = prompts.boundary_messages("Some text {with braces}.", num_demos=2)
+        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+        assert messages[-1]["content"].endswith("Some text {with braces}.")
+        assert all("<BOT>" not in m["content"] for m in messages)
+        rewrite = prompts.rewrite_messages("Doc.", num_demos=1)
+        assert "<BOT>" in rewrite[2]["content"] and "<BOT>" not in rewrite[1]["content"]
+
+
+def test_kind_for_source():
+    c = ExtractConfig(input="x", output="y")
+    assert c.kind_for("gsm8k") == "math"
+    assert c.kind_for("PyPI mathematics_dataset==1.0.1") == "math"
+    assert c.kind_for("dixrow/Autonomous-learning-agents@ab3897b4:data/cqa_data_val.csv") == "multiple_choice"
+    assert c.kind_for("pile/Github") == "code"
+    assert c.kind_for("pytorch/examples@77f55b91:wikitext-2/test.txt") == "web"
+    assert ExtractConfig(input="x", output="y", source_kinds={"wiki": "code"}).kind_for("wikitext") == "code"
+
+
+# ============================================================================ runs with a scripted model
+
+
+def test_bad_inputs_are_skipped_and_counted(tmp_path):
+    data = tmp_path / "docs.jsonl"
+    lines = [
+        json.dumps({"id": "a", "text": "First sentence is here. Second sentence is here.", "source": "web"}),
+        "{not json",
+        json.dumps(["a list"]),
+        json.dumps({"text": "no id. At all here."}),
+        json.dumps({"id": "b", "text": "   \n "}),
+        json.dumps({"id": "a", "text": "Repeated id. Repeated id again."}),
+        json.dumps({"id": 7, "text": "Integer ids work fine. And it has two sentences.", "source": "gsm8k"}),
+    ]
+    data.write_text("\n".join(lines) + "\n")
+    model = FakeModel(lambda i, p: f"Reason number {i}.")
+    counts = extract.run(config(tmp_path, input=data, batch_size=4), model=model)
+    assert counts["skipped"] == {
+        "malformed JSON": 1, "record is not a JSON object": 1, "missing or invalid id": 1,
+        "empty text": 1, "repeated document id": 1,
+    }
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {"reason": "malformed JSON", "file": str(data), "line": 2} in manifest["skipped_examples"]
+    assert counts["documents_read"] == 2 and counts["rationales"] == 2 and model.calls == 1
+    assert [r["id"] for r in read_records(tmp_path / "out")] == ["a:0", "7:0"]
+    check_counts(counts)
+
+
+def test_long_preceding_is_truncated_for_the_prompt(tmp_path):
+    text = " ".join(f"Sentence number {i} is here." for i in range(40))
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps({"id": "long", "text": text, "source": "web"}) + "\n")
+    model = FakeModel(lambda i, p: "A reason.")
+    counts = extract.run(config(tmp_path, input=data, max_preceding_chars=200, max_rationales_per_doc=3), model=model)
+    assert counts["prompts_truncated"] == 2  # the first point has under 200 characters before it
+    last_prompt = model.prompts[-1][-1]["content"]
+    assert last_prompt.startswith("… ") and len(last_prompt) <= 203
+    records = list(read_records(tmp_path / "out"))
+    assert len(records[-1]["preceding"]) > 1000  # the record keeps the whole preceding text
+    assert counts["rationales"] == 3 and counts["rationales_dropped"] == {}
+
+
+def test_unfinished_and_empty_generations_are_dropped(tmp_path):
+    cut_model = FakeModel(lambda i, p: "A reason that", "length")
+    cut = extract.run(config(tmp_path, output=tmp_path / "cut"), model=cut_model)
+    assert cut["rationales"] == 0 and cut["rationales_dropped"] == {"unfinished": cut["candidates"]}
+    assert cut["generations_cut_by_length"] == cut["candidates"] > 0
+    empty = extract.run(config(tmp_path, output=tmp_path / "empty"), model=FakeModel(lambda i, p: " <EOT>"))
+    assert empty["rationales"] == 0 and empty["rationales_dropped"] == {"empty": empty["candidates"]}
+    check_counts(cut), check_counts(empty)
+
+
+def test_rewrite_mode_run_with_scripted_model(tmp_path):
+    def reply(i, messages):
+        document = messages[-1]["content"]
+        first = split_boundaries(document)[0]
+        return document[:first] + " <BOT>A scripted reason.<EOT>" + document[first:]
+
+    counts = extract.run(config(tmp_path, mode="rewrite"), model=FakeModel(reply))
+    records = list(read_records(tmp_path / "out"))
+    check_invariants(records, {k: d["text"] for k, d in FIXTURE_DOCS.items()})
+    assert counts["rationales"] == 3 and counts["documents_by_status"] == {"ok": 3}
+    check_counts(counts)
+    summaries = {s["id"]: s for s in read_records(tmp_path / "out" / "documents")}
+    assert {s["fidelity"] for s in summaries.values()} == {1.0}
+
+
+def test_complete_run_is_not_redone_and_config_change_is_refused(tmp_path):
+    first = extract.run(config(tmp_path), model=FakeModel(lambda i, p: "Some reason."))
+    again = extract.run(config(tmp_path), model=NoModel())
+    assert again == first
+    with pytest.raises(extract.RationalystError, match="config changed"):
+        extract.run(config(tmp_path, max_rationales_per_doc=1), model=NoModel())
+    other = FakeModel(lambda i, p: "Other.")
+    redone = extract.run(config(tmp_path, max_rationales_per_doc=1, overwrite=True), model=other)
+    assert redone["rationales"] == 3
+
+
+# ============================================================================ the real default model
+
+
+@pytest.fixture(scope="module")
+def boundary_run(default_model, tmp_path_factory):
+    """One uninterrupted boundary run on the fixture: 2 documents per generate call, a shard per batch."""
+    tmp = tmp_path_factory.mktemp("extract")
+    cfg = config(tmp, batch_size=2, max_rationales_per_doc=2, shard_size=1)
+    counts = extract.run(cfg, model=default_model)
+    return cfg, counts, list(read_records(cfg.output))
+
+
+def test_boundary_mode_on_the_default_model(boundary_run):
+    cfg, counts, records = boundary_run
+    check_invariants(records, {k: d["text"] for k, d in FIXTURE_DOCS.items()})
+    check_counts(counts)
+    assert counts["documents_extracted"] == counts["documents_read"] == 3
+    assert counts["candidates"] == 6  # 2 insertion points in each document
+    assert counts["generated_tokens"] > 0
+    summaries = list(read_records(cfg.output / "documents"))
+    assert sorted(s["id"] for s in summaries) == sorted(FIXTURE_DOCS)
+
+
+def test_resume_after_interruption_gives_identical_records(boundary_run, default_model, tmp_path):
+    cfg, counts, records = boundary_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(cfg.output, resumed)
+    # Simulate a kill before the last batch (code-1) was written: its shards and the manifests never appeared.
+    for run_dir in (resumed, resumed / "documents"):
+        (run_dir / "manifest.json").unlink()
+        for shard in shard_paths(run_dir):
+            if '"code-1' in shard.read_text():
+                shard.unlink()
+    again = extract.run(cfg.model_copy(update={"output": resumed}), model=default_model)
+    assert list(read_records(resumed)) == records
+    assert again["documents_resumed"] == 2 and again["documents_this_session"] == 1
+    session_only = {"documents_resumed", "documents_this_session", "documents_recovered"}
+    assert {k: v for k, v in again.items() if k not in session_only} == {
+        k: v for k, v in counts.items() if k not in session_only
+    }
+
+
+def test_resume_repairs_a_kill_between_records_and_summaries(boundary_run, tmp_path):
+    cfg, counts, records = boundary_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(cfg.output, resumed)
+    # The rationale shard of the last batch was written, its summary shard was not.
+    (resumed / "manifest.json").unlink()
+    (resumed / "documents" / "manifest.json").unlink()
+    (last_summaries,) = [s for s in shard_paths(resumed / "documents") if '"code-1"' in s.read_text()]
+    last_summaries.unlink()
+    again = extract.run(cfg.model_copy(update={"output": resumed}), model=NoModel())
+    assert list(read_records(resumed)) == records
+    assert again["documents_recovered"] == (1 if any(r["doc_id"] == "code-1" for r in records) else 0)
+    assert again["rationales"] == counts["rationales"]
+
+
+def test_rewrite_mode_on_the_default_model(default_model, tmp_path):
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps(FIXTURE_DOCS["gsm-1"]) + "\n")
+    cfg = config(tmp_path, input=data, mode="rewrite", max_rationales_per_doc=2, num_demos=1)
+    counts = extract.run(cfg, model=default_model)
+    check_counts(counts)
+    assert counts["documents_extracted"] == 1 and counts["generated_tokens"] > 0
+    (summary,) = read_records(cfg.output / "documents")
+    assert summary["status"] in {"ok", "no_rationales", "fidelity_failed"}
+    assert summary["fidelity"] is not None
+    check_invariants(list(read_records(cfg.output)), {"gsm-1": FIXTURE_DOCS["gsm-1"]["text"]})
