@@ -5,7 +5,7 @@ Stage 5 candidate scoring). The naive way runs K full forward passes of context 
 the authors' code does; ours runs the context once and scores all K continuations in one batched
 pass over its cached keys and values. Both compute the same numbers (checked here too).
 
-    python benchmarks/score_throughput.py [--model builtin:smollm2-135m] [--k 8] [--repeats 5]
+    python benchmarks/score_throughput.py [--model builtin:smollm2-135m] [--k 8] [--repeats 3]
 
 Prints continuation tokens scored per second for both, tokens forwarded, and a line ``ratio: X``.
 """
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--model", default="builtin:smollm2-135m")
     parser.add_argument("--k", type=int, default=8, help="continuations per context")
     parser.add_argument("--context-tokens", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     model = load_model(args.model, batch_size=args.k)
