@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +12,7 @@ from rationalyst.errors import RationalystError
 from rationalyst.runs import read_records
 from rationalyst.stages import filter as filter_stage
 from rationalyst.stages.filter import FilterConfig, context_with_rationale
+from tests.killing import kill_when
 
 DOCUMENTS = {
     "gsm8k-1": (
@@ -112,14 +108,7 @@ def test_missing_input_is_a_clear_error(tmp_path):
 
 
 _CHILD = """
-import sys, time
-from rationalyst.runs import ShardWriter
 from rationalyst.stages import filter as f
-original = ShardWriter.write
-def slow_write(self, record):
-    original(self, record)
-    time.sleep(0.4)
-ShardWriter.write = slow_write
 f.run(f.FilterConfig(input=sys.argv[1], output=sys.argv[2], shard_size=1, documents_per_batch=1))
 """
 
@@ -128,18 +117,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_records(default_model, 
     records = make_records()
     source = write_jsonl(tmp_path / "rationales.jsonl", records)
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(source), str(out)], env=env)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(list((out / "shards").glob("part-*.jsonl"))) < 2:
-            time.sleep(0.05)
-        assert child.poll() is None, "the child finished before it could be killed"
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
+    kill_when(_CHILD, [str(source), str(out)], out / "shards", count=2)
     partial = list(read_records(out))
     assert 2 <= len(partial) < len(records) and not (out / "manifest.json").exists()
     filter_stage.run(FilterConfig(input=source, output=out, shard_size=1), model=default_model)

@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -20,6 +15,7 @@ from rationalyst.cli import app
 from rationalyst.runs import read_records
 from rationalyst.stages import extract
 from rationalyst.stages.filter import context_with_rationale
+from tests.killing import kill_when
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS, QUESTIONS = FIXTURES / "select" / "corpus.jsonl", FIXTURES / "select" / "questions.jsonl"
@@ -57,14 +53,7 @@ def test_select_extract_filter_through_the_cli(default_model, tmp_path):
 
 
 _CHILD = """
-import sys, time
-from rationalyst.runs import ShardWriter
 from rationalyst.stages import extract
-original = ShardWriter.write
-def slow_write(self, record):
-    original(self, record)
-    time.sleep(0.5)
-ShardWriter.write = slow_write
 extract.run(extract.ExtractConfig(input=sys.argv[1], output=sys.argv[2], batch_size=1, shard_size=1,
                                   max_rationales_per_doc=2, max_new_tokens=48))
 """
@@ -72,19 +61,8 @@ extract.run(extract.ExtractConfig(input=sys.argv[1], output=sys.argv[2], batch_s
 
 def test_extract_killed_with_sigkill_resumes_to_the_uninterrupted_records(default_model, tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(DOCUMENTS), str(out)], env=env)
-    try:
-        deadline = time.time() + 180
-        # Kill once the first document is finished (its summary shard exists), mid-run.
-        while time.time() < deadline and not list((out / "documents" / "shards").glob("part-*.jsonl")):
-            time.sleep(0.05)
-        assert child.poll() is None, "the child finished before it could be killed"
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
+    # Kill once the first document is finished (its summary shard exists), mid-run.
+    kill_when(_CHILD, [str(DOCUMENTS), str(out)], out / "documents" / "shards", write_delay=0.5)
     assert not (out / "manifest.json").exists()
     common = dict(input=DOCUMENTS, batch_size=1, max_rationales_per_doc=2, max_new_tokens=48)
     extract.run(extract.ExtractConfig(output=out, **common), model=default_model)

@@ -56,3 +56,14 @@ def test_filter_on_ray_matches_local(tmp_path):
         input=source, output=tmp_path / "ray", documents_per_batch=1, executor={"kind": "ray", "workers": 2, "window": 2}
     ))
     assert len(assert_same_records(tmp_path / "local", tmp_path / "ray")) == len(make_records())
+
+
+def test_extract_on_ray_matches_local(tmp_path):
+    from rationalyst.stages import extract
+    from tests.test_mining_pipeline import DOCUMENTS
+
+    common = dict(input=DOCUMENTS, batch_size=1, max_rationales_per_doc=2, max_new_tokens=32)
+    extract.run(extract.ExtractConfig(output=tmp_path / "local", **common))
+    extract.run(extract.ExtractConfig(output=tmp_path / "ray", executor={"kind": "ray", "workers": 2}, **common))
+    assert list(read_records(tmp_path / "local")) == list(read_records(tmp_path / "ray"))
+    assert list(read_records(tmp_path / "local" / "documents")) == list(read_records(tmp_path / "ray" / "documents"))

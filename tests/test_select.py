@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +13,7 @@ from rationalyst.lm import load_embedder
 from rationalyst.runs import read_records
 from rationalyst.stages import select
 from rationalyst.stages.select import SelectConfig, normalize_text
+from tests.killing import kill_when
 
 FIXTURES = Path(__file__).parent / "fixtures" / "select"
 CORPUS, QUESTIONS = FIXTURES / "corpus.jsonl", FIXTURES / "questions.jsonl"
@@ -64,14 +60,7 @@ def test_paper_normalization():
 
 
 _CHILD = """
-import sys, time
-from rationalyst.runs import ShardWriter
 from rationalyst.stages import select
-original = ShardWriter.write
-def slow_write(self, record):
-    original(self, record)
-    time.sleep(0.3)
-ShardWriter.write = slow_write
 select.run(select.SelectConfig(corpus=[sys.argv[1]], benchmarks=[sys.argv[2]], output=sys.argv[3],
                                shard_size=1, embedder={"spec": "builtin:minilm", "batch_size": 2}))
 """
@@ -79,18 +68,7 @@ select.run(select.SelectConfig(corpus=[sys.argv[1]], benchmarks=[sys.argv[2]], o
 
 def test_killed_run_resumes_to_exactly_the_uninterrupted_records(embedder, tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(CORPUS), str(QUESTIONS), str(out)], env=env)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(list((out / "shards").glob("part-*.jsonl"))) < 2:
-            time.sleep(0.05)
-        assert child.poll() is None, "the child finished before it could be killed"
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
+    kill_when(_CHILD, [str(CORPUS), str(QUESTIONS), str(out)], out / "shards", count=2, write_delay=0.3)
     assert 2 <= len(list(read_records(out))) < 7
     select.run(SelectConfig(corpus=[str(CORPUS)], benchmarks=[str(QUESTIONS)], output=out), embedder=embedder)
     select.run(config(tmp_path), embedder=embedder)

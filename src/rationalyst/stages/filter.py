@@ -40,6 +40,7 @@ from rationalyst.executor import ExecutorConfig, map_batches, write_records
 from rationalyst.lm import DocumentScoreRequest, LanguageModel, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
+from rationalyst.plots import histogram
 from rationalyst.data.records import read_json_lines
 from rationalyst.runs import RunDir
 
@@ -220,27 +221,13 @@ def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSumma
 
 def plot_deltas(deltas: list[float], config: FilterConfig, path: Path) -> Path | None:
     """Histogram of deltas with tau marked (one line per distinct tau)."""
-    if not deltas:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.hist(deltas, bins=min(50, max(10, len(deltas) // 5)), color="#4C72B0")
     taus = defaultdict(list)
     for source, tau in [("default", config.tau), *config.tau_by_source.items()]:
         taus[tau].append(source)
-    for tau, sources in sorted(taus.items()):
-        ax.axvline(tau, color="#C44E52", linestyle="--", label=f"tau = {tau:g} ({', '.join(sources)})")
-    ax.set_xlabel("delta = score with rationale - score without")
-    ax.set_ylabel("rationales")
-    kept = sum(d >= config.tau for d in deltas)
-    ax.set_title(f"{len(deltas)} rationales scored, gamma = {config.gamma:g}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    log.debug("histogram written to %s (%d at or above the default tau)", path, kept)
-    return path
+    return histogram(
+        deltas, path,
+        title=f"{len(deltas)} rationales scored, gamma = {config.gamma:g}",
+        xlabel="delta = score with rationale - score without",
+        ylabel="rationales",
+        markers=[(tau, f"tau = {tau:g} ({', '.join(sources)})") for tau, sources in sorted(taus.items())],
+    )

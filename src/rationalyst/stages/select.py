@@ -32,6 +32,7 @@ from rationalyst.executor import ExecutorConfig, map_batches, write_records
 from rationalyst.lm import Embedder, load_embedder
 from rationalyst.lm.builtin import DEFAULT_EMBEDDER
 from rationalyst.lm.registry import ModelConfig
+from rationalyst.plots import histogram
 from rationalyst.runs import RunDir, read_records
 
 log = logging.getLogger(__name__)
@@ -206,22 +207,11 @@ def selected_documents(run_path: Path) -> Iterator[dict]:
 
 def plot_similarities(similarities: list[float], threshold: float, path: Path) -> Path | None:
     """Histogram of cosine similarities with the threshold marked."""
-    if not similarities:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.hist(similarities, bins=min(50, max(10, len(similarities) // 5)), color="#4C72B0")
-    ax.axvline(threshold, color="#C44E52", linestyle="--", label=f"threshold = {threshold:g}")
     kept = sum(s >= threshold for s in similarities)
-    ax.set_title(f"{kept} of {len(similarities)} documents selected")
-    ax.set_xlabel("cosine similarity to the benchmark questions")
-    ax.set_ylabel("documents")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return histogram(
+        similarities, path,
+        title=f"{kept} of {len(similarities)} documents selected",
+        xlabel="cosine similarity to the benchmark questions",
+        ylabel="documents",
+        markers=[(threshold, f"threshold = {threshold:g}")],
+    )
