@@ -13,10 +13,27 @@ from rationalyst.showcase import ShowcaseConfig
 RECIPES = sorted((Path(__file__).parents[1] / "src" / "rationalyst" / "recipes").glob("*.yaml"))
 
 
+def _recipe_class(name: str):
+    """The config each shipped recipe is for (None: an accelerate config, plain YAML)."""
+    from rationalyst.stages.train import TrainConfig
+
+    known = {"cpu-demo.yaml": ShowcaseConfig, "paper-llama3-8b.yaml": TrainConfig,
+             "accelerate-fsdp.yaml": None, "accelerate-deepspeed-zero3.yaml": None}
+    assert name in known, f"new recipe {name}: say here which config it is for"
+    return known[name]
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
 def test_every_shipped_recipe_validates(recipe):
-    config = load_config(ShowcaseConfig, recipe)
-    assert config.model.spec.startswith("builtin:")
+    cls = _recipe_class(recipe.name)
+    if cls is None:
+        import yaml
+
+        assert isinstance(yaml.safe_load(recipe.read_text()), dict)
+    else:
+        # Stage recipes leave the run's input and output to the command line.
+        paths = {"input": "runs/in", "output": "runs/out"} if "input" in cls.model_fields else None
+        load_config(cls, recipe, values=paths)
 
 
 def test_overrides_parse_yaml_scalars_and_win_over_the_file(tmp_path):

@@ -198,7 +198,7 @@ def select_command(
     rows = [(s, summary.selected[s], summary.rejected[s], summary.too_long[s]) for s in sources]
     stdout.print(_counts_table(f"select: {summary.read} documents", ("source", "selected", "below threshold", "too long"), rows))
     _skipped_line(summary.skipped)
-    stdout.print(f"output: {cfg.output}  histogram: {summary.histogram}")
+    stdout.print(f"output: {cfg.output}  histogram: {summary.histogram}", soft_wrap=True)
 
 
 @app.command("extract")
@@ -231,7 +231,7 @@ def extract_command(
     if dropped:
         stdout.print("rationales dropped: " + ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items())))
     _skipped_line(counts.get("skipped", {}))
-    stdout.print(f"output: {cfg.output}")
+    stdout.print(f"output: {cfg.output}", soft_wrap=True)
 
 
 @app.command("filter")
@@ -259,7 +259,33 @@ def filter_command(
     rows = [(s, summary.kept[s], summary.dropped[s], cfg.tau_for(s)) for s in sources]
     stdout.print(_counts_table(f"filter: {len(summary.deltas)} rationales scored", ("source", "kept", "dropped", "tau"), rows))
     _skipped_line(summary.skipped)
-    stdout.print(f"output: {cfg.output}  histogram: {summary.histogram}")
+    stdout.print(f"output: {cfg.output}  histogram: {summary.histogram}", soft_wrap=True)
+
+
+@app.command("train")
+def train_command(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help="The filter stage's run directory or a JSONL file.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output folder (checkpoints, adapter, merged model).")] = None,
+    base: Annotated[Optional[str], typer.Option(help="Base model spec (default builtin:smollm2-135m).")] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Stage 4: fine-tune the rationalist on the kept rationales (LoRA by default; resumes)."""
+    from rationalyst.stages import train
+
+    cfg = _stage_config(train.TrainConfig, config, overrides, input=input, output=output, **{"base.spec": base}, overwrite=overwrite)
+    result = train.run(cfg)
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    rows = [
+        ("records (train / dev)", f"{result.train_records} / {result.dev_records}"),
+        ("steps", result.global_step),
+        ("train loss (first -> last)", f"{fmt(result.first_train_loss)} -> {fmt(result.last_train_loss)}"),
+        ("dev loss", fmt(result.dev_loss)),
+        ("dev log-likelihood per token (before -> after)", f"{fmt(result.dev_loglik_before)} -> {fmt(result.dev_loglik_after)}"),
+    ]
+    stdout.print(_counts_table("train", ("", "value"), rows))
+    stdout.print(f"merged model: hf:{result.merged}", soft_wrap=True)
 
 
 def _default_recipe(name: str) -> Path:

@@ -1,0 +1,695 @@
+"""Stage 4: train the rationalist on the kept rationales (METHOD.md, Stage 4).
+
+Supervised fine-tuning. For each kept record the user turn is a short instruction (the packaged
+``rationalyst/prompts/train/instruction.txt``, or ``instruction_file``) followed by the record's
+``preceding`` text, and the assistant turn is its ``rationale``, both in the base model's own chat
+template. The loss covers the rationale's tokens and the end-of-turn token(s) the template writes
+after an assistant message (``<|im_end|>`` for SmolLM2, ``<|eot_id|>`` for Llama-3); every other
+label is -100. When a sequence is over ``max_length`` the *start of the preceding text* is cut (whole
+tokens, on the left), so the rationale always survives whole; the authors' code truncated on the
+right and lost rationales. A record whose rationale cannot fit even with an empty context is dropped
+and counted.
+
+Records are split into train and dev by document (``doc_id``, seeded), so no document's text is on
+both sides. Training uses the plain transformers `Trainer` with our own tokenization and collator:
+LoRA through PEFT by default (fits a CPU), full fine-tuning with ``full_finetune: true``; bf16 and
+gradient checkpointing are switches for GPUs. Checkpoints go to ``<output>/checkpoints``; a run that
+was killed resumes from the last one when started again with the same output.
+
+Output layout::
+
+    <output>/config.yaml         the config of the run
+    <output>/instruction.txt     the instruction used in the user turn (Stage 5 must use the same)
+    <output>/split.json          train/dev doc_ids and counts (records used, dropped, truncated)
+    <output>/checkpoints/        Trainer checkpoints (checkpoint-<step>/), for resuming
+    <output>/adapter/            the LoRA adapter (PEFT safetensors), LoRA runs only
+    <output>/merged/             the full model in safetensors + tokenizer (LoRA merged in), loadable
+                                 as ``load_model("hf:<output>/merged")``
+    <output>/metrics.jsonl       one JSON object per logging/eval step (step, loss / eval_loss, ...)
+    <output>/loss.png            train and dev loss curves
+    <output>/summary.json        losses and the dev log-likelihood of the rationales before/after
+
+CPU, the embedded default model::
+
+    python -m rationalyst.stages.train --help
+    python -m rationalyst.stages.train input=runs/filter output=runs/train max_steps=50
+
+The paper's setting (Llama-3-8B-Instruct, full fine-tune, 2 GPUs; see the recipe for the numbers)::
+
+    accelerate launch --config_file recipes/accelerate-fsdp.yaml \\
+        -m rationalyst.stages.train recipes/paper-llama3-8b.yaml input=runs/filter output=runs/train
+    accelerate launch --config_file recipes/accelerate-deepspeed-zero3.yaml \\
+        -m rationalyst.stages.train recipes/paper-llama3-8b.yaml input=runs/filter output=runs/train
+
+(DeepSpeed needs ``pip install deepspeed``; both accelerate configs assume 2 processes on one machine.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+
+from rationalyst.config import StrictModel, load_config
+from rationalyst.errors import InputError, RationalystError
+from rationalyst.lm.builtin import DEFAULT_LM
+from rationalyst.lm.registry import ModelConfig, resolve_gguf
+from rationalyst.runs import read_records
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraSettings(StrictModel):
+    """LoRA adapter settings (PEFT)."""
+
+    r: int = Field(16, ge=1, description="Rank of the adapter matrices.")
+    alpha: float = Field(32, gt=0, description="Scaling numerator: the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES), description="Module names that get an adapter."
+    )
+
+
+class TrainConfig(StrictModel):
+    """`python -m rationalyst.stages.train`: fine-tune the rationalist on the kept rationales."""
+
+    input: Path = Field(description="The filter stage's run directory, or a JSONL file of its records.")
+    output: Path = Field(description="Output folder: checkpoints, adapter, merged model, metrics.")
+    base: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(spec=DEFAULT_LM),
+        description="Base model: builtin:<name>, gguf:<file> or hf:<hub id or folder>.",
+    )
+    full_finetune: bool = Field(False, description="Train every weight instead of a LoRA adapter.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (unused when full_finetune).")
+    instruction_file: Path | None = Field(
+        None, description="Text file with the user-turn instruction (default: the packaged prompts/train/instruction.txt)."
+    )
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training records (unless max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    per_device_batch_size: int = Field(4, ge=1, description="Sequences per device per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of the steps spent warming the lr up.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = Field(
+        "cosine", description="Learning-rate schedule after the warmup."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(1024, ge=16, description="Most tokens per sequence; the context is cut on the left to fit.")
+    dev_fraction: float = Field(0.1, ge=0, lt=1, description="Fraction of documents (doc_ids) held out for dev.")
+    max_dev_records: int = Field(200, ge=0, description="At most this many dev records for the before/after log-likelihood.")
+    seed: int = Field(0, description="Seed for the split, the adapter init and data order.")
+    bf16: bool | None = Field(None, description="bf16 mixed precision; None = on when a CUDA GPU supports it.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    save_steps: int = Field(200, ge=1, description="Save a checkpoint every this many steps.")
+    save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted).")
+    logging_steps: int = Field(10, ge=1, description="Log train loss and evaluate dev loss every this many steps.")
+    dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+    overwrite: bool = Field(False, description="Ignore existing checkpoints in output and start over.")
+
+    execution_fields = frozenset(
+        {"output", "save_steps", "save_total_limit", "logging_steps", "dataloader_num_workers", "overwrite"}
+    )
+
+
+# ============================================================================ data
+
+
+def load_instruction(path: Path | None = None) -> str:
+    """The user-turn instruction: ``path`` or the packaged ``prompts/train/instruction.txt``."""
+    try:
+        if path is not None:
+            return Path(path).read_text(encoding="utf-8").strip()
+        return resources.files("rationalyst").joinpath("prompts", "train", "instruction.txt").read_text("utf-8").strip()
+    except OSError as exc:
+        raise RationalystError(f"cannot read the training instruction: {exc}") from None
+
+
+def user_message(instruction: str, preceding: str) -> str:
+    """The user turn: the instruction, a blank line, then the (possibly left-truncated) context."""
+    return f"{instruction}\n\n{preceding}"
+
+
+def chat_messages(instruction: str, preceding: str) -> list[dict[str, str]]:
+    """The prompt the rationalist sees, for training and for inference alike."""
+    return [{"role": "user", "content": user_message(instruction, preceding)}]
+
+
+def read_kept_records(path: Path) -> tuple[list[dict], dict[str, int]]:
+    """Kept records with text fields, from a run directory or a JSONL file; and counts of what was not used."""
+    path = Path(path)
+    if path.is_dir():
+        raw: Iterable[dict] = read_records(path)
+    elif path.is_file():
+        raw = _read_jsonl(path)
+    else:
+        raise InputError(f"input not found: {path}")
+    kept, counts = [], {"not_kept": 0, "invalid": 0}
+    for record in raw:
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(k), str) for k in ("doc_id", "preceding", "rationale")
+        ) or not record["rationale"].strip():
+            counts["invalid"] += 1
+            continue
+        if record.get("kept") is not True:
+            counts["not_kept"] += 1
+            continue
+        kept.append(record)
+    if not kept:
+        raise InputError(f"{path}: no kept records to train on")
+    return kept, counts
+
+
+def _read_jsonl(path: Path) -> Iterable[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{path}, line {line_no}: invalid JSON: {exc}") from None
+
+
+def split_by_document(records: Sequence[dict], dev_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Train and dev records; every document's records go to one side. With >1 document and a
+    positive fraction, dev gets at least one document and train keeps at least one."""
+    doc_ids = sorted({r["doc_id"] for r in records})
+    random.Random(seed).shuffle(doc_ids)
+    n_dev = round(len(doc_ids) * dev_fraction)
+    if dev_fraction > 0 and len(doc_ids) > 1:
+        n_dev = min(max(n_dev, 1), len(doc_ids) - 1)
+    dev_docs = set(doc_ids[:n_dev])
+    train = [r for r in records if r["doc_id"] not in dev_docs]
+    dev = [r for r in records if r["doc_id"] in dev_docs]
+    return train, dev
+
+
+@dataclass
+class Example:
+    """One tokenized training sequence."""
+
+    input_ids: list[int]
+    labels: list[int]
+    preceding: str  # the context actually used (after left truncation)
+    rationale: str
+    truncated_chars: int = 0
+
+
+class ChatEncoder:
+    """Turns (preceding, rationale) into token ids with labels on the rationale + end of turn only."""
+
+    def __init__(self, tokenizer: Any, instruction: str, max_length: int) -> None:
+        if not tokenizer.chat_template:
+            raise RationalystError("the base model's tokenizer has no chat template")
+        self.tokenizer = tokenizer
+        self.instruction = instruction
+        self.max_length = max_length
+        self.end_of_turn = self._end_of_turn_text()
+        self.end_ids = tokenizer(self.end_of_turn, add_special_tokens=False)["input_ids"]
+
+    def _end_of_turn_text(self) -> str:
+        """What the template writes right after an assistant message, up to the end-of-turn marker
+        (trailing whitespace after it is not trained: generation stops at the marker)."""
+        probe = "RATIONALYST_PROBE"
+        messages = chat_messages(self.instruction, "x")
+        prompt = self.prompt_text("x")
+        full = self.tokenizer.apply_chat_template(
+            messages + [{"role": "assistant", "content": probe}], tokenize=False
+        )
+        if not full.startswith(prompt) or probe not in full:
+            raise RationalystError("the chat template does not render the assistant turn after its generation prompt")
+        end = full[full.index(probe) + len(probe) :].rstrip()
+        if not end:
+            raise RationalystError("the chat template writes no end-of-turn marker after an assistant message")
+        return end
+
+    def prompt_text(self, preceding: str) -> str:
+        return self.tokenizer.apply_chat_template(
+            chat_messages(self.instruction, preceding), add_generation_prompt=True, tokenize=False
+        )
+
+    def prompt_ids(self, preceding: str) -> list[int]:
+        # A chat template writes its own BOS, so no special tokens are added.
+        return self.tokenizer(self.prompt_text(preceding), add_special_tokens=False)["input_ids"]
+
+    def target_ids(self, rationale: str) -> list[int]:
+        return self.tokenizer(rationale.strip(), add_special_tokens=False)["input_ids"] + list(self.end_ids)
+
+    def encode(self, preceding: str, rationale: str) -> Example | None:
+        """The example, with the preceding text cut on the left to fit; None if the rationale
+        cannot fit even with an empty context."""
+        target = self.target_ids(rationale)
+        budget = self.max_length - len(target)
+        if len(self.prompt_ids("")) > budget:
+            return None
+        kept = preceding
+        prompt = self.prompt_ids(kept)
+        if len(prompt) > budget:
+            offsets = self.tokenizer(preceding, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            starts = [start for start, _ in offsets]
+            overflow = len(prompt) - budget
+            # Drop whole tokens from the start; re-rendering can merge differently at the cut, so
+            # drop more until the rendered prompt fits.
+            while True:
+                cut = min(overflow, len(starts))
+                kept = preceding[starts[cut] :] if cut < len(starts) else ""
+                prompt = self.prompt_ids(kept)
+                if len(prompt) <= budget or not kept:
+                    break
+                overflow += len(prompt) - budget
+        if len(prompt) > budget:
+            return None
+        return Example(
+            input_ids=prompt + target,
+            labels=[IGNORE_INDEX] * len(prompt) + target,
+            preceding=kept,
+            rationale=rationale.strip(),
+            truncated_chars=len(preceding) - len(kept),
+        )
+
+
+def encode_records(encoder: ChatEncoder, records: Sequence[dict]) -> tuple[list[Example], dict[str, int]]:
+    examples, counts = [], {"too_long": 0, "truncated": 0}
+    for record in records:
+        example = encoder.encode(record["preceding"], record["rationale"])
+        if example is None:
+            counts["too_long"] += 1
+            continue
+        counts["truncated"] += example.truncated_chars > 0
+        examples.append(example)
+    return examples, counts
+
+
+class ExampleDataset:
+    """A map-style dataset of tokenized examples for the Trainer."""
+
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return {"input_ids": self.examples[i].input_ids, "labels": self.examples[i].labels}
+
+
+@dataclass
+class PadCollator:
+    """Right-pads a batch; padding gets label -100 and attention 0."""
+
+    pad_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# ============================================================================ model
+
+
+def base_model_folder(base: ModelConfig) -> str:
+    """A local folder (or hub id) transformers can load: GGUF specs are converted once and cached."""
+    scheme, _, target = base.spec.partition(":")
+    if scheme == "hf" and target:
+        return target
+    if scheme in ("builtin", "gguf") and target:
+        from rationalyst.lm.gguf_cache import converted_gguf
+
+        return str(converted_gguf(resolve_gguf(base.spec if scheme == "builtin" else target)))
+    raise RationalystError(f"cannot train {base.spec!r}: use builtin:<name>, gguf:<file> or hf:<id or folder>")
+
+
+def _use_bf16(config: TrainConfig) -> bool:
+    if config.bf16 is not None:
+        return config.bf16
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _load_base(folder: str, config: TrainConfig) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    # Mixed precision keeps float32 master weights; an explicit dtype in `base` wins.
+    dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        config.base.dtype
+    ]
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _wrap_lora(model: Any, config: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    if config.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return get_peft_model(model, lora)
+
+
+# ============================================================================ metrics
+
+
+def _metrics_callback(path: Path, start_step: int):
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        """Appends every log (train loss, dev loss) to metrics.jsonl, on the main process."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero and path.exists():
+                # After a resume, drop lines the killed run logged past its last checkpoint.
+                lines = [json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip()]
+                kept = [x for x in lines if x.get("step", 0) <= start_step]
+                path.write_text("".join(json.dumps(x) + "\n" for x in kept), "utf-8")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                row = {"step": state.global_step, "epoch": state.epoch, **logs}
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+
+    return MetricsCallback()
+
+
+def read_metrics(output: Path) -> list[dict]:
+    path = Path(output) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip()]
+
+
+def plot_losses(rows: Sequence[dict], path: Path) -> Path | None:
+    """A small line plot of train loss and dev loss over steps."""
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    dev = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    if not train and not dev:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train), marker=".", label="train loss")
+    if dev:
+        ax.plot(*zip(*dev), marker="o", label="dev loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats / rationale token)")
+    ax.set_title("rationalist fine-tuning")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def dev_log_likelihood(spec: str, examples: Sequence[Example], instruction: str, device: str = "auto") -> float | None:
+    """Mean over dev records of the mean per-token log-prob of the rationale given its chat-templated
+    context (the context as trained, i.e. after left truncation), through the rationalyst model layer."""
+    if not examples:
+        return None
+    import gc
+
+    from rationalyst.lm import load_model
+
+    model = load_model(spec, device=device, batch_size=4)
+    try:
+        values = [
+            model.score(chat_messages(instruction, ex.preceding), [ex.rationale])[0].mean for ex in examples
+        ]
+    finally:
+        del model
+        gc.collect()
+    return float(sum(values) / len(values))
+
+
+# ============================================================================ run
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    output: Path
+    merged: Path
+    adapter: Path | None
+    train_records: int
+    dev_records: int
+    global_step: int
+    resumed_from: str | None
+    first_train_loss: float | None
+    last_train_loss: float | None
+    dev_loss: float | None
+    dev_loglik_before: float | None
+    dev_loglik_after: float | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        for k in ("output", "merged", "adapter"):
+            out[k] = str(out[k]) if out[k] is not None else None
+        return out
+
+
+def last_checkpoint(output: Path) -> str | None:
+    """The newest *complete* checkpoint under ``<output>/checkpoints``. The Trainer writes a checkpoint
+    in place, trainer_state.json last, so a run killed while saving leaves a folder without a readable
+    state: it is passed over (transformers' get_last_checkpoint would pick it and fail to resume)."""
+    folder = Path(output) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return None
+    steps = []
+    for entry in folder.iterdir():
+        name, _, step = entry.name.partition("-")
+        if name == "checkpoint" and step.isdigit() and entry.is_dir():
+            steps.append((int(step), entry))
+    for _, entry in sorted(steps, reverse=True):
+        try:
+            json.loads((entry / "trainer_state.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            log.warning("skipping incomplete checkpoint %s", entry)
+            continue
+        return str(entry)
+    return None
+
+
+def run(config: TrainConfig) -> TrainResult:
+    """Train the rationalist; resume from ``<output>/checkpoints`` when a checkpoint is there."""
+    import shutil
+
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    output = Path(config.output)
+    if config.overwrite and output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+
+    instruction = load_instruction(config.instruction_file)
+    records, counts = read_kept_records(config.input)
+    train_records, dev_records = split_by_document(records, config.dev_fraction, config.seed)
+    if not train_records:
+        raise InputError("no training records after the train/dev split")
+
+    set_seed(config.seed)
+    folder = base_model_folder(config.base)
+    model, tokenizer = _load_base(folder, config)
+    encoder = ChatEncoder(tokenizer, instruction, config.max_length)
+    train_examples, train_counts = encode_records(encoder, train_records)
+    dev_examples, dev_counts = encode_records(encoder, dev_records)
+    counts.update(
+        kept=len(records),
+        too_long=train_counts["too_long"] + dev_counts["too_long"],
+        truncated=train_counts["truncated"] + dev_counts["truncated"],
+    )
+    if not train_examples:
+        raise InputError(f"no training record fits in max_length={config.max_length}")
+    resume = None if config.overwrite else last_checkpoint(output)
+
+    import accelerate
+
+    main_process = accelerate.PartialState().is_main_process
+    if main_process:
+        (output / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "utf-8")
+        (output / "instruction.txt").write_text(instruction + "\n", "utf-8")
+        split = {
+            "train_doc_ids": sorted({r["doc_id"] for r in train_records}),
+            "dev_doc_ids": sorted({r["doc_id"] for r in dev_records}),
+            "train_examples": len(train_examples),
+            "dev_examples": len(dev_examples),
+            "end_of_turn": encoder.end_of_turn,
+            "counts": counts,
+        }
+        (output / "split.json").write_text(json.dumps(split, indent=2) + "\n", "utf-8")
+
+    # Dev log-likelihood of the rationales under the base model, once (kept across resumes).
+    dev_ll_examples = dev_examples[: config.max_dev_records]
+    before_file = output / "dev_loglik_before.json"
+    dev_ll_before = None
+    if main_process and dev_ll_examples:
+        if before_file.exists():
+            dev_ll_before = json.loads(before_file.read_text("utf-8"))["dev_loglik"]
+        else:
+            dev_ll_before = dev_log_likelihood(f"hf:{folder}", dev_ll_examples, instruction, config.base.device)
+            before_file.write_text(json.dumps({"dev_loglik": dev_ll_before}) + "\n", "utf-8")
+        log.info("dev log-likelihood of the rationales before training: %.4f", dev_ll_before)
+
+    if not config.full_finetune:
+        model = _wrap_lora(model, config)
+    bf16 = _use_bf16(config)
+    args = TrainingArguments(
+        output_dir=str(output / CHECKPOINTS_DIR),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=config.lr_scheduler,
+        weight_decay=config.weight_decay,
+        bf16=bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if dev_examples else "no",
+        eval_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=config.dataloader_num_workers,
+        use_cpu=not torch.cuda.is_available() or config.base.device == "cpu",
+        disable_tqdm=True,
+    )
+    start_step = 0
+    if resume:
+        state = json.loads((Path(resume) / "trainer_state.json").read_text("utf-8"))
+        start_step = int(state.get("global_step", 0))
+        log.info("resuming from %s (step %d)", resume, start_step)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=ExampleDataset(train_examples),
+        eval_dataset=ExampleDataset(dev_examples) if dev_examples else None,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        callbacks=[_metrics_callback(output / METRICS_FILE, start_step)],
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    dev_loss = trainer.evaluate()["eval_loss"] if dev_examples else None
+
+    merged, adapter = output / MERGED_DIR, None
+    if config.full_finetune:
+        trainer.save_model(str(merged))  # gathers a sharded (FSDP/ZeRO-3) model on the main process
+        if main_process:
+            tokenizer.save_pretrained(str(merged))
+    elif main_process:
+        adapter = output / ADAPTER_DIR
+        trainer.model.save_pretrained(str(adapter))
+        tokenizer.save_pretrained(str(adapter))
+        full = trainer.model.merge_and_unload()
+        full.save_pretrained(str(merged), safe_serialization=True)
+        tokenizer.save_pretrained(str(merged))
+    trainer.accelerator.wait_for_everyone()
+
+    rows = read_metrics(output)
+    train_losses = [r["loss"] for r in rows if "loss" in r]
+    global_step = trainer.state.global_step
+    del trainer, model
+    dev_ll_after = None
+    if main_process:
+        plot_losses(rows, output / "loss.png")
+        if dev_ll_examples:
+            dev_ll_after = dev_log_likelihood(f"hf:{merged}", dev_ll_examples, instruction, config.base.device)
+            log.info("dev log-likelihood of the rationales: before %.4f, after %.4f", dev_ll_before, dev_ll_after)
+    result = TrainResult(
+        output=output,
+        merged=merged,
+        adapter=adapter,
+        train_records=len(train_examples),
+        dev_records=len(dev_examples),
+        global_step=global_step,
+        resumed_from=resume,
+        first_train_loss=train_losses[0] if train_losses else None,
+        last_train_loss=train_losses[-1] if train_losses else None,
+        dev_loss=dev_loss,
+        dev_loglik_before=dev_ll_before,
+        dev_loglik_after=dev_ll_after,
+        counts=counts,
+    )
+    if main_process:
+        (output / SUMMARY_FILE).write_text(json.dumps(result.to_json(), indent=2) + "\n", "utf-8")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rationalyst.stages.train [RECIPE.yaml] [key=value ...]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__)
+        print("Fields:")
+        for name, f in TrainConfig.model_fields.items():
+            print(f"  {name}: {f.description}")
+        return 0
+    path = args.pop(0) if args and "=" not in args[0] else None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(TrainConfig, path, args)
+        result = run(config)
+    except RationalystError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_json(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
