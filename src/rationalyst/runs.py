@@ -359,6 +359,10 @@ class RunDir:
             self._skip_examples.append(example)
         logger.debug("skipped input (%s) at %s:%s", reason, file, line)
 
+    def report_skip(self, reason: str, file: str | Path | None, line: int | None) -> None:
+        """`skip` as a plain ``(reason, file, line)`` callback, for readers that report bad lines."""
+        self.skip(reason, file=file, line=line)
+
     @property
     def skipped(self) -> dict[str, int]:
         """Skipped inputs so far in this session, by reason."""

@@ -2,19 +2,22 @@
 
 Stages hand records to each other as JSON lines. A reader here yields each JSON object with where it
 came from (file and 1-based line), and reports lines it cannot use (invalid UTF-8, malformed JSON, not
-an object) to the run, which counts them in its manifest; the stage then checks its own fields.
+an object) to ``on_skip(reason, file, line)`` (a stage passes its run's `RunDir.skip`, which counts
+them in the manifest); the stage then checks its own fields.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from rationalyst.errors import InputError
-from rationalyst.runs import MANIFEST_FILE, RunDir, shard_paths
+from rationalyst.runs import MANIFEST_FILE, shard_paths
+
+SkipReporter = Callable[[str, Path, int], None]
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,9 @@ def stage_input_files(path: Path, stage: str) -> list[Path]:
     return [path]
 
 
-def read_json_lines(path: Path, run: RunDir, stage: str) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+def read_json_lines(path: Path, on_skip: SkipReporter, stage: str) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     """(file, line, record) for every JSON object in the input; other lines are skipped and counted."""
-    for file in stage_input_files(path, stage):
+    for file in stage_input_files(Path(path), stage):
         with open(file, "rb") as f:
             for line_no, raw in enumerate(f, 1):
                 if not raw.strip():
@@ -43,12 +46,12 @@ def read_json_lines(path: Path, run: RunDir, stage: str) -> Iterator[tuple[Path,
                 try:
                     record = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError:
-                    run.skip("invalid UTF-8", file=file, line=line_no)
+                    on_skip("invalid UTF-8", file, line_no)
                     continue
                 except ValueError:
-                    run.skip("malformed JSON", file=file, line=line_no)
+                    on_skip("malformed JSON", file, line_no)
                     continue
                 if not isinstance(record, dict):
-                    run.skip("record is not a JSON object", file=file, line=line_no)
+                    on_skip("record is not a JSON object", file, line_no)
                     continue
                 yield file, line_no, record

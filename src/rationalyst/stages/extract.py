@@ -707,7 +707,7 @@ def rewrite_document(result: DocResult, output: str, config: ExtractConfig) -> N
 def read_documents(path: Path, run: RunDir, config: ExtractConfig) -> Iterator[Document]:
     """Stream the input's documents; bad lines, empty texts and repeated ids are skipped and counted."""
     seen: set[str] = set()
-    for file, line_no, record in read_json_lines(path, run, stage="select"):
+    for file, line_no, record in read_json_lines(path, run.report_skip, stage="select"):
         if record.get("selected") is False:
             continue  # a document the select stage rejected (it has no text)
         doc_id = record.get("id")

@@ -116,7 +116,7 @@ def _validate(record: Any) -> str | None:
 
 def read_rationale_records(path: Path, run: RunDir) -> Iterator[dict]:
     """Stream valid records from the input; bad lines are skipped and counted with file and line."""
-    for file, line_no, record in read_json_lines(path, run, stage="extract"):
+    for file, line_no, record in read_json_lines(path, run.report_skip, stage="extract"):
         problem = _validate(record)
         if problem:
             run.skip(problem, file=file, line=line_no)

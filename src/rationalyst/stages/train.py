@@ -51,7 +51,7 @@ import logging
 import math
 import random
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -61,10 +61,10 @@ import yaml
 from pydantic import Field
 
 from rationalyst.config import StrictModel, load_config
+from rationalyst.data.records import read_json_lines
 from rationalyst.errors import InputError, RationalystError
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig, resolve_gguf
-from rationalyst.runs import read_records
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +154,13 @@ def chat_messages(instruction: str, preceding: str) -> list[dict[str, str]]:
 
 def read_kept_records(path: Path) -> tuple[list[dict], dict[str, int]]:
     """Kept records with text fields, from a run directory or a JSONL file; and counts of what was not used."""
-    path = Path(path)
-    if path.is_dir():
-        raw: Iterable[dict] = read_records(path)
-    elif path.is_file():
-        raw = _read_jsonl(path)
-    else:
-        raise InputError(f"input not found: {path}")
     kept, counts = [], {"not_kept": 0, "invalid": 0}
-    for record in raw:
-        if not isinstance(record, dict) or not all(
+
+    def count_invalid(reason: str, file: Path, line: int) -> None:
+        counts["invalid"] += 1
+
+    for _, _, record in read_json_lines(Path(path), count_invalid, stage="filter"):
+        if not all(
             isinstance(record.get(k), str) for k in ("doc_id", "preceding", "rationale")
         ) or not record["rationale"].strip():
             counts["invalid"] += 1
@@ -175,17 +172,6 @@ def read_kept_records(path: Path) -> tuple[list[dict], dict[str, int]]:
     if not kept:
         raise InputError(f"{path}: no kept records to train on")
     return kept, counts
-
-
-def _read_jsonl(path: Path) -> Iterable[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{path}, line {line_no}: invalid JSON: {exc}") from None
 
 
 def split_by_document(records: Sequence[dict], dev_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
