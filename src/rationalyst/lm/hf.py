@@ -12,7 +12,7 @@ tests and benchmarks compare against.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,21 @@ from transformers import DynamicCache
 
 from rationalyst.console import progress
 from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.iterutils import batched
 from rationalyst.lm.base import (
     Completion,
     ContinuationScore,
+    DocumentScoreRequest,
     LanguageModel,
     Prompt,
     SamplingParams,
-    DocumentScoreRequest,
     ScoreRequest,
 )
-from rationalyst.lm.boundary import SplitSequence, count_context_tokens, shared_prefix_length
+from rationalyst.lm.boundary import (
+    SplitSequence,
+    count_context_tokens,
+    shared_prefix_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +62,6 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class HFModel(LanguageModel):
@@ -184,7 +184,7 @@ class HFModel(LanguageModel):
         """
         results: list[list[ContinuationScore | None]] = [[None] * len(seqs) for _, seqs in groups]
         order = [i for i, (_, seqs) in enumerate(groups) if seqs]
-        for chunk in _chunks(order, self.batch_size):
+        for chunk in batched(order, self.batch_size):
             trunks = [groups[g][0] for g in chunk]
             sliced, branches = [], []
             for row, g in enumerate(chunk):
@@ -226,7 +226,7 @@ class HFModel(LanguageModel):
         """
         # Similar lengths together: less right padding (cheap masked cache columns matter less).
         branches = sorted(branches, key=lambda b: len(b[4].token_ids) - b[1])
-        for chunk in _chunks(branches, self.batch_size):
+        for chunk in batched(branches, self.batch_size):
             longest = max(keep for _, keep, *_ in chunk)
             suffixes = [seq.token_ids[keep:] for _, keep, _, _, seq in chunk]
             batch = self._right_pad(suffixes)
@@ -291,7 +291,7 @@ class HFModel(LanguageModel):
         with torch.random.fork_rng(devices=devices):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            chunks = list(_chunks(encoded, prompts_per_batch))
+            chunks = list(batched(encoded, prompts_per_batch))
             for chunk in progress(chunks, total=len(chunks), description="generating"):
                 results.extend(self._generate_batch(chunk, params))
         return results
