@@ -7,6 +7,10 @@ every continuation shares are run once, their KV cache is copied across the batc
 padding no attention mask is needed: causal attention keeps each real token from seeing the padding
 after it. `score_full_passes` is the plain reference (one full forward pass per continuation) that
 tests and benchmarks compare against.
+
+With ``prefix_cache > 0`` the model also keeps the KV of its last few single prompts (`PrefixCache`):
+a scoring trunk or a generation prompt that extends one of them runs only its new tokens. The step
+search needs this, its trajectory growing one step at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from rationalyst.lm.boundary import (
     count_context_tokens,
     shared_prefix_length,
 )
+from rationalyst.lm.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class HFModel(LanguageModel):
     """A transformers causal LM behind the `LanguageModel` contract."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str = "", batch_size: int = 8) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, name: str = "", batch_size: int = 8, prefix_cache: int = 0
+    ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise RationalystError(
                 f"{name or 'model'}: a fast (Rust) tokenizer is needed for character offsets; "
@@ -83,6 +90,8 @@ class HFModel(LanguageModel):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         #: Tokens run through the model by scoring calls (padding excluded): what prefix reuse saves.
         self.forwarded_tokens = 0
+        #: KV of recent single prompts (scoring trunks, generation prompts); capacity 0 disables it.
+        self.prefix_cache = PrefixCache(prefix_cache)
 
     @classmethod
     def from_pretrained(
@@ -93,6 +102,7 @@ class HFModel(LanguageModel):
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 8,
+        prefix_cache: int = 0,
     ) -> HFModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -102,7 +112,9 @@ class HFModel(LanguageModel):
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, dev))
         except OSError as exc:
             raise ModelNotFoundError(f"cannot load model {str(path)!r}: {exc}") from None
-        return cls(model.to(dev), tokenizer, name=name or f"hf:{path}", batch_size=batch_size)
+        return cls(
+            model.to(dev), tokenizer, name=name or f"hf:{path}", batch_size=batch_size, prefix_cache=prefix_cache
+        )
 
     def _eos_ids(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id
@@ -204,12 +216,25 @@ class HFModel(LanguageModel):
         return [list(r) for r in results]  # type: ignore[arg-type]
 
     def _run_trunks(self, trunks, sliced, results) -> Any:
-        """One batched pass over the trunks; scores the sequences that lie inside them."""
-        batch = self._right_pad([t or [self.pad_id] for t in trunks])
+        """One batched pass over the trunks; scores the sequences that lie inside them.
+
+        A single trunk may start from the prefix cache: then only its tokens past the stored prefix
+        run, as long as no sequence needs logits from inside that prefix.
+        """
         positions = sorted({p for _, _, _, seq in sliced for p in range(seq.n_context - 1, len(seq.token_ids) - 1)})
-        keep = torch.tensor(positions or [0], device=self.device)
-        out = self.model(input_ids=batch, use_cache=True, logits_to_keep=keep)
-        self.forwarded_tokens += sum(len(t) for t in trunks)
+        reuse, kwargs = 0, {}
+        if len(trunks) == 1 and trunks[0]:
+            limit = min([len(trunks[0]) - 1] + [seq.n_context - 1 for *_, seq in sliced])
+            reuse, past = self.prefix_cache.lookup(trunks[0], limit)
+            if past is not None:
+                kwargs["past_key_values"] = past
+                kwargs["position_ids"] = torch.arange(reuse, len(trunks[0]), device=self.device)[None]
+        batch = self._right_pad([(t or [self.pad_id])[reuse:] for t in trunks])
+        keep = torch.tensor([p - reuse for p in positions] or [0], device=self.device)
+        out = self.model(input_ids=batch, use_cache=True, logits_to_keep=keep, **kwargs)
+        self.forwarded_tokens += sum(len(t) for t in trunks) - reuse
+        if len(trunks) == 1 and trunks[0]:
+            self.prefix_cache.store(trunks[0], out.past_key_values)
         index = {p: i for i, p in enumerate(positions)}
         for row, g, j, seq in sliced:
             rows = [index[p] for p in range(seq.n_context - 1, len(seq.token_ids) - 1)]
@@ -308,15 +333,25 @@ class HFModel(LanguageModel):
         for i, ids in enumerate(encoded):  # left padding: every prompt ends where generation starts
             input_ids[i, width - len(ids) :] = torch.tensor(ids)
             attention[i, width - len(ids) :] = 1
-        kwargs: dict[str, Any] = {
+        copies = params.n
+        kwargs: dict[str, Any] = {}
+        single = len(encoded) == 1
+        if single:
+            # One prompt: it may extend a cached prefix, whose KV then serves all n samples.
+            reuse, past = self.prefix_cache.lookup(encoded[0], len(encoded[0]) - 1)
+            if past is not None:
+                past.batch_repeat_interleave(params.n)
+                input_ids, attention = input_ids.repeat(params.n, 1), attention.repeat(params.n, 1)
+                kwargs["past_key_values"], copies = past, 1
+        kwargs.update({
             "max_new_tokens": params.max_new_tokens,
-            "num_return_sequences": params.n,
+            "num_return_sequences": copies,
             "do_sample": not params.greedy,
             "return_dict_in_generate": True,
             "output_logits": True,
             "pad_token_id": self.pad_id,
             "eos_token_id": self.eos_ids,
-        }
+        })
         if params.greedy:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:
@@ -326,6 +361,8 @@ class HFModel(LanguageModel):
         out = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
         )
+        if single:
+            self.prefix_cache.store(encoded[0], out.past_key_values)
         new_tokens = out.sequences[:, width:]
         step_logprobs = torch.stack(
             [

@@ -34,8 +34,11 @@ class ModelConfig(StrictModel):
     batch_size: int = Field(8, ge=1, description="Sequences per forward pass.")
     n_ctx: int = Field(4096, ge=16, description="Context window for llamacpp.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp (default: all).")
+    prefix_cache: int = Field(
+        4, ge=0, description="hf: KV caches of recent prompts kept for reuse by prompts that extend them (0 = off)."
+    )
 
-    execution_fields = frozenset({"device", "batch_size", "n_threads"})
+    execution_fields = frozenset({"device", "batch_size", "n_threads", "prefix_cache"})
 
     @model_validator(mode="before")
     @classmethod
@@ -75,7 +78,10 @@ def load_model(spec: str | ModelConfig, **overrides) -> LanguageModel:
     """Load a language model from a spec string or a `ModelConfig`."""
     config = _as_config(spec, overrides)
     scheme, target = _split_spec(config.spec, LM_SCHEMES)
-    options = dict(name=config.spec, device=config.device, dtype=config.dtype, batch_size=config.batch_size)
+    options = dict(
+        name=config.spec, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
+        prefix_cache=config.prefix_cache,
+    )
     if scheme == "llamacpp":
         from rationalyst.lm.llamacpp import LlamaCppModel
 

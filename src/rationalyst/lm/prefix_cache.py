@@ -1,0 +1,101 @@
+"""Keep the KV cache of recent prompts so that a prompt which extends one of them runs only its new tokens.
+
+The step search asks the same models again and again about a trajectory that grows by one step at a
+time: the agent's prompt at step t+1 is its prompt at step t plus the chosen step, and so are the
+rationalist's and the scorer's. Recomputing those prefixes every step is the waste vLLM and SGLang
+remove with automatic prefix caching; this is the same idea for the `hf` backend, at the scale of one
+process: a small LRU store of (token ids, per-layer keys and values) for single sequences.
+
+Reuse is exact: a stored entry is used only up to the longest prefix its token ids share with the
+new sequence (measured on ids, so a different tokenization at the seam just shortens the reuse), and
+the new tokens are run with position ids continuing from there. Stored tensors are never mutated:
+a lookup hands out views, and a forward pass appends to a new tensor.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from transformers import DynamicCache
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading token ids ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    x = torch.as_tensor(a[:n])
+    y = torch.as_tensor(b[:n])
+    differ = (x != y).nonzero()
+    return int(differ[0, 0]) if len(differ) else n
+
+
+def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """The (keys, values) of each layer of a transformers cache, or None where slicing is not exact.
+
+    Sliding-window and linear-attention layers do not hold the full prefix, so they cannot be cut.
+    """
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return None
+    out = []
+    for layer in layers:
+        if getattr(layer, "is_sliding", False) or not hasattr(layer, "keys") or layer.keys is None:
+            return None
+        out.append((layer.keys, layer.values))
+    return out
+
+
+class PrefixCache:
+    """An LRU store of KV caches of single token sequences (batch 1), at most ``capacity`` entries."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        #: Tokens whose KV came from the store instead of a forward pass (what reuse saved).
+        self.reused_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def lookup(self, ids: Sequence[int], limit: int) -> tuple[int, DynamicCache | None]:
+        """The longest stored prefix of ``ids`` (at most ``limit`` tokens) and a cache holding it.
+
+        Returns ``(0, None)`` when nothing useful is stored. The cache is new; using it cannot
+        change the stored entry.
+        """
+        if self.capacity <= 0 or limit <= 0:
+            return 0, None
+        best, best_key = 0, None
+        for key in self._entries:
+            n = min(common_prefix_length(key, ids), limit)
+            if n > best:
+                best, best_key = n, key
+        if best_key is None:
+            return 0, None
+        self._entries.move_to_end(best_key)
+        layers = self._entries[best_key]
+        self.reused_tokens += best
+        return best, DynamicCache(ddp_cache_data=[(k[:, :, :best], v[:, :, :best]) for k, v in layers])
+
+    def store(self, ids: Sequence[int], cache, row: int = 0) -> None:
+        """Remember the KV of ``ids``: row ``row`` of ``cache``, whose first ``len(ids)`` positions hold them."""
+        if self.capacity <= 0 or not ids:
+            return
+        layers = cache_layers(cache)
+        if layers is None or layers[0][0].shape[2] < len(ids):
+            return
+        key = tuple(int(i) for i in ids)
+        # Entries that are prefixes of the new one add nothing: the new one serves their lookups too.
+        for old in [k for k in self._entries if len(k) <= len(key) and key[: len(k)] == k]:
+            del self._entries[old]
+        self._entries[key] = [
+            (k[row : row + 1, :, : len(key)].clone(), v[row : row + 1, :, : len(key)].clone()) for k, v in layers
+        ]
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
