@@ -3,6 +3,8 @@
     hf:<hub id or folder>       transformers (CPU or CUDA)
     gguf:<file.gguf>            transformers on a GGUF file, converted once to a cached safetensors folder
     llamacpp:<file.gguf>        llama-cpp-python (extra: rationalyst[llamacpp]); also llamacpp:builtin:<name>
+    vllm:<hub id or folder>     vLLM's offline engine on GPUs (extra: rationalyst[vllm])
+    openai:<base URL>#<model>   any OpenAI-compatible server, e.g. openai:http://127.0.0.1:8000/v1#NAME
     st:<hub id or folder>       a sentence-transformers embedder
     builtin:<name>              a model shipped in a PyPI package (see `rationalyst models`)
 """
@@ -19,7 +21,7 @@ from rationalyst.errors import ModelNotFoundError, RationalystError
 from rationalyst.lm.base import Embedder, LanguageModel
 from rationalyst.lm.builtin import builtin_path, get_builtin
 
-LM_SCHEMES = ("hf", "gguf", "llamacpp", "builtin")
+LM_SCHEMES = ("hf", "gguf", "llamacpp", "builtin", "vllm", "openai")
 EMBEDDER_SCHEMES = ("st", "builtin")
 
 
@@ -37,8 +39,29 @@ class ModelConfig(StrictModel):
     prefix_cache: int = Field(
         4, ge=0, description="hf: KV caches of recent prompts kept for reuse by prompts that extend them (0 = off)."
     )
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is split across.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vllm: share of each GPU's memory it may take (weights + KV cache)."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="vllm: context window (default: the model's); smaller saves KV-cache memory."
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="Hugging Face tokenizer (hub id or folder) of the model, for openai: exact token-id "
+        "scoring and chat contexts in scoring; for vllm: a tokenizer other than the model's.",
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key.")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, description="openai: seconds one request may take.")
+    max_retries: int = Field(3, ge=0, description="openai: retries on 5xx, 429 and connection errors.")
 
-    execution_fields = frozenset({"device", "batch_size", "n_threads", "prefix_cache"})
+    execution_fields = frozenset(
+        {
+            "device", "batch_size", "n_threads", "prefix_cache", "tensor_parallel_size",
+            "gpu_memory_utilization", "max_model_len", "api_key_env", "concurrency", "timeout_s", "max_retries",
+        }
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -82,6 +105,21 @@ def load_model(spec: str | ModelConfig, **overrides) -> LanguageModel:
         name=config.spec, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
         prefix_cache=config.prefix_cache,
     )
+    if scheme == "vllm":
+        from rationalyst.lm.vllm import VLLMModel
+
+        return VLLMModel.load(
+            target, name=config.spec, tokenizer=config.tokenizer, dtype=config.dtype,
+            tensor_parallel_size=config.tensor_parallel_size,
+            gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len,
+        )
+    if scheme == "openai":
+        from rationalyst.lm.openai_compat import OpenAIModel
+
+        return OpenAIModel.from_spec(
+            target, name=config.spec, tokenizer=config.tokenizer, api_key_env=config.api_key_env,
+            concurrency=config.concurrency, timeout_s=config.timeout_s, max_retries=config.max_retries,
+        )
     if scheme == "llamacpp":
         from rationalyst.lm.llamacpp import LlamaCppModel
 

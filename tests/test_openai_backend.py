@@ -1,0 +1,201 @@
+"""The `openai` backend's HTTP behaviour against scripted servers (httpx.MockTransport).
+
+Retries, backoff, key errors, the refused-field fallbacks and the echo alignment are checked here
+without a model; `test_serve.py` drives the backend against the real `rationalyst serve`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from rationalyst.errors import RationalystError
+from rationalyst.lm import SamplingParams, ScoreRequest, load_model
+from rationalyst.lm.openai_compat import (
+    OpenAIClient,
+    OpenAIModel,
+    ServerError,
+    parse_spec,
+    text_mode_context_tokens,
+)
+
+BASE = "http://127.0.0.1:9/v1"
+
+
+def _model(handler, **client_options) -> tuple[OpenAIModel, list[dict]]:
+    """A backend whose server is ``handler(request_json, path) -> (status, body)``; records requests."""
+    seen: list[dict] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        payload = json.loads(request.content) if request.content else {}
+        seen.append({"path": request.url.path, "json": payload, "auth": request.headers.get("authorization")})
+        result = handler(payload, request.url.path)
+        if isinstance(result, Exception):
+            raise result
+        status, body = result
+        return httpx.Response(status, json=body)
+
+    options = dict(backoff_s=0.0, max_retries=3) | client_options
+    client = OpenAIClient(BASE, transport=httpx.MockTransport(respond), **options)
+    return OpenAIModel(client, "m", concurrency=4), seen
+
+
+def _echo_body(tokens, logprobs, prompt_tokens=None):
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t)
+    body = {
+        "choices": [{"index": 0, "text": "".join(tokens), "finish_reason": "length",
+                     "logprobs": {"tokens": tokens, "token_logprobs": logprobs, "text_offset": offsets,
+                                  "top_logprobs": [None] * len(tokens)}}],
+    }
+    if prompt_tokens is not None:
+        body["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens}
+    return body
+
+
+def test_spec_forms():
+    assert parse_spec("http://h:8000/v1/#meta-llama/Llama-3") == ("http://h:8000/v1", "meta-llama/Llama-3")
+    assert parse_spec("https://h/v1") == ("https://h/v1", None)
+    with pytest.raises(RationalystError, match="expected openai:http"):
+        parse_spec("h:8000/v1#m")
+    with pytest.raises(RationalystError, match="bad model spec"):
+        load_model("openai:")
+
+
+def test_retries_5xx_and_connection_errors_then_succeeds():
+    script = [
+        httpx.ConnectError("refused"),
+        (503, {"error": {"message": "busy"}}),
+        (500, {"error": {"message": "oops"}}),
+        (200, {"choices": [{"index": 0, "text": " ok", "finish_reason": "stop",
+                            "logprobs": {"tokens": ["token_id:5"], "token_logprobs": [-0.5]}}]}),
+    ]
+    model, seen = _model(lambda payload, path: script[len(seen) - 1])
+    (completions,) = model.generate(["hi"], SamplingParams(max_new_tokens=3))
+    assert len(seen) == 4
+    assert completions[0].text == " ok" and completions[0].token_ids == [5] and completions[0].logprobs == [-0.5]
+    assert completions[0].finish_reason == "stop"
+
+
+def test_retries_are_bounded():
+    model, seen = _model(lambda payload, path: (502, {"error": {"message": "bad gateway"}}), max_retries=2)
+    with pytest.raises(ServerError, match="HTTP 502: bad gateway"):
+        model.generate(["hi"], SamplingParams())
+    assert len(seen) == 3
+    model, seen = _model(lambda payload, path: httpx.ConnectError("refused"), max_retries=1)
+    with pytest.raises(ServerError, match="cannot reach .*after 2 tries"):
+        model.generate(["hi"], SamplingParams())
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_key_errors_name_the_variable_and_are_not_retried(status):
+    model, seen = _model(lambda payload, path: (status, {"error": {"message": "no"}}), api_key_env="MY_KEY")
+    with pytest.raises(ServerError, match=rf"refused the API key \(HTTP {status}: no\).*MY_KEY"):
+        model.score("a", ["b"])
+    assert len(seen) == 1
+
+
+def test_client_errors_are_not_retried_and_quote_the_server():
+    model, seen = _model(lambda payload, path: (404, {"error": {"message": "model m does not exist"}}))
+    with pytest.raises(ServerError, match="HTTP 404: model m does not exist"):
+        model.generate(["hi"], SamplingParams())
+    assert len(seen) == 1
+
+
+def test_api_key_is_sent_as_bearer_token():
+    def handler(payload, path):
+        return 200, {"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}
+
+    model, seen = _model(handler, api_key="sekret")
+    model.generate(["hi"], SamplingParams())
+    assert seen[0]["auth"] == "Bearer sekret"
+
+
+def test_request_fields_and_chat_routing():
+    def handler(payload, path):
+        if path.endswith("/chat/completions"):
+            choices = [{"index": i, "message": {"role": "assistant", "content": f"c{i}"}, "finish_reason": "length",
+                        "logprobs": {"content": [{"token": "token_id:7", "logprob": -1.0}]}} for i in range(2)]
+        else:
+            choices = [{"index": i, "text": f"t{i}", "finish_reason": "stop"} for i in (1, 0)]
+        return 200, {"choices": choices}
+
+    model, seen = _model(handler)
+    params = SamplingParams(n=2, temperature=0.7, top_p=0.9, max_new_tokens=5, stop=("\n",), seed=10)
+    results = model.generate(["a", [{"role": "user", "content": "b"}]], params)
+    by_path = {r["path"]: r["json"] for r in seen}
+    text, chat = by_path["/v1/completions"], by_path["/v1/chat/completions"]
+    assert text["prompt"] == "a" and text["logprobs"] == 1 and text["seed"] == 10
+    assert chat["messages"] == [{"role": "user", "content": "b"}] and chat["logprobs"] is True and chat["seed"] == 11
+    for payload in (text, chat):
+        assert payload["model"] == "m" and payload["n"] == 2 and payload["max_tokens"] == 5
+        assert payload["temperature"] == 0.7 and payload["top_p"] == 0.9 and payload["stop"] == ["\n"]
+    assert [c.text for c in results[0]] == ["t0", "t1"]  # ordered by index
+    assert [c.text for c in results[1]] == ["c0", "c1"] and results[1][0].token_ids == [7]
+    assert results[1][0].finish_reason == "length"
+
+
+def test_refused_token_id_flag_is_dropped_once():
+    def handler(payload, path):
+        if "return_tokens_as_token_ids" in payload:
+            return 400, {"error": {"message": "Unrecognized request argument: return_tokens_as_token_ids"}}
+        return 200, {"choices": [{"index": 0, "text": "x", "finish_reason": "stop",
+                                  "logprobs": {"tokens": ["x"], "token_logprobs": [-0.1]}}]}
+
+    model, seen = _model(handler)
+    (first,) = model.generate(["a"], SamplingParams())
+    assert first[0].text == "x" and first[0].token_ids == [] and first[0].logprobs == [-0.1]
+    model.generate(["b"], SamplingParams())
+    assert ["return_tokens_as_token_ids" in r["json"] for r in seen] == [True, False, False]
+
+
+def test_echo_scoring_in_text_mode_skips_special_token_text():
+    """vLLM spells a BOS as text before the prompt; the boundary is found after it."""
+    tokens = ["<|begin_of_text|>", "The", " capital", " is", " Paris", "."]
+    values = [None, -1.0, -2.0, -3.0, -0.5, -0.25]
+
+    def handler(payload, path):
+        assert payload["echo"] is True and payload["logprobs"] == 1 and payload["prompt"] == "The capital is Paris."
+        return 200, _echo_body(tokens, values, prompt_tokens=len(tokens))
+
+    model, seen = _model(handler)
+    (score,) = model.score("The capital is", [" Paris."])
+    assert score.logprobs == [-0.5, -0.25] and score.tokens == [" Paris", "."] and score.token_ids == []
+    assert seen[0]["json"]["max_tokens"] == 0
+
+
+def test_echo_with_one_generated_token_when_zero_is_refused():
+    tokens = ["Hello", " world"]
+
+    def handler(payload, path):
+        if payload["max_tokens"] == 0:
+            return 400, {"error": {"message": "max_tokens must be at least 1"}}
+        return 200, _echo_body(tokens + ["!"], [None, -2.0, -0.1], prompt_tokens=2)
+
+    model, seen = _model(handler)
+    scores = model.score_many([ScoreRequest("Hello", [" world"]), ScoreRequest("Hello", [" world"])])
+    assert [s[0].logprobs for s in scores] == [[-2.0], [-2.0]]  # the generated "!" is not scored
+    assert [r["json"]["max_tokens"] for r in seen][-1] == 1
+
+
+def test_servers_without_prompt_logprobs_get_a_clear_error():
+    model, _ = _model(lambda payload, path: (200, {"choices": [{"index": 0, "text": "x", "logprobs": None}]}))
+    with pytest.raises(ServerError, match="does not return prompt log-probs"):
+        model.score("a", ["b"])
+    with pytest.raises(RationalystError, match="needs the model's tokenizer"):
+        model.score([{"role": "user", "content": "hi"}], ["b"])
+
+
+def test_text_offsets_that_do_not_spell_the_prompt_are_refused():
+    # "☺" split into two byte tokens, each decoded alone as U+FFFD: offsets drift by one character.
+    logprobs = {"tokens": ["Hi", " \ufffd", "\ufffd", "!"], "text_offset": [0, 2, 4, 5]}
+    with pytest.raises(RationalystError, match="do not spell the prompt.*tokenizer"):
+        text_mode_context_tokens(logprobs, "Hi ☺!", 3, 4)
+    good = {"tokens": ["Hi", " there", "!"], "text_offset": [0, 2, 8]}
+    assert text_mode_context_tokens(good, "Hi there!", 2, None) == (1, 3)
+    assert text_mode_context_tokens(good, "Hi there!", 3, None) == (1, 3)  # " there" straddles: continuation
+    assert text_mode_context_tokens(good, "Hi there!", 8, None) == (2, 3)

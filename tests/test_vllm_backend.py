@@ -1,0 +1,241 @@
+"""The `vllm` backend's request building and result conversion.
+
+vLLM needs a GPU and is not installed here, so the engine is a stand-in: for scoring it computes
+prompt log-probs with the `hf` backend's own transformers model and returns them in vLLM's shapes
+(``prompt_logprobs`` = ``[None, {token_id: Logprob}, ...]``), which checks that the backend builds the
+same token sequences as the `hf` backend and reads the right entries back. `TestRealVLLMTypes` runs
+the same conversions on vLLM's real classes where vLLM is importable, and is skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rationalyst.errors import RationalystError
+from rationalyst.lm import SamplingParams, ScoreRequest
+from rationalyst.lm.boundary import SplitSequence
+from rationalyst.lm.tokenization import HFTextCodec
+from rationalyst.lm.vllm import (
+    VLLMModel,
+    completion_from_output,
+    sampling_kwargs,
+    score_from_prompt_logprobs,
+    score_kwargs,
+    tokens_prompt,
+)
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+@dataclass
+class StandInLogprob:
+    """Shaped like ``vllm.logprobs.Logprob``."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+def _output(token_ids, logprob_dicts, text="", finish_reason="length", stop_reason=None, index=0):
+    """Shaped like ``vllm.outputs.CompletionOutput``."""
+    return SimpleNamespace(index=index, text=text, token_ids=token_ids, cumulative_logprob=None,
+                           logprobs=logprob_dicts, finish_reason=finish_reason, stop_reason=stop_reason)
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def test_sampling_kwargs_map_every_field():
+    sampled = sampling_kwargs(SamplingParams(n=3, temperature=0.8, top_p=0.9, max_new_tokens=7, stop=("\n\n", "Q:"), seed=5), 2)
+    assert sampled == {
+        "n": 3, "temperature": 0.8, "top_p": 0.9, "max_tokens": 7, "stop": ["\n\n", "Q:"], "seed": 7,
+        "logprobs": 0, "skip_special_tokens": True, "include_stop_str_in_output": False,
+    }
+    greedy = sampling_kwargs(SamplingParams(temperature=0, top_p=0.5, seed=5))
+    assert greedy["temperature"] == 0 and greedy["top_p"] == 1.0 and "seed" not in greedy
+    assert score_kwargs() == {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0, "detokenize": False}
+    assert tokens_prompt((1, 2, 3)) == {"prompt_token_ids": [1, 2, 3]}
+
+
+def test_completion_drops_the_end_token_and_reads_the_sampled_tokens_logprob():
+    # Position 1 also holds a likelier alternative (as with logprobs >= 1): the sampled token's is read.
+    dicts = [{11: StandInLogprob(-0.5, 1)}, {12: StandInLogprob(-2.0, 3), 99: StandInLogprob(-0.1, 1)},
+             {2: StandInLogprob(-0.01, 1)}]
+    c = completion_from_output(_output([11, 12, 2], dicts, "ab", "stop", None), end_ids={2})
+    assert c.token_ids == [11, 12] and c.logprobs == [-0.5, -2.0] and c.finish_reason == "stop" and c.text == "ab"
+    # A stop string ended it: every token stays (the last one completed the stop string).
+    c = completion_from_output(_output([11, 2], dicts[:1] + dicts[2:], "a", "stop", "\n"), end_ids={2})
+    assert c.token_ids == [11, 2]
+    # Cut by length: nothing dropped even if the last id happens to be an end id.
+    c = completion_from_output(_output([11, 2], dicts[:1] + dicts[2:], "a", "length"), end_ids={2})
+    assert c.token_ids == [11, 2] and c.finish_reason == "length"
+    # A stop token id (integer stop_reason) is dropped too.
+    c = completion_from_output(_output([11, 50], [dicts[0], {50: StandInLogprob(-1.0)}], "a", "stop", 50), end_ids={2})
+    assert c.token_ids == [11]
+    with pytest.raises(RationalystError, match="no sample log-probs"):
+        completion_from_output(_output([11], None), end_ids={2})
+    with pytest.raises(RationalystError, match="reason 'abort'"):
+        completion_from_output(_output([11], dicts[:1], finish_reason="abort"), end_ids={2})
+
+
+def test_prompt_logprobs_conversion_handles_the_leading_none():
+    seq = SplitSequence([5, 6, 7, 8], n_context=2)
+    prompt_logprobs = [None, {6: StandInLogprob(-1.0)}, {7: StandInLogprob(-2.0), 1: StandInLogprob(-0.2)},
+                       {8: StandInLogprob(-3.0)}]
+    score = score_from_prompt_logprobs(prompt_logprobs, seq, ["a", "b"])
+    assert score.token_ids == [7, 8] and score.logprobs == [-2.0, -3.0] and score.tokens == ["a", "b"]
+    with pytest.raises(RationalystError, match="for 3 tokens, expected 4"):
+        score_from_prompt_logprobs(prompt_logprobs[:3], seq, [])
+    with pytest.raises(RationalystError, match="no log-prob for token 8"):
+        score_from_prompt_logprobs(prompt_logprobs[:3] + [None], seq, [])
+    with pytest.raises(RationalystError, match="no prompt log-probs"):
+        score_from_prompt_logprobs(None, seq, [])
+
+
+# ----------------------------------------------------------------------------- the backend on a stand-in engine
+
+
+class HFBackedEngine:
+    """A stand-in ``vllm.LLM``: prompt log-probs from a transformers model, in vLLM's shapes."""
+
+    def __init__(self, hf_model, logprob_cls=StandInLogprob, canned=None):
+        self.hf = hf_model
+        self.logprob_cls = logprob_cls
+        self.canned = canned
+        self.calls = []
+
+    @torch.inference_mode()
+    def generate(self, prompts, params, use_tqdm=True):
+        self.calls.append((prompts, params))
+        if self.canned is not None:
+            return self.canned(prompts, params)
+        outputs = []
+        for prompt, p in zip(prompts, params):
+            assert p.prompt_logprobs == 0 and p.max_tokens == 1
+            ids = prompt["prompt_token_ids"]
+            logits = self.hf.model(input_ids=torch.tensor([ids])).logits[0].float()
+            table = torch.log_softmax(logits, dim=-1)
+            entries = [None]
+            for i in range(1, len(ids)):
+                row = table[i - 1]
+                top = int(row.argmax())
+                entries.append({ids[i]: self.logprob_cls(float(row[ids[i]]), 1, None),
+                                top: self.logprob_cls(float(row[top]), 1, None)})
+            outputs.append(SimpleNamespace(prompt_logprobs=entries, outputs=[]))
+        return outputs
+
+
+def _stand_in_vllm():
+    return SimpleNamespace(SamplingParams=lambda **kw: SimpleNamespace(**kw), TokensPrompt=lambda **kw: dict(kw))
+
+
+CONTEXTS = [
+    "Question: Tom has 3 apples and buys 2 more. How many apples does he have now?\nAnswer:",
+    "Hello ",  # the trailing space joins the continuation's first token
+    [{"role": "user", "content": "What is 17 + 25? Think step by step."}],
+    "",  # scored after BOS
+]
+CONTINUATIONS = [" 5", "world and café ☺ — naïve", "\n\nFirst add the tens.", ""]
+
+
+def test_scores_equal_the_hf_backend(default_model):
+    codec = HFTextCodec(default_model.tokenizer, name="vllm:test", max_length=default_model.max_length)
+    engine = HFBackedEngine(default_model)
+    model = VLLMModel(engine, codec, vllm=_stand_in_vllm(), name="vllm:test")
+    requests = [ScoreRequest(c, CONTINUATIONS) for c in CONTEXTS]
+    got = model.score_many(requests)
+    assert len(engine.calls) == 1  # every pair in one engine call, for the scheduler to batch
+    for request, scores in zip(requests, got):
+        want = default_model.score(request.context, request.continuations)
+        for g, w in zip(scores, want):
+            assert g.token_ids == w.token_ids and g.tokens == w.tokens
+            assert max((abs(a - b) for a, b in zip(g.logprobs, w.logprobs)), default=0.0) < 1e-4
+    assert got[0][-1].logprobs == [] and math.isclose(got[0][0].sum, default_model.score(CONTEXTS[0], [" 5"])[0].sum, abs_tol=1e-4)
+
+
+def test_generate_sends_hf_token_ids_and_per_prompt_seeds(default_model):
+    codec = HFTextCodec(default_model.tokenizer, name="vllm:test")
+    eos = default_model.tokenizer.eos_token_id
+
+    def canned(prompts, params):
+        return [SimpleNamespace(prompt_logprobs=None, outputs=[
+            _output([40, eos], [{40: StandInLogprob(-0.3)}, {eos: StandInLogprob(-0.2)}], f"p{i}s{j}", "stop", None, j)
+            for j in reversed(range(p.n))]) for i, p in enumerate(params)]
+
+    engine = HFBackedEngine(default_model, canned=canned)
+    model = VLLMModel(engine, codec, vllm=_stand_in_vllm(), name="vllm:test")
+    prompts = ["Once upon a time", [{"role": "user", "content": "Hi!"}]]
+    results = model.generate(prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=4, seed=3))
+    sent, params = engine.calls[0]
+    assert [p["prompt_token_ids"] for p in sent] == [default_model._encode(p) for p in prompts]
+    assert [p.seed for p in params] == [3, 4] and all(p.n == 2 and p.max_tokens == 4 for p in params)
+    assert [[c.text for c in r] for r in results] == [["p0s0", "p0s1"], ["p1s0", "p1s1"]]
+    assert results[0][0].token_ids == [40] and results[0][0].logprobs == [-0.3]
+
+
+def test_too_long_prompts_are_refused_before_the_engine(default_model):
+    codec = HFTextCodec(default_model.tokenizer, name="vllm:test", max_length=8)
+    engine = HFBackedEngine(default_model)
+    model = VLLMModel(engine, codec, vllm=_stand_in_vllm(), name="vllm:test")
+    with pytest.raises(RationalystError, match="over the model's limit of 8"):
+        model.score("one two three four five six seven", [" eight nine"])
+    with pytest.raises(RationalystError, match="over the model's limit of 8"):
+        model.generate(["one two three"], SamplingParams(max_new_tokens=6))
+    assert engine.calls == []
+
+
+def test_missing_vllm_names_the_install_command(monkeypatch):
+    if HAS_VLLM:
+        pytest.skip("vLLM is installed")
+    from rationalyst.errors import ModelNotFoundError
+    from rationalyst.lm import load_model
+
+    with pytest.raises(ModelNotFoundError, match=r"pip install 'rationalyst\[vllm\]'"):
+        load_model("vllm:meta-llama/Meta-Llama-3-8B-Instruct")
+
+
+# ----------------------------------------------------------------------------- vLLM's real types
+
+
+@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (it needs a GPU machine)")
+class TestRealVLLMTypes:
+    def test_sampling_params_accept_our_fields(self):
+        import vllm
+
+        p = vllm.SamplingParams(**sampling_kwargs(SamplingParams(n=2, temperature=0.7, top_p=0.9, max_new_tokens=9,
+                                                                 stop=("\n",), seed=4), 1))
+        assert (p.n, p.temperature, p.top_p, p.max_tokens, p.stop, p.seed, p.logprobs) == (2, 0.7, 0.9, 9, ["\n"], 5, 0)
+        s = vllm.SamplingParams(**score_kwargs())
+        assert s.prompt_logprobs == 0 and s.max_tokens == 1
+        from vllm.inputs import TokensPrompt
+
+        assert TokensPrompt(**tokens_prompt([1, 2]))["prompt_token_ids"] == [1, 2]
+
+    def test_conversion_of_real_logprob_and_output_objects(self):
+        from vllm.logprobs import Logprob
+        from vllm.outputs import CompletionOutput
+
+        out = CompletionOutput(index=0, text="ab", token_ids=[11, 2], cumulative_logprob=-0.6,
+                               logprobs=[{11: Logprob(-0.5, 1, "a")}, {2: Logprob(-0.1, 1, "")}],
+                               finish_reason="stop", stop_reason=None)
+        c = completion_from_output(out, end_ids={2})
+        assert c.token_ids == [11] and c.logprobs == [-0.5]
+        score = score_from_prompt_logprobs([None, {6: Logprob(-1.5, 2, "x")}], SplitSequence([5, 6], 1), ["x"])
+        assert score.logprobs == [-1.5]
+
+    def test_scores_equal_the_hf_backend_with_real_logprobs(self, default_model):
+        from vllm.logprobs import Logprob
+
+        codec = HFTextCodec(default_model.tokenizer, name="vllm:test")
+        model = VLLMModel(HFBackedEngine(default_model, Logprob), codec, vllm=_stand_in_vllm(), name="vllm:test")
+        (got,) = model.score_many([ScoreRequest(CONTEXTS[0], CONTINUATIONS[:2])])
+        want = default_model.score(CONTEXTS[0], CONTINUATIONS[:2])
+        for g, w in zip(got, want):
+            assert g.token_ids == w.token_ids
+            assert max(abs(a - b) for a, b in zip(g.logprobs, w.logprobs)) < 1e-4
