@@ -322,6 +322,39 @@ def demo(
     )
 
 
+@app.command()
+def serve(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model spec to serve, under its spec as name (repeatable; default builtin:smollm2-135m).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps the server local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require the key held in this environment variable (Authorization: Bearer KEY).")] = None,
+    max_tokens_limit: Annotated[int, typer.Option(help="Most tokens one request may generate.")] = 1024,
+    max_request_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1_000_000,
+    guided: Annotated[bool, typer.Option("--guided", help="Also serve the rationale-guided search as the chat model rationalyst-guided.")] = False,
+    guided_config: Annotated[Optional[Path], typer.Option("--guided-config", help="Search recipe for --guided.")] = None,
+) -> None:
+    """Serve models over an OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)."""
+    import os
+
+    from rationalyst.lm import load_model
+    from rationalyst.serve import ServerLimits, run_server
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise RationalystError(f"--api-key-env {api_key_env}: that environment variable is empty or unset")
+    models = {spec: load_model(spec) for spec in model or [DEFAULT_LM]}
+    guided_fn = None
+    if guided:
+        from rationalyst.serve.guided import build_guided
+
+        guided_fn = build_guided(guided_config, models)
+    limits = ServerLimits(max_tokens=max_tokens_limit, max_request_bytes=max_request_bytes)
+    stderr.print(f"serving {', '.join(models)} on http://{host}:{port}/v1", soft_wrap=True)
+    run_server(models, host=host, port=port, api_key=api_key, limits=limits, guided=guided_fn)
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
     verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]

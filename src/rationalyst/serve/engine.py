@@ -1,0 +1,347 @@
+"""What the server does with a request: model calls and the OpenAI answer built from their results.
+
+Everything here is blocking (torch) code: the app runs it in worker threads. A model is not safe to
+call from two threads at once (torch on CPU, llama.cpp, vLLM's offline engine), so each served model
+has a lock held around every call into it; the guided model holds the locks of every served model,
+since its search calls them.
+
+Echo and log-probs need the model's tokens and their character spans; they come from the model's
+Hugging Face fast tokenizer (`HFTextCodec`), so they are offered for the `hf` and `vllm` backends
+(and for `openai` with a local tokenizer). A prompt's per-token log-probs are computed through the
+model contract itself: the prompt is split after its first token and the rest is scored as the
+continuation, which is the same joint tokenization `score` uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from rationalyst.errors import RationalystError
+from rationalyst.lm.base import Completion, LanguageModel, SamplingParams
+from rationalyst.lm.boundary import count_context_tokens
+from rationalyst.lm.tokenization import HFTextCodec
+from rationalyst.serve.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatLogprobs,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    LegacyLogprobs,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+#: ``guided(messages, params) -> text``: a chat answer produced by the rationale-guided search.
+GuidedFn = Callable[[list[dict[str, str]], SamplingParams], str]
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"message", "type", "param", "code"}}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    @property
+    def type(self) -> str:
+        if self.status in (401, 403):
+            return "authentication_error"
+        return "server_error" if self.status >= 500 else "invalid_request_error"
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Bounds on what one request may ask for."""
+
+    max_tokens: int = 1024
+    max_request_bytes: int = 1_000_000
+    max_n: int = 16
+    max_prompts: int = 64
+    default_chat_max_tokens: int = 512
+
+
+@dataclass
+class TokenRun:
+    """Tokens with their texts (concatenating to the text they cover), offsets and log-probs."""
+
+    ids: list[int] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    logprobs: list[float | None] = field(default_factory=list)
+
+    def extend(self, other: TokenRun) -> None:
+        self.ids += other.ids
+        self.pieces += other.pieces
+        self.offsets += other.offsets
+        self.logprobs += other.logprobs
+
+
+def codec_of(model: LanguageModel) -> HFTextCodec | None:
+    """The model's Hugging Face fast tokenizer as a codec, if it has one."""
+    codec = getattr(model, "codec", None)
+    if isinstance(codec, HFTextCodec):
+        return codec
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "is_fast", False):
+        return HFTextCodec(tokenizer, name=model.name, max_length=getattr(model, "max_length", None))
+    return None
+
+
+def _pieces(text: str, spans: Sequence[tuple[int, int]], start: int = 0) -> tuple[list[str], list[int]]:
+    """Disjoint texts and offsets of tokens: each token's text runs from the previous token's end to its own."""
+    pieces, offsets, prev = [], [], 0
+    for _, end in spans:
+        piece = text[prev:end] if end > prev else ""
+        pieces.append(piece)
+        offsets.append(start + prev)
+        prev = max(prev, end)
+    return pieces, offsets
+
+
+def _as_error(exc: Exception) -> ApiError:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return ApiError(400, f"{'.'.join(map(str, err['loc']))}: {err['msg']}", param=str(err["loc"][0]))
+    return ApiError(400, str(exc))
+
+
+class ServedModel:
+    """One model behind the API: its lock, its tokenizer, and the two endpoints' logic."""
+
+    def __init__(self, name: str, model: LanguageModel) -> None:
+        self.name = name
+        self.model = model
+        self.lock = threading.Lock()
+        self.codec = codec_of(model)
+
+    # ----------------------------------------------------------------------------- model calls
+
+    def _call(self, fn, *args):
+        """One call into the model, under its lock; user-fixable errors become 400s."""
+        with self.lock:
+            try:
+                return fn(*args)
+            except (RationalystError, ValidationError) as exc:
+                raise _as_error(exc) from None
+
+    def _need_codec(self, what: str) -> HFTextCodec:
+        if self.codec is None:
+            raise ApiError(400, f"{what} is not available for {self.name}: its backend exposes no tokenizer")
+        return self.codec
+
+    def prompt_text(self, prompt: str | list[int]) -> str:
+        """A prompt as text; token ids must be exactly what the tokenizer makes of their text."""
+        if isinstance(prompt, str):
+            return prompt
+        codec = self._need_codec("a token-id prompt")
+        for skip in (True, False):
+            try:
+                text = codec.tokenizer.decode(prompt, skip_special_tokens=skip)
+            except (OverflowError, TypeError, ValueError, IndexError):
+                break
+            if codec.spans(text)[0] == list(prompt):
+                return text
+        raise ApiError(
+            400, "the token-id prompt is not what the model's tokenizer makes of its text; send text", param="prompt"
+        )
+
+    def echo(self, text: str) -> TokenRun:
+        """The prompt's tokens with their log-probs (``None`` for the first), via the model contract."""
+        codec = self._need_codec("echo with log-probs")
+        ids, spans = codec.spans(text)
+        pieces, offsets = _pieces(text, spans)
+        run = TokenRun(ids, pieces, offsets, [None] * len(ids))
+        if not ids:
+            return run
+        if spans[0][1] == 0:  # a special token (BOS) first: score all the text after it
+            context = ""
+        else:  # split after the first token: the rest is scored given it
+            context = text[: spans[0][1]]
+        n_context = count_context_tokens([end for _, end in spans], len(context))
+        if n_context < len(ids):
+            (score,) = self._call(self.model.score, context, [text[len(context) :]])
+            if list(score.token_ids) != ids[n_context:]:
+                raise RuntimeError(f"{self.name}: scored tokens differ from the tokenizer's ({score.token_ids[:5]}...)")
+            run.logprobs[n_context:] = score.logprobs
+        return run
+
+    def generated(self, completion: Completion, start: int) -> TokenRun:
+        """A completion's tokens, their texts (by incremental decoding) and log-probs."""
+        codec = self._need_codec("log-probs")
+        pieces, offsets, done = [], [], ""
+        for i in range(len(completion.token_ids)):
+            text = codec.decode(completion.token_ids[: i + 1])
+            piece = text[len(done) :] if text.startswith(done) else text
+            pieces.append(piece)
+            offsets.append(start + len(done))
+            done = text
+        return TokenRun(list(completion.token_ids), pieces, offsets, list(completion.logprobs))
+
+    def count_tokens(self, prompt) -> int:
+        if self.codec is None:
+            return 0
+        try:
+            return len(self.codec.encode(prompt))
+        except RationalystError:
+            return 0
+
+    def _params(self, req, max_tokens: int, limits: ServerLimits) -> SamplingParams:
+        if req.n > limits.max_n:
+            raise ApiError(400, f"n is {req.n}, over this server's limit of {limits.max_n}", param="n")
+        if max_tokens > limits.max_tokens:
+            raise ApiError(
+                400, f"max_tokens is {max_tokens}, over this server's limit of {limits.max_tokens}", param="max_tokens"
+            )
+        try:
+            return SamplingParams(
+                n=req.n, temperature=req.temperature, top_p=req.top_p, max_new_tokens=max(max_tokens, 1),
+                stop=tuple(req.stop or ()), seed=req.seed,
+            )
+        except ValidationError as exc:
+            raise _as_error(exc) from None
+
+    # ----------------------------------------------------------------------------- endpoints
+
+    def complete(self, req: CompletionRequest, limits: ServerLimits) -> CompletionResponse:
+        prompts = req.prompts()
+        if not prompts:
+            raise ApiError(400, "prompt is empty", param="prompt")
+        if len(prompts) > limits.max_prompts:
+            raise ApiError(400, f"{len(prompts)} prompts, over this server's limit of {limits.max_prompts}", param="prompt")
+        if req.best_of is not None and req.best_of != req.n:
+            raise ApiError(400, "best_of other than n is not supported", param="best_of")
+        params = self._params(req, req.max_tokens, limits)
+        texts = [self.prompt_text(p) for p in prompts]
+        want_logprobs = req.logprobs is not None
+        if req.max_tokens == 0:
+            empty = Completion(text="", token_ids=[], logprobs=[], finish_reason="length")
+            results = [[empty] * req.n for _ in texts]
+        else:
+            results = self._call(self.model.generate, texts, params)
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for i, (text, completions) in enumerate(zip(texts, results)):
+            echo = self.echo(text) if req.echo and want_logprobs else None
+            prompt_tokens += len(echo.ids) if echo else self.count_tokens(text)
+            for j, c in enumerate(completions):
+                completion_tokens += len(c.token_ids)
+                logprobs = None
+                if want_logprobs:
+                    run = TokenRun()
+                    if echo is not None:
+                        run.extend(echo)
+                    run.extend(self.generated(c, len(text) if req.echo else 0))
+                    logprobs = _legacy(run, req.return_tokens_as_token_ids)
+                choices.append(
+                    CompletionChoice(
+                        index=i * req.n + j, text=(text if req.echo else "") + c.text,
+                        logprobs=logprobs, finish_reason=c.finish_reason,
+                    )
+                )
+        return CompletionResponse(
+            id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=self.name, choices=choices,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        total_tokens=prompt_tokens + completion_tokens),
+        )
+
+    def chat(self, req: ChatCompletionRequest, limits: ServerLimits) -> ChatCompletionResponse:
+        max_tokens = req.max_completion_tokens or req.max_tokens or min(limits.default_chat_max_tokens, limits.max_tokens)
+        params = self._params(req, max_tokens, limits)
+        messages = req.plain_messages()
+        (completions,) = self._call(self.model.generate, [messages], params)
+        choices = []
+        for j, c in enumerate(completions):
+            logprobs = None
+            if req.logprobs:
+                logprobs = _chat_logprobs(self.generated(c, 0), req.top_logprobs or 0, req.return_tokens_as_token_ids)
+            choices.append(ChatChoice(index=j, message=AssistantMessage(content=c.text), logprobs=logprobs,
+                                      finish_reason=c.finish_reason))
+        prompt_tokens = self.count_tokens(messages)
+        completion_tokens = sum(len(c.token_ids) for c in completions)
+        return ChatCompletionResponse(
+            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=self.name, choices=choices,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        total_tokens=prompt_tokens + completion_tokens),
+        )
+
+
+class GuidedModel:
+    """The model name whose chat completions come from the rationale-guided search."""
+
+    def __init__(self, name: str, fn: GuidedFn, served: Sequence[ServedModel]) -> None:
+        self.name = name
+        self.fn = fn
+        self.locks = [m.lock for m in served]
+
+    def chat(self, req: ChatCompletionRequest, limits: ServerLimits) -> ChatCompletionResponse:
+        if req.logprobs:
+            raise ApiError(400, f"log-probs are not available for {self.name}", param="logprobs")
+        max_tokens = req.max_completion_tokens or req.max_tokens or min(limits.default_chat_max_tokens, limits.max_tokens)
+        if req.n > limits.max_n:
+            raise ApiError(400, f"n is {req.n}, over this server's limit of {limits.max_n}", param="n")
+        if max_tokens > limits.max_tokens:
+            raise ApiError(400, f"max_tokens is {max_tokens}, over this server's limit of {limits.max_tokens}",
+                           param="max_tokens")
+        messages = req.plain_messages()
+        choices = []
+        for j in range(req.n):
+            try:
+                params = SamplingParams(
+                    n=1, temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_tokens,
+                    stop=tuple(req.stop or ()), seed=None if req.seed is None else req.seed + j,
+                )
+                with contextlib.ExitStack() as stack:
+                    for lock in self.locks:
+                        stack.enter_context(lock)
+                    text = self.fn(messages, params)
+            except (RationalystError, ValidationError) as exc:
+                raise _as_error(exc) from None
+            choices.append(ChatChoice(index=j, message=AssistantMessage(content=text), finish_reason="stop"))
+        return ChatCompletionResponse(
+            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=self.name, choices=choices,
+            usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+        )
+
+
+def _spell(run: TokenRun, i: int, as_ids: bool) -> str:
+    return f"token_id:{run.ids[i]}" if as_ids else run.pieces[i]
+
+
+def _legacy(run: TokenRun, as_ids: bool) -> LegacyLogprobs:
+    tokens = [_spell(run, i, as_ids) for i in range(len(run.ids))]
+    return LegacyLogprobs(
+        tokens=tokens,
+        token_logprobs=list(run.logprobs),
+        text_offset=list(run.offsets),
+        # Only the chosen token: the model contract does not expose the alternatives.
+        top_logprobs=[None if lp is None else {t: lp} for t, lp in zip(tokens, run.logprobs)],
+    )
+
+
+def _chat_logprobs(run: TokenRun, top: int, as_ids: bool) -> ChatLogprobs:
+    content = []
+    for i, lp in enumerate(run.logprobs):
+        token = _spell(run, i, as_ids)
+        data = list(token.encode("utf-8"))
+        alternatives = [TopLogprob(token=token, logprob=lp, bytes=data)] if top > 0 else []
+        content.append(TokenLogprob(token=token, logprob=lp, bytes=data, top_logprobs=alternatives))
+    return ChatLogprobs(content=content)
