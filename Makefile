@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-llamacpp test-ray bench clean
+.PHONY: install demo test test-slow test-llamacpp test-ray test-browser bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test-llamacpp: $(STAMP)
 test-ray: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[ray]'
 	$(BIN)/python -m pytest -q -m ray
+
+# The HTML report in headless Chromium: needs the system's `chromium` (Debian package; .ci/run installs
+# it). playwright drives that binary; `playwright install` (a browser download) is never run.
+test-browser: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[browser]'
+	$(BIN)/python -m pytest -q -m browser
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_throughput.py

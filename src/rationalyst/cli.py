@@ -355,6 +355,49 @@ def serve(
     run_server(models, host=host, port=port, api_key=api_key, limits=limits, guided=guided_fn)
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Folder holding eval and/or filter runs (searched recursively).")],
+    output: Annotated[Optional[Path], typer.Option(help="Where to write report.md, the plots and report.html (default RUN_DIR/report).")] = None,
+    max_documents: Annotated[int, typer.Option(help="Documents per filter run shown in the HTML mining view.")] = 1000,
+) -> None:
+    """Accuracy with 95% intervals, cost per problem and mining counts: Markdown, PNG plots, HTML explorer."""
+    from rationalyst.report import build_report
+    from rationalyst.report.markdown import ci_text, num, pct
+
+    result = build_report(run_dir, output, max_documents=max_documents)
+    rows = [
+        (r.benchmark, r.label, r.n, pct(r.accuracy), ci_text(r.ci), num(r.tokens.get("total"), 0),
+         num(r.seconds.get("total"), 2), pct(r.supervision_share), "complete" if r.complete else "incomplete")
+        for r in result.collection.eval_runs
+    ]
+    if rows:
+        stdout.print(_counts_table("accuracy and cost per problem", (
+            "benchmark", "method", "n", "accuracy", "95% CI", "tokens", "seconds", "supervision", "status"), rows))
+    for m in result.collection.mining_runs:
+        kept = sum(s.kept for s in m.sources.values())
+        stdout.print(f"filter run {m.info.rel}: {kept} of {len(m.deltas)} scored rationales kept"
+                     + ("" if m.complete else " (incomplete)"), soft_wrap=True)
+    stdout.print(f"report: {result.markdown}  explorer: {result.html}", soft_wrap=True)
+
+
+@app.command()
+def view(
+    run_dir: Annotated[Path, typer.Argument(help="A folder of runs (or its report folder, or a report.html).")],
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in the default browser.")] = True,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the report even if it exists.")] = False,
+) -> None:
+    """Open the HTML report of RUN_DIR (RUN_DIR/report/report.html, built first if missing)."""
+    import webbrowser
+
+    from rationalyst.report import ensure_report
+
+    page = ensure_report(run_dir, rebuild=rebuild).resolve()
+    stdout.print(str(page), soft_wrap=True)
+    if open_browser and not webbrowser.open(page.as_uri()):
+        stderr.print("no browser could be started; open the file above by hand")
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
     verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]

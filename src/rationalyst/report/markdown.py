@@ -1,0 +1,95 @@
+"""``report.md``: accuracy with 95% intervals, cost per problem, where methods chose differently, mining."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from rationalyst.report.collect import ROLES, Collection
+
+
+def cell(value: object) -> str:
+    """A table cell: pipes, newlines and angle brackets made harmless."""
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def ci_text(ci: tuple[float, float] | None) -> str:
+    return "-" if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def status(complete: bool, n: int | None = None) -> str:
+    return "complete" if complete else "**incomplete**" + (f" ({n} so far)" if n is not None else "")
+
+
+def render(collection: Collection, plots: dict[str, str]) -> str:
+    """The Markdown report; ``plots`` maps a plot's key (accuracy, cost, deltas:<rel>) to its file name."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        "# RATIONALYST report",
+        "",
+        (f"Runs below `{collection.root}`, {now}. Accuracy with 95% Wilson score intervals; n = problems "
+         "in the run; a problem that failed counts as wrong. Runs marked **incomplete** have no manifest "
+         "yet: their numbers cover the problems done so far."),
+    ]
+    runs = collection.eval_runs
+    if runs:
+        out += ["", "## Accuracy", ""]
+        out.append(table(
+            ["benchmark", "method", "n", "correct", "accuracy", "95% CI", "unparsed", "errors", "status"],
+            [[r.benchmark, r.label, r.n, r.correct, pct(r.accuracy), ci_text(r.ci), r.unparsed, r.errors, status(r.complete, r.n)]
+             for r in runs],
+        ))
+        if "accuracy" in plots:
+            out += ["", f"![accuracy per benchmark and method]({plots['accuracy']})"]
+        out += ["", "## Cost per problem", "", ("Means per problem. Supervision share = (rationalist + scorer + "
+                "judge seconds) / total seconds, summed over the run's problems."), ""]
+        out.append(table(
+            ["benchmark", "method", *[f"{role} tokens" for role in ROLES], "tokens", "seconds", "supervision share", "status"],
+            [[r.benchmark, r.label, *[num(r.tokens.get(role), 0) for role in ROLES], num(r.tokens.get("total"), 0),
+              num(r.seconds.get("total"), 2), pct(r.supervision_share), status(r.complete)] for r in runs],
+        ))
+        if "cost" in plots:
+            out += ["", f"![cost per problem]({plots['cost']})"]
+    if collection.comparisons:
+        out += [
+            "", "## Where methods chose differently", "",
+            ("Two runs of a benchmark offer identical candidates where their trajectories agree; counted are "
+             "the problems where, at such a step, the two chose different candidates, and who was right there."),
+            "",
+        ]
+        out.append(table(
+            ["benchmark", "A", "B", "problems in both", "with identical candidates", "chose differently",
+             "A right, B wrong", "A wrong, B right", "both right", "both wrong"],
+            [[c.benchmark, c.a, c.b, c.both, c.comparable, len(c.differ), c.a_only_right, c.b_only_right, c.both_right, c.both_wrong]
+             for c in collection.comparisons],
+        ))
+    for run in collection.mining_runs:
+        out += ["", f"## Mining: `{run.info.rel}` ({status(run.complete)})", ""]
+        extract = f"; rationales not yet scored come from `{run.extract.rel}`" if run.extract else ""
+        out += [f"{len(run.deltas)} rationales scored in {run.documents_total} documents{extract}.", ""]
+        out.append(table(
+            ["source", "documents", "rationales", "kept", "dropped", "not scored", "kept share", "mean delta", "tau"],
+            [[s.source, s.documents, s.rationales, s.kept, s.dropped, s.unscored, pct(s.kept_share), num(s.mean_delta, 3),
+              ", ".join(f"{t:g}" for t in sorted(s.taus)) or "-"] for s in run.sources.values()],
+        ))
+        key = f"deltas:{run.info.rel}"
+        if key in plots:
+            out += ["", f"![deltas with tau marked]({plots[key]})"]
+    if not runs and not collection.mining_runs:
+        out += ["", "No runs found."]
+    out += ["", "The interactive explorer of the same runs (traces step by step, mining documents) is `report.html`.", ""]
+    return "\n".join(out)

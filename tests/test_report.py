@@ -1,0 +1,219 @@
+"""`rationalyst report`: numbers checked against hand computations on fixture runs, the Markdown
+tables, the self-contained HTML page (escaped data, embedded plots), and clear errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from statistics import NormalDist
+
+import pytest
+from typer.testing import CliRunner
+
+from rationalyst.cli import app
+from rationalyst.errors import InputError, RationalystError
+from rationalyst.report import build_report, ensure_report
+from rationalyst.report.collect import collect, wilson_interval
+from rationalyst.report.html import script_json
+from tests.report_fixtures import SCRIPT, build_runs, write_eval_run
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    return build_runs(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def built(runs, tmp_path_factory):
+    return build_report(runs, tmp_path_factory.mktemp("report"))
+
+
+def reference_wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson's interval written out from its textbook form: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)."""
+    z = NormalDist().inv_cdf(0.975)
+    p = k / n
+    root = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return ((p + z * z / (2 * n) - root) / (1 + z * z / n), (p + z * z / (2 * n) + root) / (1 + z * z / n))
+
+
+def test_wilson_interval_matches_the_formula_and_published_values():
+    for k, n in [(3, 5), (0, 10), (10, 10), (1, 3), (57, 100)]:
+        low, high = wilson_interval(k, n)
+        ref_low, ref_high = reference_wilson(k, n)
+        assert low == pytest.approx(max(0.0, ref_low), abs=1e-12) and high == pytest.approx(min(1.0, ref_high), abs=1e-12)
+    # Values as tabulated for the Wilson score interval at 95%.
+    assert wilson_interval(3, 5) == pytest.approx((0.2307, 0.8824), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        wilson_interval(6, 5)
+
+
+def test_accuracy_and_cost_per_run_match_hand_computation(runs):
+    collection = collect(runs)
+    got = {(r.benchmark, r.label): r for r in collection.eval_runs}
+    assert [(r.benchmark, r.method) for r in collection.eval_runs] == [
+        ("arc-challenge", "implicit"), ("arc-challenge", "random"), ("arc-challenge", "cot"),
+        ("gsm8k", "implicit"), ("gsm8k", "random"), ("gsm8k", "cot"),
+    ]
+    expected = {  # (n, correct, complete) written out from the fixture's plan
+        ("gsm8k", "implicit"): (5, 3, True), ("gsm8k", "random"): (5, 2, True), ("gsm8k", "cot"): (5, 1, True),
+        ("arc-challenge", "implicit"): (4, 2, True), ("arc-challenge", "random"): (3, 1, False),
+        ("arc-challenge", "cot"): (4, 3, True),
+    }
+    for key, (n, correct, complete) in expected.items():
+        run = got[key]
+        assert (run.n, run.correct, run.complete) == (n, correct, complete), key
+        assert run.accuracy == pytest.approx(correct / n)
+        assert run.ci == pytest.approx(reference_wilson(correct, n))
+    implicit = got[("gsm8k", "implicit")]
+    # agent tokens 100 + 10 i for i = 0..4 -> mean 120; + 20 rationalist + 200 scorer = 340.
+    assert implicit.tokens == pytest.approx({"agent": 120, "rationalist": 20, "scorer": 200, "judge": 0, "total": 340})
+    # seconds per problem: total 3.5 + 0.5 (i + 1) -> mean 5.0; supervision 1 + 0.5 (i + 1) -> 12.5 of 25 s.
+    assert implicit.seconds["total"] == pytest.approx(5.0)
+    assert implicit.supervision_share == pytest.approx(0.5)  # not the mean of per-problem shares (0.4896)
+    assert got[("gsm8k", "random")].supervision_share == 0.0
+    cot = got[("arc-challenge", "cot")]
+    assert (cot.errors, cot.unparsed) == (1, 1)
+    assert implicit.models == {"agent": "builtin:smollm2-135m", "rationalist": "builtin:smollm2-135m", "scorer": "builtin:smollm2-135m"}
+
+
+def test_methods_that_chose_differently_on_identical_candidates(runs):
+    comparisons = {(c.benchmark, c.a, c.b): c for c in collect(runs).comparisons}
+    # cot offers one candidate per step, never the same list as implicit or random: no comparison.
+    assert set(comparisons) == {("gsm8k", "implicit", "random"), ("arc-challenge", "implicit", "random")}
+    gsm = comparisons[("gsm8k", "implicit", "random")]
+    # problem 2 chose the same, problem 4 was offered different candidates.
+    assert gsm.differ == ["gsm8k-0000", "gsm8k-0001", "gsm8k-0003"]
+    assert (gsm.both, gsm.comparable) == (5, 4)
+    assert (gsm.a_only_right, gsm.b_only_right, gsm.both_right, gsm.both_wrong) == (1, 1, 1, 0)
+    arc = comparisons[("arc-challenge", "implicit", "random")]
+    assert (arc.differ, arc.both, arc.comparable, arc.a_only_right) == (["arc-0001"], 3, 3, 1)
+
+
+def test_mining_counts_deltas_and_documents_with_rationales_inline(runs):
+    (mining,) = collect(runs).mining_runs
+    assert mining.complete and mining.extract is not None and mining.extract.rel == "extract"
+    gsm, pile = mining.sources["gsm8k"], mining.sources["pile"]
+    assert (gsm.documents, gsm.rationales, gsm.kept, gsm.dropped, gsm.unscored) == (1, 2, 1, 1, 0)
+    assert gsm.mean_delta == pytest.approx((0.9 + 0.2) / 2) and gsm.taus == {0.5}
+    assert (pile.documents, pile.rationales, pile.kept, pile.dropped, pile.unscored) == (2, 3, 1, 1, 1)
+    assert pile.mean_delta == pytest.approx((0.1 - 0.3) / 2) and pile.taus == {0.0}
+    assert sorted(mining.deltas) == pytest.approx([-0.3, 0.1, 0.2, 0.9])
+    assert mining.tau_sources == {0.0: ["pile"], 0.5: ["gsm8k"]}
+    docs = {d["id"]: d["segments"] for d in mining.documents}
+    d0 = docs["d0"]
+    assert "".join(s.get("text", "") for s in d0) == "Tom has 3 apples. He buys 2 more. So he has 5 apples."
+    assert [(s["rationale"], s["kept"], s["delta"]) for s in d0 if "rationale" in s] == [
+        ("He will buy more apples next.", True, 0.9), ("Add them up: 3 + 2 = 5.", False, 0.2)]
+    assert d0[0] == {"text": "Tom has 3 apples."} and d0[2] == {"text": " He buys 2 more."}
+    unscored = [s for s in docs["d2"] if "rationale" in s and "kept" not in s]
+    assert [s["rationale"] for s in unscored] == ["Not scored yet."]
+    assert "".join(s.get("text", "") for s in docs["d2"]) == "First line here.\nSecond line follows.\nThird."
+
+
+def test_markdown_tables_and_plots(built):
+    text = built.markdown.read_text()
+    assert "| gsm8k | implicit | 5 | 3 | 60.0% | [23.1, 88.2] | 0 | 0 | complete |" in text
+    assert "| arc-challenge | random | 3 | 1 | 33.3% | [6.1, 79.2] | 0 | 0 | **incomplete** (3 so far) |" in text
+    assert "| arc-challenge | cot | 4 | 3 | 75.0% | [30.1, 95.4] | 1 | 1 | complete |" in text
+    assert "| gsm8k | implicit | 120 | 20 | 200 | 0 | 340 | 5.00 | 50.0% | complete |" in text
+    assert "| gsm8k | implicit | random | 5 | 4 | 3 | 1 | 1 | 1 | 0 |" in text
+    assert "| gsm8k | 1 | 2 | 1 | 1 | 0 | 50.0% | 0.550 | 0.5 |" in text
+    assert "| pile | 2 | 3 | 1 | 1 | 1 | 50.0% | -0.100 | 0 |" in text
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert images == ["accuracy.png", "cost.png", "deltas-filter.png"]
+    for name in images:
+        data = (built.output / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
+
+
+def _page_data(page: str) -> dict:
+    match = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', page, re.DOTALL)
+    return json.loads(match.group(1))
+
+
+def test_html_is_self_contained_with_trace_text_escaped(built):
+    page = built.html.read_text()
+    assert "alert(1)" in page  # the text is there, but never as markup:
+    assert "<script>alert" not in page and "<b>bold" not in page and "<img src=x" not in page
+    assert len(re.findall(r"<script\b", page, re.IGNORECASE)) == 2  # the data and the page's own script
+    assert "http://" not in page and "https://" not in page
+    assert re.findall(r'<[a-z]+\s[^>]*\b(?:src|href)\s*=', page, re.IGNORECASE) == []  # no tag fetches anything
+    data = _page_data(page)
+    gsm3 = next(p for r in data["runs"] if r["benchmark"] == "gsm8k" and r["method"] == "implicit"
+                for p in r["problems"] if p["id"] == "gsm8k-0003")
+    assert gsm3["steps"][0]["rationale"] == SCRIPT + " then check the units"  # round-trips unchanged
+    for uri in [*data["plots"].values(), data["mining"][0]["histogram"]]:
+        assert uri.startswith("data:image/png;base64,")
+        assert base64.b64decode(uri.split(",", 1)[1]).startswith(PNG_SIGNATURE)
+    assert [r["complete"] for r in data["runs"]] == [True, False, True, True, True, True]
+
+
+def test_script_json_cannot_close_its_element():
+    hostile = {"t": "</script><script>alert(1)</script><!-- & \u2028"}
+    text = script_json(hostile)
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == hostile
+
+
+def test_missing_or_empty_directories_are_clear_errors(tmp_path):
+    with pytest.raises(RationalystError, match="run directory not found"):
+        collect(tmp_path / "nope")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(RationalystError, match="found no eval or filter run below it"):
+        build_report(tmp_path / "empty")
+    with pytest.raises(RationalystError, match="run directory not found"):
+        ensure_report(tmp_path / "nope")
+
+
+def test_a_malformed_trace_names_file_line_and_field(tmp_path):
+    good = {"id": "p0", "question": "q", "steps": [], "correct": True}
+    bad = {"id": "p1", "question": "q", "correct": False,
+           "steps": [{"rationale": None, "candidates": [{"text": "a"}, {"text": "b"}], "chosen": 5}]}
+    write_eval_run(tmp_path / "gsm8k" / "implicit", "gsm8k", "implicit", [good, bad], shard_size=10)
+    with pytest.raises(InputError, match=r"part-00000\.jsonl, line 2, field steps\[0\]: .*chosen = 5 but the step has 2"):
+        collect(tmp_path)
+    worse = {"id": "p2", "question": "q", "correct": "maybe"}
+    write_eval_run(tmp_path / "x" / "cot", "x", "cot", [worse])
+    with pytest.raises(InputError, match=r"line 1, field correct: "):
+        collect(tmp_path / "x")
+
+
+def test_cli_report_and_view(built, runs, tmp_path, monkeypatch):
+    runner = CliRunner()
+    out = tmp_path / "cli-report"
+    result = runner.invoke(app, ["report", str(runs), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "60.0%" in result.output and "incomplete" in result.output and "2 of 4 scored rationales kept" in result.output
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(runs, fresh, ignore=shutil.ignore_patterns("report"))
+    opened = []
+    monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url) or True)
+    result = runner.invoke(app, ["view", str(fresh)])
+    assert result.exit_code == 0, result.output
+    page = fresh / "report" / "report.html"
+    assert page.is_file()  # built because it was missing
+    assert opened == [page.resolve().as_uri()]
+    result = runner.invoke(app, ["view", str(fresh), "--no-open"])
+    assert result.exit_code == 0 and opened == [page.resolve().as_uri()]
+    assert str(page.resolve()) in result.output.replace("\n", "")
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path):
+    code = "from rationalyst.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, "report", str(tmp_path / "missing")],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "run directory not found" in result.stderr
