@@ -1,0 +1,278 @@
+"""Final-answer extraction and checking (rationalyst.data.answers), case by case.
+
+Every case states the exact string `extract_answer` must return (None: no answer stated) or whether
+`is_correct` must accept the prediction for the gold answer. The facts about math-verify that the
+module docstring documents are pinned here too, so a math-verify upgrade that changes them fails.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rationalyst.data.answers import extract_answer, has_final_answer, is_correct
+from rationalyst.data.benchmarks import BenchmarkItem
+
+
+def _item(family: str, answer: str, choices: list[str] | None = None, **meta) -> BenchmarkItem:
+    return BenchmarkItem(
+        id="t", benchmark="test", family=family, question="q?", choices=choices, answer=answer, meta=meta
+    )
+
+
+MC5 = ["horror", "anxiety and fear", "rejection", "increased workload", "being employed"]
+LOGIC = ["True", "False", "Unknown"]
+
+# ---------------------------------------------------------------------------------------- extraction
+
+ARITHMETIC_EXTRACT = [
+    ("The answer is 72.", "72"),
+    ("the answer is: 42", "42"),
+    ("Answer: 7", "7"),
+    ("The final answer is **42**", "42"),
+    ("The answer is 1,000.", "1000"),
+    ("The answer is 1,234,567.", "1234567"),
+    ("The answer is $18.00.", "18.00"),
+    ("The answer is \\$1,234.50", "1234.50"),
+    ("The answer is -3.", "-3"),
+    ("The answer is −4", "-4"),  # a Unicode minus sign
+    ("The answer is 18 dollars.", "18"),
+    ("The answer is 50%.", "50%"),
+    ("The answer is 3/4.", "3/4"),
+    ("The answer is 0.5.", "0.5"),
+    ("The answer is .5", ".5"),
+    ("The answer is (7).", "7"),
+    ("So \\boxed{42}.", "42"),
+    ("So \\boxed{\\$1,000}.", "1000"),
+    ("So \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
+    ("She has 5 + 3 = 8 apples.\n#### 8", "8"),
+    ("#### 1,000", "1000"),
+    # the last stated answer wins; markers that state no number are passed over
+    ("The answer is 5. Wait, the answer is 6.", "6"),
+    ("The answer is 5.\nThe answer is found by adding.", "5"),
+    ("#### 4\nThe answer is 5.", "5"),
+    # no answer stated: never a guess
+    ("The answer is twelve.", None),
+    ("The answer is 18 + 2 = 20.", None),
+    ("The answer is 1.2.3", None),
+    ("The answers are 7 and 8", None),
+    ("She sold 48 / 2 = 24 clips in May.", None),
+    ("", None),
+]
+
+MATH_EXTRACT = [
+    ("Thus $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("First \\boxed{1} then \\boxed{\\sqrt{2}}", "\\sqrt{2}"),
+    ("$\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}$", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
+    ("so it is \\fbox{7}", "7"),
+    ("so it is \\boxed 5.", "5"),
+    ("\\boxed{\\boxed{3}}", "3"),
+    ("The answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),
+    ("The answer is \\(x^2+1\\).", "x^2+1"),
+    ("The answer is 3.5.", "3.5"),
+    ("The answer is $3.$", "3"),
+    ("The answer is $\\boxed{6}$.", "6"),
+    ("Final Answer: The final answer is $5$. I hope it is correct.", "5"),
+    # \boxed wins over an earlier or later "The answer is"
+    ("The answer is 4. Check: \\boxed{5}", "5"),
+    # a truncated box is no answer
+    ("The answer is \\boxed{\\frac{1}{2}", None),
+    ("no answer here", None),
+]
+
+MC_EXTRACT = [
+    ("The answer is (B).", "B"),
+    ("The answer is B.", "B"),
+    ("answer: b)", "B"),
+    ("The answer is (a)", "A"),
+    ("The answer is a.", "A"),
+    ("The answer is option C", "C"),
+    ("The correct answer is: (E)", "E"),
+    ("**Answer:** C", "C"),
+    ("The answer is: **B**", "B"),
+    ("The answer is \\boxed{D}", "D"),
+    ("The answer is \\boxed{\\text{(D)}}", "D"),
+    ("The answer is B because fear comes first.", "B"),
+    ("I think B. The answer is C", "C"),
+    ("The answer is C. The answer is Z.", "C"),  # Z is no option: the last answer that parses
+    ("The answer is I.", "I"),  # MMLU-Pro has ten options, A-J
+    ("The answer is a dog.", None),  # a lowercase word is not an option letter
+    ("The answer is Z.", None),
+    ("The answer is not clear yet.", None),
+    ("Fear comes first, so B is likely.", None),
+]
+
+LOGIC_EXTRACT = [
+    ("The answer is A.", "A"),
+    ("The answer is (C)", "C"),
+    ("The answer is True.", "A"),
+    ("The answer is false", "B"),
+    ("The answer is unknown.", "C"),
+    ("The answer is (A) True.", "A"),
+    ("The answer is D.", None),  # only A-C exist
+    ("The statement is true.", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ARITHMETIC_EXTRACT)
+def test_extract_arithmetic(text, expected):
+    assert extract_answer(text, "arithmetic") == expected
+    assert has_final_answer(text, "arithmetic") is (expected is not None)
+
+
+@pytest.mark.parametrize(("text", "expected"), MATH_EXTRACT)
+def test_extract_math(text, expected):
+    assert extract_answer(text, "math") == expected
+    assert has_final_answer(text, "math") is (expected is not None)
+
+
+@pytest.mark.parametrize(("text", "expected"), MC_EXTRACT)
+def test_extract_multiple_choice(text, expected):
+    assert extract_answer(text, "multiple_choice") == expected
+    assert has_final_answer(text, "multiple_choice") is (expected is not None)
+
+
+@pytest.mark.parametrize(("text", "expected"), LOGIC_EXTRACT)
+def test_extract_logic(text, expected):
+    assert extract_answer(text, "logic") == expected
+    assert has_final_answer(text, "logic") is (expected is not None)
+
+
+@pytest.mark.parametrize(
+    ("text", "choices", "expected"),
+    [
+        ("The answer is E.", MC5, "E"),
+        ("The answer is F.", MC5, None),  # five options: F does not exist
+        ("The answer is D.", ["a", "b", "c"], None),
+        ("The answer is anxiety and fear.", MC5, "B"),  # the option's text, exactly
+        ("The answer is \"Rejection\"", MC5, "C"),
+        ("The answer is fear.", MC5, None),  # not an option's whole text
+        ("The answer is \\boxed{increased workload}", MC5, "D"),
+        ("The answer is Unknown.", LOGIC, "C"),
+    ],
+)
+def test_extract_with_item_uses_its_options(text, choices, expected):
+    family = "logic" if choices is LOGIC else "multiple_choice"
+    item = _item(family, "A", choices)
+    assert extract_answer(text, item) == expected
+    assert has_final_answer(text, item) is (expected is not None)
+
+
+def test_n_choices_overrides_the_family_default():
+    assert extract_answer("The answer is E.", "multiple_choice") == "E"
+    assert extract_answer("The answer is E.", "multiple_choice", n_choices=4) is None
+
+
+def test_unknown_family_is_an_error():
+    with pytest.raises(ValueError, match="unknown answer family"):
+        extract_answer("The answer is 5.", "geometry")
+
+
+# ---------------------------------------------------------------------------------------- checking
+
+ARITHMETIC_CORRECT = [
+    ("72", "72", True),
+    ("72", "72.", True),
+    ("1000", "1,000", True),
+    ("1000", "1,000.00", True),
+    ("18", "$18.00", True),
+    ("18", "\\$18", True),
+    ("18", "18 dollars", True),
+    ("18", "18.0", True),
+    ("18", "18.5", False),
+    ("-3", "-3", True),
+    ("-3", "3", False),
+    ("50", "50%", True),
+    ("0.5", "1/2", True),
+    ("0.5", "\\frac{1}{2}", True),
+    ("0.5", "\\dfrac{1}{2}", True),
+    ("10", "10\\text{ cm}", True),
+    ("12", "12 apples.", True),
+    ("5", "6", False),
+    ("2", "2, 3", False),  # the set {2, 3}, not a guess at one of them
+    ("12", "twelve", False),  # unparseable: wrong, never guessed
+    ("0.333", "1/3", False),
+    ("72", "The answer is 72.", True),  # a whole solution text is reduced to its answer
+    ("72", "The answer is 71.", False),
+    ("72", "#### 72", True),
+    ("72", "", False),
+    ("72", None, False),
+]
+
+MATH_CORRECT = [
+    ("\\frac{1}{2}", "0.5", True),
+    ("\\frac12", "\\dfrac{1}{2}", True),
+    ("\\frac{1}{2}", "\\boxed{\\frac{1}{2}}", True),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\frac{\\pi}{2})", True),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\pi/2)", True),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\pi)", False),
+    ("5\\sqrt{2}", "\\sqrt{50}", True),
+    ("x^2+1", "1+x^2", True),
+    ("[1,2)", "[1,2)", True),
+    ("[1,2)", "[1,2]", False),
+    ("\\$18.90", "18.9", True),
+    ("10^\\circ", "10", True),
+    ("\\text{(C)}", "C", True),
+    ("\\text{Evelyn}", "\\text{evelyn}", True),
+    ("-\\frac{2}{3}", "-2/3", True),
+    ("3", "$3$.", True),
+    ("3", "4", False),
+    ("3", "x", False),
+    ("3", None, False),
+]
+
+
+@pytest.mark.parametrize(("gold", "prediction", "correct"), ARITHMETIC_CORRECT)
+def test_is_correct_arithmetic(gold, prediction, correct):
+    assert is_correct(prediction, _item("arithmetic", gold)) is correct
+
+
+@pytest.mark.parametrize(("gold", "prediction", "correct"), MATH_CORRECT)
+def test_is_correct_math(gold, prediction, correct):
+    assert is_correct(prediction, _item("math", gold)) is correct
+
+
+@pytest.mark.parametrize(
+    ("prediction", "correct"),
+    [("B", True), ("b", True), ("(B)", True), ("B.", True), ("B)", True), ("The answer is B.", True),
+     ("A", False), ("F", False), ("anxiety and fear", False), ("", False), (None, False)],
+)
+def test_is_correct_multiple_choice(prediction, correct):
+    assert is_correct(prediction, _item("multiple_choice", "B", MC5)) is correct
+
+
+def test_is_correct_honours_ecqa_duplicate_options():
+    choices = ["inevitability", "certainty", "possibility", "possible", "possibility"]
+    item = _item("multiple_choice", "C", choices, acceptable_answers=["C", "E"])
+    assert item.acceptable_answers == ("C", "E")
+    assert is_correct("C", item) and is_correct("E", item)
+    assert not is_correct("D", item)
+
+
+def test_is_correct_logic_letters_and_words():
+    item = _item("logic", "C", LOGIC)
+    assert is_correct("C", item)
+    assert is_correct("The answer is Unknown.", item)
+    assert not is_correct("A", item)
+    assert not is_correct("D", item)
+
+
+def test_is_correct_works_outside_the_main_thread():
+    # math-verify's timeout uses signal.alarm, which only the main thread may set.
+    results = []
+    thread = threading.Thread(target=lambda: results.append(is_correct("\\dfrac{1}{2}", _item("math", "0.5"))))
+    thread.start()
+    thread.join()
+    assert results == [True]
+
+
+def test_extraction_feeds_checking_on_a_worked_solution():
+    solution = "In May she sold 48 / 2 = 24 clips.\nIn total she sold 48 + 24 = 72 clips.\nThe answer is 72."
+    item = _item("arithmetic", "72")
+    prediction = extract_answer(solution, item)
+    assert prediction == "72"
+    assert is_correct(prediction, item)
+    # a step before the last states no answer, so the search goes on there
+    assert not has_final_answer(solution.splitlines()[0], item)
