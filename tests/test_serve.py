@@ -42,20 +42,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def base_url():
+def base_url(tmp_path_factory):
     port = _free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "server.log"  # a file, not a pipe nobody drains
     env = dict(os.environ, OMP_NUM_THREADS="1", **{KEY_ENV: KEY})
     command = [
         sys.executable, "-c", "from rationalyst.cli import main; main()", "serve", "--port", str(port),
         "--api-key-env", KEY_ENV, "--max-tokens-limit", str(LIMIT), "--max-request-bytes", str(MAX_BYTES),
     ]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_file = open(log_path, "w")
+    proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{proc.stdout.read()}")
+                pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
                 if httpx.get(f"{root}/health", timeout=1).status_code == 200:
                     break
@@ -73,7 +75,9 @@ def base_url():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log_file.close()
         os.environ.pop(KEY_ENV, None)
+        assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
