@@ -103,6 +103,8 @@ class BenchmarkItem(BaseModel):
                 raise ValueError(f"choices: {len(self.choices)} options, at most {len(LETTERS)}")
             if self.answer not in self.letters:
                 raise ValueError(f"answer {self.answer!r} is not one of the option letters {''.join(self.letters)}")
+        elif self.choices is not None:
+            raise ValueError(f"choices: a {self.family} item has no options")
         elif not self.answer.strip():
             raise ValueError("answer is blank")
         return self
@@ -829,6 +831,12 @@ def _items(
                 raise InputError(
                     f"{file}: unknown row format for {spec.name} (fields: {', '.join(sorted(map(str, record)))}); "
                     f"expected one of: {_formats_help(spec)}"
+                )
+            if fmt == "normalized" and (record.get("choices") is not None) != (spec.family in ("multiple_choice", "logic")):
+                kind = "with options (choices)" if record.get("choices") is not None else "without options"
+                raise InputError(
+                    f"{file}: the rows are questions {kind}, which is not a {spec.name} format "
+                    f"({spec.name} is a {spec.family} benchmark)"
                 )
             if fmt not in spec.formats:
                 raise InputError(
