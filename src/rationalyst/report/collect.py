@@ -470,7 +470,8 @@ def read_mining_run(info: RunInfo, extract: RunInfo | None, max_documents: int =
             continue  # not scored: not a filter record
         source = str(record.get("source") or "unknown")
         c = counts(source)
-        scored_ids.add(str(record.get("id")))
+        if extract is not None:  # only needed to tell the extract run's unscored rationales apart
+            scored_ids.add(str(record.get("id")))
         c.rationales += 1
         c.kept += bool(record.get("kept"))
         c.dropped += not record.get("kept")
