@@ -198,11 +198,12 @@ def test_bad_rows_are_skipped_and_reported_with_file_and_line(tmp_path):
             "[1, 2]",                                          # 8
             _row(id="meta-bad", meta=[1]),                     # 9
             _row(id="ok2", choices=["a", "b", "c", "d"], answer="D"),  # 10
+            "{oops",                                           # 11
         ],
     )
     items, skips = _load("arc_challenge", path)
     assert [i.id for i in items] == ["ok1", "ok2"]
-    assert [(line, file) for _reason, file, line in skips] == [(n, str(path)) for n in (2, 3, 4, 5, 7, 8, 9)]
+    assert [(line, file) for _reason, file, line in skips] == [(n, str(path)) for n in (2, 3, 4, 5, 7, 8, 9, 11)]
     reasons = {line: reason for reason, _file, line in skips}
     assert "malformed JSON" in reasons[2]
     assert "question" in reasons[3]
@@ -210,6 +211,28 @@ def test_bad_rows_are_skipped_and_reported_with_file_and_line(tmp_path):
     assert "answer" in reasons[5] and "'D'" in reasons[5]
     assert "id" in reasons[7] and "repeats" in reasons[7]
     assert "meta" in reasons[9]
+    # rows past the limit are not read, so their problems are not reported
+    first, first_skips = _load("arc_challenge", path, limit=1)
+    assert [i.id for i in first] == ["ok1"] and first_skips == []
+
+
+def test_skips_around_the_read_ahead_stay_in_order(tmp_path):
+    # the first 20 rows are read ahead to decide the format; skips before, at and after that point
+    lines = [_row(id=f"r{n}") for n in range(1, 46)]
+    for n in (1, 20, 21, 22, 45):
+        lines[n - 1] = "{bad"
+    items, skips = _load("arc_challenge", _write(tmp_path / "many.jsonl", lines))
+    assert len(items) == 40
+    assert [line for _r, _f, line in skips] == [1, 20, 21, 22, 45]
+
+
+def test_a_bad_first_row_does_not_decide_the_format(tmp_path):
+    first = json.loads(_row(id="no-choices"))
+    del first["choices"]  # alone, this row looks like a GSM8K row (question, answer)
+    path = _write(tmp_path / "mc.jsonl", [json.dumps(first), _row(id="a"), _row(id="b")])
+    items, skips = _load("arc_challenge", path)
+    assert [i.id for i in items] == ["a", "b"]
+    assert [(line, "choices" in reason) for reason, _f, line in skips] == [(1, True)]
 
 
 def test_without_a_callback_a_bad_row_raises_naming_file_line_and_field(tmp_path):

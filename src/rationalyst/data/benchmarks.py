@@ -49,8 +49,10 @@ import csv
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -257,15 +259,16 @@ def _field(row: Mapping[str, Any], name: str, kind: type | tuple[type, ...] = st
     return value
 
 
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+
+
 def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(_json_type(k()) if k in (dict, list, str, bool, int, float) else k.__name__ for k in kinds)
+    return " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
 
 
 def _string_list(value: Any, name: str) -> list[str]:
@@ -589,19 +592,48 @@ def detect_format(row: Mapping[str, Any]) -> str | None:
 
 
 class _Reporter:
-    """Forwards skips to ``on_skip``; without one, the first bad row raises `InputError`."""
+    """Forwards skips to ``on_skip``; without one, the first bad row raises `InputError`.
+
+    While the first rows are read ahead to decide the format, skips are held back (`defer`) and
+    released in their place among the rows (`release`), so they are reported in file order.
+    """
 
     def __init__(self, on_skip: OnSkip | None) -> None:
         self.on_skip = on_skip
+        self._held: list[tuple[int, str, str | None, int | None]] | None = None
+        self.rows_read = 0
 
     def __call__(self, reason: str, file: str | Path | None, line: int | None) -> None:
         file_s = str(file) if file is not None else None
+        if self._held is not None:
+            self._held.append((self.rows_read, reason, file_s, line))
+            return
+        self.send(reason, file_s, line)
+
+    def send(self, reason: str, file: str | None, line: int | None) -> None:
+        """Report a skip now (row-level problems found while parsing are never held)."""
         if self.on_skip is None:
-            where = file_s or "input"
+            where = file or "input"
             if line is not None:
                 where += f", line {line}"
             raise InputError(f"{where}: {reason}")
-        self.on_skip(reason, file_s, line)
+        self.on_skip(reason, file, line)
+
+    def defer(self) -> None:
+        self._held = []
+        self.rows_read = 0
+
+    def discard(self) -> None:
+        self._held = None
+
+    def release(self, up_to: int | None = None) -> None:
+        """Report the held skips that came before row ``up_to`` (all of them, and stop holding, if None)."""
+        held = self._held or []
+        keep = [h for h in held if up_to is not None and h[0] > up_to]
+        self._held = keep if up_to is not None else None
+        for _pos, reason, file, line in held:
+            if up_to is None or _pos <= up_to:
+                self.send(reason, file, line)
 
 
 def _jsonl_rows(path: Path, report: _Reporter) -> Iterator[tuple[int, int, Any]]:
@@ -811,6 +843,35 @@ def _hub_rows(spec: BenchmarkSpec, source: str) -> tuple[str, str, Iterator[tupl
     return label, hub.split, rows()
 
 
+#: Rows looked at to decide a file's format (the most common format among them wins, so a bad first
+#: row does not decide how the whole file is read).
+_DETECT_ROWS = 20
+
+
+def _choose_format(spec: BenchmarkSpec, head: list[tuple[str, int | None, int, str, Any]]) -> str:
+    """The row format of a file from its first rows; raises `InputError` when it is not ``spec``'s."""
+    file = head[0][0]
+    found = [(detect_format(record), record) for _f, _l, _i, _p, record in head]
+    counts = Counter(fmt for fmt, _record in found if fmt is not None)
+    if not counts:
+        fields = ", ".join(sorted(map(str, head[0][4])))
+        raise InputError(f"{file}: unknown row format for {spec.name} (fields: {fields}); expected one of: {_formats_help(spec)}")
+    fmt = max(counts, key=lambda f: (counts[f], f in spec.formats))
+    record = next(r for f, r in found if f == fmt)
+    if fmt == "normalized" and (record.get("choices") is not None) != (spec.family in ("multiple_choice", "logic")):
+        kind = "with options (choices)" if record.get("choices") is not None else "without options"
+        raise InputError(
+            f"{file}: the rows are questions {kind}, which is not a {spec.name} format ({spec.name} is a {spec.family} benchmark)"
+        )
+    if fmt not in spec.formats:
+        fields = ", ".join(sorted(map(str, record)))
+        raise InputError(
+            f"{file}: rows look like the {fmt!r} format (fields: {fields}), which is not a {spec.name} format; "
+            f"expected one of: {_formats_help(spec)}"
+        )
+    return fmt
+
+
 def _items(
     spec: BenchmarkSpec,
     rows: Iterable[tuple[str, int | None, int, str, Any]],
@@ -818,46 +879,47 @@ def _items(
     limit: int | None,
     default_source: str | None,
 ) -> list[BenchmarkItem]:
-    """Parse rows (file, line, index, part, record) with the format of the first usable record."""
+    """Parse rows (file, line, index, part, record), all with the format `_choose_format` picks."""
+    rows = iter(rows)
+    head: list[tuple[str, int | None, int, str, Any]] = []
+    report.defer()
+    for row in rows:
+        head.append(row)
+        report.rows_read = len(head)
+        if len(head) >= _DETECT_ROWS:
+            break
+    if not head:
+        report.release()
+        return []
+    fmt = _choose_format(spec, head)
+    parse = FORMATS[fmt][1]
     items: list[BenchmarkItem] = []
     seen: set[str] = set()
-    fmt: str | None = None
-    for file, line, index, part, record in rows:
+    for n, (file, line, index, part, record) in enumerate(chain(head, rows)):
         if limit is not None and len(items) >= limit:
             break
-        if fmt is None:
-            fmt = detect_format(record)
-            if fmt is None:
-                raise InputError(
-                    f"{file}: unknown row format for {spec.name} (fields: {', '.join(sorted(map(str, record)))}); "
-                    f"expected one of: {_formats_help(spec)}"
-                )
-            if fmt == "normalized" and (record.get("choices") is not None) != (spec.family in ("multiple_choice", "logic")):
-                kind = "with options (choices)" if record.get("choices") is not None else "without options"
-                raise InputError(
-                    f"{file}: the rows are questions {kind}, which is not a {spec.name} format "
-                    f"({spec.name} is a {spec.family} benchmark)"
-                )
-            if fmt not in spec.formats:
-                raise InputError(
-                    f"{file}: rows look like the {fmt!r} format (fields: {', '.join(sorted(map(str, record)))}), "
-                    f"which is not a {spec.name} format; expected one of: {_formats_help(spec)}"
-                )
+        if n < len(head):
+            report.release(up_to=n)
+        elif n == len(head):
+            report.release()
         try:
-            fields = FORMATS[fmt][1](_Row(record, file, line, index, part))
+            fields = parse(_Row(record, file, line, index, part))
             fields["source"] = fields.get("source") or default_source
             item = BenchmarkItem(benchmark=spec.name, family=spec.family, **fields)
         except _BadRow as e:
-            report(str(e), file, line)
+            report.send(str(e), file, line)
             continue
         except ValidationError as e:
-            report(_validation_reason(e), file, line)
+            report.send(_validation_reason(e), file, line)
             continue
         if item.id in seen:
-            report(f"field 'id': {item.id!r} repeats an earlier row's id", file, line)
+            report.send(f"field 'id': {item.id!r} repeats an earlier row's id", file, line)
             continue
         seen.add(item.id)
         items.append(item)
+    else:
+        report.release()  # skips after the last row
+    report.discard()  # rows read ahead past the limit are not reported
     return items
 
 
