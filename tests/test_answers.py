@@ -77,6 +77,12 @@ MATH_EXTRACT = [
     ("Final Answer: The final answer is $5$. I hope it is correct.", "5"),
     # \boxed wins over an earlier or later "The answer is"
     ("The answer is 4. Check: \\boxed{5}", "5"),
+    ("The answer is 5 apples.", "5 apples"),
+    ("The answer is x = 5.", "x = 5"),
+    ("The answer is \\text{Evelyn}.", "\\text{Evelyn}"),
+    # prose after the marker is not an answer (outside $...$ at most two words)
+    ("The answer is the sum of the two numbers.", None),
+    ("The answer is $\\text{the sum of all}$.", "\\text{the sum of all}"),
     # a truncated box is no answer
     ("The answer is \\boxed{\\frac{1}{2}", None),
     ("no answer here", None),

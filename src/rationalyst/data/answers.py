@@ -12,7 +12,9 @@ What counts as a stated answer, per family (see `rationalyst.data.benchmarks.FAM
   of the number, a fraction ``3/4`` and a percent sign are kept. Words between the marker and the
   number ("The answer is twelve", "The answer is that she has 12") do not count.
 * ``math`` (MATH): the content of the last complete ``\\boxed{...}`` (balanced braces); failing that,
-  the rest of the sentence after "The answer is", without ``$`` delimiters and the final period.
+  the rest of the sentence after "The answer is", without ``$`` delimiters and the final period;
+  outside ``$...$`` it may hold at most two words ("5 apples", "x = 5", "Evelyn"), more is prose
+  ("The answer is the sum of the two numbers" states no answer).
 * ``multiple_choice`` and ``logic``: an option letter after "The answer is" / "Answer:" (``(B)``,
   ``B``, ``B)``, ``b)``, ``(b)``, ``option B``), or inside ``\\boxed{}``. Only letters of existing options
   count: with an item, its choices; with a family name, ``A``-``J`` (MMLU-Pro has up to ten options)
@@ -144,11 +146,21 @@ def _strip_math_delimiters(answer: str) -> str:
     return answer.rstrip(".").strip()
 
 
+#: A stated math answer outside $...$ with more words than this is prose ("The answer is the sum of
+#: the two numbers"), not an answer.
+MAX_PROSE_WORDS = 2
+
+
 def _math_statement(text: str) -> str | None:
     answer = None
     for m in _MARKER.finditer(text):
-        candidate = _strip_math_delimiters(_math_sentence(text[m.end() :]))
-        if candidate and "\\boxed" not in candidate and "\\fbox" not in candidate:  # not a truncated box
+        sentence = _math_sentence(text[m.end() :])
+        candidate = _strip_math_delimiters(sentence)
+        if not candidate or "\\boxed" in candidate or "\\fbox" in candidate:  # none, or a truncated box
+            continue
+        delimited = candidate != sentence.strip().strip("*").strip().rstrip(".").strip()
+        latex_free = re.sub(r"\\[A-Za-z]+", " ", candidate)
+        if delimited or len(re.findall(r"[A-Za-z]{2,}", latex_free)) <= MAX_PROSE_WORDS:
             answer = candidate
     return answer
 
