@@ -1,0 +1,15 @@
+"""Stage 5: the rationalist supervises an agent's reasoning step by step (METHOD.md, Stage 5).
+
+`settings` holds the search knobs, `roles` the three (four, with a judge) models and their cost meters,
+`prompts` the texts each model sees, `heuristics` the step-choice functions (one signature, one
+registry), `methods` the whole-problem strategies (guided search, baselines, beam, best-of-N) that
+turn one benchmark item into one trace record, `verify` the step scores of given solutions, and
+`chat` the search as a chat model for `rationalyst serve --guided`.
+"""
+
+
+def make_guided(config, models):
+    """See `rationalyst.search.chat.make_guided` (imported lazily: it loads the stages)."""
+    from rationalyst.search.chat import make_guided as make
+
+    return make(config, models)

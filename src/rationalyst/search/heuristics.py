@@ -1,0 +1,180 @@
+"""How the next step is chosen: one function per heuristic, one shared signature, one registry.
+
+Each heuristic takes a `StepContext` (the problem, the steps chosen so far, the metered models, the
+settings and a seed) and returns a `StepDecision`: the rationale it used (or None), the candidates,
+their scores (higher is better; None where it has none) and the index of the chosen candidate.
+
+* ``implicit`` (the paper's best): the scorer's mean token log-prob of each candidate given the
+  trajectory followed by the rationalist's rationale; argmax.
+* ``explicit``: the rationale is put into the agent's context and the agent writes the next step
+  with it in view (one sample, no scoring).
+* ``random``: a seeded uniform choice among the candidates.
+* ``self-ppl``: the rationalist's own mean log-prob of each candidate given the trajectory alone.
+* ``llm-judge``: a judge model rates each candidate 0-3; replies that do not parse are counted and
+  score None (ranked last), never replaced by a random number.
+
+Candidates are sampled with a seed derived from the problem and the trajectory, so every heuristic
+meets the same candidates wherever the trajectories agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rationalyst.data.benchmarks import BenchmarkItem
+from rationalyst.lm.base import ContinuationScore, SamplingParams, ScoreRequest
+from rationalyst.search import prompts
+from rationalyst.search.roles import Roles
+from rationalyst.search.settings import SearchSettings
+
+RATIONALE_STOP = ("\n", "<EOT>")
+_JUDGE_RATING = re.compile(r"\b([0-3])\b")
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (problem id, trajectory, ...)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def step_score(score: ContinuationScore, discount: float | None = None) -> float:
+    """A step's score: its mean token log-prob, or the discount-weighted mean when ``discount`` is set."""
+    if discount is None:
+        return score.mean
+    weights = sum(discount**i for i in range(len(score.logprobs)))
+    return score.discounted(discount) / weights if weights else 0.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One proposed next step and how many tokens the agent spent on it."""
+
+    text: str
+    tokens: int
+
+
+@dataclass
+class StepDecision:
+    """What a heuristic decided at one step."""
+
+    rationale: str | None
+    candidates: list[Candidate]
+    scores: list[float | None]
+    chosen: int
+    judge_parse_failures: int = 0
+
+
+@dataclass
+class StepContext:
+    """Everything a heuristic may use at one step of one problem."""
+
+    item: BenchmarkItem
+    steps: list[str]
+    roles: Roles
+    settings: SearchSettings
+    seed: int
+    _rationale: str | None = field(default=None, repr=False)
+
+    def rationale(self) -> str:
+        """The rationalist's rationale for the trajectory so far (greedy; written once per step)."""
+        if self._rationale is None:
+            params = SamplingParams(max_new_tokens=self.settings.max_rationale_tokens, stop=RATIONALE_STOP)
+            prompt = prompts.rationalist_prompt(self.item, self.steps)
+            self._rationale = self.roles.rationalist.generate([prompt], params)[0][0].text.strip()
+        return self._rationale
+
+    def propose(self, rationale: str | None = None, n: int | None = None) -> list[Candidate]:
+        """Sample the agent's candidate next steps (empty ones dropped: the agent ended its answer)."""
+        params = SamplingParams(
+            n=n or self.settings.n_candidates,
+            temperature=self.settings.temperature,
+            top_p=self.settings.top_p,
+            max_new_tokens=self.settings.max_step_tokens,
+            stop=("\n",),
+            seed=derive_seed(self.seed, self.item.id, *self.steps),
+        )
+        prompt = prompts.agent_prompt(self.roles.agent, self.item, self.steps, rationale)
+        completions = self.roles.agent.generate([prompt], params)[0]
+        return [Candidate(c.text.strip(), len(c.token_ids)) for c in completions if c.text.strip()]
+
+    def score_candidates(self, model, context: str, candidates: list[Candidate]) -> list[float]:
+        """Mean log-prob of each candidate after ``context``, in one batched call (duplicates once)."""
+        unique = list(dict.fromkeys(c.text for c in candidates))
+        scores = model.score_many([ScoreRequest(context, unique)])[0]
+        by_text = {text: step_score(s, self.settings.discount) for text, s in zip(unique, scores)}
+        return [by_text[c.text] for c in candidates]
+
+
+def _argmax(scores: list[float | None]) -> int:
+    """The first index of the highest score; None ranks below every number."""
+    best = 0
+    for i, s in enumerate(scores):
+        if s is not None and (scores[best] is None or s > scores[best]):
+            best = i
+    return best
+
+
+Heuristic = Callable[[StepContext], StepDecision]
+
+
+def implicit(ctx: StepContext) -> StepDecision:
+    rationale = ctx.rationale()
+    candidates = ctx.propose()
+    if not candidates:
+        return StepDecision(rationale, [], [], 0)
+    context = prompts.scorer_context(ctx.item, ctx.steps, rationale)
+    scores = ctx.score_candidates(ctx.roles.scorer, context, candidates)
+    return StepDecision(rationale, candidates, list(scores), _argmax(scores))
+
+
+def explicit(ctx: StepContext) -> StepDecision:
+    rationale = ctx.rationale()
+    candidates = ctx.propose(rationale=rationale or None, n=1)
+    return StepDecision(rationale, candidates, [None] * len(candidates), 0)
+
+
+def random_choice(ctx: StepContext) -> StepDecision:
+    candidates = ctx.propose()
+    if not candidates:
+        return StepDecision(None, [], [], 0)
+    rng = random.Random(derive_seed(ctx.seed, ctx.item.id, "random", *ctx.steps))
+    return StepDecision(None, candidates, [None] * len(candidates), rng.randrange(len(candidates)))
+
+
+def self_ppl(ctx: StepContext) -> StepDecision:
+    candidates = ctx.propose()
+    if not candidates:
+        return StepDecision(None, [], [], 0)
+    context = prompts.scorer_context(ctx.item, ctx.steps, None)
+    scores = ctx.score_candidates(ctx.roles.rationalist, context, candidates)
+    return StepDecision(None, candidates, list(scores), _argmax(scores))
+
+
+def parse_judge_rating(reply: str) -> int | None:
+    """The first rating 0-3 in the judge's reply, or None."""
+    match = _JUDGE_RATING.search(reply)
+    return int(match.group(1)) if match else None
+
+
+def llm_judge(ctx: StepContext) -> StepDecision:
+    candidates = ctx.propose()
+    if not candidates:
+        return StepDecision(None, [], [], 0)
+    params = SamplingParams(max_new_tokens=ctx.settings.judge_max_tokens)
+    replies = ctx.roles.judge.generate([prompts.judge_prompt(ctx.item, ctx.steps, c.text) for c in candidates], params)
+    ratings = [parse_judge_rating(r[0].text) for r in replies]
+    scores = [float(r) if r is not None else None for r in ratings]
+    return StepDecision(None, candidates, scores, _argmax(scores), judge_parse_failures=ratings.count(None))
+
+
+HEURISTICS: dict[str, Heuristic] = {
+    "implicit": implicit,
+    "explicit": explicit,
+    "random": random_choice,
+    "self-ppl": self_ppl,
+    "llm-judge": llm_judge,
+}

@@ -1,0 +1,185 @@
+"""Whole-problem strategies: each turns one benchmark item into one trace record (docs/traces.md).
+
+All share one signature, ``method(item, roles, settings, seed) -> trace``, and live in `METHODS`:
+
+* the guided step search with any heuristic of `heuristics.HEURISTICS` (``implicit``, ``explicit``,
+  ``random``, ``self-ppl``, ``llm-judge``): one step at a time until a step states a final answer
+  that parses, or ``max_steps``;
+* baselines: ``cot`` (one greedy chain of thought) and ``self-consistency`` (majority vote over
+  sampled solutions; unparsed answers do not vote);
+* beyond the paper: ``beam`` (step beam search ranked by the mean implicit score of the path) and
+  ``best-of-n`` (whole sampled solutions ranked by their aggregated implicit step scores).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rationalyst.data.answers import extract_answer, has_final_answer
+from rationalyst.data.benchmarks import BenchmarkItem
+from rationalyst.lm.base import SamplingParams
+from rationalyst.search import prompts
+from rationalyst.search.heuristics import (
+    HEURISTICS,
+    Candidate,
+    StepContext,
+    derive_seed,
+    implicit,
+)
+from rationalyst.search.roles import Roles
+from rationalyst.search.settings import SearchSettings
+from rationalyst.search.trace import step_record, trace_record
+from rationalyst.search.verify import aggregate, verify_steps
+
+Method = Callable[[BenchmarkItem, Roles, SearchSettings, int], dict[str, Any]]
+
+
+def guided_search(heuristic: str) -> Method:
+    """The paper's loop with ``heuristic`` choosing each step."""
+    choose = HEURISTICS[heuristic]
+
+    def run(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        roles.reset()
+        steps: list[str] = []
+        records: list[dict[str, Any]] = []
+        stop, judge_failures = "max_steps", 0
+        for _ in range(settings.max_steps):
+            decision = choose(StepContext(item, steps, roles, settings, seed))
+            judge_failures += decision.judge_parse_failures
+            if not decision.candidates:
+                stop = "no_candidates"
+                break
+            records.append(step_record(decision.rationale, decision.candidates, decision.scores, decision.chosen))
+            steps.append(decision.candidates[decision.chosen].text)
+            if has_final_answer(steps[-1], item):
+                stop = "answer"
+                break
+        extra = {"judge_parse_failures": judge_failures} if heuristic == "llm-judge" else {}
+        return trace_record(item, heuristic, steps, records, stop, roles, started, **extra)
+
+    return run
+
+
+def split_steps(text: str, item: BenchmarkItem, max_steps: int) -> tuple[list[str], str]:
+    """A whole solution's lines as steps, cut after the first that states a final answer."""
+    steps = []
+    for line in text.splitlines():
+        if line.strip():
+            steps.append(line.strip())
+            if has_final_answer(steps[-1], item):
+                return steps, "answer"
+        if len(steps) == max_steps:
+            break
+    return steps, "max_steps" if len(steps) == max_steps else "no_candidates"
+
+
+def sample_solutions(
+    item: BenchmarkItem, roles: Roles, settings: SearchSettings, n: int, temperature: float, seed: int, tag: str
+) -> list[tuple[Candidate, list[str], str]]:
+    """``n`` whole solutions from the agent: (the text as a candidate, its steps, why it stopped)."""
+    params = SamplingParams(
+        n=n, temperature=temperature, top_p=settings.top_p, max_new_tokens=settings.max_solution_tokens,
+        stop=("\n\n",), seed=derive_seed(seed, item.id, tag),
+    )
+    prompt = prompts.agent_prompt(roles.agent, item, [])
+    out = []
+    for completion in roles.agent.generate([prompt], params)[0]:
+        steps, stop = split_steps(completion.text, item, settings.max_steps)
+        out.append((Candidate("\n".join(steps), len(completion.token_ids)), steps, stop))
+    return out
+
+
+def chain_of_thought(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+    """Baseline: one greedy solution, recorded one line per step."""
+    started = time.perf_counter()
+    roles.reset()
+    (candidate, steps, stop), = sample_solutions(item, roles, settings, 1, 0.0, seed, "cot")
+    records = [step_record(None, [Candidate(s, 0)], [None], 0) for s in steps]
+    if records:  # the agent's token count belongs to the whole solution: put it on the first step
+        records[0]["candidates"][0]["tokens"] = candidate.tokens
+    return trace_record(item, "cot", steps, records, stop, roles, started)
+
+
+def self_consistency(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+    """Baseline: sample k solutions, answer with the most frequent parsed answer (first seen on ties)."""
+    started = time.perf_counter()
+    roles.reset()
+    samples = sample_solutions(
+        item, roles, settings, settings.self_consistency_samples, settings.temperature, seed, "self-consistency"
+    )
+    answers = [extract_answer(candidate.text, item) for candidate, _, _ in samples]
+    votes = Counter(a for a in answers if a is not None)
+    chosen = 0
+    if votes:
+        top = max(votes.values())
+        winner = next(a for a in answers if a is not None and votes[a] == top)
+        chosen = answers.index(winner)
+    candidates = [candidate for candidate, _, _ in samples]
+    scores = [float(votes[a]) if a is not None else None for a in answers]
+    _, steps, stop = samples[chosen]
+    records = [step_record(None, candidates, scores, chosen)]
+    return trace_record(item, "self-consistency", steps, records, stop, roles, started)
+
+
+def best_of_n(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+    """Sample N solutions, score every step by implicit supervision, keep the best by ``aggregate``."""
+    started = time.perf_counter()
+    roles.reset()
+    samples = sample_solutions(item, roles, settings, settings.best_of_n, settings.temperature, seed, "best-of-n")
+    step_scores = [[v.score for v in verify_steps(item, steps, roles, settings)] for _, steps, _ in samples]
+    totals = [aggregate(s, settings.aggregate) for s in step_scores]
+    chosen = max(range(len(samples)), key=lambda i: (totals[i], -i))
+    candidates = [candidate for candidate, _, _ in samples]
+    records = [
+        step_record(None, candidates, totals, chosen, step_scores=[[round(x, 6) for x in s] for s in step_scores])
+    ]
+    _, steps, stop = samples[chosen]
+    return trace_record(item, "best-of-n", steps, records, stop, roles, started, aggregate=settings.aggregate)
+
+
+@dataclass
+class _Beam:
+    steps: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def value(self) -> float:
+        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+
+
+def beam_search(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+    """Keep the ``beam_width`` partial solutions with the best mean implicit step score."""
+    started = time.perf_counter()
+    roles.reset()
+    beams, finished = [_Beam()], []
+    for _ in range(settings.max_steps):
+        children = []
+        for beam in beams:
+            decision = implicit(StepContext(item, beam.steps, roles, settings, seed))
+            for j, (candidate, score) in enumerate(zip(decision.candidates, decision.scores)):
+                record = step_record(decision.rationale, decision.candidates, decision.scores, j)
+                children.append(_Beam(beam.steps + [candidate.text], beam.records + [record], beam.scores + [score]))
+        unique = {tuple(c.steps): c for c in children}.values()  # same steps, same path: keep one
+        ranked = sorted(unique, key=lambda c: -c.value)
+        finished += [c for c in ranked if has_final_answer(c.steps[-1], item)]
+        beams = [c for c in ranked if not has_final_answer(c.steps[-1], item)][: settings.beam_width]
+        if len(finished) >= settings.beam_width or not beams:
+            break
+    pool, stop = (finished, "answer") if finished else (beams, "max_steps" if beams else "no_candidates")
+    best = max(pool, key=lambda c: c.value) if pool else _Beam()
+    return trace_record(item, "beam", best.steps, best.records, stop, roles, started, path_score=round(best.value, 6))
+
+
+METHODS: dict[str, Method] = {
+    **{name: guided_search(name) for name in HEURISTICS},
+    "cot": chain_of_thought,
+    "self-consistency": self_consistency,
+    "beam": beam_search,
+    "best-of-n": best_of_n,
+}

@@ -1,0 +1,97 @@
+"""The models of the search by role, each behind a meter that counts its tokens and seconds.
+
+Roles are agent (proposes steps), rationalist (writes rationales), scorer (scores candidates given a
+rationale) and judge (the llm-judge baseline's reward model). One loaded model may serve several
+roles (the CPU demo uses one model in all of them); each role still gets its own meter, so a trace
+can say how much of a problem's cost went to supervision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rationalyst.lm.base import (
+    Completion,
+    ContinuationScore,
+    LanguageModel,
+    Prompt,
+    SamplingParams,
+    ScoreRequest,
+)
+
+ROLES = ("agent", "rationalist", "scorer", "judge")
+
+
+@dataclass
+class Meter:
+    """Tokens and seconds spent by one role (generated tokens, or tokens run through scoring passes)."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class MeteredModel:
+    """A role's view of a model: the same calls, with their cost added to the role's meter."""
+
+    model: LanguageModel
+    meter: Meter = field(default_factory=Meter)
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        start = time.perf_counter()
+        out = self.model.generate(prompts, params)
+        self.meter.seconds += time.perf_counter() - start
+        self.meter.tokens += sum(len(c.token_ids) for row in out for c in row)
+        return out
+
+    def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[ContinuationScore]]:
+        start = time.perf_counter()
+        before = getattr(self.model, "forwarded_tokens", None)
+        out = self.model.score_many(requests)
+        self.meter.seconds += time.perf_counter() - start
+        if before is not None:
+            self.meter.tokens += self.model.forwarded_tokens - before
+        else:  # engines that do not count: the scored tokens, a lower bound
+            self.meter.tokens += sum(len(s.token_ids) for row in out for s in row)
+        return out
+
+    def render(self, prompt: Prompt) -> str:
+        return self.model.render(prompt)
+
+
+@dataclass
+class Roles:
+    """The metered models of one search; `reset` starts the meters of a new problem."""
+
+    agent: MeteredModel
+    rationalist: MeteredModel
+    scorer: MeteredModel
+    judge: MeteredModel
+
+    @classmethod
+    def of(
+        cls,
+        agent: LanguageModel,
+        rationalist: LanguageModel | None = None,
+        scorer: LanguageModel | None = None,
+        judge: LanguageModel | None = None,
+    ) -> Roles:
+        """Roles from models; a missing rationalist, scorer or judge is the agent itself."""
+        return cls(
+            MeteredModel(agent),
+            MeteredModel(rationalist or agent),
+            MeteredModel(scorer or agent),
+            MeteredModel(judge or agent),
+        )
+
+    def reset(self) -> None:
+        for role in ROLES:
+            getattr(self, role).meter = Meter()
+
+    def tokens(self) -> dict[str, int]:
+        return {role: getattr(self, role).meter.tokens for role in ROLES}
+
+    def seconds(self) -> dict[str, float]:
+        return {role: round(getattr(self, role).meter.seconds, 4) for role in ROLES}

@@ -1,0 +1,32 @@
+"""The knobs of the step search, with the authors' values as defaults (METHOD.md, Stage 5)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rationalyst.config import StrictModel
+
+
+class SearchSettings(StrictModel):
+    """How candidates are sampled, rationales written and steps scored."""
+
+    n_candidates: int = Field(3, ge=1, description="Candidate next steps the agent samples per step (code: 3).")
+    temperature: float = Field(0.7, ge=0, description="Agent sampling temperature for candidates (code: 0.7).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Agent nucleus sampling mass.")
+    max_steps: int = Field(15, ge=1, description="Steps before the search gives up without an answer (code: 15).")
+    max_step_tokens: int = Field(64, ge=1, description="Most tokens of one candidate step.")
+    max_rationale_tokens: int = Field(48, ge=1, description="Most tokens of one rationale (greedy).")
+    max_solution_tokens: int = Field(320, ge=1, description="Most tokens of a whole solution (cot, self-consistency, best-of-n).")
+    discount: float | None = Field(
+        None, gt=0, le=1,
+        description="implicit: score sum_i gamma^i logp_i / sum_i gamma^i instead of the plain mean (0.9 in one script).",
+    )
+    self_consistency_samples: int = Field(5, ge=1, description="Whole solutions sampled by self-consistency.")
+    beam_width: int = Field(3, ge=1, description="Partial solutions kept per step by beam search.")
+    best_of_n: int = Field(4, ge=1, description="Whole solutions sampled by best-of-n.")
+    aggregate: Literal["min", "mean", "last", "product"] = Field(
+        "min", description="best-of-n: how step scores make a solution score (product = sum of log-probs)."
+    )
+    judge_max_tokens: int = Field(4, ge=1, description="llm-judge: tokens of the judge's reply.")

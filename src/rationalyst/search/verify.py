@@ -1,0 +1,62 @@
+"""Implicit supervision as a verifier: one score per step of a given solution.
+
+For step i the rationalist writes a rationale after the question and steps 1..i-1, and the scorer
+gives step i's mean token log-prob after that trajectory and rationale: the same number the step
+search ranks candidates by, so these scores can be checked against human step ratings (PRM800K,
+`benchmarks/prm800k_auroc.py`) and used to rank whole solutions (best-of-n). All rationales of a
+solution are written in one batched call and all its steps scored in one more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rationalyst.data.benchmarks import BenchmarkItem
+from rationalyst.lm.base import SamplingParams, ScoreRequest
+from rationalyst.search import prompts
+from rationalyst.search.heuristics import RATIONALE_STOP, step_score
+from rationalyst.search.roles import Roles
+from rationalyst.search.settings import SearchSettings
+
+
+@dataclass(frozen=True)
+class StepVerdict:
+    """One step's rationale, its score with the rationale, and (for comparison) without it."""
+
+    rationale: str
+    score: float
+    score_without: float
+
+
+def verify_steps(
+    item: BenchmarkItem, steps: list[str], roles: Roles, settings: SearchSettings, *, without: bool = False
+) -> list[StepVerdict]:
+    """Score every step of ``steps`` by implicit supervision; ``without`` adds the no-rationale score."""
+    if not steps:
+        return []
+    params = SamplingParams(max_new_tokens=settings.max_rationale_tokens, stop=RATIONALE_STOP)
+    rationale_prompts = [prompts.rationalist_prompt(item, steps[:i]) for i in range(len(steps))]
+    rationales = [row[0].text.strip() for row in roles.rationalist.generate(rationale_prompts, params)]
+    requests = [
+        ScoreRequest(prompts.scorer_context(item, steps[:i], rationales[i]), [steps[i]]) for i in range(len(steps))
+    ]
+    if without:
+        requests += [ScoreRequest(prompts.scorer_context(item, steps[:i], None), [steps[i]]) for i in range(len(steps))]
+    scores = [step_score(row[0], settings.discount) for row in roles.scorer.score_many(requests)]
+    plain = scores[len(steps) :] if without else [float("nan")] * len(steps)
+    return [StepVerdict(r, s, w) for r, s, w in zip(rationales, scores[: len(steps)], plain)]
+
+
+def aggregate(scores: list[float], how: str) -> float:
+    """A whole solution's score from its step scores: min, mean, last, or product (sum of logs)."""
+    if not scores:
+        return float("-inf")
+    if how == "min":
+        return min(scores)
+    if how == "mean":
+        return sum(scores) / len(scores)
+    if how == "last":
+        return scores[-1]
+    if how == "product":
+        return sum(scores)
+    raise ValueError(f"unknown aggregate {how!r}: use min, mean, last or product")

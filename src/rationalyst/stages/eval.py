@@ -1,0 +1,285 @@
+"""Stage 5 over benchmarks: run each method on each benchmark and write one trace per problem.
+
+Output (docs/traces.md): ``<output>/<benchmark>/<method>/`` is one run directory per pair, holding
+trace records and, once every problem is done, a manifest with accuracy, unparsed answers, and tokens
+and seconds per problem. Each pair's config hash covers only what decides its results (its benchmark,
+its method, the models of the roles that method uses, the search settings and seed), so retraining
+the rationalist re-runs ``implicit`` but not ``cot``; a killed run resumes at the first missing
+problem. Models are loaded once per distinct spec and shared by the roles that name it.
+
+A problem that fails with a user-facing error (e.g. its prompt is over the model's context) is
+recorded with ``error`` and counted wrong; the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from rationalyst.config import StrictModel
+from rationalyst.console import progress
+from rationalyst.data.benchmarks import BenchmarkItem, load_benchmark
+from rationalyst.errors import ConfigError, RationalystError
+from rationalyst.lm import LanguageModel, load_model
+from rationalyst.lm.builtin import DEFAULT_LM
+from rationalyst.lm.registry import ModelConfig
+from rationalyst.runs import RunDir
+from rationalyst.search.methods import METHODS
+from rationalyst.search.roles import Roles
+from rationalyst.search.settings import SearchSettings
+
+log = logging.getLogger(__name__)
+
+#: The roles whose model a method's results depend on (besides the agent, which all use).
+METHOD_ROLES: dict[str, tuple[str, ...]] = {
+    "implicit": ("rationalist", "scorer"),
+    "explicit": ("rationalist",),
+    "random": (),
+    "self-ppl": ("rationalist",),
+    "llm-judge": ("judge",),
+    "cot": (),
+    "self-consistency": (),
+    "beam": ("rationalist", "scorer"),
+    "best-of-n": ("rationalist", "scorer"),
+}
+assert set(METHOD_ROLES) == set(METHODS)
+
+
+class BenchmarkRef(StrictModel):
+    """A benchmark to evaluate on. In YAML a name (``gsm8k``) or a mapping with these fields."""
+
+    name: str = Field(description="Benchmark name: gsm8k, math, math500, ecqa, hellaswag, proofwriter, arc_challenge, mmlu_pro, gsm_symbolic.")
+    source: str | None = Field(None, description="File (normalized or original format) or hf:<dataset>; default: the benchmarks folder.")
+    limit: int | None = Field(None, ge=1, description="Evaluate on the first N problems only.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+
+class RolesConfig(StrictModel):
+    """The models of the search by role; the rationalist, scorer and judge default to the agent's model."""
+
+    agent: ModelConfig = Field(default_factory=lambda: ModelConfig(spec=DEFAULT_LM), description="The agent that proposes steps.")
+    rationalist: ModelConfig | None = Field(None, description="The rationalist (default: the agent's model).")
+    scorer: ModelConfig | None = Field(None, description="The scorer: the rationalist's base model (default: the agent's model).")
+    judge: ModelConfig | None = Field(None, description="The llm-judge's model (default: the agent's model).")
+    search: SearchSettings = Field(default_factory=SearchSettings, description="Sampling and scoring settings.")
+    seed: int = Field(0, description="Base seed; each problem's samples derive from it and the trajectory.")
+
+    def role_model(self, role: str) -> ModelConfig:
+        return getattr(self, role) or self.agent
+
+
+def _check_methods(methods: list[str]) -> list[str]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+class EvalConfig(RolesConfig):
+    """`rationalyst eval`: methods × benchmarks, one trace per problem."""
+
+    benchmarks: list[BenchmarkRef] = Field(min_length=1, description="Benchmarks to evaluate on.")
+    methods: list[str] = Field(["cot", "implicit"], min_length=1, description="Heuristics and baselines: " + ", ".join(METHODS) + ".")
+    output: Path = Field(description="Directory for the run directories <benchmark>/<method>/.")
+    overwrite: bool = Field(False, description="Start every run over instead of resuming.")
+    shard_size: int = Field(10, ge=1, description="Traces per shard (a kill loses at most this many, or 30 s of work).")
+
+    execution_fields = frozenset({"overwrite", "shard_size"})
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        return _check_methods(methods)
+
+
+class SolveConfig(RolesConfig):
+    """`rationalyst solve`: one question, one method."""
+
+    method: str = Field("implicit", description="Heuristic or baseline: " + ", ".join(METHODS) + ".")
+    family: str = Field("arithmetic", description="Task family (prompt and answer format): arithmetic, math, multiple_choice, logic.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        return _check_methods([method])[0]
+
+
+class EvalRunConfig(StrictModel):
+    """What decides one (benchmark, method) run's results: its config hash covers exactly this."""
+
+    benchmark: BenchmarkRef
+    method: str
+    agent: ModelConfig
+    rationalist: ModelConfig | None = None
+    scorer: ModelConfig | None = None
+    judge: ModelConfig | None = None
+    search: SearchSettings
+    seed: int
+
+
+@dataclass
+class EvalSummary:
+    """One (benchmark, method) run's results."""
+
+    benchmark: str
+    method: str
+    problems: int = 0
+    correct: int = 0
+    unparsed: int = 0
+    errors: int = 0
+    tokens: float = 0.0
+    seconds: float = 0.0
+    supervision_seconds: float = 0.0
+    skipped: dict[str, int] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.problems if self.problems else 0.0
+
+    def counts(self) -> dict[str, Any]:
+        n = max(self.problems, 1)
+        return {
+            "problems": self.problems,
+            "correct": self.correct,
+            "accuracy": round(self.accuracy, 6),
+            "unparsed": self.unparsed,
+            "errors": self.errors,
+            "tokens_per_problem": round(self.tokens / n, 2),
+            "seconds_per_problem": round(self.seconds / n, 4),
+            "supervision_share": round(self.supervision_seconds / self.seconds, 4) if self.seconds else 0.0,
+        }
+
+    def add(self, trace: dict[str, Any]) -> None:
+        self.problems += 1
+        self.correct += bool(trace.get("correct"))
+        self.unparsed += not trace.get("parsed")
+        self.errors += "error" in trace
+        self.tokens += sum(trace.get("tokens", {}).values())
+        seconds = trace.get("seconds", {})
+        self.seconds += seconds.get("total", 0.0)
+        self.supervision_seconds += sum(seconds.get(r, 0.0) for r in ("rationalist", "scorer", "judge"))
+
+
+class ModelPool:
+    """Loads each distinct model config once; roles naming the same model share it (and its caches)."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, LanguageModel] = {}
+        self._by_spec: dict[str, LanguageModel] = {}
+
+    def add(self, model: LanguageModel) -> None:
+        """Use an already loaded model for every config whose spec is its name (e.g. a served model)."""
+        self._by_spec[model.name] = model
+
+    def get(self, config: ModelConfig) -> LanguageModel:
+        if config.spec in self._by_spec:
+            return self._by_spec[config.spec]
+        key = config.model_dump_json()
+        if key not in self._models:
+            log.info("loading %s", config.spec)
+            self._models[key] = load_model(config)
+        return self._models[key]
+
+    def roles(self, config: RolesConfig, method: str) -> Roles:
+        used = METHOD_ROLES[method]
+        models = {role: self.get(config.role_model(role)) for role in used}
+        return Roles.of(self.get(config.agent), **models)
+
+
+def run_config(config: EvalConfig, benchmark: BenchmarkRef, method: str) -> EvalRunConfig:
+    roles = {role: config.role_model(role) for role in METHOD_ROLES[method]}
+    return EvalRunConfig(
+        benchmark=benchmark, method=method, agent=config.agent, search=config.search, seed=config.seed, **roles
+    )
+
+
+def error_trace(item: BenchmarkItem, method: str, message: str) -> dict[str, Any]:
+    """The record of a problem that could not be solved: wrong, with the reason."""
+    return {
+        "id": item.id, "benchmark": item.benchmark, "method": method, "question": item.question,
+        "choices": item.choices, "gold": item.answer, "steps": [], "solution": "", "prediction": None,
+        "parsed": False, "correct": False, "stop_reason": "error", "error": message,
+        "tokens": {}, "seconds": {"total": 0.0},
+    }
+
+
+def solve_item(item: BenchmarkItem, method: str, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+    """One problem's trace; a user-facing error becomes an error trace instead of ending the run."""
+    try:
+        return METHODS[method](item, roles, settings, seed)
+    except RationalystError as exc:
+        log.warning("%s %s: %s", method, item.id, exc)
+        return error_trace(item, method, str(exc))
+
+
+def _load_items(ref: BenchmarkRef) -> tuple[list[BenchmarkItem], list[tuple[str, Any, Any]]]:
+    skipped: list[tuple[str, Any, Any]] = []
+    items = load_benchmark(ref.name, ref.source, limit=ref.limit, on_skip=lambda r, f, l: skipped.append((r, f, l)))
+    if skipped:
+        log.warning("%s: skipped %d bad row(s)", ref.name, len(skipped))
+    return items, skipped
+
+
+def run(config: EvalConfig, pool: ModelPool | None = None) -> list[EvalSummary]:
+    """Evaluate every method on every benchmark; returns one summary per (benchmark, method)."""
+    pool = pool or ModelPool()
+    names = [b.name for b in config.benchmarks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"benchmarks: each benchmark may appear once, got {names}")
+    summaries = []
+    for ref in config.benchmarks:
+        items, skipped = _load_items(ref)
+        for method in config.methods:
+            summaries.append(_run_one(config, ref, method, items, skipped, pool))
+    return summaries
+
+
+def _run_one(config, ref, method, items, skipped, pool) -> EvalSummary:
+    run_dir = RunDir(
+        config.output / ref.name / method, run_config(config, ref, method), stage="eval",
+        mode="overwrite" if config.overwrite else "resume",
+    )
+    summary = EvalSummary(ref.name, method, path=run_dir.path)
+    if not run_dir.is_complete():
+        for reason, file, line in skipped:
+            run_dir.skip(reason, file=file, line=line)
+        pending = list(run_dir.pending(items, key=lambda item: item.id))
+        if pending:
+            roles = pool.roles(config, method)
+            with run_dir.writer(shard_size=config.shard_size, flush_seconds=30.0) as writer:
+                for item in progress(pending, total=len(pending), description=f"{ref.name} {method}"):
+                    writer.write(solve_item(item, method, roles, config.search, config.seed))
+        for trace in run_dir.records():
+            summary.add(trace)
+        run_dir.finish(counts=summary.counts())
+    else:
+        for trace in run_dir.records():
+            summary.add(trace)
+    summary.skipped = (run_dir.manifest() or {}).get("counts", {}).get("skipped", {})
+    log.info("%s %s: %d/%d correct", ref.name, method, summary.correct, summary.problems)
+    return summary
+
+
+def solve(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "",
+          pool: ModelPool | None = None) -> dict[str, Any]:
+    """One question outside any benchmark (`rationalyst solve`); ``answer`` is checked when given."""
+    item = BenchmarkItem(
+        id="question", benchmark="question", family=config.family, question=question, choices=choices,
+        answer=answer or "?", solution=None, meta={},
+    )
+    roles = (pool or ModelPool()).roles(config, config.method)
+    trace = METHODS[config.method](item, roles, config.search, config.seed)
+    if not answer:
+        trace.update(gold=None, correct=None)
+    return trace
+
+

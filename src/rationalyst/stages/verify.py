@@ -1,0 +1,79 @@
+"""`rationalyst verify`: step scores for given solutions by implicit supervision (see `search.verify`).
+
+Input: JSONL records ``{"id", "question", "steps": [..], "choices"?}`` (bad lines are skipped and
+counted). Output: a run directory whose records are ``{"id", "scores", "scores_without",
+"rationales"}``, one score per step (higher = the rationale makes the step likelier), resumable.
+``scores_without`` (the scorer without a rationale) is there to show what the rationale adds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from rationalyst.console import progress
+from rationalyst.data.benchmarks import BenchmarkItem
+from rationalyst.data.records import read_json_lines
+from rationalyst.runs import RunDir
+from rationalyst.search.verify import verify_steps
+from rationalyst.stages.eval import ModelPool, RolesConfig
+
+
+class VerifyConfig(RolesConfig):
+    """Score the steps of given solutions."""
+
+    input: Path = Field(description="JSONL of {id, question, steps, choices?} records.")
+    output: Path = Field(description="Run directory for the step scores.")
+    family: str = Field("math", description="Task family of the questions (how the question is written).")
+    overwrite: bool = Field(False, description="Start over instead of resuming.")
+
+    execution_fields = frozenset({"overwrite"})
+
+
+def _valid(record: dict[str, Any]) -> str | None:
+    """Why a record cannot be verified, or None."""
+    if not isinstance(record.get("id"), str) or not record["id"]:
+        return "missing id"
+    if not isinstance(record.get("question"), str):
+        return "missing question"
+    steps = record.get("steps")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
+        return "steps must be a non-empty list of non-empty strings"
+    choices = record.get("choices")
+    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+        return "choices must be a list of strings"
+    return None
+
+
+def run(config: VerifyConfig, pool: ModelPool | None = None) -> dict[str, Any]:
+    """Score every step of every input solution; returns the manifest's counts."""
+    run_dir = RunDir(config.output, config, stage="verify", mode="overwrite" if config.overwrite else "resume")
+    if run_dir.is_complete():
+        return run_dir.manifest()["counts"]
+    records = []
+    for file, line, record in read_json_lines(config.input, run_dir.report_skip, stage="verify"):
+        problem = _valid(record)
+        if problem:
+            run_dir.skip(problem, file=file, line=line)
+        else:
+            records.append(record)
+    pending = list(run_dir.pending(records))
+    if pending:
+        roles = (pool or ModelPool()).roles(config, "implicit")
+        with run_dir.writer(shard_size=20) as writer:
+            for record in progress(pending, total=len(pending), description="verify"):
+                item = BenchmarkItem(
+                    id=record["id"], benchmark="verify", family=config.family, question=record["question"],
+                    choices=record.get("choices"), answer="?", solution=None, meta={},
+                )
+                steps = [s.strip() for s in record["steps"]]
+                verdicts = verify_steps(item, steps, roles, config.search, without=True)
+                writer.write({
+                    "id": record["id"],
+                    "scores": [round(v.score, 6) for v in verdicts],
+                    "scores_without": [round(v.score_without, 6) for v in verdicts],
+                    "rationales": [v.rationale for v in verdicts],
+                })
+    return run_dir.finish()["counts"]
