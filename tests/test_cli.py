@@ -16,7 +16,7 @@ runner = CliRunner()
 def test_help_and_models():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("models", "generate", "score", "demo"):
+    for command in ("models", "generate", "score", "demo", "run", "solve", "eval", "verify", "report"):
         assert command in result.output
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0 and "builtin:smollm2-135m" in result.output and "yes" in result.output
@@ -48,11 +48,13 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_user_errors_are_one_clear_line_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("question: q\nrationale: r\nsampling:\n  top_p: 2\n")
+    bad.write_text("output: runs/x\nselect: {}\nextract: {}\nfilter: {}\ntrain: {}\neval:\n  benchmarks: [gsm8k]\n"
+                   "  search:\n    top_p: 2\n")
     result = _run_cli("demo", "--recipe", str(bad))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "line 4, field sampling.top_p" in result.stderr.replace("\n", " ")
+    assert "line 9, field eval.search.top_p" in result.stderr.replace("\n", " ")
+    assert "line 2, field select.corpus: Field required" in result.stderr.replace("\n", " ")
     result = _run_cli("generate", "hi", "--model", "builtin:nope")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "unknown builtin model" in result.stderr
     result = _run_cli("generate", "hi", "--n", "0")

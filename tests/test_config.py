@@ -8,16 +8,18 @@ import pytest
 
 from rationalyst.config import config_hash, load_config
 from rationalyst.errors import ConfigError
-from rationalyst.showcase import ShowcaseConfig
+from rationalyst.stages.eval import EvalConfig, SolveConfig
 
 RECIPES = sorted((Path(__file__).parents[1] / "src" / "rationalyst" / "recipes").glob("*.yaml"))
 
 
 def _recipe_class(name: str):
     """The config each shipped recipe is for (None: an accelerate config, plain YAML)."""
+    from rationalyst.pipeline import PipelineConfig
     from rationalyst.stages.train import TrainConfig
 
-    known = {"cpu-demo.yaml": ShowcaseConfig, "paper-llama3-8b.yaml": TrainConfig,
+    known = {"cpu-demo.yaml": PipelineConfig, "paper-llama3-8b.yaml": PipelineConfig,
+             "paper-llama3-8b-vllm.yaml": PipelineConfig, "paper-train-llama3-8b.yaml": TrainConfig,
              "accelerate-fsdp.yaml": None, "accelerate-deepspeed-zero3.yaml": None}
     assert name in known, f"new recipe {name}: say here which config it is for"
     return known[name]
@@ -38,59 +40,59 @@ def test_every_shipped_recipe_validates(recipe):
 
 def test_overrides_parse_yaml_scalars_and_win_over_the_file(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("question: q\nrationale: r\nsampling:\n  n: 2\n  temperature: 0.5\n")
-    config = load_config(ShowcaseConfig, path, ["sampling.n=5", "sampling.stop=[a, b]", "model.batch_size=3"])
-    assert config.sampling.n == 5 and config.sampling.temperature == 0.5
-    assert config.sampling.stop == ("a", "b")
-    assert config.model.batch_size == 3 and config.model.spec == "builtin:smollm2-135m"
+    path.write_text("method: random\nsearch:\n  n_candidates: 2\n  temperature: 0.5\n")
+    config = load_config(SolveConfig, path, ["search.n_candidates=5", "search.top_p=0.9", "agent.batch_size=3"])
+    assert config.search.n_candidates == 5 and config.search.temperature == 0.5 and config.search.top_p == 0.9
+    assert config.method == "random"
+    assert config.agent.batch_size == 3 and config.agent.spec == "builtin:smollm2-135m"
 
 
 def test_model_may_be_a_spec_string_or_a_mapping(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("model: hf:/some/dir\nquestion: q\nrationale: r\n")
-    assert load_config(ShowcaseConfig, path).model.spec == "hf:/some/dir"
-    path.write_text("model:\n  spec: hf:/x\n  batch_size: 2\nquestion: q\nrationale: r\n")
-    assert load_config(ShowcaseConfig, path).model.batch_size == 2
+    path.write_text("agent: hf:/some/dir\n")
+    assert load_config(SolveConfig, path).agent.spec == "hf:/some/dir"
+    path.write_text("agent:\n  spec: hf:/x\n  batch_size: 2\n")
+    assert load_config(SolveConfig, path).agent.batch_size == 2
 
 
 def test_bad_value_names_file_line_and_field(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("question: q\nrationale: r\nsampling:\n  n: 2\n  temperature: hot\n")
+    path.write_text("method: implicit\nfamily: math\nsearch:\n  n_candidates: 2\n  temperature: hot\n")
     with pytest.raises(ConfigError) as err:
-        load_config(ShowcaseConfig, path)
-    assert f"{path}, line 5, field sampling.temperature" in str(err.value)
+        load_config(SolveConfig, path)
+    assert f"{path}, line 5, field search.temperature" in str(err.value)
 
 
 def test_unknown_field_is_an_error_not_ignored(tmp_path):
     path = tmp_path / "typo.yaml"
-    path.write_text("question: q\nrationale: r\nsampling:\n  temprature: 0.5\n")
-    with pytest.raises(ConfigError, match=r"line 4, field sampling.temprature: Extra inputs"):
-        load_config(ShowcaseConfig, path)
+    path.write_text("method: implicit\nfamily: math\nsearch:\n  temprature: 0.5\n")
+    with pytest.raises(ConfigError, match=r"line 4, field search.temprature: Extra inputs"):
+        load_config(SolveConfig, path)
 
 
 def test_missing_field_and_bad_override_and_bad_yaml(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("question: q\n")
-    with pytest.raises(ConfigError, match="field rationale: Field required"):
-        load_config(ShowcaseConfig, path)
-    with pytest.raises(ConfigError, match="command-line override, field sampling.n"):
-        load_config(ShowcaseConfig, path, ["rationale=r", "sampling.n=zero"])
+    path.write_text("output: runs/x\n")
+    with pytest.raises(ConfigError, match="field benchmarks: Field required"):
+        load_config(EvalConfig, path)
+    with pytest.raises(ConfigError, match="command-line override, field search.n_candidates"):
+        load_config(EvalConfig, path, ["benchmarks=[gsm8k]", "search.n_candidates=zero"])
     with pytest.raises(ConfigError, match="expected key.path=value"):
-        load_config(ShowcaseConfig, path, ["nonsense"])
-    path.write_text("question: [unclosed\n")
+        load_config(EvalConfig, path, ["nonsense"])
+    path.write_text("method: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
-        load_config(ShowcaseConfig, path)
+        load_config(SolveConfig, path)
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
-        load_config(ShowcaseConfig, path)
+        load_config(SolveConfig, path)
     with pytest.raises(ConfigError, match="cannot read config"):
-        load_config(ShowcaseConfig, tmp_path / "missing.yaml")
+        load_config(SolveConfig, tmp_path / "missing.yaml")
 
 
 def test_config_hash_changes_with_any_value():
-    a = ShowcaseConfig(question="q", rationale="r")
-    assert config_hash(a) == config_hash(ShowcaseConfig(question="q", rationale="r"))
-    assert config_hash(a) != config_hash(ShowcaseConfig(question="q", rationale="r2"))
+    a = SolveConfig(method="implicit")
+    assert config_hash(a) == config_hash(SolveConfig(method="implicit"))
+    assert config_hash(a) != config_hash(SolveConfig(method="random"))
 
 
 def test_execution_settings_do_not_change_the_hash():

@@ -157,7 +157,7 @@ def test_collator_pads_right_with_ignored_labels():
 
 
 def test_paper_recipe_validates():
-    config = load_config(TrainConfig, RECIPES / "paper-llama3-8b.yaml", ["input=runs/filter", "output=runs/train"])
+    config = load_config(TrainConfig, RECIPES / "paper-train-llama3-8b.yaml", ["input=runs/filter", "output=runs/train"])
     assert config.base.spec == "hf:meta-llama/Meta-Llama-3-8B-Instruct"
     assert config.full_finetune and config.learning_rate == 2e-5 and config.lr_scheduler == "cosine"
     assert config.per_device_batch_size * config.gradient_accumulation_steps * 2 == 32  # x 2 GPUs

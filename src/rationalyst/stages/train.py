@@ -37,9 +37,9 @@ CPU, the embedded default model::
 The paper's setting (Llama-3-8B-Instruct, full fine-tune, 2 GPUs; see the recipe for the numbers)::
 
     accelerate launch --config_file recipes/accelerate-fsdp.yaml \\
-        -m rationalyst.stages.train recipes/paper-llama3-8b.yaml input=runs/filter output=runs/train
+        -m rationalyst.stages.train recipes/paper-train-llama3-8b.yaml input=runs/filter output=runs/train
     accelerate launch --config_file recipes/accelerate-deepspeed-zero3.yaml \\
-        -m rationalyst.stages.train recipes/paper-llama3-8b.yaml input=runs/filter output=runs/train
+        -m rationalyst.stages.train recipes/paper-train-llama3-8b.yaml input=runs/filter output=runs/train
 
 (DeepSpeed needs ``pip install deepspeed``; both accelerate configs assume 2 processes on one machine.)
 """

@@ -1,0 +1,298 @@
+"""`rationalyst run RECIPE`: the whole method from one recipe, select → extract → filter → train → eval → report.
+
+A recipe is one YAML file with a section per stage; each section is that stage's own config (the same
+fields as ``rationalyst <stage> --config``) without the inputs and outputs, which the pipeline wires
+under ``output``::
+
+    <output>/corpus/      generated corpus documents and target questions (optional)
+    <output>/select/  <output>/extract/  <output>/filter/  <output>/train/  <output>/eval/
+    <output>/report/      report.md, plots, report.html
+    <output>/pipeline.json which stage finished with which fingerprint
+
+Re-running a recipe skips every stage whose output is complete and whose fingerprint is unchanged;
+a stage's fingerprint hashes its own config hash with the previous stage's fingerprint, so a changed
+stage re-runs together with everything after it, and nothing else. A stage that was interrupted
+resumes its own partial work (same fingerprint) and starts over otherwise. The rationalist of the
+eval section defaults to the model the train section produces.
+
+A failure stops the pipeline with a message naming the stage; every finished stage (and every
+finished shard of the failed one) stays on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from rationalyst.config import StrictModel, config_hash
+from rationalyst.errors import RationalystError
+from rationalyst.runs import _atomic_write, _dumps, _read_json
+from rationalyst.stages.eval import EvalConfig
+from rationalyst.stages.extract import ExtractConfig
+from rationalyst.stages.filter import FilterConfig
+from rationalyst.stages.select import SelectConfig
+from rationalyst.stages.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "pipeline.json"
+STAGES = ("corpus", "select", "extract", "filter", "train", "eval", "report")
+
+
+class GeneratedCorpus(StrictModel):
+    """Documents generated offline (reasoning-gym), plus questions of the same kind for selection."""
+
+    kind: str = Field("gsm_symbolic", description="Generator: gsm_symbolic (worked grade-school solutions).")
+    documents: int = Field(40, ge=1, description="Documents (question + worked solution) to generate.")
+    questions: int = Field(40, ge=0, description="Target questions for the select stage (a separate draw).")
+    seed: int = Field(
+        1_000_000,
+        description="Generator seed of the documents (item i comes from seed + i); the questions use seed + 500,000. "
+        "Keep both ranges apart from the eval set's seed.",
+    )
+    general_text: bool = Field(True, description="Add the packaged paragraphs of general text (source: general).")
+
+
+class PipelineConfig(StrictModel):
+    """A whole run of the method. Section inputs and outputs are filled in from ``output``."""
+
+    output: Path = Field(description="Directory holding every stage's output.")
+    generate_corpus: GeneratedCorpus | None = Field(None, description="Generate extra corpus documents first.")
+    select: SelectConfig
+    extract: ExtractConfig
+    filter: FilterConfig
+    train: TrainConfig
+    eval: EvalConfig
+    report: bool = Field(True, description="Write the report (Markdown, plots, HTML) at the end.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wire(cls, data: Any) -> Any:
+        """Fill each section's input and output from ``output`` unless the recipe sets them."""
+        if not isinstance(data, dict) or "output" not in data:
+            return data
+        out = Path(str(data["output"]))
+        sections = {name: dict(data.get(name) or {}) for name in ("select", "extract", "filter", "train", "eval")}
+        sections["select"].setdefault("output", out / "select")
+        for name, previous in (("extract", "select"), ("filter", "extract"), ("train", "filter")):
+            sections[name].setdefault("input", out / previous)
+            sections[name].setdefault("output", out / name)
+        sections["eval"].setdefault("output", out / "eval")
+        sections["eval"].setdefault("rationalist", {"spec": f"hf:{out / 'train' / 'merged'}"})
+        generated = data.get("generate_corpus")
+        if generated is not None:
+            corpus_dir = out / "corpus"
+            generated = generated if isinstance(generated, dict) else {}
+            corpus = [{"path": str(corpus_dir / "documents.jsonl"), "source": generated.get("kind", "gsm_symbolic")}]
+            if generated.get("general_text", True):
+                corpus.append({"path": str(corpus_dir / "general.jsonl"), "source": "general"})
+            sections["select"]["corpus"] = [*sections["select"].get("corpus", []), *corpus]
+            if generated.get("questions", 40):
+                sections["select"]["benchmarks"] = [
+                    *sections["select"].get("benchmarks", []), str(corpus_dir / "questions.jsonl"),
+                ]
+        return {**data, **sections}
+
+
+@dataclass
+class StageOutcome:
+    """What happened to one stage in this invocation."""
+
+    stage: str
+    status: str  # "ran", "resumed", "skipped"
+    seconds: float
+    result: Any = None
+
+
+@dataclass
+class PipelineResult:
+    """Every stage's outcome, in order, and the run's output directory."""
+
+    output: Path
+    stages: list[StageOutcome] = field(default_factory=list)
+
+    def outcome(self, stage: str) -> StageOutcome | None:
+        return next((s for s in self.stages if s.stage == stage), None)
+
+
+def _fingerprint(previous: str, own: str) -> str:
+    return hashlib.sha256(f"{previous}:{own}".encode()).hexdigest()[:16]
+
+
+class PipelineState:
+    """``pipeline.json``: per stage, the fingerprint it ran with and whether it completed."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output / STATE_FILE
+        stored = _read_json(self.path)
+        self.stages: dict[str, dict[str, Any]] = stored.get("stages", {}) if isinstance(stored, dict) else {}
+
+    def save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.path, _dumps({"stages": self.stages}))
+        except OSError as exc:
+            raise RationalystError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def is_done(self, stage: str, fingerprint: str) -> bool:
+        entry = self.stages.get(stage, {})
+        return entry.get("fingerprint") == fingerprint and entry.get("complete") is True
+
+    def own_partial_work(self, stage: str, fingerprint: str) -> bool:
+        return self.stages.get(stage, {}).get("fingerprint") == fingerprint
+
+    def start(self, stage: str, fingerprint: str) -> None:
+        # Everything after this stage was computed from its old output: forget it before changing that.
+        for later in STAGES[STAGES.index(stage) + 1 :]:
+            self.stages.pop(later, None)
+        self.stages[stage] = {"fingerprint": fingerprint, "complete": False}
+        self.save()
+
+    def complete(self, stage: str) -> None:
+        self.stages[stage]["complete"] = True
+        self.stages[stage]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.save()
+
+
+def write_generated_corpus(spec: GeneratedCorpus, directory: Path) -> dict[str, int]:
+    """The generated documents and target questions as JSONL files (written atomically)."""
+    from rationalyst.data.benchmarks import gsm_symbolic_documents, load_benchmark
+
+    if spec.kind != "gsm_symbolic":
+        raise RationalystError(f"generate_corpus.kind: unknown generator {spec.kind!r} (known: gsm_symbolic)")
+    documents = gsm_symbolic_documents(spec.documents, seed=spec.seed)
+    questions = load_benchmark("gsm_symbolic", seed=spec.seed + 500_000, limit=spec.questions) if spec.questions else []
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(directory / "documents.jsonl", "".join(json.dumps(d) + "\n" for d in documents).encode())
+    rows = [{"id": q.id, "question": q.question} for q in questions]
+    _atomic_write(directory / "questions.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    counts = {"documents": len(documents), "questions": len(rows)}
+    if spec.general_text:
+        general = resources.files("rationalyst").joinpath("data", "general_text.jsonl").read_bytes()
+        _atomic_write(directory / "general.jsonl", general)
+        counts["general"] = general.count(b"\n")
+    return counts
+
+
+def _stage_runners(config: PipelineConfig) -> list[tuple[str, Any, Callable[[bool], Any]]]:
+    """(stage, its config or None, a function running it with ``overwrite``), in pipeline order."""
+    from rationalyst.stages import eval as eval_stage
+    from rationalyst.stages import extract, select, train
+    from rationalyst.stages import filter as filter_stage
+
+    def with_overwrite(section, overwrite: bool):
+        return section.model_copy(update={"overwrite": overwrite}) if overwrite else section
+
+    runners: list[tuple[str, Any, Callable[[bool], Any]]] = []
+    if config.generate_corpus is not None:
+        runners.append(("corpus", config.generate_corpus,
+                        lambda ow: write_generated_corpus(config.generate_corpus, config.output / "corpus")))
+    runners += [
+        ("select", config.select, lambda ow: select.run(with_overwrite(config.select, ow))),
+        ("extract", config.extract, lambda ow: extract.run(with_overwrite(config.extract, ow))),
+        ("filter", config.filter, lambda ow: filter_stage.run(with_overwrite(config.filter, ow))),
+        ("train", config.train, lambda ow: train.run(with_overwrite(config.train, ow))),
+        ("eval", config.eval, lambda ow: eval_stage.run(with_overwrite(config.eval, ow))),
+    ]
+    if config.report:
+        runners.append(("report", None, lambda ow: _write_report(config.output)))
+    return runners
+
+
+def _write_report(output: Path) -> Any:
+    from rationalyst.report import write_report
+
+    return write_report(output, output / "report")
+
+
+def run(
+    config: PipelineConfig,
+    *,
+    start: str | None = None,
+    stop: str | None = None,
+    on_stage: Callable[[str, str], None] | None = None,
+) -> PipelineResult:
+    """Run every stage that is not already done with the same fingerprint; see the module docstring.
+
+    ``start`` and ``stop`` (stage names) run only that slice, e.g. to train with ``accelerate launch``
+    in between: stages before ``start`` are taken as they are on disk.
+    """
+    for name in (start, stop):
+        if name is not None and name not in STAGES:
+            raise RationalystError(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
+    first = STAGES.index(start) if start else 0
+    last = STAGES.index(stop) if stop else len(STAGES) - 1
+    state = PipelineState(config.output)
+    result = PipelineResult(config.output)
+    fingerprint = "start"
+    for stage, section, runner in _stage_runners(config):
+        if not first <= STAGES.index(stage) <= last:
+            if section is not None:
+                fingerprint = _fingerprint(fingerprint, config_hash(section))
+            continue
+        # The report (no section) is cheap and reads every eval run: it is always rewritten.
+        if section is not None:
+            fingerprint = _fingerprint(fingerprint, config_hash(section))
+        if section is not None and state.is_done(stage, fingerprint):
+            result.stages.append(StageOutcome(stage, "skipped", 0.0))
+            if on_stage:
+                on_stage(stage, "skipped")
+            continue
+        resume = state.own_partial_work(stage, fingerprint)
+        if on_stage:
+            on_stage(stage, "resuming" if resume else "running")
+        state.start(stage, fingerprint)
+        started = time.perf_counter()
+        try:
+            outcome = runner(not resume)
+        except RationalystError as exc:
+            raise RationalystError(f"stage {stage} failed: {exc} (finished stages are kept in {config.output})") from None
+        state.complete(stage)
+        result.stages.append(StageOutcome(stage, "resumed" if resume else "ran", time.perf_counter() - started, outcome))
+    return result
+
+
+def _counts(run_path: Path) -> dict[str, Any]:
+    manifest = _read_json(run_path / "manifest.json")
+    return manifest.get("counts", {}) if isinstance(manifest, dict) else {}
+
+
+def summary(config: PipelineConfig) -> list[tuple[str, str]]:
+    """What the run's stages produced, read from their outputs on disk (so skipped stages count too)."""
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    rows: list[tuple[str, str]] = []
+    select = _counts(config.select.output)
+    if select:
+        by_source = ", ".join(f"{k} {v}" for k, v in sorted(select.get("selected_by_source", {}).items()))
+        rows.append(("documents selected", f"{select.get('selected', 0)} of {select.get('documents', 0)} ({by_source})"))
+    extract = _counts(config.extract.output)
+    if extract:
+        rows.append(("rationales extracted", f"{extract.get('rationales', 0)} from {extract.get('documents_extracted', 0)} documents"))
+    kept = _counts(config.filter.output)
+    if kept:
+        rows.append(("rationales kept", f"{kept.get('kept', 0)} of {kept.get('kept', 0) + kept.get('dropped', 0)} (tau {config.filter.tau})"))
+    trained = _read_json(config.train.output / "summary.json")
+    if isinstance(trained, dict):
+        loss = f"{fmt(trained.get('first_train_loss'))} -> {fmt(trained.get('last_train_loss'))}"
+        rows.append(("training loss", f"{loss} ({trained.get('global_step')} steps, {trained.get('train_records')} records)"))
+        rows.append(("dev log-lik per token", f"{fmt(trained.get('dev_loglik_before'))} -> {fmt(trained.get('dev_loglik_after'))}"))
+    for ref in config.eval.benchmarks:
+        for method in config.eval.methods:
+            counts = _counts(config.eval.output / ref.name / method)
+            if counts:
+                accuracy = f"{counts['correct']}/{counts['problems']} correct ({100 * counts['accuracy']:.1f}%)"
+                cost = f"{counts['seconds_per_problem']:.1f} s/problem, supervision {100 * counts['supervision_share']:.0f}% of it"
+                rows.append((f"{ref.name} {method}", f"{accuracy}, {cost}"))
+    return rows
