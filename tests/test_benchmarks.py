@@ -479,3 +479,15 @@ def test_shared_golds_verify_slow(name):
     items, _ = _load(name, SHARED)
     assert all(is_correct(i.answer, i) for i in items)
     assert all(is_correct(extract_answer(i.solution, i), i) for i in items)
+
+
+def test_word_problems_are_seeded_prefix_stable_and_self_consistent():
+    items = bm.load_benchmark("word_problems", "seed=3", limit=40)
+    assert [i.id for i in bm.load_benchmark("word_problems", seed=3, limit=10)] == [i.id for i in items[:10]]
+    assert bm.load_benchmark("word_problems", seed=3, limit=5) == items[:5]
+    assert bm.load_benchmark("word_problems", seed=4, limit=5) != items[:5]
+    for item in items:
+        assert item.family == "arithmetic"
+        assert is_correct(extract_answer(item.solution, item), item)  # the worked solution reaches the answer
+    docs = bm.generated_documents("word_problems", 3, seed=1_000_000)
+    assert [d["source"] for d in docs] == ["word_problems"] * 3 and all("The answer is" in d["text"] for d in docs)

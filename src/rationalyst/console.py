@@ -7,6 +7,7 @@ much of that reaches the user (``--quiet`` keeps warnings and errors only, and h
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -33,6 +34,10 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
         force=True,
     )
     # Third-party chatter (weight-loading bars, deprecation notes) only with --verbose.
+    if not verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|transformers|peft|accelerate)\b")
     for name in ("transformers", "sentence_transformers", "huggingface_hub", "accelerate"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
     try:

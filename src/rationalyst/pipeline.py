@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from rationalyst.config import StrictModel, config_hash
 from rationalyst.errors import RationalystError
@@ -49,11 +49,15 @@ STAGES = ("corpus", "select", "extract", "filter", "train", "eval", "report")
 
 
 class GeneratedCorpus(StrictModel):
-    """Documents generated offline (reasoning-gym), plus questions of the same kind for selection."""
+    """Corpus documents generated offline (problems with worked solutions) and target questions for selection."""
 
-    kind: str = Field("gsm_symbolic", description="Generator: gsm_symbolic (worked grade-school solutions).")
-    documents: int = Field(40, ge=1, description="Documents (question + worked solution) to generate.")
-    questions: int = Field(40, ge=0, description="Target questions for the select stage (a separate draw).")
+    documents: dict[str, int] = Field(
+        default_factory=lambda: {"gsm_symbolic": 20, "word_problems": 20},
+        description="Documents per generator (gsm_symbolic: reasoning-gym; word_problems: rationalyst's own).",
+    )
+    questions: dict[str, int] = Field(
+        default_factory=lambda: {"word_problems": 40}, description="Target questions per generator, for select."
+    )
     seed: int = Field(
         1_000_000,
         description="Generator seed of the documents (item i comes from seed + i); the questions use seed + 500,000. "
@@ -87,16 +91,21 @@ class PipelineConfig(StrictModel):
             sections[name].setdefault("input", out / previous)
             sections[name].setdefault("output", out / name)
         sections["eval"].setdefault("output", out / "eval")
-        sections["eval"].setdefault("rationalist", {"spec": f"hf:{out / 'train' / 'merged'}"})
+        rationalist = sections["eval"].setdefault("rationalist", {})
+        if isinstance(rationalist, dict):  # a mapping without a spec: the model the train section makes
+            rationalist.setdefault("spec", f"hf:{out / 'train' / 'merged'}")
         generated = data.get("generate_corpus")
         if generated is not None:
+            try:
+                spec = GeneratedCorpus.model_validate(generated)
+            except ValidationError:  # reported with its line by the field's own validation
+                return {**data, **sections}
             corpus_dir = out / "corpus"
-            generated = generated if isinstance(generated, dict) else {}
-            corpus = [{"path": str(corpus_dir / "documents.jsonl"), "source": generated.get("kind", "gsm_symbolic")}]
-            if generated.get("general_text", True):
+            corpus = [{"path": str(corpus_dir / f"{name}.jsonl"), "source": name} for name in spec.documents]
+            if spec.general_text:
                 corpus.append({"path": str(corpus_dir / "general.jsonl"), "source": "general"})
             sections["select"]["corpus"] = [*sections["select"].get("corpus", []), *corpus]
-            if generated.get("questions", 40):
+            if spec.questions:
                 sections["select"]["benchmarks"] = [
                     *sections["select"].get("benchmarks", []), str(corpus_dir / "questions.jsonl"),
                 ]
@@ -164,18 +173,22 @@ class PipelineState:
 
 
 def write_generated_corpus(spec: GeneratedCorpus, directory: Path) -> dict[str, int]:
-    """The generated documents and target questions as JSONL files (written atomically)."""
-    from rationalyst.data.benchmarks import gsm_symbolic_documents, load_benchmark
+    """The generated documents (one JSONL file per generator) and target questions, written atomically."""
+    from rationalyst.data.benchmarks import generated_documents, load_benchmark
 
-    if spec.kind != "gsm_symbolic":
-        raise RationalystError(f"generate_corpus.kind: unknown generator {spec.kind!r} (known: gsm_symbolic)")
-    documents = gsm_symbolic_documents(spec.documents, seed=spec.seed)
-    questions = load_benchmark("gsm_symbolic", seed=spec.seed + 500_000, limit=spec.questions) if spec.questions else []
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / "documents.jsonl", "".join(json.dumps(d) + "\n" for d in documents).encode())
-    rows = [{"id": q.id, "question": q.question} for q in questions]
+    counts = {}
+    for name, count in spec.documents.items():
+        documents = generated_documents(name, count, seed=spec.seed)
+        _atomic_write(directory / f"{name}.jsonl", "".join(json.dumps(d) + "\n" for d in documents).encode())
+        counts[name] = len(documents)
+    rows = [
+        {"id": q.id, "question": q.question}
+        for name, count in spec.questions.items()
+        for q in load_benchmark(name, seed=spec.seed + 500_000, limit=count)
+    ]
     _atomic_write(directory / "questions.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
-    counts = {"documents": len(documents), "questions": len(rows)}
+    counts["questions"] = len(rows)
     if spec.general_text:
         general = resources.files("rationalyst").joinpath("data", "general_text.jsonl").read_bytes()
         _atomic_write(directory / "general.jsonl", general)
@@ -209,9 +222,9 @@ def _stage_runners(config: PipelineConfig) -> list[tuple[str, Any, Callable[[boo
 
 
 def _write_report(output: Path) -> Any:
-    from rationalyst.report import write_report
+    from rationalyst.report import build_report
 
-    return write_report(output, output / "report")
+    return build_report(output, output / "report")
 
 
 def run(
@@ -247,7 +260,7 @@ def run(
             if on_stage:
                 on_stage(stage, "skipped")
             continue
-        resume = state.own_partial_work(stage, fingerprint)
+        resume = section is not None and state.own_partial_work(stage, fingerprint)
         if on_stage:
             on_stage(stage, "resuming" if resume else "running")
         state.start(stage, fingerprint)

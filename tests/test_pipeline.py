@@ -1,0 +1,142 @@
+"""`rationalyst run`: one recipe runs every stage; unchanged stages are skipped, changed ones re-run with
+everything after them; a killed run resumes to exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rationalyst import pipeline
+from rationalyst.config import load_config
+from rationalyst.errors import RationalystError
+from rationalyst.runs import read_records
+from rationalyst.stages import eval as eval_stage
+from tests.killing import kill_when
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def write_recipe(tmp_path: Path, output: Path, **changes) -> Path:
+    """A tiny but complete recipe on the test fixtures and the default model."""
+    recipe = {
+        "output": str(output),
+        "select": {
+            "corpus": [{"path": str(FIXTURES / "select" / "corpus.jsonl")}],
+            "benchmarks": [str(FIXTURES / "select" / "questions.jsonl")],
+            "threshold": 0.2,
+        },
+        "extract": {"max_rationales_per_doc": 2, "max_new_tokens": 24, "min_preceding_chars": 20},
+        "filter": {"tau": -100.0},  # keep everything: the tiny run needs training records
+        "train": {"max_steps": 2, "per_device_batch_size": 2, "max_length": 192, "dev_fraction": 0.0,
+                  "logging_steps": 1, "save_steps": 1},
+        "eval": {
+            "benchmarks": [{"name": "gsm8k", "source": str(FIXTURES / "benchmarks" / "gsm8k.jsonl"), "limit": 2}],
+            "methods": ["cot", "implicit"],
+            "search": {"max_steps": 2, "max_step_tokens": 12, "max_rationale_tokens": 10, "max_solution_tokens": 30},
+            "shard_size": 1,
+        },
+    }
+    for dotted, value in changes.items():
+        node = recipe
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path = tmp_path / f"recipe-{len(list(tmp_path.glob('recipe-*')))}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def statuses(result: pipeline.PipelineResult) -> dict[str, str]:
+    return {s.stage: s.status for s in result.stages}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    recipe = write_recipe(tmp, tmp / "run")
+    config = load_config(pipeline.PipelineConfig, recipe)
+    return tmp, config, pipeline.run(config)
+
+
+def test_one_recipe_runs_every_stage_and_wires_outputs(first_run):
+    tmp, config, result = first_run
+    assert statuses(result) == {s: "ran" for s in ("select", "extract", "filter", "train", "eval", "report")}
+    assert config.extract.input == config.select.output == tmp / "run" / "select"
+    assert config.eval.rationalist.spec == f"hf:{tmp / 'run' / 'train' / 'merged'}"
+    assert (tmp / "run" / "train" / "merged" / "config.json").exists()
+    traces = list(read_records(tmp / "run" / "eval" / "gsm8k" / "implicit"))
+    assert len(traces) == 2 and all(t["steps"][0]["rationale"] is not None for t in traces)
+    assert (tmp / "run" / "report" / "report.html").exists() and (tmp / "run" / "report" / "report.md").exists()
+    rows = dict(pipeline.summary(config))
+    assert {"documents selected", "rationales extracted", "rationales kept", "training loss",
+            "gsm8k cot", "gsm8k implicit"} <= set(rows)
+    state = json.loads((tmp / "run" / "pipeline.json").read_text())
+    assert all(state["stages"][s]["complete"] for s in ("select", "extract", "filter", "train", "eval"))
+
+
+def test_rerun_skips_finished_stages_and_a_change_reruns_only_what_follows(first_run):
+    tmp, config, _ = first_run
+    again = pipeline.run(config)
+    assert statuses(again) == {**{s: "skipped" for s in ("select", "extract", "filter", "train", "eval")}, "report": "ran"}
+    before = list(read_records(tmp / "run" / "eval" / "gsm8k" / "cot"))
+    changed = load_config(pipeline.PipelineConfig, write_recipe(tmp, tmp / "run", **{"eval.search.max_step_tokens": 10}))
+    result = pipeline.run(changed)
+    assert statuses(result) == {**{s: "skipped" for s in ("select", "extract", "filter", "train")}, "eval": "ran", "report": "ran"}
+    assert [t["id"] for t in read_records(tmp / "run" / "eval" / "gsm8k" / "cot")] == [t["id"] for t in before]
+
+
+def test_unknown_stage_and_failing_stage_are_clear_errors(first_run, tmp_path):
+    _, config, _ = first_run
+    with pytest.raises(RationalystError, match="unknown stage 'nope'"):
+        pipeline.run(config, start="nope")
+    broken = load_config(pipeline.PipelineConfig, write_recipe(tmp_path, tmp_path / "run", **{"eval.benchmarks": [
+        {"name": "gsm8k", "source": str(tmp_path / "missing.jsonl")}]}))
+    with pytest.raises(RationalystError, match="stage eval failed") as err:
+        pipeline.run(broken, start="eval")
+    assert "missing.jsonl" in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_changed_filter_reruns_filter_train_and_eval_only(first_run):
+    tmp, _, _ = first_run
+    changed = load_config(pipeline.PipelineConfig, write_recipe(tmp, tmp / "run", **{"filter.tau": -50.0}))
+    result = pipeline.run(changed)
+    assert statuses(result) == {"select": "skipped", "extract": "skipped", "filter": "ran", "train": "ran",
+                                "eval": "ran", "report": "ran"}
+
+
+_CHILD = """
+from rationalyst import pipeline
+from rationalyst.config import load_config
+pipeline.run(load_config(pipeline.PipelineConfig, sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_pipeline_killed_in_eval_resumes_to_the_uninterrupted_traces(first_run, tmp_path):
+    tmp, _, _ = first_run
+    recipe = write_recipe(tmp_path, tmp_path / "killed")
+    kill_when(_CHILD, [str(recipe)], tmp_path / "killed" / "eval" / "gsm8k" / "implicit" / "shards", count=1,
+              write_delay=2.0, timeout=900)
+    state = json.loads((tmp_path / "killed" / "pipeline.json").read_text())
+    assert state["stages"]["eval"]["complete"] is False and state["stages"]["train"]["complete"] is True
+    config = load_config(pipeline.PipelineConfig, recipe)
+    result = pipeline.run(config)
+    assert statuses(result)["train"] == "skipped" and statuses(result)["eval"] == "resumed"
+    # Mining is deterministic: the same records as the first run's.
+    assert list(read_records(tmp_path / "killed" / "extract")) == list(read_records(tmp / "run" / "extract"))
+    # The resumed traces equal an uninterrupted eval with the same trained rationalist.
+    straight = config.eval.model_copy(update={"output": tmp_path / "straight"})
+    eval_stage.run(straight)
+    for method in ("cot", "implicit"):
+        resumed = list(read_records(tmp_path / "killed" / "eval" / "gsm8k" / method))
+        reference = list(read_records(tmp_path / "straight" / "gsm8k" / method))
+        assert [without_timing(t) for t in resumed] == [without_timing(t) for t in reference]
+
+
+def without_timing(trace: dict) -> dict:
+    return {k: v for k, v in trace.items() if k != "seconds"}
