@@ -47,6 +47,7 @@ test-browser: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_throughput.py
 	$(BIN)/python benchmarks/filter_throughput.py
+	$(BIN)/python benchmarks/search_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -263,16 +263,18 @@ def test_guided_model_answers_chat_through_the_guided_function(default_model):
     assert without.post("/v1/chat/completions", json={"model": "rationalyst-guided", "messages": CHAT}).status_code == 404
 
 
-def test_guided_without_the_search_package_is_a_clear_error():
-    import importlib
-
+def test_guided_model_answers_with_the_step_search(default_model, tmp_path):
     from rationalyst.serve.guided import build_guided
+    from rationalyst.stages.eval import ModelPool, SolveConfig, solve
 
-    try:
-        if hasattr(importlib.import_module("rationalyst.search"), "make_guided"):
-            pytest.skip("the search package provides make_guided")
-    except ImportError:
-        pass
-
-    with pytest.raises(RationalystError, match="guided search is not available yet"):
-        build_guided(None, {})
+    recipe = tmp_path / "guided.yaml"
+    recipe.write_text("method: random\nsearch:\n  max_steps: 2\n  max_step_tokens: 12\n")
+    guided = build_guided(recipe, {DEFAULT_LM: default_model})
+    question = "Tom has 3 apples and buys 5 more. How many apples does he have?"
+    text = guided([{"role": "user", "content": question}], SamplingParams(seed=4))
+    pool = ModelPool()
+    pool.add(default_model)
+    config = SolveConfig(method="random", seed=4, search={"max_steps": 2, "max_step_tokens": 12})
+    assert text == solve(config, question, pool=pool)["solution"] and text
+    with pytest.raises(RationalystError, match="needs a user message"):
+        guided([{"role": "system", "content": "hi"}], SamplingParams())

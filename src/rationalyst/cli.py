@@ -467,6 +467,82 @@ def demo(
     )
 
 
+@app.command()
+def serve(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model spec to serve, under its spec as name (repeatable; default builtin:smollm2-135m).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps the server local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require the key held in this environment variable (Authorization: Bearer KEY).")] = None,
+    max_tokens_limit: Annotated[int, typer.Option(help="Most tokens one request may generate.")] = 1024,
+    max_request_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1_000_000,
+    guided: Annotated[bool, typer.Option("--guided", help="Also serve the rationale-guided search as the chat model rationalyst-guided.")] = False,
+    guided_config: Annotated[Optional[Path], typer.Option("--guided-config", help="Search recipe for --guided.")] = None,
+) -> None:
+    """Serve models over an OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)."""
+    import os
+
+    from rationalyst.lm import load_model
+    from rationalyst.serve import ServerLimits, run_server
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise RationalystError(f"--api-key-env {api_key_env}: that environment variable is empty or unset")
+    models = {spec: load_model(spec) for spec in model or [DEFAULT_LM]}
+    guided_fn = None
+    if guided:
+        from rationalyst.serve.guided import build_guided
+
+        guided_fn = build_guided(guided_config, models)
+    limits = ServerLimits(max_tokens=max_tokens_limit, max_request_bytes=max_request_bytes)
+    stderr.print(f"serving {', '.join(models)} on http://{host}:{port}/v1", soft_wrap=True)
+    run_server(models, host=host, port=port, api_key=api_key, limits=limits, guided=guided_fn)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Folder holding eval and/or filter runs (searched recursively).")],
+    output: Annotated[Optional[Path], typer.Option(help="Where to write report.md, the plots and report.html (default RUN_DIR/report).")] = None,
+    max_documents: Annotated[int, typer.Option(help="Documents per filter run shown in the HTML mining view.")] = 1000,
+) -> None:
+    """Accuracy with 95% intervals, cost per problem and mining counts: Markdown, PNG plots, HTML explorer."""
+    from rationalyst.report import build_report
+    from rationalyst.report.markdown import ci_text, num, pct
+
+    result = build_report(run_dir, output, max_documents=max_documents)
+    rows = [
+        (r.benchmark, r.label, r.n, pct(r.accuracy), ci_text(r.ci), num(r.tokens.get("total"), 0),
+         num(r.seconds.get("total"), 2), pct(r.supervision_share), "complete" if r.complete else "incomplete")
+        for r in result.collection.eval_runs
+    ]
+    if rows:
+        stdout.print(_counts_table("accuracy and cost per problem", (
+            "benchmark", "method", "n", "accuracy", "95% CI", "tokens", "seconds", "supervision", "status"), rows))
+    for m in result.collection.mining_runs:
+        kept = sum(s.kept for s in m.sources.values())
+        stdout.print(f"filter run {m.info.rel}: {kept} of {len(m.deltas)} scored rationales kept"
+                     + ("" if m.complete else " (incomplete)"), soft_wrap=True)
+    stdout.print(f"report: {result.markdown}  explorer: {result.html}", soft_wrap=True)
+
+
+@app.command()
+def view(
+    run_dir: Annotated[Path, typer.Argument(help="A folder of runs (or its report folder, or a report.html).")],
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in the default browser.")] = True,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the report even if it exists.")] = False,
+) -> None:
+    """Open the HTML report of RUN_DIR (RUN_DIR/report/report.html, built first if missing)."""
+    import webbrowser
+
+    from rationalyst.report import ensure_report
+
+    page = ensure_report(run_dir, rebuild=rebuild).resolve()
+    stdout.print(str(page), soft_wrap=True)
+    if open_browser and not webbrowser.open(page.as_uri()):
+        stderr.print("no browser could be started; open the file above by hand")
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
     verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]

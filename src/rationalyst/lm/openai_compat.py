@@ -287,7 +287,10 @@ class OpenAIModel(LanguageModel):
         try:
             return self.client.request("POST", path, payload)
         except ServerError as exc:
-            if exc.status not in (400, 422) or not getattr(self, flag):
+            # Decide on what this request sent, not on the flag: a concurrent request may have
+            # cleared the flag after this one was sent with the optional value.
+            sent_optional = key in payload if fallback is None else payload.get(key) != fallback
+            if exc.status not in (400, 422) or not sent_optional:
                 raise
             retry = dict(payload)
             if fallback is None:

@@ -6,10 +6,3 @@ registry), `methods` the whole-problem strategies (guided search, baselines, bea
 turn one benchmark item into one trace record, `verify` the step scores of given solutions, and
 `chat` the search as a chat model for `rationalyst serve --guided`.
 """
-
-
-def make_guided(config, models):
-    """See `rationalyst.search.chat.make_guided` (imported lazily: it loads the stages)."""
-    from rationalyst.search.chat import make_guided as make
-
-    return make(config, models)
