@@ -183,6 +183,10 @@ def test_split_steps_stops_at_the_first_final_answer(items):
     assert steps == ["a", "b"] and stop == "max_steps"
 
 
+def test_every_method_declares_the_roles_its_results_depend_on():
+    assert set(eval_stage.METHOD_ROLES) == set(METHODS)
+
+
 def test_unknown_method_is_a_clear_config_error(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         eval_stage.EvalConfig(benchmarks=["gsm8k"], methods=["nope"], output=tmp_path)

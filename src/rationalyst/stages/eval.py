@@ -3,9 +3,10 @@
 Output (docs/traces.md): ``<output>/<benchmark>/<method>/`` is one run directory per pair, holding
 trace records and, once every problem is done, a manifest with accuracy, unparsed answers, and tokens
 and seconds per problem. Each pair's config hash covers only what decides its results (its benchmark,
-its method, the models of the roles that method uses, the search settings and seed), so retraining
-the rationalist re-runs ``implicit`` but not ``cot``; a killed run resumes at the first missing
-problem. Models are loaded once per distinct spec and shared by the roles that name it.
+its method, the models of the roles that method uses, the search settings and seed), so naming
+another rationalist re-runs ``implicit`` but not ``cot`` (a model retrained in place keeps its spec:
+`rationalyst run` re-runs the eval stage after a train stage re-ran); a killed run resumes at the
+first missing problem. Models are loaded once per distinct spec and shared by the roles that name it.
 
 A problem that fails with a user-facing error (e.g. its prompt is over the model's context) is
 recorded with ``error`` and counted wrong; the run goes on.
@@ -46,7 +47,6 @@ METHOD_ROLES: dict[str, tuple[str, ...]] = {
     "beam": ("rationalist", "scorer"),
     "best-of-n": ("rationalist", "scorer"),
 }
-assert set(METHOD_ROLES) == set(METHODS)
 
 
 class BenchmarkRef(StrictModel):
