@@ -190,3 +190,24 @@ def test_every_method_declares_the_roles_its_results_depend_on():
 def test_unknown_method_is_a_clear_config_error(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         eval_stage.EvalConfig(benchmarks=["gsm8k"], methods=["nope"], output=tmp_path)
+
+
+def test_verify_command_scores_each_step_and_counts_bad_records(tmp_path, default_model):
+    from typer.testing import CliRunner
+
+    from rationalyst.cli import app
+
+    solutions = tmp_path / "solutions.jsonl"
+    good = {"id": "s1", "question": "What is 2 + 3?", "steps": ["2 + 3 = 5.", "The answer is 5."]}
+    solutions.write_text(json.dumps(good) + "\nnot json\n" + json.dumps({"id": "s2", "question": "q", "steps": []}) + "\n")
+    result = CliRunner().invoke(app, ["verify", "--input", str(solutions), "--output", str(tmp_path / "out"),
+                                      "--family", "arithmetic", "--set", "search.max_rationale_tokens=12"])
+    assert result.exit_code == 0, result.output
+    (record,) = list(read_records(tmp_path / "out"))
+    assert record["id"] == "s1" and len(record["scores"]) == len(record["rationales"]) == 2
+    item = eval_stage.BenchmarkItem(id="s1", benchmark="verify", family="arithmetic", question=good["question"], answer="?")
+    for i, (score, rationale) in enumerate(zip(record["scores"], record["rationales"])):
+        context = prompts.scorer_context(item, good["steps"][:i], rationale)
+        assert score == pytest.approx(default_model.score_full_passes(context, [good["steps"][i]])[0].mean, abs=1e-4)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["skipped"] == {"malformed JSON": 1, "steps must be a non-empty list of non-empty strings": 1}
