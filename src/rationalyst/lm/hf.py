@@ -35,12 +35,9 @@ from rationalyst.lm.base import (
     SamplingParams,
     ScoreRequest,
 )
-from rationalyst.lm.boundary import (
-    SplitSequence,
-    count_context_tokens,
-    shared_prefix_length,
-)
+from rationalyst.lm.boundary import SplitSequence, shared_prefix_length
 from rationalyst.lm.prefix_cache import PrefixCache
+from rationalyst.lm.tokenization import HFTextCodec
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +72,14 @@ class HFModel(LanguageModel):
     def __init__(
         self, model: Any, tokenizer: Any, *, name: str = "", batch_size: int = 8, prefix_cache: int = 0
     ) -> None:
-        if not getattr(tokenizer, "is_fast", False):
-            raise RationalystError(
-                f"{name or 'model'}: a fast (Rust) tokenizer is needed for character offsets; "
-                "save the model with a tokenizer.json"
-            )
+        self.max_length: int | None = getattr(model.config, "max_position_embeddings", None)
+        #: The prompt rules (render, encode, joint split) shared with the vllm and openai backends.
+        self.codec = HFTextCodec(tokenizer, name=name, max_length=self.max_length)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
-        self.max_length: int | None = getattr(model.config, "max_position_embeddings", None)
         self.eos_ids = self._eos_ids()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         #: Tokens run through the model by scoring calls (padding excluded): what prefix reuse saves.
@@ -128,42 +122,14 @@ class HFModel(LanguageModel):
     # ----------------------------------------------------------------------------- prompts
 
     def render(self, prompt: Prompt) -> str:
-        if isinstance(prompt, str):
-            return prompt
-        if not self.tokenizer.chat_template:
-            raise RationalystError(f"{self.name}: the model has no chat template; pass plain text")
-        return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+        return self.codec.render(prompt)
 
     def _encode(self, prompt: Prompt) -> list[int]:
-        # A chat template writes its own BOS; raw text gets the tokenizer's usual special tokens.
-        ids = self.tokenizer(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
-        return self._ensure_nonempty(ids)
-
-    def _ensure_nonempty(self, ids: list[int]) -> list[int]:
-        if ids:
-            return ids
-        if self.tokenizer.bos_token_id is None:
-            raise RationalystError(f"{self.name}: empty context and the tokenizer has no BOS token")
-        return [self.tokenizer.bos_token_id]
+        return self.codec.encode(prompt)
 
     def split(self, context: Prompt, continuation: str) -> SplitSequence:
         """Tokenize context + continuation jointly and split at the context's end (see `boundary`)."""
-        text = self.render(context)
-        enc = self.tokenizer(
-            text + continuation, return_offsets_mapping=True, add_special_tokens=isinstance(context, str)
-        )
-        ids = list(enc["input_ids"])
-        n_context = count_context_tokens([end for _, end in enc["offset_mapping"]], len(text))
-        if n_context == 0:
-            # Nothing to condition the first token on: start from BOS, as generation would.
-            ids = self._ensure_nonempty([]) + ids
-            n_context = 1
-        if self.max_length is not None and len(ids) > self.max_length:
-            raise RationalystError(
-                f"{self.name}: context + continuation is {len(ids)} tokens, "
-                f"over the model's limit of {self.max_length}"
-            )
-        return SplitSequence(ids, n_context)
+        return self.codec.split(context, continuation)
 
     # ----------------------------------------------------------------------------- scoring
 
@@ -338,7 +304,7 @@ class HFModel(LanguageModel):
         single = len(encoded) == 1
         if single:
             # One prompt: it may extend a cached prefix, whose KV then serves all n samples.
-            reuse, past = self.prefix_cache.lookup(encoded[0], len(encoded[0]) - 1)
+            _, past = self.prefix_cache.lookup(encoded[0], len(encoded[0]) - 1)
             if past is not None:
                 past.batch_repeat_interleave(params.n)
                 input_ids, attention = input_ids.repeat(params.n, 1), attention.repeat(params.n, 1)
