@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=0.9)
     args = parser.parse_args()
 
-    model = load_model(args.model, batch_size=8)
+    model = load_model(args.model, batch_size=8, prefix_cache=0)  # one call's sharing only, no reuse across repeats
     docs = build_documents(model, args.documents, args.doc_tokens, args.rationales)
     n = sum(len(records) for _, records in docs)
     n_tokens = lambda text: len(model.tokenizer(text)["input_ids"])  # noqa: E731

@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    model = load_model(args.model, batch_size=args.k)
+    # prefix_cache=0: repeats of the same call must not find the context cached by the previous repeat
+    # (reuse across calls is what benchmarks/search_cost.py measures).
+    model = load_model(args.model, batch_size=args.k, prefix_cache=0)
     context = build_context(model, args.context_tokens)
     continuations = [STEPS[i % len(STEPS)] for i in range(args.k)]
     splits = [model.split(context, c) for c in continuations]
