@@ -57,8 +57,8 @@ def test_sampling_kwargs_map_every_field():
         "n": 3, "temperature": 0.8, "top_p": 0.9, "max_tokens": 7, "stop": ["\n\n", "Q:"], "seed": 7,
         "logprobs": 0, "skip_special_tokens": True, "include_stop_str_in_output": False,
     }
-    greedy = sampling_kwargs(SamplingParams(temperature=0, top_p=0.5, seed=5))
-    assert greedy["temperature"] == 0 and greedy["top_p"] == 1.0 and "seed" not in greedy
+    greedy = sampling_kwargs(SamplingParams(n=4, temperature=0, top_p=0.5, seed=5))
+    assert greedy["temperature"] == 0 and greedy["top_p"] == 1.0 and "seed" not in greedy and greedy["n"] == 1
     assert score_kwargs() == {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0, "detokenize": False}
     assert tokens_prompt((1, 2, 3)) == {"prompt_token_ids": [1, 2, 3]}
 
@@ -131,8 +131,115 @@ class HFBackedEngine:
         return outputs
 
 
+# ----------------------------------------------------------------------------- vLLM's signatures, recorded
+
+# Keyword arguments of ``vllm.SamplingParams`` (its public msgspec fields), recorded from
+# vllm/sampling_params.py of github.com/vllm-project/vllm at commit 00388f6573ccfcffad607b8c9ecdf341a4669ceb
+# (main, 2026; the file carries no version number). Every one we send (n, temperature, top_p, seed, stop,
+# max_tokens, logprobs, prompt_logprobs, detokenize, skip_special_tokens, include_stop_str_in_output)
+# also exists in 0.8.0, the extra's floor.
+VLLM_SAMPLING_PARAMS_FIELDS = frozenset({
+    "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p", "top_k",
+    "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens", "logprobs",
+    "prompt_logprobs", "prompt_logprob_token_ids", "prompt_logprob_start", "logprob_token_ids",
+    "flat_logprobs", "detokenize", "skip_special_tokens", "spaces_between_special_tokens",
+    "include_stop_str_in_output", "output_kind", "stream_interval", "skip_clone", "structured_outputs",
+    "logit_bias", "allowed_token_ids", "extra_args", "bad_words", "skip_reading_prefix_cache",
+    "thinking_token_budget", "repetition_detection", "routed_experts_prompt_start", "trace_decode_token_ids",
+})
+# Keyword arguments of ``vllm.LLM.__init__``, recorded from vllm/entrypoints/llm.py at commit
+# 10fdb8f0d75a3ad1122b87020f1359d3fc51f2ca; the rest of its **kwargs go to ``EngineArgs``, of whose
+# fields only those this project may pass are listed (vllm/engine/arg_utils.py, stored version 001999d2).
+VLLM_LLM_INIT_PARAMS = frozenset({
+    "model", "runner", "convert", "tokenizer", "tokenizer_mode", "skip_tokenizer_init", "trust_remote_code",
+    "allowed_local_media_path", "allowed_media_domains", "tensor_parallel_size", "dtype", "quantization",
+    "revision", "tokenizer_revision", "seed", "gpu_memory_utilization", "swap_space", "cpu_offload_gb",
+    "enforce_eager", "enable_return_routed_experts", "disable_custom_all_reduce", "hf_token", "hf_overrides",
+    "mm_processor_kwargs", "pooler_config", "structured_outputs_config", "profiler_config", "attention_config",
+    "kv_cache_memory_bytes", "compilation_config", "logits_processors",
+})
+VLLM_ENGINE_ARGS_USED = frozenset({"max_model_len", "enable_prefix_caching", "max_num_seqs", "block_size"})
+
+
+class StandInVLLMError(ValueError):
+    """What vLLM raises (``VLLMValidationError`` is a ``ValueError``)."""
+
+
+class StandInSamplingParams:
+    """A ``vllm.SamplingParams`` that checks its kwargs as vLLM's ``__post_init__``/``_verify_args`` do."""
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - VLLM_SAMPLING_PARAMS_FIELDS
+        if unknown:
+            raise TypeError(f"SamplingParams got unexpected keyword arguments {sorted(unknown)}")
+        values = {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_tokens": 16, "stop": None, "seed": None,
+                  "logprobs": None, "prompt_logprobs": None, "detokenize": True}
+        values.update(kwargs)
+        n, temperature, top_p = values["n"], values["temperature"], values["top_p"]
+        if not isinstance(n, int) or n < 1:
+            raise StandInVLLMError(f"n must be at least 1, got {n}.")
+        if not math.isfinite(temperature) or temperature < 0.0:
+            raise StandInVLLMError(f"temperature must be non-negative, got {temperature}.")
+        if temperature > 2.0:
+            raise StandInVLLMError(f"temperature must be in [0, 2], got {temperature}.")
+        if not 0.0 < top_p <= 1.0:
+            raise StandInVLLMError(f"top_p must be in (0, 1], got {top_p}.")
+        if values["max_tokens"] is not None and values["max_tokens"] < 1:
+            raise StandInVLLMError(f"max_tokens must be at least 1, got {values['max_tokens']}.")
+        stop = values["stop"]
+        values["stop"] = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+        if any(not s for s in values["stop"]):
+            raise StandInVLLMError("stop cannot contain an empty string.")
+        if values["stop"] and not values["detokenize"]:
+            raise StandInVLLMError("stop strings are only supported when detokenize is True.")
+        if temperature < 1e-5 and n > 1:
+            raise StandInVLLMError(f"n must be 1 when using greedy sampling, got {n}.")
+        self.__dict__.update(values)
+
+
+class StandInLLM:
+    """A ``vllm.LLM`` constructor that checks its kwargs against the recorded signature."""
+
+    instances: list = []
+
+    def __init__(self, model, **kwargs):
+        unknown = set(kwargs) - VLLM_LLM_INIT_PARAMS - VLLM_ENGINE_ARGS_USED
+        if unknown:
+            raise TypeError(f"LLM got unexpected keyword arguments {sorted(unknown)}")
+        if not 0 < kwargs.get("gpu_memory_utilization", 0.9) <= 1:
+            raise StandInVLLMError("gpu_memory_utilization must be in (0, 1]")
+        self.model, self.kwargs = model, kwargs
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=kwargs.get("max_model_len", 2048)))
+        StandInLLM.instances.append(self)
+
+
 def _stand_in_vllm():
-    return SimpleNamespace(SamplingParams=lambda **kw: SimpleNamespace(**kw), TokensPrompt=lambda **kw: dict(kw))
+    return SimpleNamespace(SamplingParams=StandInSamplingParams, LLM=StandInLLM, TokensPrompt=lambda **kw: dict(kw))
+
+
+def test_the_stand_in_refuses_what_vllm_refuses():
+    # So that the tests below can fail: the stand-in is as strict as vLLM's own checks.
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        StandInSamplingParams(max_new_tokens=3)
+    with pytest.raises(StandInVLLMError, match="n must be 1 when using greedy sampling"):
+        StandInSamplingParams(n=2, temperature=0.0)
+    with pytest.raises(StandInVLLMError, match=r"temperature must be in \[0, 2\]"):
+        StandInSamplingParams(temperature=2.5)
+    with pytest.raises(StandInVLLMError, match="detokenize"):
+        StandInSamplingParams(stop=["x"], detokenize=False)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        StandInLLM("m", max_seq_len=8)
+    assert StandInSamplingParams(n=2, temperature=2.0).n == 2
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(n=3, temperature=0.8, top_p=0.9, max_new_tokens=7, stop=("\n\n", "Q:"), seed=5),
+    SamplingParams(n=4, temperature=0, top_p=0.5, seed=5),
+    SamplingParams(n=1, temperature=2.0, top_p=1.0, max_new_tokens=1),
+])
+def test_every_kwarg_we_build_is_one_vllm_accepts(params):
+    StandInSamplingParams(**sampling_kwargs(params, 3))
+    StandInSamplingParams(**score_kwargs())
 
 
 CONTEXTS = [
@@ -188,6 +295,48 @@ def test_too_long_prompts_are_refused_before_the_engine(default_model):
     with pytest.raises(RationalystError, match="over the model's limit of 8"):
         model.generate(["one two three"], SamplingParams(max_new_tokens=6))
     assert engine.calls == []
+
+
+def _canned_outputs(eos):
+    def canned(prompts, params):
+        return [SimpleNamespace(prompt_logprobs=None, outputs=[
+            _output([40 + j, eos], [{40 + j: StandInLogprob(-0.3)}, {eos: StandInLogprob(-0.2)}], f"p{i}s{j}", "stop", None, j)
+            for j in range(p.n)]) for i, p in enumerate(params)]
+    return canned
+
+
+def test_greedy_n_is_one_greedy_sample_copied(default_model):
+    codec = HFTextCodec(default_model.tokenizer, name="vllm:test")
+    engine = HFBackedEngine(default_model, canned=_canned_outputs(default_model.tokenizer.eos_token_id))
+    model = VLLMModel(engine, codec, vllm=_stand_in_vllm(), name="vllm:test")
+    results = model.generate(["Once upon a time", "Hi"], SamplingParams(n=3, temperature=0, max_new_tokens=4))
+    (_, params), = engine.calls
+    assert [p.n for p in params] == [1, 1] and all(p.temperature == 0 for p in params)
+    assert [[c.text for c in r] for r in results] == [["p0s0"] * 3, ["p1s0"] * 3]
+    assert results[0][0] == results[0][2] and results[0][0].token_ids is not results[0][1].token_ids
+
+
+def test_temperature_over_two_is_refused_before_the_engine(default_model):
+    codec = HFTextCodec(default_model.tokenizer, name="vllm:test")
+    engine = HFBackedEngine(default_model, canned=_canned_outputs(default_model.tokenizer.eos_token_id))
+    model = VLLMModel(engine, codec, vllm=_stand_in_vllm(), name="vllm:test")
+    with pytest.raises(RationalystError, match=r"temperature 2.5 is over vLLM's limit of 2"):
+        model.generate(["Hi"], SamplingParams(n=2, temperature=2.5))
+    assert engine.calls == []
+    assert len(model.generate(["Hi"], SamplingParams(n=2, temperature=2.0, max_new_tokens=2))[0]) == 2
+
+
+def test_load_passes_only_llm_kwargs_vllm_has(monkeypatch, default_model):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", _stand_in_vllm())
+    monkeypatch.setattr(HFTextCodec, "from_pretrained",
+                        classmethod(lambda cls, path, name="", max_length=None: HFTextCodec(default_model.tokenizer, name=name, max_length=max_length)))
+    StandInLLM.instances.clear()
+    model = VLLMModel.load("/nowhere/model", tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512)
+    (llm,) = StandInLLM.instances
+    assert llm.model == "/nowhere/model" and llm.kwargs["max_model_len"] == 512 and llm.kwargs["tensor_parallel_size"] == 2
+    assert model.codec.max_length == 512 and model.engine is llm
 
 
 def test_missing_vllm_names_the_install_command(monkeypatch):

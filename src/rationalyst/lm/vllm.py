@@ -10,9 +10,24 @@ Hugging Face tokenizer by the same rules (`tokenization.HFTextCodec`) and handed
   every prompt would give prompts with equal text equal samples). vLLM V1 returns log-probs of the
   raw model output (before temperature), which is what `Completion.logprobs` means. A trailing
   end-of-sequence token is dropped, as the `hf` backend does.
+* **sampling values vLLM refuses**: vLLM's ``SamplingParams`` raises on ``n > 1`` with temperature 0
+  ("n must be 1 when using greedy sampling") and on temperatures above 2, where the `hf` backend
+  accepts both. Greedy decoding is deterministic, so greedy ``n > 1`` asks the engine for one greedy
+  sample and returns it ``n`` times (the `hf` backend's n greedy samples are equal too). A
+  temperature above ``MAX_TEMPERATURE`` (2) is a `RationalystError` raised here, before any request
+  reaches the engine. (vLLM also raises temperatures in (0, 0.01) to 0.01, with a warning.)
 * **score**: each (context, continuation) becomes one prompt run with ``prompt_logprobs=0`` and
   ``max_tokens=1``; ``RequestOutput.prompt_logprobs`` has a ``None`` for the first prompt token and
   then, per token, a dict ``token_id -> Logprob`` that always holds the prompt's own token.
+
+Version floor: vLLM 0.8.0 (the ``vllm`` extra asks for ``vllm>=0.8.0``). It is the first release that
+serves prompt log-probs with prefix caching enabled: vLLM 0.7.x's V1 engine refused such a request
+("Prefix caching with prompt logprobs not yet supported on VLLM V1", vllm-project/vllm#13414), and
+vllm-project/vllm#13949, merged on main by 2025-03-08 (after 0.7.3 of 2025-02-20), made the request
+bypass the cache; 0.8.0 (2025-03-18) is the first release after it, and the first with V1 as default.
+Known open issue (vllm-project/vllm#42019, 2026): with prefix caching on, prompt log-probs have been
+reported to change with the order of requests in a batch. `VLLMModel.load` leaves the engine's
+``enable_prefix_caching`` at vLLM's default (on); scoring requests never read the cache anyway.
 
 Cost: vLLM V1 does not serve prompt log-probs from its prefix cache; a request that asks for them
 recomputes its whole prefill. Scoring K continuations of one context therefore costs K full passes
@@ -29,6 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rationalyst.errors import ModelNotFoundError, RationalystError
@@ -55,10 +71,27 @@ INSTALL_HINT = (
 # ----------------------------------------------------------------------------- request building
 
 
+MAX_TEMPERATURE = 2.0
+"""vLLM's ``SamplingParams`` refuses temperatures above this."""
+
+
+def check_sampling(params: SamplingParams, name: str = "vllm") -> None:
+    """Raise `RationalystError` for sampling values vLLM refuses and this backend does not map."""
+    if params.temperature > MAX_TEMPERATURE:
+        raise RationalystError(
+            f"{name}: temperature {params.temperature} is over vLLM's limit of {MAX_TEMPERATURE:g}; "
+            f"use a temperature in [0, {MAX_TEMPERATURE:g}] (or the hf backend)"
+        )
+
+
 def sampling_kwargs(params: SamplingParams, prompt_index: int = 0) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.SamplingParams`` for generating from one prompt."""
+    """Keyword arguments of ``vllm.SamplingParams`` for generating from one prompt.
+
+    Greedy decoding asks for one sample whatever ``params.n`` (vLLM refuses ``n > 1`` at temperature
+    0); `VLLMModel.generate` copies it ``n`` times.
+    """
     kwargs: dict[str, Any] = {
-        "n": params.n,
+        "n": 1 if params.greedy else params.n,
         "temperature": params.temperature,
         "top_p": 1.0 if params.greedy else params.top_p,
         "max_tokens": params.max_new_tokens,
@@ -200,6 +233,7 @@ class VLLMModel(LanguageModel):
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         if not prompts:
             return []
+        check_sampling(params, self.name)
         encoded = [self.codec.encode(p) for p in prompts]
         limit = self.codec.max_length
         for ids in encoded:
@@ -213,7 +247,13 @@ class VLLMModel(LanguageModel):
         results = []
         for out in outputs:
             ordered = sorted(out.outputs, key=lambda o: getattr(o, "index", 0))
-            results.append([completion_from_output(o, self.end_ids) for o in ordered])
+            completions = [completion_from_output(o, self.end_ids) for o in ordered]
+            if params.greedy and params.n > 1:
+                if len(completions) != 1:
+                    raise RationalystError(f"vLLM returned {len(completions)} greedy samples, expected 1")
+                (c,) = completions  # greedy decoding: n equal samples, each its own lists
+                completions = [replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs)) for _ in range(params.n)]
+            results.append(completions)
         return results
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[ContinuationScore]]:
