@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -44,6 +45,27 @@ def test_generate_json_is_seeded():
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     code = "from rationalyst.cli import main; main()"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_a_mistyped_command_line_prints_the_usage_error_and_exits_2():
+    # The installed console script, as a user runs it (the CliRunner would hide how main() exits).
+    script = Path(sys.executable).with_name("rationalyst")
+    assert script.exists(), "the rationalyst console script is not installed next to this Python"
+    cases = [
+        (["generate"], "Missing argument"),
+        (["generate", "hi", "--no-such-option"], "No such option: --no-such-option"),
+        (["score", "--context"], "requires an argument"),
+        (["no-such-command"], "No such command"),
+        (["generate", "hi", "--n", "many"], "Invalid value"),
+    ]
+    for args, wanted in cases:
+        result = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.returncode, result.stderr)
+        assert "Traceback" not in result.stderr and wanted in result.stderr, (args, result.stderr)
+        assert "Error:" in result.stderr
+        if args != ["score", "--context"]:  # click reports a missing option value without a context
+            assert "Usage: rationalyst" in result.stderr and "--help" in result.stderr
+    assert subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120).returncode == 0
 
 
 def test_user_errors_are_one_clear_line_without_traceback(tmp_path):

@@ -546,15 +546,24 @@ def view(
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
     verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]
+    # typer >= 0.2x raises the exceptions of its own copy of click (typer._click), which click's
+    # classes do not catch; a usage error then escaped as a traceback with exit status 0.
+    usage_errors: tuple[type[Exception], ...] = (click.ClickException,)
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        usage_errors += (TyperClickException,)
+    except ImportError:
+        pass
+    try:
+        code = app(standalone_mode=False)
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         stderr.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except usage_errors as exc:
+        exc.show()  # the usage line, "Try ... --help", and the error; status 2 for usage errors
         sys.exit(exc.exit_code)
     except (RationalystError, ValidationError) as exc:
         if verbose:
@@ -562,6 +571,9 @@ def main() -> None:
         message = str(exc) if isinstance(exc, RationalystError) else _validation_message(exc)
         stderr.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    # Outside standalone mode an explicit exit (ctx.exit(n), typer.Exit(n), Ctrl-C as 130) is returned.
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
 
 
 def _validation_message(exc: ValidationError) -> str:
