@@ -278,3 +278,55 @@ def test_guided_model_answers_with_the_step_search(default_model, tmp_path):
     assert text == solve(config, question, pool=pool)["solution"] and text
     with pytest.raises(RationalystError, match="needs a user message"):
         guided([{"role": "system", "content": "hi"}], SamplingParams())
+
+class _RecordingModel:
+    """A backend stand-in that records every generate call (the checks must not depend on the backend)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, params):
+        from rationalyst.lm.base import Completion
+
+        self.calls.append(params)
+        return [[Completion("x", [1], [-0.1], "length") for _ in range(params.n)] for _ in prompts]
+
+    def score_many(self, requests):
+        return [[] for _ in requests]
+
+    def render(self, prompt):
+        return prompt if isinstance(prompt, str) else " ".join(m["content"] for m in prompt)
+
+
+@pytest.mark.parametrize("field, value, wanted", [
+    ("temperature", "2.5", "less than or equal to 2"), ("temperature", "-0.1", "greater than or equal to 0"),
+    ("temperature", "NaN", "finite number"), ("temperature", "Infinity", "finite number"),
+    ("temperature", "true", "finite number"), ("temperature", "null", "valid number"),
+    ("top_p", "0", "greater than 0"), ("top_p", "1.5", "less than or equal to 1"), ("top_p", "NaN", "finite number"),
+    ("n", "0", "greater than or equal to 1"), ("n", "-3", "greater than or equal to 1"), ("n", "17", "limit of 16"),
+    ("n", "1e9", "limit of 16"), ("n", "2.5", "valid integer"), ("n", "true", "finite number"),
+])
+def test_out_of_range_sampling_values_are_a_400_whatever_the_backend(field, value, wanted):
+    from fastapi.testclient import TestClient
+
+    from rationalyst.serve import create_app
+    from rationalyst.serve.engine import ServerLimits
+
+    model = _RecordingModel()
+    http = TestClient(create_app({"stub": model}, guided=lambda messages, params: "ok", limits=ServerLimits(max_n=16)))
+    bodies = [
+        ("/v1/completions", '{"model": "stub", "prompt": "hi", "max_tokens": 2'),
+        ("/v1/chat/completions", '{"model": "stub", "messages": [{"role": "user", "content": "hi"}]'),
+        ("/v1/chat/completions", '{"model": "rationalyst-guided", "messages": [{"role": "user", "content": "hi"}]'),
+    ]
+    for path, body in bodies:
+        response = http.post(path, content=f'{body}, "{field}": {value}}}', headers={"content-type": "application/json"})
+        assert response.status_code == 400, (path, response.text)
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == field and wanted in error["message"]
+    assert model.calls == []
+    # The edges of the ranges are served.
+    for path, body in bodies:
+        ok = http.post(path, content=f'{body}, "temperature": 2, "top_p": 1, "n": 16}}', headers={"content-type": "application/json"})
+        assert ok.status_code == 200, ok.text
+    assert [p.temperature for p in model.calls] == [2.0, 2.0] and [p.n for p in model.calls] == [16, 16]

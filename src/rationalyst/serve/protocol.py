@@ -2,12 +2,16 @@
 
 Requests accept the fields OpenAI clients and evaluation harnesses send; fields this server does not
 act on (penalties, ``user``, ...) are ignored rather than refused, so any client works, but values it
-cannot honour (streaming, ``best_of`` > ``n``, a logit bias) are refused with a 400 that says so.
+cannot honour (streaming, ``best_of`` > ``n``, a logit bias) are refused with a 400 that says so, as
+are sampling values out of range whatever the backend: ``temperature`` outside [0, 2] (vLLM's and
+OpenAI's range), ``top_p`` outside (0, 1], ``n`` < 1 (``n`` over the server's limit is refused by the
+engine layer), non-finite numbers, and booleans where a number belongs.
 ``return_tokens_as_token_ids`` is vLLM's extension: tokens are then spelled ``token_id:N``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -27,6 +31,15 @@ class _Request(BaseModel):
     stream: bool = False
     logit_bias: dict[str, float] | None = None
     return_tokens_as_token_ids: bool = False
+
+    @field_validator("n", "temperature", "top_p", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value, info):
+        # JSON's true/false would pass as 1/0, and Python's JSON reader accepts NaN and Infinity, which
+        # fail the range checks with a misleading message ("should be less than or equal to 2").
+        if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        return value
 
     @field_validator("stop")
     @classmethod
