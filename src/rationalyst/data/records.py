@@ -2,8 +2,10 @@
 
 Stages hand records to each other as JSON lines. A reader here yields each JSON object with where it
 came from (file and 1-based line), and reports lines it cannot use (invalid UTF-8, malformed JSON, not
-an object) to ``on_skip(reason, file, line)`` (a stage passes its run's `RunDir.skip`, which counts
-them in the manifest); the stage then checks its own fields.
+an object, nested deeper than `MAX_DEPTH`) to ``on_skip(reason, file, line)`` (a stage passes its
+run's `RunDir.skip`, which counts them in the manifest); the stage then checks its own fields.
+Deep nesting is refused here because Python's JSON reader raises ``RecursionError`` on it (about 1,000
+levels), and a record just under that limit would raise it later in whatever walks the record.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ from rationalyst.runs import MANIFEST_FILE, shard_paths
 SkipReporter = Callable[[str, Path, int], None]
 
 log = logging.getLogger(__name__)
+
+MAX_DEPTH = 100
+"""Records nested deeper than this (arrays and objects) are skipped; this project's records use < 10."""
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays/objects more than ``limit`` levels (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def stage_input_files(path: Path, stage: str) -> list[Path]:
@@ -51,7 +70,13 @@ def read_json_lines(path: Path, on_skip: SkipReporter, stage: str) -> Iterator[t
                 except ValueError:
                     on_skip("malformed JSON", file, line_no)
                     continue
+                except RecursionError:
+                    on_skip("malformed JSON (nested too deeply)", file, line_no)
+                    continue
                 if not isinstance(record, dict):
                     on_skip("record is not a JSON object", file, line_no)
+                    continue
+                if _nested_deeper_than(record, MAX_DEPTH):
+                    on_skip("malformed JSON (nested too deeply)", file, line_no)
                     continue
                 yield file, line_no, record
