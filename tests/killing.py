@@ -22,16 +22,31 @@ ShardWriter.write = _slow_write
 
 
 def kill_when(code: str, args: list[str], shards: Path, count: int = 1, write_delay: float = 0.4, timeout: float = 180) -> None:
-    """Run ``code`` in a child Python and SIGKILL it once ``shards`` holds ``count`` shard files."""
+    """Run ``code`` in a child Python and SIGKILL it once ``shards`` holds ``count`` shard files.
+
+    The kill must land mid-write: if the child exits first, or ``timeout`` seconds pass with fewer
+    than ``count`` shards written, the child is killed and the test fails (a kill on a timeout with
+    nothing written would let a resume test pass without testing a resume).
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, "-c", SLOW_WRITES.format(seconds=write_delay) + code, *args], env=env)
     try:
-        deadline = time.time() + timeout
-        while time.time() < deadline and len(list(shards.glob("part-*.jsonl"))) < count:
+        deadline = time.monotonic() + timeout
+        while (written := len(list(shards.glob("part-*.jsonl")))) < count:
+            if child.poll() is not None:
+                raise AssertionError(
+                    f"the child exited (status {child.returncode}) after {written} of {count} shards in {shards}, "
+                    "before it could be killed mid-write"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{written} of {count} shards in {shards} after {timeout:g} s: the child was not killed mid-write"
+                )
             time.sleep(0.05)
-        assert child.poll() is None, "the child finished before it could be killed"
         child.send_signal(signal.SIGKILL)
         child.wait()
+        assert child.returncode == -signal.SIGKILL, f"the child finished (status {child.returncode}) before the kill"
     finally:
         if child.poll() is None:
             child.kill()
+            child.wait()
