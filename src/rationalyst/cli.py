@@ -416,6 +416,36 @@ def verify(
     _skipped_line(counts.get("skipped", {}))
 
 
+@app.command("export")
+def export_command(
+    input: Annotated[Optional[Path], typer.Option("--input", help="The filter stage's run directory (or a pipeline output folder).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output folder for both corpora and the dataset card.")] = None,
+    documents: Annotated[Optional[Path], typer.Option(help="The select run directory or a JSONL of documents (default: found from the filter run).")] = None,
+    bot: Annotated[Optional[str], typer.Option(help="Marker before an inline rationale (default <BOT>).")] = None,
+    eot: Annotated[Optional[str], typer.Option(help="Marker after an inline rationale (default <EOT>).")] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Export the kept rationales: a chat SFT dataset and documents with rationales inline (JSONL, Parquet, datasets)."""
+    from rationalyst.stages import export
+
+    cfg = _stage_config(
+        export.ExportConfig, config, overrides, input=input, output=output, documents=documents, bot=bot, eot=eot,
+        overwrite=overwrite,
+    )
+    summary = export.run(cfg)
+    sources = sorted(set(summary.kept_by_source) | set(summary.documents_by_source))
+    rows = [(s, summary.kept_by_source.get(s, 0), summary.documents_by_source.get(s, 0)) for s in sources]
+    stdout.print(_counts_table("export", ("source", "SFT examples", "documents"), rows))
+    stdout.print(
+        f"{summary.sft_examples} SFT examples, {summary.documents} documents with {summary.inline_rationales} "
+        "inline rationales", soft_wrap=True,
+    )
+    _skipped_line(summary.skipped)
+    stdout.print(f"output: {cfg.output}  card: {summary.card}", soft_wrap=True)
+
+
 def _default_recipe(name: str) -> Path:
     return Path(str(resources.files("rationalyst") / "recipes" / name))
 
