@@ -1,4 +1,5 @@
-"""The Ray executor writes the same records as the local one (local Ray, 2 workers)."""
+"""The Ray executor writes the same records as the local one (local Ray, 2 workers), loads each model once
+per actor for a whole stage, and refuses a pool the cluster cannot hold."""
 
 from __future__ import annotations
 
@@ -67,3 +68,46 @@ def test_extract_on_ray_matches_local(tmp_path):
     extract.run(extract.ExtractConfig(output=tmp_path / "ray", executor={"kind": "ray", "workers": 2}, **common))
     assert list(read_records(tmp_path / "local")) == list(read_records(tmp_path / "ray"))
     assert list(read_records(tmp_path / "local" / "documents")) == list(read_records(tmp_path / "ray" / "documents"))
+
+
+def test_one_model_load_per_actor_for_the_whole_stage(tmp_path):
+    from rationalyst.executor import ExecutorConfig, map_batches
+
+    loads = tmp_path / "loads.txt"
+
+    def factory():  # a closure, so Ray pickles it by value
+        with open(loads, "a") as f:
+            f.write("model loaded\n")
+
+        def worker(batch):
+            return [{"id": str(x), "double": 2 * x} for x in batch] + [{"_skip": "odd batch"}] * (batch[0] % 2)
+
+        return worker
+
+    items = iter(range(12))  # a stream, read lazily: 3 windows of 4 items
+    config = ExecutorConfig(kind="ray", workers=2, window=4)
+    records = list(map_batches(items, factory, 2, config))
+    assert [r["double"] for r in records if "_skip" not in r] == [2 * x for x in range(12)]  # input order
+    assert len([r for r in records if "_skip" in r]) == 0  # every batch starts at an even item
+    assert loads.read_text().count("model loaded") == 2  # one per actor, not one per actor per window
+
+
+def test_a_cluster_too_small_is_an_error_at_start(tmp_path):
+    from rationalyst.errors import RationalystError
+    from rationalyst.executor import ExecutorConfig, map_batches
+
+    loads = tmp_path / "loads.txt"
+
+    def factory():
+        loads.write_text("loaded")
+        return lambda batch: []
+
+    with pytest.raises(RationalystError, match="at least 1 GPUs .* has 0"):
+        list(map_batches(range(4), factory, 2, ExecutorConfig(kind="ray", min_gpus=1)))
+    with pytest.raises(RationalystError, match="3 workers .* the Ray cluster has 0 GPUs and 2 CPUs"):
+        list(map_batches(range(4), factory, 2, ExecutorConfig(kind="ray", workers=3)))
+    with pytest.raises(RationalystError, match="1 workers .* = 1 GPUs"):
+        list(map_batches(range(4), factory, 2, ExecutorConfig(kind="ray", workers=1, gpus_per_worker=1)))
+    assert not loads.exists()
+    # Unset, the pool is what the cluster holds: 2 CPU workers here.
+    assert len(list(map_batches(range(4), lambda: (lambda b: [{"id": str(x)} for x in b]), 1, ExecutorConfig(kind="ray")))) == 4
