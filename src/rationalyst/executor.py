@@ -17,7 +17,8 @@ Ray Data, and with it ``compute=ActorPoolStrategy``/``concurrency=``, is not use
 Resources come from the cluster (``ray.cluster_resources()``) unless stated: ``gpus_per_worker``
 defaults to 1 on a cluster with GPUs (0 without), ``workers`` to as many as the cluster's GPUs (or,
 without GPUs, CPUs) hold. A pool the cluster cannot hold, or a cluster with fewer GPUs than
-``min_gpus``, is an error at start rather than actors waiting for resources forever.
+``min_gpus``, is an error at start rather than actors waiting for resources forever (an autoscaling
+cluster is judged by what it has when the stage starts).
 
 A worker may return skip notices, dicts with a ``"_skip"`` key holding the reason (plus any details),
 which the stage counts in its manifest instead of writing.
