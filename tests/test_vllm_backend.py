@@ -362,6 +362,14 @@ class TestRealVLLMTypes:
         assert (p.n, p.temperature, p.top_p, p.max_tokens, p.stop, p.seed, p.logprobs) == (2, 0.7, 0.9, 9, ["\n"], 5, 0)
         s = vllm.SamplingParams(**score_kwargs())
         assert s.prompt_logprobs == 0 and s.max_tokens == 1
+        greedy = vllm.SamplingParams(**sampling_kwargs(SamplingParams(n=3, temperature=0)))
+        assert greedy.n == 1
+        # What the stand-in copies from vLLM: these are refused by the real class too.
+        for bad in ({"n": 2, "temperature": 0.0}, {"temperature": 2.5}):
+            with pytest.raises(ValueError):
+                vllm.SamplingParams(**bad)
+        with pytest.raises(TypeError):
+            vllm.SamplingParams(max_new_tokens=3)
         from vllm.inputs import TokensPrompt
 
         assert TokensPrompt(**tokens_prompt([1, 2]))["prompt_token_ids"] == [1, 2]
