@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-llamacpp test-ray test-browser bench clean
+.PHONY: install demo test test-slow test-llamacpp test-ray test-browser test-lmeval bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ test-ray: $(STAMP)
 test-browser: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[browser]'
 	$(BIN)/python -m pytest -q -m browser
+
+# lm-evaluation-harness against `rationalyst serve` on the default model, offline (docs/lm-eval.md).
+test-lmeval: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'lm-eval[api]'
+	$(BIN)/python -m pytest -q -m lmeval
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_throughput.py
