@@ -202,11 +202,12 @@ export.run(export.ExportConfig(input=Path(sys.argv[1]), output=Path(sys.argv[2])
 """
 
 
-def test_a_killed_export_resumes_with_nothing_lost_or_twice(tmp_path):
+@pytest.mark.parametrize("kind, count, total", [("sft", 2, 4), ("pretrain", 1, 2)])
+def test_a_killed_export_resumes_with_nothing_lost_or_twice(tmp_path, kind, count, total):
     run = make_pipeline_run(tmp_path / "run")
     out = tmp_path / "killed"
-    kill_when(_CHILD, [str(run), str(out)], out / "sft" / "shards", count=2)
-    assert 2 <= len(_jsonl(out / "sft" / "shards")) < 4 and not (out / "sft" / "manifest.json").exists()
+    kill_when(_CHILD, [str(run), str(out)], out / kind / "shards", count=count)
+    assert count <= len(_jsonl(out / kind / "shards")) < total and not (out / kind / "manifest.json").exists()
     export.run(ExportConfig(input=run, output=out, shard_size=1))
     export.run(ExportConfig(input=run, output=tmp_path / "straight", shard_size=1))
     for kind in ("sft", "pretrain"):
