@@ -20,7 +20,7 @@ import time
 import torch
 
 from rationalyst.lm import DocumentScoreRequest, load_model
-from rationalyst.stages.filter import context_with_rationale
+from rationalyst.data.rationale_text import scoring_texts
 
 SENTENCES = [
     "A shop sells notebooks for 3 dollars each and pens for 1 dollar each.",
@@ -65,8 +65,9 @@ def naive(model, docs, gamma: float) -> list[float]:
     deltas = []
     for _, records in docs:
         for r in records:
-            (without,) = model.score_full_passes(r["preceding"], [r["following"]])
-            (with_r,) = model.score_full_passes(context_with_rationale(r["preceding"], r["rationale"]), [r["following"]])
+            t = scoring_texts(r["preceding"], r["rationale"], r["following"])
+            (without,) = model.score_full_passes(t.without, [t.following])
+            (with_r,) = model.score_full_passes(t.with_rationale, [t.following])
             deltas.append(with_r.discounted(gamma) - without.discounted(gamma))
     return deltas
 
@@ -75,10 +76,8 @@ def ours(model, docs, gamma: float) -> list[float]:
     requests = [
         DocumentScoreRequest(
             text,
-            [pair for r in records for pair in (
-                (r["preceding"], r["following"]),
-                (context_with_rationale(r["preceding"], r["rationale"]), r["following"]),
-            )],
+            [pair for t in (scoring_texts(r["preceding"], r["rationale"], r["following"]) for r in records)
+             for pair in ((t.without, t.following), (t.with_rationale, t.following))],
         )
         for text, records in docs
     ]

@@ -84,7 +84,7 @@ def main() -> None:
         steps = [r["meta"]["step"] for r in batch]
         rationales = [
             out[0].text.strip()
-            for out in roles.rationalist.generate([prompts.rationalist_prompt(i, p) for i, p in zip(items, prefixes)], params)
+            for out in roles.rationalist.generate([prompts.rationalist_prompt(i, p, roles.rationalist_instruction) for i, p in zip(items, prefixes)], params)
         ]
         requests = [ScoreRequest(prompts.scorer_context(i, p, r), [s]) for i, p, r, s in zip(items, prefixes, rationales, steps)]
         requests += [ScoreRequest(prompts.scorer_context(i, p, None), [s]) for i, p, s in zip(items, prefixes, steps)]

@@ -54,6 +54,9 @@ ARITHMETIC_EXTRACT = [
     ("#### 4\nThe answer is 5.", "5"),
     # no answer stated: never a guess
     ("The answer is twelve.", None),
+    ("The answer is 5 times larger than Tom's.", None),  # a comparison, not the answer
+    ("The answer is 3 more than the number of cats.", None),
+    ("The answer is 12 apples.", "12"),
     ("The answer is 18 + 2 = 20.", None),
     ("The answer is 1.2.3", None),
     ("The answers are 7 and 8", None),
@@ -82,6 +85,9 @@ MATH_EXTRACT = [
     ("The answer is \\text{Evelyn}.", "\\text{Evelyn}"),
     # prose after the marker is not an answer (outside $...$ at most two words)
     ("The answer is the sum of the two numbers.", None),
+    ("The answer is positive.", None),  # lower-case words describe an answer, they are not one
+    ("The answer is not defined.", None),
+    ("The answer is Evelyn.", "Evelyn"),
     ("The answer is $\\text{the sum of all}$.", "\\text{the sum of all}"),
     # a truncated box is no answer
     ("The answer is \\boxed{\\frac{1}{2}", None),
@@ -105,6 +111,10 @@ MC_EXTRACT = [
     ("The answer is C. The answer is Z.", "C"),  # Z is no option: the last answer that parses
     ("The answer is I.", "I"),  # MMLU-Pro has ten options, A-J
     ("The answer is a dog.", None),  # a lowercase word is not an option letter
+    ("Answer: I think the second option fits.", None),  # "I" starts prose here, not option I
+    ("The answer is A good question to ask.", None),
+    ("The answer is I.", "I"),
+    ("The answer is B because fear comes first.", "B"),
     ("The answer is Z.", None),
     ("The answer is not clear yet.", None),
     ("Fear comes first, so B is likely.", None),

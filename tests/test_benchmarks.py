@@ -308,7 +308,7 @@ def test_missing_benchmarks_folder_gives_a_clear_error(tmp_path, monkeypatch):
 def test_benchmarks_folder_from_env_and_relative_sources(tmp_path, monkeypatch):
     root = tmp_path / "bench"
     (root / "gsm8k").mkdir(parents=True)
-    shutil.copy(FIXTURES / "gsm8k.jsonl", root / "gsm8k" / "train.jsonl")
+    shutil.copy(FIXTURES / "gsm8k.jsonl", root / "gsm8k" / "test.jsonl")
     shutil.copy(FIXTURES / "gsm8k.jsonl", root / "gsm8k" / "other.jsonl")
     monkeypatch.setenv(bm.BENCHMARKS_ENV, str(root))
     monkeypatch.chdir(tmp_path)
@@ -402,8 +402,11 @@ def test_gsm_symbolic_documents():
     docs = gsm_symbolic_documents(20, seed=5)
     assert docs == gsm_symbolic_documents(20, seed=5)
     assert len(docs) == 20 and len({d["id"] for d in docs}) == 20
-    assert all(d["source"] == "gsm_symbolic" and "\n#### " in d["text"] for d in docs)
+    # Shaped as a search trajectory: the answer line reads as the agent's last step does.
+    assert all(d["source"] == "gsm_symbolic" and "####" not in d["text"] for d in docs)
     items = load_benchmark("gsm_symbolic", "seed=5", limit=20)
+    assert all(d["text"].splitlines()[-1].startswith("The answer is ") for d in docs)
+    assert all(is_correct(d["text"].splitlines()[-1], i) for d, i in zip(docs, items))
     assert docs[0]["text"].startswith(items[0].question + "\n")
     # the default document seed keeps the corpus apart from evaluation sets of small seeds
     evaluation = {i.question for i in load_benchmark("gsm_symbolic", limit=50)}
@@ -456,7 +459,8 @@ SHARED_COUNTS = {
 @needs_shared
 @pytest.mark.parametrize("name", sorted(SHARED_COUNTS))
 def test_shared_benchmarks_load_whole(name):
-    items, skips = _load(name, SHARED)
+    # GSM8K's evaluation split (test) is not in the shared data on purpose: its train file is read.
+    items, skips = _load(name, SHARED / "gsm8k" / "train.jsonl" if name == "gsm8k" else SHARED)
     assert skips == []
     assert len(items) == SHARED_COUNTS[name]
     if BENCHMARKS[name].family in ("multiple_choice", "logic"):

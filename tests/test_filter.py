@@ -11,8 +11,9 @@ import pytest
 from rationalyst.errors import RationalystError
 from rationalyst.runs import read_records
 from rationalyst.stages import filter as filter_stage
-from rationalyst.stages.filter import FilterConfig, context_with_rationale
+from rationalyst.stages.filter import FilterConfig
 from tests.killing import kill_when
+from tests.references import rationale_insertion
 
 DOCUMENTS = {
     "gsm8k-1": (
@@ -57,8 +58,9 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 def reference_delta(model, record: dict, gamma: float) -> float:
     """The method computed the plain way: two full forward passes, discount summed here."""
-    (without,) = model.score_full_passes(record["preceding"], [record["following"]])
-    (with_r,) = model.score_full_passes(context_with_rationale(record["preceding"], record["rationale"]), [record["following"]])
+    without_context, with_context, scored = rationale_insertion(record["preceding"], record["rationale"], record["following"])
+    (without,) = model.score_full_passes(without_context, [scored])
+    (with_r,) = model.score_full_passes(with_context, [scored])
     discounted = lambda s: sum(gamma**i * lp for i, lp in enumerate(s.logprobs))  # noqa: E731
     return discounted(with_r) - discounted(without)
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from rationalyst.cli import app
 from rationalyst.runs import read_records
 from rationalyst.stages import extract
-from rationalyst.stages.filter import context_with_rationale
+from tests.references import rationale_insertion
 from tests.killing import kill_when
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,8 +45,10 @@ def test_select_extract_filter_through_the_cli(default_model, tmp_path):
     scored = list(read_records(tmp_path / "filter"))
     assert [r["id"] for r in scored] == [r["id"] for r in rationales]
     for record in scored:  # the exact method, recomputed the plain way
-        (without,) = default_model.score_full_passes(record["preceding"], [record["following"]])
-        (with_r,) = default_model.score_full_passes(context_with_rationale(record["preceding"], record["rationale"]), [record["following"]])
+        without_context, with_context, scored = rationale_insertion(record["preceding"], record["rationale"], record["following"])
+        (without,) = default_model.score_full_passes(without_context, [scored])
+        (with_r,) = default_model.score_full_passes(with_context, [scored])
+        assert record["same_tokens"] and without.token_ids == with_r.token_ids
         assert math.isclose(record["delta"], with_r.discounted(0.9) - without.discounted(0.9), abs_tol=1e-4)
         assert record["kept"] == (record["delta"] >= 0)
     assert "kept" in result.output and (tmp_path / "filter" / "deltas.png").exists()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from importlib.resources import files
 
 from rationalyst.data.benchmarks import load_benchmark
 from rationalyst.lm import SamplingParams
@@ -91,14 +92,18 @@ def test_implicit_scores_equal_a_plain_recomputation(eval_run, items, default_mo
     for trace, item in zip(traces["implicit"], items):
         steps_so_far: list[str] = []
         for step in trace["steps"]:
-            context = prompts.scorer_context(item, steps_so_far, step["rationale"])
+            # Written out by hand: the question, the steps so far one per line, the rationale on its own line.
+            trajectory = item.question + "\n" + "".join(s + "\n" for s in steps_so_far)
+            context = trajectory + step["rationale"] + "\n"
             texts = [c["text"] for c in step["candidates"]]
             reference = [s.mean for s in default_model.score_full_passes(context, texts)]
             assert [c["score"] for c in step["candidates"]] == pytest.approx(reference, abs=1e-4)
             assert step["chosen"] == max(range(len(texts)), key=lambda j: (reference[j], -j))
             # The rationale is the rationalist's greedy output for that trajectory.
             params = SamplingParams(max_new_tokens=SETTINGS.max_rationale_tokens, stop=RATIONALE_STOP)
-            again = default_model.generate([prompts.rationalist_prompt(item, steps_so_far)], params)[0][0]
+            instruction = (files("rationalyst") / "prompts" / "train" / "instruction.txt").read_text("utf-8").strip()
+            prompt = [{"role": "user", "content": instruction + "\n\n" + trajectory.rstrip()}]
+            again = default_model.generate([prompt], params)[0][0]
             assert again.text.strip() == step["rationale"]
             steps_so_far.append(texts[step["chosen"]])
 

@@ -15,14 +15,13 @@ import pytest
 import yaml
 
 from rationalyst.config import load_config
+from rationalyst.data.rationale_text import load_instruction
 from rationalyst.stages.train import (
     IGNORE_INDEX,
     ChatEncoder,
     PadCollator,
     TrainConfig,
     base_model_folder,
-    chat_messages,
-    load_instruction,
     read_kept_records,
     split_by_document,
 )
@@ -122,7 +121,8 @@ def test_loss_mask_covers_exactly_rationale_and_end_of_turn(tokenizer):
     # Everything before is exactly the chat-templated prompt with the generation header.
     prompt = tokenizer.decode(ex.input_ids[: labelled[0]])
     assert prompt == tokenizer.apply_chat_template(
-        chat_messages(load_instruction(), "The bridge was closed for repairs."), add_generation_prompt=True, tokenize=False
+        [{"role": "user", "content": load_instruction() + "\n\n" + "The bridge was closed for repairs."}],
+        add_generation_prompt=True, tokenize=False,
     )
     assert prompt.endswith("<|im_start|>assistant\n") and ex.truncated_chars == 0
 
@@ -240,9 +240,45 @@ def test_merged_model_reloads_and_generates(trained):
 
     assert (trained.merged / "model.safetensors").exists()
     model = load_model(f"hf:{trained.merged}", device="cpu")
-    messages = chat_messages(load_instruction(), "Story 3. The shop cut its prices by half.")
+    messages = [{"role": "user", "content": load_instruction() + "\n\nStory 3. The shop cut its prices by half."}]
     [[completion]] = model.generate([messages], SamplingParams(max_new_tokens=24))
     assert completion.text.strip()
+
+
+def test_instruction_is_saved_beside_the_model_and_read_back_by_the_search(trained):
+    from rationalyst.data.rationale_text import rationalist_instruction
+
+    packaged = (resources.files("rationalyst") / "prompts" / "train" / "instruction.txt").read_text("utf-8").strip()
+    for folder in (trained.merged, trained.output / "adapter"):
+        assert (folder / "instruction.txt").read_text("utf-8").strip() == packaged
+    custom = trained.merged.parent / "custom-model"
+    custom.mkdir(exist_ok=True)
+    (custom / "instruction.txt").write_text("Say why the next sentence follows.\n", "utf-8")
+    assert rationalist_instruction(f"hf:{custom}") == "Say why the next sentence follows."
+    (custom / "instruction.txt").write_text("", "utf-8")  # a paper-release model: the text alone
+    assert rationalist_instruction(f"hf:{custom}") is None
+
+
+def test_warmup_ratio_warms_up_on_this_transformers(tmp_path):
+    """Four steps with half of them warming up (ceil(4 * 0.5) = 2 steps, linear from 0): the learning
+    rates the steps ran with are 0, half the peak, then the peak. Ignored warmup would run step 1 at
+    the peak."""
+    from rationalyst.stages.train import run
+
+    run(_config(tmp_path, max_steps=4, warmup_ratio=0.5, learning_rate=1e-3, lr_scheduler="constant_with_warmup",
+                logging_steps=1, dev_fraction=0.0))
+    rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["learning_rate"] for r in rows if "learning_rate" in r}
+    assert [lr[1], lr[2], lr[3]] == pytest.approx([0.0, 0.5e-3, 1e-3])
+
+
+def test_paper_release_profile_trains_on_the_text_alone(tmp_path, tokenizer):
+    encoder = ChatEncoder(tokenizer, None, max_length=256)
+    ex = encoder.encode("The bridge was closed for repairs.\n", "Traffic must go around.")
+    prompt = tokenizer.decode(ex.input_ids[: next(i for i, label in enumerate(ex.labels) if label != IGNORE_INDEX)])
+    assert prompt == tokenizer.apply_chat_template(
+        [{"role": "user", "content": "The bridge was closed for repairs."}], add_generation_prompt=True, tokenize=False
+    )
 
 
 def test_resume_from_last_checkpoint(tmp_path):

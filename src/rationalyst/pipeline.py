@@ -17,6 +17,12 @@ eval section defaults to the model the train section produces.
 
 A failure stops the pipeline with a message naming the stage; every finished stage (and every
 finished shard of the failed one) stays on disk.
+
+Contamination guard (`stages.guard`): before select runs, the evaluation items are loaded (a missing
+evaluation split or a train split without ``allow_train_split`` fails here, in seconds) and checked for
+13-gram overlap with the corpus inputs that are benchmark files; after select, with every selected
+document. Either overlap stops the run before extraction unless ``allow_contamination: true``; the
+result is in ``<output>/select/contamination.json`` and the eval manifests.
 """
 
 from __future__ import annotations
@@ -77,6 +83,9 @@ class PipelineConfig(StrictModel):
     train: TrainConfig
     eval: EvalConfig
     report: bool = Field(True, description="Write the report (Markdown, plots, HTML) at the end.")
+    allow_contamination: bool = Field(
+        False, description="Go on when evaluation questions share a 13-gram with the mined documents (the guard warns)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +100,8 @@ class PipelineConfig(StrictModel):
             sections[name].setdefault("input", out / previous)
             sections[name].setdefault("output", out / name)
         sections["eval"].setdefault("output", out / "eval")
+        sections["eval"].setdefault("training_data", [out / "select"])
+        sections["eval"].setdefault("allow_contamination", bool(data.get("allow_contamination", False)))
         rationalist = sections["eval"].setdefault("rationalist", {})
         if isinstance(rationalist, dict):  # a mapping without a spec: the model the train section makes
             rationalist.setdefault("spec", f"hf:{out / 'train' / 'merged'}")
@@ -260,6 +271,8 @@ def run(
             if on_stage:
                 on_stage(stage, "skipped")
             continue
+        if stage == "select":
+            _guard_corpus_inputs(config)
         resume = section is not None and state.own_partial_work(stage, fingerprint)
         if on_stage:
             on_stage(stage, "resuming" if resume else "running")
@@ -269,9 +282,42 @@ def run(
             outcome = runner(not resume)
         except RationalystError as exc:
             raise RationalystError(f"stage {stage} failed: {exc} (finished stages are kept in {config.output})") from None
+        if stage == "select":
+            _guard_selected(config)
         state.complete(stage)
         result.stages.append(StageOutcome(stage, "resumed" if resume else "ran", time.perf_counter() - started, outcome))
     return result
+
+
+def _eval_items(config: PipelineConfig) -> dict[str, list]:
+    from rationalyst.stages.eval import _load_items
+
+    return {ref.name: _load_items(ref)[0] for ref in config.eval.benchmarks}
+
+
+def _guard_corpus_inputs(config: PipelineConfig) -> None:
+    """Before select: evaluation items against the corpus inputs that are benchmark files (seconds)."""
+    from rationalyst.data.corpus import benchmark_documents
+    from rationalyst.stages import guard
+
+    items = _eval_items(config)
+    inputs = [c for c in config.select.corpus if c.benchmark is not None]
+    if not inputs:
+        return
+    texts = ((d.id, d.text) for c in inputs for d in benchmark_documents(c.benchmark, c.path, on_skip=lambda *_: None))
+    where = "the corpus inputs " + ", ".join(c.path for c in inputs)
+    guard.check(items, texts, where=where, allow=config.allow_contamination,
+                report=config.output / "corpus-contamination.json")
+
+
+def _guard_selected(config: PipelineConfig) -> None:
+    """After select: evaluation items against every selected document, before anything is mined."""
+    from rationalyst.stages import guard
+
+    guard.check(
+        _eval_items(config), guard.texts_of([config.select.output]), where=f"the selected documents ({config.select.output})",
+        allow=config.allow_contamination, report=config.select.output / guard.REPORT_FILE,
+    )
 
 
 def _counts(run_path: Path) -> dict[str, Any]:

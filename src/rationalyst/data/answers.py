@@ -10,16 +10,19 @@ What counts as a stated answer, per family (see `rationalyst.data.benchmarks.FAM
   ``$``, ``\\$``, ``**`` or ``(``), after ``####``, or inside ``\\boxed{}``. Thousands separators and
   currency signs are dropped (``"$1,000.50"`` -> ``"1000.50"``), a sentence's final period is not part
   of the number, a fraction ``3/4`` and a percent sign are kept. Words between the marker and the
-  number ("The answer is twelve", "The answer is that she has 12") do not count.
+  number ("The answer is twelve", "The answer is that she has 12") do not count, nor does a number
+  that a comparison follows ("The answer is 5 times larger", "3 more than Tom").
 * ``math`` (MATH): the content of the last complete ``\\boxed{...}`` (balanced braces); failing that,
   the rest of the sentence after "The answer is", without ``$`` delimiters and the final period;
   outside ``$...$`` it may hold at most two words ("5 apples", "x = 5", "Evelyn"), more is prose
-  ("The answer is the sum of the two numbers" states no answer).
+  ("The answer is the sum of the two numbers" states no answer), and lower-case words alone describe
+  rather than state ("The answer is positive.").
 * ``multiple_choice`` and ``logic``: an option letter after "The answer is" / "Answer:" (``(B)``,
   ``B``, ``B)``, ``b)``, ``(b)``, ``option B``), or inside ``\\boxed{}``. Only letters of existing options
   count: with an item, its choices; with a family name, ``A``-``J`` (MMLU-Pro has up to ten options)
   or ``A``-``C`` for logic. A lowercase letter counts only when set off (``b)``, ``(b)``, ``b.``), so
-  "the answer is a dog" is not option A. When no letter is given, an answer that repeats an option's
+  "the answer is a dog" is not option A, and "A" or "I" followed by a lower-case word is prose
+  ("Answer: I think ..." is not option I; "The answer is B because ..." is B). When no letter is given, an answer that repeats an option's
   text exactly (case and final punctuation aside) names that option: with an item, any of its
   choices; for logic also the words True / False / Unknown (= A / B / C).
 
@@ -71,6 +74,16 @@ _LETTER_AFTER_MARKER = re.compile(
 )
 # After a stated number, these characters mean an expression goes on ("18 + 2 = 20"): not an answer.
 _EXPRESSION_GOES_ON = re.compile(r"\s*(?:[-+/×÷=^<>]|\*(?!\*)|\\times|\\cdot|\\div)")
+# After a stated number, a comparison means it is not the answer itself ("5 times larger", "3 more than").
+_COMPARISON_GOES_ON = re.compile(
+    r"\s+(?:times|more|less|fewer|larger|smaller|greater|bigger|higher|lower|longer|shorter|older|younger|than)\b",
+    re.IGNORECASE,
+)
+# "Answer: I think ...", "The answer is A good ...": the letters A and I are also English words; followed by
+# a lower-case word other than a connective they start prose, not an option.
+_WORD_LETTER_PROSE = re.compile(
+    r"[AI]\s+(?!(?:because|since|as|which|is|was|and|or|with|for|from|by|of|in|on|at|to)\b)[a-z]"
+)
 
 
 # ----------------------------------------------------------------------------------------- extraction
@@ -100,7 +113,7 @@ def _number(text: str) -> str | None:
     after = rest[m.end() :]
     if after[:1].isdigit() or (after[:1] in ".," and after[1:2].isdigit()):
         return None  # a malformed number such as "1,00,000" or "1.2.3": not a clean answer
-    if _EXPRESSION_GOES_ON.match(after):
+    if _EXPRESSION_GOES_ON.match(after) or _COMPARISON_GOES_ON.match(after):
         return None
     num = m.group("num").replace("−", "-").replace(",", "")
     num = re.sub(r"\s*/\s*", "/", num)
@@ -149,6 +162,9 @@ def _strip_math_delimiters(answer: str) -> str:
 #: A stated math answer outside $...$ with more words than this is prose ("The answer is the sum of
 #: the two numbers"), not an answer.
 MAX_PROSE_WORDS = 2
+# Outside $...$, lower-case words alone ("positive", "not defined") describe an answer, they are not one
+# (names like "Evelyn" and expressions like "x = 5" or "5 apples" still count).
+_LOWERCASE_WORDS_ONLY = re.compile(r"[a-z]{2,}(?:\s+[a-z]{2,})*")
 
 
 def _math_statement(text: str) -> str | None:
@@ -160,7 +176,9 @@ def _math_statement(text: str) -> str | None:
             continue
         delimited = candidate != sentence.strip().strip("*").strip().rstrip(".").strip()
         latex_free = re.sub(r"\\[A-Za-z]+", " ", candidate)
-        if delimited or len(re.findall(r"[A-Za-z]{2,}", latex_free)) <= MAX_PROSE_WORDS:
+        if delimited or (
+            len(re.findall(r"[A-Za-z]{2,}", latex_free)) <= MAX_PROSE_WORDS and not _LOWERCASE_WORDS_ONLY.fullmatch(candidate)
+        ):
             answer = candidate
     return answer
 
@@ -191,6 +209,8 @@ def _letter_candidates(text: str, n_options: int, options: list[str]) -> list[tu
         rest = text[m.end() :]
         letter = None
         lm = _LETTER_AFTER_MARKER.match(rest)
+        if lm and lm.group("upper") and _WORD_LETTER_PROSE.match(rest, lm.start("upper")):
+            lm = None
         if lm:
             letter = (lm.group("paren") or lm.group("upper") or lm.group("lower")).upper()
         if letter is None and by_text:

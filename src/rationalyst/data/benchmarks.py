@@ -157,9 +157,11 @@ class HubSource:
 class BenchmarkSpec:
     """What the loader knows about one benchmark.
 
-    ``default_file``: the file under the benchmarks folder read when no source is given.
-    ``formats``: the row formats accepted (see `FORMATS`). ``hf``: the hub copy used for ``hf:``
-    (its rows are read with the same format parsers: the field mapping is the format's).
+    ``default_file``: the evaluation split's file under the benchmarks folder, read when no source is
+    given. ``formats``: the row formats accepted (see `FORMATS`). ``hf``: the hub copy of the evaluation
+    split used for ``hf:`` (its rows are read with the same format parsers: the field mapping is the
+    format's). ``train_file``: the training split's file under the benchmarks folder (mining, few-shot
+    demos), where it has one. ``missing_hint``: what to do when ``default_file`` is not there.
     """
 
     name: str
@@ -168,15 +170,20 @@ class BenchmarkSpec:
     formats: tuple[str, ...]
     hf: HubSource | None
     description: str
+    train_file: str | None = None
+    missing_hint: str | None = None
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in (
         BenchmarkSpec(
-            "gsm8k", "arithmetic", "gsm8k/train.jsonl", ("normalized", "gsm8k"),
+            "gsm8k", "arithmetic", "gsm8k/test.jsonl", ("normalized", "gsm8k"),
             HubSource("openai/gsm8k", "main", "test"),
-            "GSM8K grade-school word problems (local default: train; the paper evaluates on test)",
+            "GSM8K grade-school word problems, the 1,319-problem test split",
+            train_file="gsm8k/train.jsonl",
+            missing_hint="GSM8K's test split: source: hf:openai/gsm8k (config main, split test) or a local copy of "
+            "test.jsonl; held-out train problems need source: gsm8k/train.jsonl and allow_train_split: true",
         ),
         BenchmarkSpec(
             "math", "math", "math/test.jsonl", ("normalized", "math"),
@@ -192,6 +199,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "ecqa", "multiple_choice", "ecqa/val.jsonl", ("normalized", "ecqa_csv", "csqa"),
             HubSource("tasksource/ecqa", None, "validation"),
             "ECQA: CommonsenseQA with explanations (5 options; validation = CommonsenseQA dev)",
+            train_file="ecqa/train.jsonl",
         ),
         BenchmarkSpec(
             "hellaswag", "multiple_choice", "hellaswag/val.jsonl", ("normalized", "hellaswag"),
@@ -202,11 +210,13 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "proofwriter", "logic", "proofwriter/test.jsonl", ("normalized", "logic_llm"),
             None,
             "ProofWriter open-world depth-5 as in Logic-LLM (A/B/C = True/False/Unknown), test split",
+            train_file="proofwriter/train.jsonl",
         ),
         BenchmarkSpec(
             "arc_challenge", "multiple_choice", "arc_challenge/test.jsonl", ("normalized", "csqa"),
             HubSource("allenai/ai2_arc", "ARC-Challenge", "test"),
             "ARC-Challenge grade-school science (3-5 options), test split",
+            train_file="arc_challenge/train.jsonl",
         ),
         BenchmarkSpec(
             "mmlu_pro", "multiple_choice", "mmlu_pro/test.jsonl", ("normalized", "mmlu_pro"),
@@ -782,8 +792,23 @@ def _default_path(spec: BenchmarkSpec) -> Path:
         raise RationalystError(f"{spec.name}: no benchmarks folder found (looked at {_places_looked()}); {how}")
     path = folder / spec.default_file
     if not path.is_file():
+        if spec.missing_hint:
+            how = f"for {spec.missing_hint}"
         raise RationalystError(f"{spec.name}: {path} not found (benchmarks folder from {_places_looked()}); {how}")
     return path
+
+
+def benchmark_split(name: str, source: str | os.PathLike[str] | None = None) -> str | None:
+    """The split a benchmark source holds, by its name (``train``, ``test``, ``val``...): the file's
+    name up to its first dot, the folder's name, or the hub split; None for generated benchmarks."""
+    spec = BENCHMARKS.get(name)
+    if spec is None or (name in GENERATED and (source is None or str(source).strip().startswith("seed"))):
+        return None
+    src = os.fspath(source) if source is not None else None
+    if src is not None and src.startswith("hf:"):
+        return parse_hub_source(spec, src).split
+    path = Path(src if src is not None else (spec.default_file or ""))
+    return path.name.split(".")[0] or None
 
 
 def _resolve_path(spec: BenchmarkSpec, source: Path) -> Path:
@@ -1068,17 +1093,18 @@ def generated_documents(name: str, count: int, seed: int = GSM_SYMBOLIC_DOCUMENT
 
 def gsm_symbolic_documents(count: int, seed: int = GSM_SYMBOLIC_DOCUMENT_SEED) -> list[dict[str, str]]:
     """``count`` corpus documents ``{id, text, source: "gsm_symbolic"}``: a generated problem followed
-    by its worked solution (ending in ``#### N``), e.g. for a demo corpus to mine rationales from.
+    by its worked solution in the shape of a search trajectory (`rationale_text.document_text`: one
+    step per line, ending "The answer is N."), e.g. for a demo corpus to mine rationales from.
 
     Entry i of seed s is generated from ``Random(s + i)``, so documents of seed s and evaluation items
     of seed e can coincide only where the ranges ``s..s+count`` and ``e..e+size`` overlap: the default
     seed (1,000,000) keeps documents apart from evaluation sets with small seeds.
     """
-    docs = []
-    for i, entry in enumerate(_gsm_symbolic_entries(count, seed)):
-        question = entry["question"]
-        if question.endswith(_GSM_SYMBOLIC_SUFFIX):
-            question = question[: -len(_GSM_SYMBOLIC_SUFFIX)]
-        solution = entry["metadata"]["answer_cot"]
-        docs.append({"id": f"gsm_symbolic-doc-s{seed}-{i}", "text": f"{question}\n{solution}", "source": "gsm_symbolic"})
-    return docs
+    from rationalyst.data.rationale_text import document_text
+
+    items = load_benchmark("gsm_symbolic", seed=seed, limit=count)
+    return [
+        {"id": f"gsm_symbolic-doc-s{seed}-{i}", "text": document_text(item), "source": "gsm_symbolic"}
+        for i, item in enumerate(items)
+        if item.solution
+    ]

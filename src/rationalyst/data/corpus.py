@@ -841,3 +841,25 @@ def _read_hub_stream(ds: Any, spec: str, rel: str, ctx: _Context, split: str) ->
             ctx.skip(skip.reason, spec, n, skip.detail)
             continue
         yield doc
+
+
+def benchmark_documents(
+    name: str,
+    path_or_spec: str,
+    *,
+    source: str | None = None,
+    on_skip: SkipCallback | None = None,
+) -> Iterator[Document]:
+    """A benchmark's rows as corpus documents, the paper's "question, then worked solution"
+    (`rationale_text.document_text`); rows without a solution are skipped and reported."""
+    from rationalyst.data.benchmarks import load_benchmark
+    from rationalyst.data.rationale_text import document_text
+
+    report = on_skip if on_skip is not None else _DefaultSkipLogger()
+    items = load_benchmark(name, path_or_spec, on_skip=lambda reason, file, line: report(reason, file, line, ""))
+    for item in items:
+        text = document_text(item)
+        if text is None:
+            report(SKIP_MISSING_TEXT, str(path_or_spec), None, f"{item.id}: no worked solution")
+            continue
+        yield Document(id=item.id, text=text, source=source or name, meta={"file": str(path_or_spec), "benchmark": name})

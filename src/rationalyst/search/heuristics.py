@@ -7,7 +7,8 @@ their scores (higher is better; None where it has none) and the index of the cho
 * ``implicit`` (the paper's best): the scorer's mean token log-prob of each candidate given the
   trajectory followed by the rationalist's rationale; argmax.
 * ``explicit``: the rationale is put into the agent's context and the agent writes the next step
-  with it in view (one sample, no scoring).
+  with it in view (one sample, no scoring); with ``explicit_context: keep`` (the default, as the
+  paper's agent) the earlier steps' rationales stay in its context too.
 * ``random``: a seeded uniform choice among the candidates.
 * ``self-ppl``: the rationalist's own mean log-prob of each candidate given the trajectory alone.
 * ``llm-judge``: a judge model rates each candidate 0-3; replies that do not parse are counted and
@@ -77,17 +78,21 @@ class StepContext:
     roles: Roles
     settings: SearchSettings
     seed: int
+    #: The rationale written before each step so far (None where there was none).
+    step_rationales: list[str | None] = field(default_factory=list)
     _rationale: str | None = field(default=None, repr=False)
 
     def rationale(self) -> str:
         """The rationalist's rationale for the trajectory so far (greedy; written once per step)."""
         if self._rationale is None:
             params = SamplingParams(max_new_tokens=self.settings.max_rationale_tokens, stop=RATIONALE_STOP)
-            prompt = prompts.rationalist_prompt(self.item, self.steps)
+            prompt = prompts.rationalist_prompt(self.item, self.steps, self.roles.rationalist_instruction)
             self._rationale = self.roles.rationalist.generate([prompt], params)[0][0].text.strip()
         return self._rationale
 
-    def propose(self, rationale: str | None = None, n: int | None = None) -> list[Candidate]:
+    def propose(
+        self, rationale: str | None = None, n: int | None = None, step_rationales: list[str | None] | None = None
+    ) -> list[Candidate]:
         """Sample the agent's candidate next steps (empty ones dropped: the agent ended its answer)."""
         params = SamplingParams(
             n=n or self.settings.n_candidates,
@@ -97,7 +102,9 @@ class StepContext:
             stop=("\n",),
             seed=derive_seed(self.seed, self.item.id, *self.steps),
         )
-        prompt = prompts.agent_prompt(self.roles.agent, self.item, self.steps, rationale)
+        prompt = prompts.agent_prompt(
+            self.roles.agent, self.item, self.steps, rationale, step_rationales, self.roles.solve_prompt
+        )
         completions = self.roles.agent.generate([prompt], params)[0]
         return [Candidate(c.text.strip(), len(c.token_ids)) for c in completions if c.text.strip()]
 
@@ -133,7 +140,8 @@ def implicit(ctx: StepContext) -> StepDecision:
 
 def explicit(ctx: StepContext) -> StepDecision:
     rationale = ctx.rationale()
-    candidates = ctx.propose(rationale=rationale or None, n=1)
+    earlier = ctx.step_rationales if ctx.settings.explicit_context == "keep" else None
+    candidates = ctx.propose(rationale=rationale or None, n=1, step_rationales=earlier)
     return StepDecision(rationale, candidates, [None] * len(candidates), 0)
 
 

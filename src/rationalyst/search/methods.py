@@ -49,7 +49,7 @@ def guided_search(heuristic: str) -> Method:
         records: list[dict[str, Any]] = []
         stop, judge_failures = "max_steps", 0
         for _ in range(settings.max_steps):
-            decision = choose(StepContext(item, steps, roles, settings, seed))
+            decision = choose(StepContext(item, steps, roles, settings, seed, [r["rationale"] for r in records]))
             judge_failures += decision.judge_parse_failures
             if not decision.candidates:
                 stop = "no_candidates"
@@ -60,6 +60,8 @@ def guided_search(heuristic: str) -> Method:
                 stop = "answer"
                 break
         extra = {"judge_parse_failures": judge_failures} if heuristic == "llm-judge" else {}
+        if heuristic == "explicit":
+            extra["explicit_context"] = settings.explicit_context
         return trace_record(item, heuristic, steps, records, stop, roles, started, **extra)
 
     return run
@@ -86,7 +88,7 @@ def sample_solutions(
         n=n, temperature=temperature, top_p=settings.top_p, max_new_tokens=settings.max_solution_tokens,
         stop=("\n\n",), seed=derive_seed(seed, item.id, tag),
     )
-    prompt = prompts.agent_prompt(roles.agent, item, [])
+    prompt = prompts.agent_prompt(roles.agent, item, [], solve=roles.solve_prompt)
     out = []
     for completion in roles.agent.generate([prompt], params)[0]:
         steps, stop = split_steps(completion.text, item, settings.max_steps)

@@ -3,10 +3,12 @@
 * agent: the task family's few-shot chat (``prompts/solve/<family>.yaml``: an instruction, demos whose
   solutions have one step per line), then the question; the steps chosen so far continue the
   assistant turn, one per line, so the next sampled line is the next step.
-* rationalist: exactly its training prompt (`stages.train.chat_messages`) with the question and the
-  steps so far as the text whose next rationale it writes.
+* rationalist: exactly its training prompt (`data.rationale_text.rationalist_messages`) with the
+  question and the steps so far as the text whose next rationale it writes, and the instruction the
+  model was trained with (`Roles.rationalist_instruction`).
 * scorer: the question and steps as plain text with the rationale inserted as Stage 3 inserts it
-  (`stages.filter.context_with_rationale`); the candidate is scored as the text that follows.
+  (`data.rationale_text.scoring_texts`: on a line of its own); the candidate is scored as the text
+  that follows.
 * judge: ``prompts/search/judge.txt``.
 
 Every prompt of a problem extends the same prompt of its previous step, which is what lets the
@@ -19,30 +21,29 @@ from functools import lru_cache
 from importlib import resources
 
 from rationalyst.data.benchmarks import BenchmarkItem
+from rationalyst.data.rationale_text import (
+    item_trajectory,
+    rationalist_messages,
+    scoring_texts,
+    steps_text,
+)
 from rationalyst.data.solve_prompts import (
+    SolvePrompt,
     format_question,
     format_question_text,
     load_solve_prompt,
 )
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import Message
-from rationalyst.stages.filter import context_with_rationale
-from rationalyst.stages.train import chat_messages, load_instruction
+
+#: What the search's prompts read: the question and the steps so far (`rationale_text.item_trajectory`).
+trajectory_text = item_trajectory
 
 
-def steps_text(steps: list[str]) -> str:
-    """The steps as solution lines, each ending in a newline."""
-    return "".join(f"{step}\n" for step in steps)
-
-
-def trajectory_text(item: BenchmarkItem, steps: list[str]) -> str:
-    """The question and the steps so far as plain text (what the rationalist and the scorer read)."""
-    return f"{format_question(item)}\n{steps_text(steps)}"
-
-
-def agent_messages(item: BenchmarkItem) -> list[Message]:
-    """The few-shot chat that asks the agent to solve ``item`` step by step."""
-    solve = load_solve_prompt(item.family)
+def agent_messages(item: BenchmarkItem, solve: SolvePrompt | None = None) -> list[Message]:
+    """The few-shot chat that asks the agent to solve ``item`` step by step (``solve``: its prompt,
+    default the packaged one of the item's family)."""
+    solve = solve or load_solve_prompt(item.family)
     messages: list[Message] = [{"role": "system", "content": solve.instruction}]
     for demo in solve.demos:
         messages.append({"role": "user", "content": format_question_text(demo.question, demo.choices)})
@@ -62,28 +63,47 @@ def _plain_few_shot(messages: list[Message]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def agent_prompt(agent, item: BenchmarkItem, steps: list[str], rationale: str | None = None) -> str:
-    """The agent's prompt for its next step; ``rationale`` (explicit supervision) is put in its view."""
-    messages = agent_messages(item)
+def agent_prompt(
+    agent,
+    item: BenchmarkItem,
+    steps: list[str],
+    rationale: str | None = None,
+    step_rationales: list[str | None] | None = None,
+    solve: SolvePrompt | None = None,
+) -> str:
+    """The agent's prompt for its next step.
+
+    Explicit supervision puts rationales in the agent's view, each as one more line of the solution
+    (placed inline, a small agent often just ends the line): ``rationale`` before the step to write, and
+    ``step_rationales[i]`` (when given) before step i, so the agent keeps the earlier rationales in its
+    context as the paper's agent does.
+    """
+    messages = agent_messages(item, solve)
     try:
         prefix = agent.render(messages)
     except (RationalystError, NotImplementedError):
         prefix = _plain_few_shot(messages)
-    text = prefix + steps_text(steps)
-    # The rationale reads as one more line of the solution, so the agent's next line is the step it
-    # leads to (placed inline, a small agent often just ends the line).
-    return f"{text}{rationale.strip()}\n" if rationale else text
+    if step_rationales:
+        lines = []
+        for step, earlier in zip(steps, step_rationales):
+            lines += [earlier.strip()] if earlier and earlier.strip() else []
+            lines.append(step)
+        text = prefix + steps_text(lines)
+    else:
+        text = prefix + steps_text(steps)
+    return f"{text}{rationale.strip()}\n" if rationale and rationale.strip() else text
 
 
-def rationalist_prompt(item: BenchmarkItem, steps: list[str]) -> list[Message]:
-    """The rationalist's prompt: its training instruction with the trajectory so far."""
-    return chat_messages(_instruction(), trajectory_text(item, steps))
+def rationalist_prompt(item: BenchmarkItem, steps: list[str], instruction: str | None) -> list[Message]:
+    """The rationalist's prompt: the trajectory so far with the instruction it was trained with."""
+    return rationalist_messages(trajectory_text(item, steps), instruction)
 
 
 def scorer_context(item: BenchmarkItem, steps: list[str], rationale: str | None) -> str:
-    """The scorer's context: the trajectory, followed by the rationale when there is one."""
-    text = trajectory_text(item, steps)
-    return context_with_rationale(text, rationale) if rationale else text
+    """The scorer's context: the trajectory, with the rationale inserted as Stage 3 inserts it (on a
+    line of its own before the candidate step) when there is one."""
+    # The trajectory ends in a newline, so the candidate (the scored text) is left as it is.
+    return scoring_texts(trajectory_text(item, steps), rationale, "").with_rationale
 
 
 def judge_prompt(item: BenchmarkItem, steps: list[str], candidate: str) -> list[Message]:
@@ -92,11 +112,6 @@ def judge_prompt(item: BenchmarkItem, steps: list[str], candidate: str) -> list[
         question=format_question(item), steps=steps_text(steps).strip() or "(no steps yet)", candidate=candidate
     )
     return [{"role": "user", "content": content}]
-
-
-@lru_cache(maxsize=1)
-def _instruction() -> str:
-    return load_instruction()
 
 
 @lru_cache(maxsize=1)

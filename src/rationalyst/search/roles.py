@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from rationalyst.data.rationale_text import load_instruction
+from rationalyst.data.solve_prompts import SolvePrompt
 from rationalyst.lm.base import (
     Completion,
     ContinuationScore,
@@ -63,12 +66,18 @@ class MeteredModel:
 
 @dataclass
 class Roles:
-    """The metered models of one search; `reset` starts the meters of a new problem."""
+    """The metered models of one search; `reset` starts the meters of a new problem.
+
+    ``rationalist_instruction``: the instruction the rationalist was trained with (None: its user turn
+    is the text alone); by default the packaged one. ``solve_prompt``: the agent's few-shot prompt when
+    it is not the packaged one of the item's family (``demos: train``)."""
 
     agent: MeteredModel
     rationalist: MeteredModel
     scorer: MeteredModel
     judge: MeteredModel
+    rationalist_instruction: str | None = field(default_factory=load_instruction)
+    solve_prompt: SolvePrompt | None = None
 
     @classmethod
     def of(
@@ -77,6 +86,7 @@ class Roles:
         rationalist: LanguageModel | None = None,
         scorer: LanguageModel | None = None,
         judge: LanguageModel | None = None,
+        **options: Any,
     ) -> Roles:
         """Roles from models; a missing rationalist, scorer or judge is the agent itself."""
         return cls(
@@ -84,6 +94,7 @@ class Roles:
             MeteredModel(rationalist or agent),
             MeteredModel(scorer or agent),
             MeteredModel(judge or agent),
+            **options,
         )
 
     def reset(self) -> None:

@@ -30,3 +30,10 @@ class SearchSettings(StrictModel):
         "min", description="best-of-n: how step scores make a solution score (product = sum of log-probs)."
     )
     judge_max_tokens: int = Field(4, ge=1, description="llm-judge: tokens of the judge's reply.")
+    demo_count: int = Field(4, ge=1, description="Benchmarks with demos: train: worked solutions in the agent's prompt.")
+    demo_seed: int = Field(0, description="Benchmarks with demos: train: the seed that draws them.")
+    explicit_context: Literal["keep", "current"] = Field(
+        "keep",
+        description="explicit: 'keep' every step's rationale in the agent's context for the later steps (the "
+        "paper's agent), or show only the 'current' one.",
+    )

@@ -35,7 +35,8 @@ def verify_steps(
     if not steps:
         return []
     params = SamplingParams(max_new_tokens=settings.max_rationale_tokens, stop=RATIONALE_STOP)
-    rationale_prompts = [prompts.rationalist_prompt(item, steps[:i]) for i in range(len(steps))]
+    instruction = roles.rationalist_instruction
+    rationale_prompts = [prompts.rationalist_prompt(item, steps[:i], instruction) for i in range(len(steps))]
     rationales = [row[0].text.strip() for row in roles.rationalist.generate(rationale_prompts, params)]
     requests = [
         ScoreRequest(prompts.scorer_context(item, steps[:i], rationales[i]), [steps[i]]) for i in range(len(steps))

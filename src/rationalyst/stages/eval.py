@@ -10,6 +10,13 @@ first missing problem. Models are loaded once per distinct spec and shared by th
 
 A problem that fails with a user-facing error (e.g. its prompt is over the model's context) is
 recorded with ``error`` and counted wrong; the run goes on.
+
+Evaluation data must be evaluation data: a source whose split is named ``train`` is refused unless the
+benchmark says ``allow_train_split: true`` (its manifest then says ``train_split: true``), and with
+``training_data`` (the rationalist's documents or records; `rationalyst run` passes the select stage's
+output) every item is checked for a 13-gram overlap with it first (`stages.guard`): the count and ids go
+into each run's manifest and ``<output>/contamination.json``, and an overlap stops the stage unless
+``allow_contamination``.
 """
 
 from __future__ import annotations
@@ -17,14 +24,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from rationalyst.config import StrictModel
 from rationalyst.console import progress
-from rationalyst.data.benchmarks import BenchmarkItem, load_benchmark
-from rationalyst.errors import ConfigError, RationalystError
+from rationalyst.data.benchmarks import BenchmarkItem, benchmark_split, load_benchmark
+from rationalyst.data.rationale_text import RationalistFormat, rationalist_instruction
+from rationalyst.errors import ConfigError, InputError, RationalystError
 from rationalyst.lm import LanguageModel, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
@@ -53,8 +61,21 @@ class BenchmarkRef(StrictModel):
     """A benchmark to evaluate on. In YAML a name (``gsm8k``) or a mapping with these fields."""
 
     name: str = Field(description="Benchmark name: gsm8k, math, math500, ecqa, hellaswag, proofwriter, arc_challenge, mmlu_pro, gsm_symbolic.")
-    source: str | None = Field(None, description="File (normalized or original format) or hf:<dataset>; default: the benchmarks folder.")
+    source: str | None = Field(None, description="File (normalized or original format) or hf:<dataset>; default: the benchmark's evaluation split.")
     limit: int | None = Field(None, ge=1, description="Evaluate on the first N problems only.")
+    demos: Literal["packaged", "train"] = Field(
+        "packaged",
+        description="The agent's few-shot demos: the 'packaged' hand-written ones of the family, or 'train': "
+        "search.demo_count worked solutions drawn (seeded) from the benchmark's train split, one step per line "
+        "(the paper's).",
+    )
+    train_source: str | None = Field(
+        None, description="The benchmark's train split, for demos: train (default: its train file in the benchmarks folder)."
+    )
+    allow_train_split: bool = Field(
+        False,
+        description="Allow evaluating on a split named train (e.g. problems held out from mining); the report says so.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -69,11 +90,20 @@ class RolesConfig(StrictModel):
     rationalist: ModelConfig | None = Field(None, description="The rationalist (default: the agent's model).")
     scorer: ModelConfig | None = Field(None, description="The scorer: the rationalist's base model (default: the agent's model).")
     judge: ModelConfig | None = Field(None, description="The llm-judge's model (default: the agent's model).")
+    rationalist_format: RationalistFormat | None = Field(
+        None,
+        description="The rationalist's prompt: 'rationalyst' (instruction + text) or 'paper-release' (the text alone, "
+        "as the authors' released model); default: as saved beside the model by the train stage, else 'rationalyst'.",
+    )
     search: SearchSettings = Field(default_factory=SearchSettings, description="Sampling and scoring settings.")
     seed: int = Field(0, description="Base seed; each problem's samples derive from it and the trajectory.")
 
     def role_model(self, role: str) -> ModelConfig:
         return getattr(self, role) or self.agent
+
+    def rationalist_instruction(self) -> str | None:
+        """The instruction the rationalist is prompted with (None: the text alone)."""
+        return rationalist_instruction(self.role_model("rationalist").spec, self.rationalist_format)
 
 
 def _check_methods(methods: list[str]) -> list[str]:
@@ -91,8 +121,14 @@ class EvalConfig(RolesConfig):
     output: Path = Field(description="Directory for the run directories <benchmark>/<method>/.")
     overwrite: bool = Field(False, description="Start every run over instead of resuming.")
     shard_size: int = Field(10, ge=1, description="Traces per shard (a kill loses at most this many, or 30 s of work).")
+    training_data: list[Path] = Field(
+        default_factory=list,
+        description="The rationalist's training text (run directories or JSONL of documents or records), checked for "
+        "13-gram overlap with the evaluation questions before any problem is solved.",
+    )
+    allow_contamination: bool = Field(False, description="Go on when evaluation items overlap the training data.")
 
-    execution_fields = frozenset({"overwrite", "shard_size"})
+    execution_fields = frozenset({"overwrite", "shard_size", "training_data", "allow_contamination"})
 
     @field_validator("methods")
     @classmethod
@@ -121,6 +157,8 @@ class EvalRunConfig(StrictModel):
     rationalist: ModelConfig | None = None
     scorer: ModelConfig | None = None
     judge: ModelConfig | None = None
+    #: The rationalist's instruction as resolved (a model retrained with another one re-runs).
+    rationalist_instruction: str | None = None
     search: SearchSettings
     seed: int
 
@@ -192,11 +230,13 @@ class ModelPool:
     def roles(self, config: RolesConfig, method: str) -> Roles:
         used = METHOD_ROLES[method]
         models = {role: self.get(config.role_model(role)) for role in used}
-        return Roles.of(self.get(config.agent), **models)
+        return Roles.of(self.get(config.agent), **models, rationalist_instruction=config.rationalist_instruction())
 
 
 def run_config(config: EvalConfig, benchmark: BenchmarkRef, method: str) -> EvalRunConfig:
-    roles = {role: config.role_model(role) for role in METHOD_ROLES[method]}
+    roles: dict[str, Any] = {role: config.role_model(role) for role in METHOD_ROLES[method]}
+    if "rationalist" in roles:
+        roles["rationalist_instruction"] = config.rationalist_instruction()
     return EvalRunConfig(
         benchmark=benchmark, method=method, agent=config.agent, search=config.search, seed=config.seed, **roles
     )
@@ -222,10 +262,14 @@ def solve_item(item: BenchmarkItem, method: str, roles: Roles, settings: SearchS
 
 
 def _load_items(ref: BenchmarkRef) -> tuple[list[BenchmarkItem], list[tuple[str, Any, Any]]]:
+    check_split(ref)
     skipped: list[tuple[str, Any, Any]] = []
     items = load_benchmark(ref.name, ref.source, limit=ref.limit, on_skip=lambda r, f, l: skipped.append((r, f, l)))
     if skipped:
         log.warning("%s: skipped %d bad row(s)", ref.name, len(skipped))
+    if not items:
+        where = ref.source or "its default file"
+        raise InputError(f"benchmark {ref.name}: nothing to evaluate, no usable problem in {where} ({len(skipped)} row(s) skipped)")
     return items, skipped
 
 
@@ -235,15 +279,54 @@ def run(config: EvalConfig, pool: ModelPool | None = None) -> list[EvalSummary]:
     names = [b.name for b in config.benchmarks]
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmarks: each benchmark may appear once, got {names}")
+    loaded = {ref.name: _load_items(ref) for ref in config.benchmarks}
+    overlaps: dict[str, Any] = {}
+    if config.training_data:
+        from rationalyst.stages import guard
+
+        results = guard.check(
+            {name: items for name, (items, _) in loaded.items()}, guard.texts_of(config.training_data),
+            where="the training data " + ", ".join(map(str, config.training_data)),
+            allow=config.allow_contamination, report=config.output / guard.REPORT_FILE,
+        )
+        overlaps = {name: result.to_json() for name, result in results.items()}
     summaries = []
     for ref in config.benchmarks:
-        items, skipped = _load_items(ref)
+        items, skipped = loaded[ref.name]
+        split = benchmark_split(ref.name, ref.source)
+        extra = {"split": split, "train_split": split == "train", "contamination": overlaps.get(ref.name)}
+        solve_prompt = _train_demos(config, ref, items) if ref.demos == "train" else None
         for method in config.methods:
-            summaries.append(_run_one(config, ref, method, items, skipped, pool))
+            summaries.append(_run_one(config, ref, method, items, skipped, pool, extra, solve_prompt))
     return summaries
 
 
-def _run_one(config, ref, method, items, skipped, pool) -> EvalSummary:
+def _train_demos(config: EvalConfig, ref: BenchmarkRef, items: list[BenchmarkItem]):
+    """The agent's prompt with worked solutions from the benchmark's train split (``demos: train``)."""
+    from rationalyst.data.benchmarks import BENCHMARKS
+    from rationalyst.data.rationale_text import train_demo_prompt
+
+    spec = BENCHMARKS[ref.name]
+    source = ref.train_source or spec.train_file
+    if source is None:
+        raise ConfigError(f"benchmark {ref.name}: demos: train needs its train split; set train_source")
+    train = load_benchmark(ref.name, source, on_skip=lambda *_: None)
+    settings = config.search
+    return train_demo_prompt(spec.family, train, settings.demo_count, settings.demo_seed, exclude={i.id for i in items})
+
+
+def check_split(ref: BenchmarkRef) -> str | None:
+    """The split ``ref`` reads; a train split without ``allow_train_split`` is a `ConfigError`."""
+    split = benchmark_split(ref.name, ref.source)
+    if split == "train" and not ref.allow_train_split:
+        raise ConfigError(
+            f"benchmark {ref.name}: {ref.source or 'the default file'} is a train split, which is mined, not evaluated on; "
+            "give its evaluation split as source, or set allow_train_split: true for problems held out from mining"
+        )
+    return split
+
+
+def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None) -> EvalSummary:
     run_dir = RunDir(
         config.output / ref.name / method, run_config(config, ref, method), stage="eval",
         mode="overwrite" if config.overwrite else "resume",
@@ -255,12 +338,13 @@ def _run_one(config, ref, method, items, skipped, pool) -> EvalSummary:
         pending = list(run_dir.pending(items, key=lambda item: item.id))
         if pending:
             roles = pool.roles(config, method)
+            roles.solve_prompt = solve_prompt
             with run_dir.writer(shard_size=config.shard_size, flush_seconds=30.0) as writer:
                 for item in progress(pending, total=len(pending), description=f"{ref.name} {method}"):
                     writer.write(solve_item(item, method, roles, config.search, config.seed))
         for trace in run_dir.records():
             summary.add(trace)
-        run_dir.finish(counts=summary.counts())
+        run_dir.finish(counts=summary.counts(), extra=extra)
     else:
         for trace in run_dir.records():
             summary.add(trace)

@@ -5,7 +5,10 @@ Exactly the method (METHOD.md, Stage 3): for a record ``{preceding, rationale, f
     score(context) = sum_i gamma**i * log p(f_i | context)      over the tokens f_i of ``following``
     delta          = score(preceding + rationale) - score(preceding)
 
-and the rationale is kept when ``delta >= tau`` (tau per source, default 0).
+and the rationale is kept when ``delta >= tau`` (tau per source, default 0). Where the rationale goes
+and which tokens count as "following" is `rationalyst.data.rationale_text.scoring_texts`, the same
+insertion the search's scorer uses: the whitespace at the boundary belongs to the context, so the tokens
+of ``following`` are the same in both passes (each record says so in ``same_tokens``).
 
 Efficiency is part of the design, not an afterthought. The records of one document are scored
 together as one `DocumentScoreRequest`: every without-rationale score is a slice of a single forward
@@ -41,6 +44,7 @@ from rationalyst.lm import DocumentScoreRequest, LanguageModel, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
 from rationalyst.plots import histogram
+from rationalyst.data.rationale_text import scoring_texts
 from rationalyst.data.records import read_json_lines
 from rationalyst.runs import RunDir
 
@@ -77,17 +81,6 @@ class FilterConfig(StrictModel):
         return self.tau_by_source.get(source, self.tau)
 
 
-def context_with_rationale(preceding: str, rationale: str) -> str:
-    """The scorer's context with the rationale inserted as plain text at its position.
-
-    The rationale is separated by one space from the text before it (none if that text already ends
-    in whitespace) and by one space from the text after it, so the following segment's first token
-    reads as it does in the document (BPE merges a word with the space before it).
-    """
-    sep = "" if not preceding or preceding[-1].isspace() else " "
-    return f"{preceding}{sep}{rationale.strip()} "
-
-
 @dataclass
 class FilterSummary:
     """What a filter run did: per-source kept/dropped counts and the deltas of all records."""
@@ -97,6 +90,7 @@ class FilterSummary:
     deltas: list[float] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     truncated: int = 0
+    boundary_mismatches: int = 0
     histogram: Path | None = None
 
 
@@ -167,7 +161,8 @@ class FilterWorker:
             if len(preceding) > self.config.max_context_chars:
                 preceding = preceding[-self.config.max_context_chars :]
                 r["truncated"] = True
-            pairs += [(preceding, r["following"]), (context_with_rationale(preceding, r["rationale"]), r["following"])]
+            texts = scoring_texts(preceding, r["rationale"], r["following"])
+            pairs += [(texts.without, texts.following), (texts.with_rationale, texts.following)]
         # The document as far as these records reach: the longest preceding + following.
         document = max((p + f for p, f in pairs[::2]), key=len)
         return DocumentScoreRequest(document, pairs)
@@ -185,6 +180,9 @@ class FilterWorker:
             "tau": tau,
             "kept": delta >= tau,
             "following_tokens": len(without.token_ids),
+            # False where the scorer's tokenizer merged the boundary differently in the two passes
+            # (only possible at a boundary without whitespace; see scoring_texts).
+            "same_tokens": list(without.token_ids) == list(with_rationale.token_ids),
         }
 
 
@@ -202,6 +200,7 @@ def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSumma
         log.info("filter: %s is complete for this config; nothing to do", config.output)
     for record in run_dir.records():
         summary.truncated += bool(record.get("truncated"))
+        summary.boundary_mismatches += record.get("same_tokens") is False
         (summary.kept if record["kept"] else summary.dropped)[record["source"]] += 1
         summary.deltas.append(record["delta"])
     summary.skipped = run_dir.skipped
@@ -214,6 +213,7 @@ def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSumma
                 "kept_by_source": dict(summary.kept),
                 "dropped_by_source": dict(summary.dropped),
                 "truncated": summary.truncated,
+                "boundary_mismatches": summary.boundary_mismatches,
             }
         )
     return summary

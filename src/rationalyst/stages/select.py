@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from rationalyst.config import StrictModel
 from rationalyst.console import progress
 from rationalyst.data import Document, read_corpus, read_questions
+from rationalyst.data.corpus import benchmark_documents
 from rationalyst.errors import RationalystError
 from rationalyst.executor import ExecutorConfig, map_batches, write_records
 from rationalyst.lm import Embedder, load_embedder
@@ -45,6 +46,11 @@ class CorpusInput(StrictModel):
     source: str | None = Field(None, description="Label for its documents (default: the file's name).")
     text_field: str = Field("text", description="Field holding the document text.")
     id_field: str | None = Field("id", description="Field holding a document id (else file:line).")
+    benchmark: str | None = Field(
+        None,
+        description="Read the input as this benchmark's rows (any format its loader takes, or hf:); each document is "
+        "the question with its options and the worked solution, one step per line, as the search shows a trajectory.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -113,7 +119,10 @@ def _documents(config: SelectConfig, run: RunDir) -> Iterator[Document]:
         run.skip(reason, file=file, line=line, detail=detail)
 
     for item in config.corpus:
-        yield from read_corpus(item.path, text_field=item.text_field, id_field=item.id_field, source=item.source, on_skip=on_skip)
+        if item.benchmark is not None:
+            yield from benchmark_documents(item.benchmark, item.path, source=item.source, on_skip=on_skip)
+        else:
+            yield from read_corpus(item.path, text_field=item.text_field, id_field=item.id_field, source=item.source, on_skip=on_skip)
 
 
 def _unique(docs: Iterator[Document], run: RunDir) -> Iterator[Document]:

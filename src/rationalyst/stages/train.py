@@ -19,7 +19,8 @@ was killed resumes from the last one when started again with the same output.
 Output layout::
 
     <output>/config.yaml         the config of the run
-    <output>/instruction.txt     the instruction used in the user turn (Stage 5 must use the same)
+    <output>/instruction.txt     the instruction used in the user turn, also in merged/ and adapter/,
+                                 where Stage 5 reads it (empty: the paper-release profile, text alone)
     <output>/split.json          train/dev doc_ids and counts (records used, dropped, truncated)
     <output>/checkpoints/        Trainer checkpoints (checkpoint-<step>/), for resuming
     <output>/adapter/            the LoRA adapter (PEFT safetensors), LoRA runs only
@@ -53,7 +54,6 @@ import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +61,13 @@ import yaml
 from pydantic import Field
 
 from rationalyst.config import StrictModel, load_config
+from rationalyst.data.rationale_text import (
+    INSTRUCTION_FILE,
+    RationalistFormat,
+    instruction_for,
+    load_instruction,
+    rationalist_messages,
+)
 from rationalyst.data.records import read_json_lines
 from rationalyst.errors import InputError, RationalystError
 from rationalyst.lm.builtin import DEFAULT_LM
@@ -102,6 +109,11 @@ class TrainConfig(StrictModel):
     instruction_file: Path | None = Field(
         None, description="Text file with the user-turn instruction (default: the packaged prompts/train/instruction.txt)."
     )
+    rationalist_format: RationalistFormat = Field(
+        "rationalyst",
+        description="The user turn: 'rationalyst' (instruction, blank line, preceding text) or 'paper-release' "
+        "(the preceding text alone, as the authors' released rationalist was trained).",
+    )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training records (unless max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
@@ -130,26 +142,6 @@ class TrainConfig(StrictModel):
 
 
 # ============================================================================ data
-
-
-def load_instruction(path: Path | None = None) -> str:
-    """The user-turn instruction: ``path`` or the packaged ``prompts/train/instruction.txt``."""
-    try:
-        if path is not None:
-            return Path(path).read_text(encoding="utf-8").strip()
-        return resources.files("rationalyst").joinpath("prompts", "train", "instruction.txt").read_text("utf-8").strip()
-    except OSError as exc:
-        raise RationalystError(f"cannot read the training instruction: {exc}") from None
-
-
-def user_message(instruction: str, preceding: str) -> str:
-    """The user turn: the instruction, a blank line, then the (possibly left-truncated) context."""
-    return f"{instruction}\n\n{preceding}"
-
-
-def chat_messages(instruction: str, preceding: str) -> list[dict[str, str]]:
-    """The prompt the rationalist sees, for training and for inference alike."""
-    return [{"role": "user", "content": user_message(instruction, preceding)}]
 
 
 def read_kept_records(path: Path) -> tuple[list[dict], dict[str, int]]:
@@ -202,7 +194,7 @@ class Example:
 class ChatEncoder:
     """Turns (preceding, rationale) into token ids with labels on the rationale + end of turn only."""
 
-    def __init__(self, tokenizer: Any, instruction: str, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, instruction: str | None, max_length: int) -> None:
         if not tokenizer.chat_template:
             raise RationalystError("the base model's tokenizer has no chat template")
         self.tokenizer = tokenizer
@@ -215,7 +207,7 @@ class ChatEncoder:
         """What the template writes right after an assistant message, up to the end-of-turn marker
         (trailing whitespace after it is not trained: generation stops at the marker)."""
         probe = "RATIONALYST_PROBE"
-        messages = chat_messages(self.instruction, "x")
+        messages = rationalist_messages("x", self.instruction)
         prompt = self.prompt_text("x")
         full = self.tokenizer.apply_chat_template(
             messages + [{"role": "assistant", "content": probe}], tokenize=False
@@ -229,7 +221,7 @@ class ChatEncoder:
 
     def prompt_text(self, preceding: str) -> str:
         return self.tokenizer.apply_chat_template(
-            chat_messages(self.instruction, preceding), add_generation_prompt=True, tokenize=False
+            rationalist_messages(preceding, self.instruction), add_generation_prompt=True, tokenize=False
         )
 
     def prompt_ids(self, preceding: str) -> list[int]:
@@ -375,6 +367,26 @@ def _wrap_lora(model: Any, config: TrainConfig) -> Any:
     return get_peft_model(model, lora)
 
 
+def _save_prompt_profile(folder: Path, instruction: str | None) -> None:
+    """``instruction.txt`` beside the model: the user turn's instruction, empty for the paper-release
+    profile (the text alone); Stage 5 reads it (`rationale_text.rationalist_instruction`)."""
+    path = Path(folder) / INSTRUCTION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(instruction + "\n" if instruction is not None else "", "utf-8")
+
+
+def _warmup(ratio: float) -> dict[str, float]:
+    """The warmup as a ratio on every supported transformers: ``warmup_ratio`` where it exists (4.x),
+    else a float ``warmup_steps`` in [0, 1), which transformers 5 reads as a ratio (4.x reads it as a
+    step count and would warm up for no step at all)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"warmup_ratio": ratio} if "warmup_ratio" in names else {"warmup_steps": ratio}
+
+
 # ============================================================================ metrics
 
 
@@ -433,7 +445,7 @@ def plot_losses(rows: Sequence[dict], path: Path) -> Path | None:
     return path
 
 
-def dev_log_likelihood(spec: str, examples: Sequence[Example], instruction: str, device: str = "auto") -> float | None:
+def dev_log_likelihood(spec: str, examples: Sequence[Example], instruction: str | None, device: str = "auto") -> float | None:
     """Mean over dev records of the mean per-token log-prob of the rationale given its chat-templated
     context (the context as trained, i.e. after left truncation), through the rationalyst model layer."""
     if not examples:
@@ -445,7 +457,7 @@ def dev_log_likelihood(spec: str, examples: Sequence[Example], instruction: str,
     model = load_model(spec, device=device, batch_size=4)
     try:
         values = [
-            model.score(chat_messages(instruction, ex.preceding), [ex.rationale])[0].mean for ex in examples
+            model.score(rationalist_messages(ex.preceding, instruction), [ex.rationale])[0].mean for ex in examples
         ]
     finally:
         del model
@@ -515,7 +527,9 @@ def run(config: TrainConfig) -> TrainResult:
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
 
-    instruction = load_instruction(config.instruction_file)
+    instruction = instruction_for(
+        config.rationalist_format, load_instruction(config.instruction_file) if config.instruction_file else None
+    )
     records, counts = read_kept_records(config.input)
     train_records, dev_records = split_by_document(records, config.dev_fraction, config.seed)
     if not train_records:
@@ -541,7 +555,7 @@ def run(config: TrainConfig) -> TrainResult:
     main_process = accelerate.PartialState().is_main_process
     if main_process:
         (output / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "utf-8")
-        (output / "instruction.txt").write_text(instruction + "\n", "utf-8")
+        _save_prompt_profile(output, instruction)
         split = {
             "train_doc_ids": sorted({r["doc_id"] for r in train_records}),
             "dev_doc_ids": sorted({r["doc_id"] for r in dev_records}),
@@ -575,7 +589,7 @@ def run(config: TrainConfig) -> TrainResult:
         per_device_train_batch_size=config.per_device_batch_size,
         per_device_eval_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        **_warmup(config.warmup_ratio),
         lr_scheduler_type=config.lr_scheduler,
         weight_decay=config.weight_decay,
         bf16=bf16,
@@ -624,6 +638,10 @@ def run(config: TrainConfig) -> TrainResult:
         full = trainer.model.merge_and_unload()
         full.save_pretrained(str(merged), safe_serialization=True)
         tokenizer.save_pretrained(str(merged))
+    if main_process:  # Stage 5 prompts the rationalist exactly as it was trained
+        for folder in (merged, adapter):
+            if folder is not None:
+                _save_prompt_profile(folder, instruction)
     trainer.accelerator.wait_for_everyone()
 
     rows = read_metrics(output)
