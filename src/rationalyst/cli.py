@@ -450,11 +450,18 @@ def _default_recipe(name: str) -> Path:
     return Path(str(resources.files("rationalyst") / "recipes" / name))
 
 
-def _run_pipeline(recipe: Path, overrides, start: Optional[str], stop: Optional[str]) -> None:
+def _run_pipeline(recipe: Path, overrides, start: Optional[str], stop: Optional[str], check: bool = True) -> None:
     from rationalyst import pipeline
 
     cfg = _stage_config(pipeline.PipelineConfig, recipe, overrides)
     log.info("pipeline: %s -> %s", recipe, cfg.output)
+    if check:  # the preflight of `rationalyst check`: seconds, no model loaded; stops on a problem
+        from rationalyst import preflight
+
+        checked = preflight.check_config(cfg, start=start, stop=stop)
+        if checked.problems:
+            stderr.print(preflight.table(checked))
+            raise preflight.PreflightError(checked)
 
     def announce(stage: str, status: str) -> None:
         stderr.print(f"[bold]{stage}[/bold]: {status}", highlight=False)
@@ -479,9 +486,31 @@ def run_command(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe field: key.path=value.")] = None,
     start: StartOption = None,
     stop: StopOption = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the preflight checks of `rationalyst check`.")] = False,
 ) -> None:
     """The whole method from one recipe: select, extract, filter, train, eval, report (finished stages are skipped)."""
-    _run_pipeline(recipe, overrides, start, stop)
+    _run_pipeline(recipe, overrides, start, stop, check=not no_check)
+
+
+@app.command("check")
+def check_command(
+    recipe: Annotated[Path, typer.Argument(help="Pipeline recipe YAML (e.g. recipes/paper-llama3-8b-vllm.yaml).")],
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe field: key.path=value.")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", min=0, help="Plan for this many GPUs instead of this machine's.")] = None,
+    gpu_memory: Annotated[Optional[float], typer.Option("--gpu-memory", min=0, help="GB of memory per GPU, for planning.")] = None,
+    start: StartOption = None,
+    stop: StopOption = None,
+) -> None:
+    """Preflight: data paths, models, GPUs and memory, contamination, work per stage; in seconds, no model loaded."""
+    from rationalyst import preflight
+
+    checked = preflight.check_recipe(recipe, overrides or [], gpus=gpus, gpu_memory_gb=gpu_memory, start=start, stop=stop)
+    stdout.print(preflight.table(checked))
+    stdout.print(preflight.estimates_table(checked))
+    problems = checked.problems
+    stdout.print(f"{len(problems)} problem(s), checked in {checked.seconds:.1f} s", soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,0 +1,133 @@
+"""`rationalyst check` (preflight): a too-small machine, a missing data path and a planted contamination
+are each found in seconds without loading a model; a recipe that fits passes; `rationalyst run` stops
+on a problem before any stage starts."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rationalyst import preflight
+from rationalyst.cli import app
+from tests.test_pipeline import FIXTURES, write_recipe
+
+RECIPES = Path(str(resources.files("rationalyst").joinpath("recipes")))
+runner = CliRunner()
+
+
+def problems(report: preflight.Report, stage: str | None = None, what: str | None = None) -> list[preflight.Row]:
+    return [r for r in report.problems if (stage is None or r.stage == stage) and (what is None or r.what == what)]
+
+
+@pytest.fixture(autouse=True)
+def no_model_loads(monkeypatch):
+    """Preflight must never load a model: any load fails the test."""
+    import rationalyst.lm.registry as registry
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("preflight loaded a model")
+
+    monkeypatch.setattr(registry, "load_model", refuse)
+    monkeypatch.setattr(registry, "load_embedder", refuse)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")  # gated hub models: a token is there, so only resources are judged
+
+
+def test_one_small_gpu_is_too_small_for_the_paper_vllm_recipe():
+    start = time.perf_counter()
+    report = preflight.check_recipe(RECIPES / "paper-llama3-8b-vllm.yaml", gpus=1, gpu_memory_gb=24)
+    assert time.perf_counter() - start < 10
+    memory = problems(report, "eval", "GPU memory")
+    assert len(memory) == 1
+    # Two vLLM engines at 0.3 of 24 GB cannot hold 8B bf16 weights (~15 GB) each.
+    assert "gpu_memory_utilization 0.3 x 24 GB" in memory[0].fix and "agent" in memory[0].fix
+    # In one process a LoRA on 8B float32 weights does not fit a 24 GB card either.
+    assert problems(report, "train", "GPU memory")
+
+
+def test_gpu_count_and_memory_are_judged_against_what_is_given():
+    vllm = RECIPES / "paper-llama3-8b-vllm.yaml"
+    big = preflight.check_recipe(vllm, gpus=1, gpu_memory_gb=80)
+    assert not [r for r in big.problems if "GPU" in r.what]  # an 80 GB card holds every stage's engines
+    none = preflight.check_recipe(vllm, gpus=0)
+    assert {r.stage for r in problems(none) if "GPUs" in r.what} >= {"extract", "filter"}
+    assert "executor.min_gpus" in problems(none, "extract")[0].fix
+    unknown = preflight.check_recipe(vllm, gpus=2)  # count given, memory not: said, not guessed
+    assert any("--gpu-memory" in r.fix for r in problems(unknown, "eval", "GPU memory"))
+
+
+def test_a_missing_data_path_is_one_line_saying_what_to_change(tmp_path):
+    missing = tmp_path / "nowhere" / "corpus.jsonl"
+    recipe = write_recipe(tmp_path, tmp_path / "run", **{"select.corpus": [{"path": str(missing)}]})
+    start = time.perf_counter()
+    report = preflight.check_recipe(recipe)
+    assert time.perf_counter() - start < 10
+    [row] = report.problems
+    assert (row.stage, row.what, row.needs) == ("select", "corpus", str(missing))
+    assert f"select.corpus: {missing} does not exist" in row.fix and "\n" not in row.fix
+
+
+def test_a_missing_eval_benchmark_and_a_train_split_are_problems(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text((FIXTURES / "benchmarks" / "gsm8k.jsonl").read_text())
+    benchmarks = [{"name": "gsm8k", "source": str(tmp_path / "test.jsonl")}, {"name": "math", "source": str(train)}]
+    report = preflight.check_recipe(write_recipe(tmp_path, tmp_path / "run", **{"eval.benchmarks": benchmarks}))
+    found = {r.what: r for r in problems(report, "eval")}
+    assert "not found" in found["benchmark gsm8k"].fix
+    assert "is a train split" in found["benchmark math"].fix
+
+
+def test_a_planted_contamination_is_caught(tmp_path):
+    # The eval file is also a corpus input read as benchmark documents: every item overlaps.
+    corpus = [{"path": str(FIXTURES / "select" / "corpus.jsonl")},
+              {"path": str(FIXTURES / "benchmarks" / "gsm8k.jsonl"), "benchmark": "gsm8k"}]
+    recipe = write_recipe(tmp_path, tmp_path / "run", **{"select.corpus": corpus})
+    start = time.perf_counter()
+    report = preflight.check_recipe(recipe)
+    assert time.perf_counter() - start < 10
+    [row] = report.problems
+    assert (row.stage, row.what) == ("select", "contamination guard")
+    assert "share a 13-gram" in row.fix and "allow_contamination" in row.fix
+    assert not (tmp_path / "run").exists()  # the check writes nothing
+    allowed = preflight.check_recipe(recipe, ["allow_contamination=true"])
+    assert not allowed.problems and "overlap (allowed)" in allowed.rows[-1].there
+
+
+def test_a_clean_recipe_passes_and_estimates_the_work(tmp_path):
+    report = preflight.check_recipe(write_recipe(tmp_path, tmp_path / "run"))
+    assert report.problems == []
+    documents = sum(1 for line in (FIXTURES / "select" / "corpus.jsonl").read_text().splitlines() if line.strip())
+    work = dict(report.estimates)
+    assert work["select"] == f"{documents} documents to embed"
+    assert work["eval"].startswith("2 problems x 2 methods = 4 runs")
+    assert "written by the train stage" in next(r.there for r in report.rows if r.what == "rationalist model")
+
+
+def test_gated_hub_models_are_named_when_no_token_is_there(monkeypatch, tmp_path):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no token file, empty cache
+    info = preflight.model_info("hf:meta-llama/Meta-Llama-3-8B-Instruct")
+    assert info.gated and "is gated" in info.problem and info.params == 8e9
+    assert preflight.model_info("hf:Qwen/Qwen2.5-0.5B-Instruct").problem == ""
+    assert "not found" in preflight.model_info(f"hf:{tmp_path / 'missing'}").problem
+
+
+def test_check_command_prints_the_table_and_exits_1_on_a_problem(tmp_path):
+    recipe = write_recipe(tmp_path, tmp_path / "run", **{"select.corpus": [{"path": str(tmp_path / "missing.jsonl")}]})
+    result = runner.invoke(app, ["check", str(recipe)], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert "problem" in result.output and "1 problem(s)" in result.output
+    assert runner.invoke(app, ["check", str(write_recipe(tmp_path, tmp_path / "run"))], terminal_width=200).exit_code == 0
+
+
+def test_run_stops_on_a_problem_before_any_stage(tmp_path):
+    recipe = write_recipe(tmp_path, tmp_path / "run", **{"select.corpus": [{"path": str(tmp_path / "missing.jsonl")}]})
+    result = runner.invoke(app, ["run", str(recipe)], terminal_width=200)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, preflight.PreflightError)
+    assert "select.corpus" in str(result.exception)
+    assert not (tmp_path / "run").exists()
