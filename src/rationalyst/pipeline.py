@@ -28,18 +28,17 @@ result is in ``<output>/select/contamination.json`` and the eval manifests.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
 from rationalyst.config import StrictModel, config_hash
+from rationalyst.data.benchmarks.generated import write_generated_corpus
 from rationalyst.errors import RationalystError
 from rationalyst.runs import _atomic_write, _dumps, _read_json
 from rationalyst.stages.eval import EvalConfig
@@ -183,30 +182,6 @@ class PipelineState:
         self.save()
 
 
-def write_generated_corpus(spec: GeneratedCorpus, directory: Path) -> dict[str, int]:
-    """The generated documents (one JSONL file per generator) and target questions, written atomically."""
-    from rationalyst.data.benchmarks import generated_documents, load_benchmark
-
-    directory.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for name, count in spec.documents.items():
-        documents = generated_documents(name, count, seed=spec.seed)
-        _atomic_write(directory / f"{name}.jsonl", "".join(json.dumps(d) + "\n" for d in documents).encode())
-        counts[name] = len(documents)
-    rows = [
-        {"id": q.id, "question": q.question}
-        for name, count in spec.questions.items()
-        for q in load_benchmark(name, seed=spec.seed + 500_000, limit=count)
-    ]
-    _atomic_write(directory / "questions.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
-    counts["questions"] = len(rows)
-    if spec.general_text:
-        general = resources.files("rationalyst").joinpath("data", "general_text.jsonl").read_bytes()
-        _atomic_write(directory / "general.jsonl", general)
-        counts["general"] = general.count(b"\n")
-    return counts
-
-
 def _stage_runners(config: PipelineConfig) -> list[tuple[str, Any, Callable[[bool], Any]]]:
     """(stage, its config or None, a function running it with ``overwrite``), in pipeline order."""
     from rationalyst.stages import eval as eval_stage
@@ -218,8 +193,9 @@ def _stage_runners(config: PipelineConfig) -> list[tuple[str, Any, Callable[[boo
 
     runners: list[tuple[str, Any, Callable[[bool], Any]]] = []
     if config.generate_corpus is not None:
-        runners.append(("corpus", config.generate_corpus,
-                        lambda ow: write_generated_corpus(config.generate_corpus, config.output / "corpus")))
+        corpus = config.generate_corpus
+        runners.append(("corpus", corpus, lambda ow: write_generated_corpus(
+            config.output / "corpus", write=_atomic_write, **corpus.model_dump())))
     runners += [
         ("select", config.select, lambda ow: select.run(with_overwrite(config.select, ow))),
         ("extract", config.extract, lambda ow: extract.run(with_overwrite(config.extract, ow))),

@@ -56,15 +56,15 @@ import logging
 import lzma
 import os
 import re
-import socket
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qsl, urlparse
 
+from rationalyst.data.hub import HF_PREFIX, load_hub_dataset, parse_hf_spec
+from rationalyst.data.hub import hub_reachable as _hub_reachable
 from rationalyst.errors import InputError, RationalystError
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,6 @@ JSONL_SUFFIXES: dict[str, str | None] = {
 }
 PARQUET_SUFFIXES = (".parquet",)
 TEXT_SUFFIXES = (".txt", ".md")
-HF_PREFIX = "hf:"
 
 _READ_BUFFER = 1 << 20  # bytes read from disk at a time
 _DECOMPRESSED_BUFFER = 1 << 16  # decompressed bytes buffered for splitting into lines
@@ -205,7 +204,8 @@ def read_corpus(
       dataset, wherever it is found;
     * a glob pattern (``data/**/*.jsonl.zst``), matched recursively, in sorted order;
     * ``hf:<name>`` — a Hugging Face hub dataset, streamed; options as a query string:
-      ``hf:<name>?config=<config>&split=<split>`` (split default ``train``). Where the hub cannot be
+      ``hf:<name>?config=<config>&split=<split>`` (split default ``train``; the benchmarks' spelling
+      ``hf:<name>[:<config>][@<split>]`` is read too, see `rationalyst.data.hub`). Where the hub cannot be
       reached this fails with a `RationalystError`; with ``HF_HUB_OFFLINE=1`` a copy in the local
       ``datasets`` cache is used if there is one.
 
@@ -752,67 +752,19 @@ def _read_text_file(unit: _Unit, ctx: _Context) -> Document | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
-    """``hf:<name>[?config=<config>&split=<split>]`` -> (name, config, split); split defaults to train."""
-    if not spec.startswith(HF_PREFIX):
-        raise RationalystError(f"{spec!r} is not an hf:<name> spec")
-    parsed = urlparse(spec[len(HF_PREFIX) :])
-    name = parsed.path.strip("/")
-    if not name or parsed.scheme or parsed.netloc:
-        raise RationalystError(f"{spec!r}: expected hf:<name>[?config=<config>&split=<split>]")
-    options = dict(parse_qsl(parsed.query, keep_blank_values=False))
-    unknown = set(options) - {"config", "split"}
-    if unknown:
-        raise RationalystError(f"{spec!r}: unknown option(s) {', '.join(sorted(unknown))} (known: config, split)")
-    return name, options.get("config"), options.get("split", "train")
-
-
-def _hf_offline(datasets: Any) -> bool:
-    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    if any(os.environ.get(f, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for f in flags):
-        return True
-    return bool(getattr(datasets.config, "HF_HUB_OFFLINE", False))
-
-
-def _hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
-    """Whether a TCP connection to the hub endpoint opens (a quick check instead of minutes of retries)."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        from huggingface_hub import constants
-
-        endpoint = constants.ENDPOINT
-    except Exception:  # noqa: BLE001  # pragma: no cover
-        pass
-    parsed = urlparse(endpoint)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (443 if parsed.scheme != "http" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True, endpoint
-    except OSError as e:
-        return False, f"{endpoint} ({e})"
-
-
 def _read_hub(spec: str, ctx: _Context, split: str | None) -> Iterator[Document]:
-    name, config, spec_split = parse_hf_spec(spec)
-    split = split or spec_split
+    hub = parse_hf_spec(spec)
+    hub = hub._replace(split=split or hub.split)
     datasets = _require_datasets(spec)
     how = (
-        "download it where the hub is reachable and save it with `datasets.Dataset.save_to_disk(<folder>)`, "
-        "then pass that folder; or, with a copy in the local datasets cache, set HF_HUB_OFFLINE=1"
+        "to read it offline, download it where the hub is reachable and save it with "
+        "`datasets.Dataset.save_to_disk(<folder>)`, then pass that folder; or, with a copy in the local datasets "
+        "cache, set HF_HUB_OFFLINE=1"
     )
-    offline = _hf_offline(datasets)
-    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
-    if not offline and not proxied:
-        ok, where = _hub_reachable()
-        if not ok:
-            raise RationalystError(f"{spec}: the Hugging Face hub cannot be reached at {where}; {how}")
-    try:
-        # Offline, a cached copy is memory-mapped Arrow (not held in memory); online it is streamed.
-        ds = datasets.load_dataset(name, config, split=split, streaming=not offline)
-    except Exception as e:  # noqa: BLE001 - datasets raises many kinds (ConnectionError, FileNotFoundError, ...)
-        state = "offline mode (HF_HUB_OFFLINE) is set and no cached copy was found" if offline else "loading failed"
-        raise RationalystError(f"{spec}: cannot open Hugging Face dataset {name!r} (split {split!r}): {state}: {e}. To read it offline, {how}") from e
+    # Offline, a cached copy is memory-mapped Arrow (not held in memory); online it is streamed.
+    # `_hub_reachable` is looked up here, at call time, so that tests can replace it.
+    ds, offline = load_hub_dataset(datasets, hub, spec, how, streaming=True, reachable=_hub_reachable)
+    name, config, split = hub
     rel = f"hf:{name}" + (f":{config}" if config else "") + f"/{split}"
     source_ctx = ctx if ctx.source is not None else _with_source(ctx, f"hf:{name}")
     if offline:

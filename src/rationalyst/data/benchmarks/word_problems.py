@@ -21,86 +21,89 @@ THINGS = ("apples", "pencils", "stickers", "marbles", "books", "cookies", "cards
 Problem = dict[str, object]
 
 
+def _problem(question: str, steps: list[str], answer: int) -> Problem:
+    """A problem whose worked solution is ``steps`` and then "The answer is N."."""
+    return {"question": question, "steps": [*steps, f"The answer is {answer}."], "answer": answer}
+
+
 def _add(r: random.Random) -> Problem:
     name, things = r.choice(NAMES), r.choice(THINGS)
     a, b = r.randint(2, 30), r.randint(2, 30)
-    return {
-        "question": f"{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?",
-        "steps": [f"{name} has {a} + {b} = {a + b} {things}.", f"The answer is {a + b}."],
-        "answer": a + b,
-    }
+    return _problem(
+        f"{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?",
+        [f"{name} has {a} + {b} = {a + b} {things}."],
+        a + b,
+    )
 
 
 def _subtract(r: random.Random) -> Problem:
     name, things = r.choice(NAMES), r.choice(THINGS)
     a = r.randint(10, 50)
     b = r.randint(1, a - 1)
-    return {
-        "question": f"{name} has {a} {things} and gives {b} of them to a friend. How many {things} are left?",
-        "steps": [f"{name} has {a} - {b} = {a - b} {things} left.", f"The answer is {a - b}."],
-        "answer": a - b,
-    }
+    return _problem(
+        f"{name} has {a} {things} and gives {b} of them to a friend. How many {things} are left?",
+        [f"{name} has {a} - {b} = {a - b} {things} left."],
+        a - b,
+    )
 
 
 def _multiply(r: random.Random) -> Problem:
     things = r.choice(THINGS)
     a, b = r.randint(2, 9), r.randint(2, 12)
-    return {
-        "question": f"There are {a} boxes with {b} {things} in each box. How many {things} are there in all?",
-        "steps": [f"There are {a} * {b} = {a * b} {things}.", f"The answer is {a * b}."],
-        "answer": a * b,
-    }
+    return _problem(
+        f"There are {a} boxes with {b} {things} in each box. How many {things} are there in all?",
+        [f"There are {a} * {b} = {a * b} {things}."],
+        a * b,
+    )
 
 
 def _price(r: random.Random) -> Problem:
     name, things = r.choice(NAMES), r.choice(THINGS)
     a, p = r.randint(2, 9), r.randint(2, 10)
-    return {
-        "question": f"{name} buys {a} {things} for {p} dollars each. How many dollars does {name} pay?",
-        "steps": [f"{name} pays {a} * {p} = {a * p} dollars.", f"The answer is {a * p}."],
-        "answer": a * p,
-    }
+    return _problem(
+        f"{name} buys {a} {things} for {p} dollars each. How many dollars does {name} pay?",
+        [f"{name} pays {a} * {p} = {a * p} dollars."],
+        a * p,
+    )
 
 
 def _share(r: random.Random) -> Problem:
     things = r.choice(THINGS)
     a, b = r.randint(2, 8), r.randint(2, 10)
-    return {
-        "question": f"{a} children share {a * b} {things} equally. How many {things} does each child get?",
-        "steps": [f"Each child gets {a * b} / {a} = {b} {things}.", f"The answer is {b}."],
-        "answer": b,
-    }
+    return _problem(
+        f"{a} children share {a * b} {things} equally. How many {things} does each child get?",
+        [f"Each child gets {a * b} / {a} = {b} {things}."],
+        b,
+    )
 
 
 def _buy_then_give(r: random.Random) -> Problem:
     name, things = r.choice(NAMES), r.choice(THINGS)
     a, b = r.randint(5, 30), r.randint(2, 20)
     c = r.randint(1, a + b - 1)
-    return {
-        "question": f"{name} has {a} {things}, buys {b} more, and then gives away {c}. How many {things} are left?",
-        "steps": [
+    return _problem(
+        f"{name} has {a} {things}, buys {b} more, and then gives away {c}. How many {things} are left?",
+        [
             f"After buying, {name} has {a} + {b} = {a + b} {things}.",
             f"After giving some away, {name} has {a + b} - {c} = {a + b - c} {things}.",
-            f"The answer is {a + b - c}.",
         ],
-        "answer": a + b - c,
-    }
+        a + b - c,
+    )
 
 
 def _earn_then_spend(r: random.Random) -> Problem:
     name = r.choice(NAMES)
     a, b = r.randint(3, 12), r.randint(2, 7)
     c = r.randint(1, a * b - 1)
-    return {
-        "question": f"{name} earns {a} dollars a day for {b} days and then spends {c} dollars. "
+    return _problem(
+        f"{name} earns {a} dollars a day for {b} days and then spends {c} dollars. "
         f"How many dollars does {name} have left?",
-        "steps": [
+        [
             f"{name} earns {a} * {b} = {a * b} dollars.",
             f"After spending, {name} has {a * b} - {c} = {a * b - c} dollars.",
-            f"The answer is {a * b - c}.",
         ],
-        "answer": a * b - c,
-    }
+        a * b - c,
+    )
 
 
 TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (
