@@ -36,7 +36,7 @@ from rationalyst.lm.base import (
     ScoreRequest,
 )
 from rationalyst.lm.boundary import SplitSequence, shared_prefix_length
-from rationalyst.lm.prefix_cache import PrefixCache
+from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, output_cache
 from rationalyst.lm.tokenization import HFTextCodec
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ class HFModel(LanguageModel):
         self.forwarded_tokens = 0
         #: KV of recent single prompts (scoring trunks, generation prompts); capacity 0 disables it.
         self.prefix_cache = PrefixCache(prefix_cache)
+        # The KV-cache argument of forward and generate: `cache` (transformers >= 5.2x), `past_key_values` before.
+        self.cache_arg = cache_argument(self.model)
 
     @classmethod
     def from_pretrained(
@@ -193,20 +195,20 @@ class HFModel(LanguageModel):
             limit = min([len(trunks[0]) - 1] + [seq.n_context - 1 for *_, seq in sliced])
             reuse, past = self.prefix_cache.lookup(trunks[0], limit)
             if past is not None:
-                kwargs["past_key_values"] = past
+                kwargs[self.cache_arg] = past
                 kwargs["position_ids"] = torch.arange(reuse, len(trunks[0]), device=self.device)[None]
         batch = self._right_pad([(t or [self.pad_id])[reuse:] for t in trunks])
         keep = torch.tensor([p - reuse for p in positions] or [0], device=self.device)
         out = self.model(input_ids=batch, use_cache=True, logits_to_keep=keep, **kwargs)
         self.forwarded_tokens += sum(len(t) for t in trunks) - reuse
         if len(trunks) == 1 and trunks[0]:
-            self.prefix_cache.store(trunks[0], out.past_key_values)
+            self.prefix_cache.store(trunks[0], output_cache(out))
         index = {p: i for i, p in enumerate(positions)}
         for row, g, j, seq in sliced:
             rows = [index[p] for p in range(seq.n_context - 1, len(seq.token_ids) - 1)]
             logits = out.logits[row, rows]
             results[g][j] = self._gather_rows(logits, seq.token_ids[seq.n_context :])
-        return out.past_key_values
+        return output_cache(out)
 
     def _run_branches(self, cache, branches, results) -> None:
         """Batched passes over each branch's own tokens, on top of its trunk's cached prefix.
@@ -231,7 +233,7 @@ class HFModel(LanguageModel):
             kwargs: dict[str, Any] = {}
             if longest > 0:
                 rows = torch.tensor([row for row, *_ in chunk], device=self.device)
-                kwargs["past_key_values"] = DynamicCache(
+                kwargs[self.cache_arg] = DynamicCache(
                     ddp_cache_data=[
                         (layer.keys[rows, :, :longest], layer.values[rows, :, :longest]) for layer in cache.layers
                     ]
@@ -308,7 +310,7 @@ class HFModel(LanguageModel):
             if past is not None:
                 past.batch_repeat_interleave(params.n)
                 input_ids, attention = input_ids.repeat(params.n, 1), attention.repeat(params.n, 1)
-                kwargs["past_key_values"], copies = past, 1
+                kwargs[self.cache_arg], copies = past, 1
         kwargs.update({
             "max_new_tokens": params.max_new_tokens,
             "num_return_sequences": copies,
@@ -328,7 +330,7 @@ class HFModel(LanguageModel):
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
         )
         if single:
-            self.prefix_cache.store(encoded[0], out.past_key_values)
+            self.prefix_cache.store(encoded[0], output_cache(out))
         new_tokens = out.sequences[:, width:]
         step_logprobs = torch.stack(
             [

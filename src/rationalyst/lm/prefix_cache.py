@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -30,6 +31,25 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     y = torch.as_tensor(b[:n])
     differ = (x != y).nonzero()
     return int(differ[0, 0]) if len(differ) else n
+
+
+def cache_argument(model: Any) -> str:
+    """The name under which ``model.forward`` (and ``generate``) takes a KV cache: ``cache`` on current
+    transformers, where ``past_key_values`` is deprecated and removed in 5.40; ``past_key_values`` on 4.x."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a forward without a signature
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward or generate call returned (``out.cache``; ``out.past_key_values`` on 4.x,
+    read only there: on 5.x that name warns that it is deprecated)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
