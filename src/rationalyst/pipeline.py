@@ -40,6 +40,7 @@ from pydantic import Field, ValidationError, model_validator
 from rationalyst.config import StrictModel, config_hash
 from rationalyst.data.benchmarks.generated import write_generated_corpus
 from rationalyst.errors import RationalystError
+from rationalyst.lm.memory import release_memory
 from rationalyst.runs import _atomic_write, _dumps, _read_json
 from rationalyst.stages.eval import EvalConfig
 from rationalyst.stages.extract import ExtractConfig
@@ -258,6 +259,10 @@ def run(
             outcome = runner(not resume)
         except RationalystError as exc:
             raise RationalystError(f"stage {stage} failed: {exc} (finished stages are kept in {config.output})") from None
+        finally:
+            # Each stage starts on an empty GPU: drop what this one loaded (vLLM refuses to start when
+            # free memory is under gpu_memory_utilization x total).
+            release_memory()
         if stage == "select":
             _guard_selected(config)
         state.complete(stage)

@@ -534,8 +534,8 @@ def _check_train(report: Report, train: Any, machine: Machine, produced: dict[Pa
         report.add("train", "base model", train.base.spec, info.where, False,
                    "as above" if info.spec.partition(":")[2] in report.named else info.problem)
         report.named.add(info.spec.partition(":")[2])
-        return info
-    report.add("train", "base model", train.base.spec, info.where + (", gated" if info.gated else ""))
+    else:
+        report.add("train", "base model", train.base.spec, info.where + (", gated" if info.gated else ""))
     if not info.params:
         return info
     on_gpu = machine.gpus > 0 and train.base.device != "cpu" and engine.config.spec.partition(":")[0] != "openai"
