@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from rationalyst.data.benchmarks import BenchmarkItem
-from rationalyst.data.records import read_json_lines
+from rationalyst.runs import read_json_lines
 from rationalyst.lm import SamplingParams, ScoreRequest, load_model
 from rationalyst.search import prompts
 from rationalyst.search.heuristics import RATIONALE_STOP

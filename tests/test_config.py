@@ -8,7 +8,8 @@ import pytest
 
 from rationalyst.config import config_hash, load_config
 from rationalyst.errors import ConfigError
-from rationalyst.stages.eval import EvalConfig, SolveConfig
+from rationalyst.search.solve import SolveConfig
+from rationalyst.stages.eval import EvalConfig
 
 RECIPES = sorted((Path(__file__).parents[1] / "src" / "rationalyst" / "recipes").glob("*.yaml"))
 

@@ -17,12 +17,10 @@ from rationalyst.stages.extract import (
     Document,
     ExtractConfig,
     load_prompts,
-    map_offsets,
-    parse_rewrite,
     rewrite_document,
-    split_boundaries,
-    spread,
 )
+from rationalyst.data import extraction_text
+from rationalyst.data.extraction_text import map_offsets, parse_rewrite, split_boundaries, spread
 
 FIXTURE = Path(__file__).parent / "fixtures" / "extract" / "documents.jsonl"
 FIXTURE_DOCS = {d["id"]: d for d in map(json.loads, FIXTURE.read_text().splitlines())}
@@ -186,7 +184,7 @@ def test_difflib_fallback_maps_the_same(monkeypatch, tmp_path):
     output = DOC.replace("cats. Each", "cats. <BOT>Cans per cat.<EOT> Each")
     with_rapidfuzz = DocResult(_doc(DOC))
     rewrite_document(with_rapidfuzz, output, config(tmp_path))
-    monkeypatch.setattr(extract, "_Indel", None)
+    monkeypatch.setattr(extraction_text, "_Indel", None)
     fallback = DocResult(_doc(DOC))
     rewrite_document(fallback, output, config(tmp_path))
     assert fallback.kept == with_rapidfuzz.kept == [(15, "Cans per cat.")]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from rationalyst.data.records import MAX_DEPTH, read_json_lines
+from rationalyst.data.records import MAX_DEPTH
+from rationalyst.runs import read_json_lines
 from rationalyst.stages.train import read_kept_records
 
 

@@ -13,8 +13,9 @@ from rationalyst.data.benchmarks import load_benchmark
 from rationalyst.lm import SamplingParams
 from rationalyst.runs import read_records, shard_paths
 from rationalyst.search import prompts
-from rationalyst.search.heuristics import RATIONALE_STOP, parse_judge_rating
-from rationalyst.search.methods import METHODS, split_steps
+from rationalyst.search.heuristics import HEURISTICS, RATIONALE_STOP, parse_judge_rating
+from rationalyst.search.methods import METHOD_ROLES, METHODS, split_steps
+from rationalyst.search.pool import ModelPool
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 from rationalyst.search.verify import aggregate, verify_steps
@@ -45,7 +46,7 @@ def eval_run(tmp_path_factory, default_model):
         benchmarks=[{"name": "gsm8k", "source": str(FIXTURES / "gsm8k.jsonl"), "limit": 3}],
         methods=["cot", "random", "implicit"], output=output, search=SETTINGS, seed=7,
     )
-    pool = eval_stage.ModelPool()
+    pool = ModelPool()
     pool.add(default_model)
     summaries = eval_stage.run(config, pool)
     return config, summaries, {s.method: list(read_records(s.path)) for s in summaries}
@@ -117,7 +118,7 @@ def test_a_resumed_eval_redoes_only_missing_problems(eval_run, default_model):
     shards[-1].write_text("\n".join(lines[:-1]) + "\n" if len(lines) > 1 else "")
     if len(lines) == 1:
         shards[-1].unlink()
-    pool = eval_stage.ModelPool()
+    pool = ModelPool()
     pool.add(default_model)
     again = eval_stage.run(config.model_copy(update={"methods": ["random"]}), pool)
     records = list(read_records(run_path))
@@ -189,7 +190,7 @@ def test_split_steps_stops_at_the_first_final_answer(items):
 
 
 def test_every_method_declares_the_roles_its_results_depend_on():
-    assert set(eval_stage.METHOD_ROLES) == set(METHODS)
+    assert set(METHOD_ROLES) == set(METHODS) and set(HEURISTICS) <= set(METHODS)
 
 
 def test_unknown_method_is_a_clear_config_error(tmp_path):

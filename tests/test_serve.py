@@ -265,7 +265,8 @@ def test_guided_model_answers_chat_through_the_guided_function(default_model):
 
 def test_guided_model_answers_with_the_step_search(default_model, tmp_path):
     from rationalyst.serve.guided import build_guided
-    from rationalyst.stages.eval import ModelPool, SolveConfig, solve
+    from rationalyst.search.pool import ModelPool
+    from rationalyst.search.solve import SolveConfig, solve
 
     recipe = tmp_path / "guided.yaml"
     recipe.write_text("method: random\nsearch:\n  max_steps: 2\n  max_step_tokens: 12\n")

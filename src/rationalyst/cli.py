@@ -363,18 +363,24 @@ def solve(
     scorer: ScorerOption = None,
     candidates: CandidatesOption = None,
     seed: SeedOption = None,
+    rationalist_format: Annotated[Optional[str], typer.Option(
+        "--rationalist-format",
+        help="The rationalist's prompt: rationalyst (instruction + text) or paper-release (the text alone, as the "
+        "authors' released rationalist); default: as saved beside the model by the train stage.",
+    )] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Solve one question step by step, supervised by the rationalist; show every step's choice."""
-    from rationalyst.stages import eval as eval_stage
+    from rationalyst.search.solve import SolveConfig
+    from rationalyst.search.solve import solve as solve_question
 
     if choices and family is None:
         family = "multiple_choice"
     cfg = _stage_config(
-        eval_stage.SolveConfig, config, overrides, method=method, family=family,
+        SolveConfig, config, overrides, method=method, family=family, rationalist_format=rationalist_format,
         **_role_options(agent, rationalist, scorer, candidates, seed),
     )
-    trace = eval_stage.solve(cfg, question, choices, answer)
+    trace = solve_question(cfg, question, choices, answer)
     if as_json:
         print(json.dumps(trace, ensure_ascii=False, indent=2))
         return

@@ -41,7 +41,7 @@ from rationalyst.config import StrictModel, config_hash
 from rationalyst.data.benchmarks.generated import write_generated_corpus
 from rationalyst.errors import RationalystError
 from rationalyst.lm.memory import release_memory
-from rationalyst.runs import _atomic_write, _dumps, _read_json
+from rationalyst.runs import atomic_write, dumps, read_json
 from rationalyst.stages.eval import EvalConfig
 from rationalyst.stages.extract import ExtractConfig
 from rationalyst.stages.filter import FilterConfig
@@ -153,13 +153,13 @@ class PipelineState:
 
     def __init__(self, output: Path) -> None:
         self.path = output / STATE_FILE
-        stored = _read_json(self.path)
+        stored = read_json(self.path)
         self.stages: dict[str, dict[str, Any]] = stored.get("stages", {}) if isinstance(stored, dict) else {}
 
     def save(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path, _dumps({"stages": self.stages}))
+            atomic_write(self.path, dumps({"stages": self.stages}))
         except OSError as exc:
             raise RationalystError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
@@ -196,7 +196,7 @@ def _stage_runners(config: PipelineConfig) -> list[tuple[str, Any, Callable[[boo
     if config.generate_corpus is not None:
         corpus = config.generate_corpus
         runners.append(("corpus", corpus, lambda ow: write_generated_corpus(
-            config.output / "corpus", write=_atomic_write, **corpus.model_dump())))
+            config.output / "corpus", write=atomic_write, **corpus.model_dump())))
     runners += [
         ("select", config.select, lambda ow: select.run(with_overwrite(config.select, ow))),
         ("extract", config.extract, lambda ow: extract.run(with_overwrite(config.extract, ow))),
@@ -302,7 +302,7 @@ def _guard_selected(config: PipelineConfig) -> None:
 
 
 def _counts(run_path: Path) -> dict[str, Any]:
-    manifest = _read_json(run_path / "manifest.json")
+    manifest = read_json(run_path / "manifest.json")
     return manifest.get("counts", {}) if isinstance(manifest, dict) else {}
 
 
@@ -323,7 +323,7 @@ def summary(config: PipelineConfig) -> list[tuple[str, str]]:
     kept = _counts(config.filter.output)
     if kept:
         rows.append(("rationales kept", f"{kept.get('kept', 0)} of {kept.get('kept', 0) + kept.get('dropped', 0)} (tau {config.filter.tau})"))
-    trained = _read_json(config.train.output / "summary.json")
+    trained = read_json(config.train.output / "summary.json")
     if isinstance(trained, dict):
         loss = f"{fmt(trained.get('first_train_loss'))} -> {fmt(trained.get('last_train_loss'))}"
         rows.append(("training loss", f"{loss} ({trained.get('global_step')} steps, {trained.get('train_records')} records)"))

@@ -42,7 +42,8 @@ from pydantic import BaseModel
 
 import rationalyst
 from rationalyst.config import config_hash
-from rationalyst.errors import RationalystError
+from rationalyst.data.records import SkipReporter, json_objects
+from rationalyst.errors import InputError, RationalystError
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete, never partial."""
     tmp = path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
     try:
@@ -104,11 +105,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _dumps(obj: Any) -> bytes:
+def dumps(obj: Any) -> bytes:
+    """``obj`` as indented UTF-8 JSON with a final newline (manifests, configs, state files)."""
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     """A JSON file's content, or None if it is missing or unreadable (e.g. written by a foreign tool)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -181,17 +183,59 @@ def shard_paths(run_path: str | Path) -> list[Path]:
     return [p for _, p in sorted(numbered)]
 
 
-def read_records(run_path: str | Path) -> Iterator[dict[str, Any]]:
-    """Stream the records of a run directory (e.g. the previous stage's output), in written order."""
+def shard_lines(run_path: str | Path) -> Iterator[tuple[Path, int, str]]:
+    """(shard, 1-based line, line) of every non-blank line of a run directory's shards, in written order."""
     for shard in shard_paths(run_path):
         with open(shard, encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except ValueError as exc:
-                    raise RationalystError(f"{shard}, line {line_no}: corrupt record: {exc}") from None
+                if line.strip():
+                    yield shard, line_no, line
+
+
+def read_records(run_path: str | Path) -> Iterator[dict[str, Any]]:
+    """Stream the records of a run directory (e.g. the previous stage's output), in written order."""
+    for shard, line_no, line in shard_lines(run_path):
+        try:
+            yield json.loads(line)
+        except ValueError as exc:
+            raise RationalystError(f"{shard}, line {line_no}: corrupt record: {exc}") from None
+
+
+def is_complete_manifest(manifest: Any, config_hash: str | None) -> bool:
+    """Whether a manifest's content marks a complete run of the config with ``config_hash``."""
+    return isinstance(manifest, dict) and manifest.get("status") == "complete" and manifest.get("config_hash") == config_hash
+
+
+def run_info(path: str | Path) -> tuple[dict[str, Any], bool] | None:
+    """A run directory's ``config.json`` content and whether the run completed with that config; None
+    when ``path`` holds no run (no readable config naming a stage)."""
+    path = Path(path)
+    info = read_json(path / CONFIG_FILE)
+    if not isinstance(info, dict) or not isinstance(info.get("stage"), str):
+        return None
+    return info, is_complete_manifest(read_json(path / MANIFEST_FILE), info.get("config_hash"))
+
+
+def stage_input_files(path: Path, stage: str) -> list[Path]:
+    """The shards of a run directory (warning if it has not finished), or the one file given."""
+    path = Path(path)
+    if path.is_dir():
+        files = shard_paths(path)
+        if not files:
+            raise InputError(f"{path}: no record shards found (is it a {stage} run directory?)")
+        if not (path / MANIFEST_FILE).exists():
+            logger.warning("%s has no manifest: its stage has not finished, reading what it wrote so far", path)
+        return files
+    if not path.is_file():
+        raise InputError(f"input not found: {path}")
+    return [path]
+
+
+def read_json_lines(path: Path, on_skip: SkipReporter, stage: str) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """(file, line, record) for every JSON object of a stage's input (a run directory or one JSONL
+    file); other lines are reported to ``on_skip(reason, file, line)`` and passed over."""
+    for file in stage_input_files(path, stage):
+        yield from json_objects(file, on_skip)
 
 
 class RunDir:
@@ -230,7 +274,7 @@ class RunDir:
             else:
                 self._check_existing()
             self._remove_stale_temp_files()
-            stored = _read_json(self.path / CONFIG_FILE)
+            stored = read_json(self.path / CONFIG_FILE)
             if stored is None:
                 self._run_started = _now()
                 info = {
@@ -239,7 +283,7 @@ class RunDir:
                     "started": self._run_started,
                     "config": config.model_dump(mode="json"),
                 }
-                _atomic_write(self.path / CONFIG_FILE, _dumps(info))
+                atomic_write(self.path / CONFIG_FILE, dumps(info))
             else:
                 self._run_started = stored.get("started", _now())
             self.shards_dir.mkdir(exist_ok=True)
@@ -269,7 +313,7 @@ class RunDir:
                     f"{self.path} holds shards but no {CONFIG_FILE}, so it cannot be resumed; {hint}"
                 )
             return
-        stored = _read_json(config_file)
+        stored = read_json(config_file)
         if not isinstance(stored, dict):
             raise RationalystError(f"{config_file} is unreadable, so the run cannot be resumed; {hint}")
         if stored.get("stage") != self.stage:
@@ -316,16 +360,11 @@ class RunDir:
 
     def is_complete(self) -> bool:
         """True only when a manifest exists with status complete and this run's config hash."""
-        manifest = _read_json(self.path / MANIFEST_FILE)
-        return (
-            isinstance(manifest, dict)
-            and manifest.get("status") == "complete"
-            and manifest.get("config_hash") == self.config_hash
-        )
+        return is_complete_manifest(read_json(self.path / MANIFEST_FILE), self.config_hash)
 
     def manifest(self) -> dict[str, Any] | None:
         """The manifest's content, or None if the run has not completed."""
-        manifest = _read_json(self.path / MANIFEST_FILE)
+        manifest = read_json(self.path / MANIFEST_FILE)
         return manifest if isinstance(manifest, dict) else None
 
     # -- writing -------------------------------------------------------------------------------
@@ -410,7 +449,7 @@ class RunDir:
             "extra": dict(extra or {}),
         }
         try:
-            _atomic_write(self.path / MANIFEST_FILE, _dumps(manifest))
+            atomic_write(self.path / MANIFEST_FILE, dumps(manifest))
         except OSError as exc:
             raise RationalystError(f"cannot write {self.path / MANIFEST_FILE}: {exc.strerror or exc}") from None
         logger.info(
@@ -471,7 +510,7 @@ class ShardWriter:
         path = self.run.shards_dir / f"part-{self._next_shard:05d}.jsonl"
         data = ("\n".join(self._buffer) + "\n").encode("utf-8")
         try:
-            _atomic_write(path, data)
+            atomic_write(path, data)
         except OSError as exc:
             raise RationalystError(f"cannot write shard {path}: {exc.strerror or exc}") from None
         logger.debug("wrote %s (%d records)", path, len(self._buffer))

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from rationalyst.data.answers import has_final_answer
+from rationalyst.data.prompt_files import read_prompt_text
 from rationalyst.data.benchmarks import BenchmarkItem
-from rationalyst.data.solve_prompts import Demo, SolvePrompt, format_question, format_question_text, load_solve_prompt
+from rationalyst.data.solve_prompts import Demo, SolvePrompt, format_question, load_solve_prompt
 from rationalyst.errors import RationalystError
 
 #: The rationalist's prompt profiles (see the module docstring).
@@ -132,12 +132,9 @@ def document_text(item: BenchmarkItem) -> str | None:
 
 def load_instruction(path: Path | str | None = None) -> str:
     """The rationalist's instruction: ``path`` or the packaged ``prompts/train/instruction.txt``."""
-    try:
-        if path is not None:
-            return Path(path).read_text(encoding="utf-8").strip()
-        return resources.files("rationalyst").joinpath("prompts", "train", INSTRUCTION_FILE).read_text("utf-8").strip()
-    except OSError as exc:
-        raise RationalystError(f"cannot read the rationalist instruction: {exc}") from None
+    if path is not None:
+        return read_prompt_text("train", Path(path).name, Path(path).parent, what="rationalist instruction")
+    return read_prompt_text("train", INSTRUCTION_FILE, what="rationalist instruction")
 
 
 def saved_instruction_file(spec: str) -> Path | None:

@@ -1,6 +1,7 @@
-"""Reading the previous stage's output: a run directory of shards, or one JSONL file.
+"""Reading JSON Lines records robustly: one object per line, bad lines reported, never fatal.
 
-Stages hand records to each other as JSON lines. A reader here yields each JSON object with where it
+Stages hand records to each other as JSON lines (`rationalyst.runs.read_json_lines` reads a run
+directory's shards with this). The reader here yields each JSON object with where it
 came from (file and 1-based line), and reports lines it cannot use (invalid UTF-8, malformed JSON, not
 an object, nested deeper than `MAX_DEPTH`) to ``on_skip(reason, file, line)`` (a stage passes its
 run's `RunDir.skip`, which counts them in the manifest); the stage then checks its own fields.
@@ -16,8 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rationalyst.errors import InputError
-from rationalyst.runs import MANIFEST_FILE, shard_paths
 
 SkipReporter = Callable[[str, Path, int], None]
 
@@ -41,42 +40,28 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def stage_input_files(path: Path, stage: str) -> list[Path]:
-    """The shards of a run directory (warning if it has not finished), or the one file given."""
-    if path.is_dir():
-        files = shard_paths(path)
-        if not files:
-            raise InputError(f"{path}: no record shards found (is it a {stage} run directory?)")
-        if not (path / MANIFEST_FILE).exists():
-            log.warning("%s has no manifest: its stage has not finished, reading what it wrote so far", path)
-        return files
-    if not path.is_file():
-        raise InputError(f"input not found: {path}")
-    return [path]
-
-
-def read_json_lines(path: Path, on_skip: SkipReporter, stage: str) -> Iterator[tuple[Path, int, dict[str, Any]]]:
-    """(file, line, record) for every JSON object in the input; other lines are skipped and counted."""
-    for file in stage_input_files(Path(path), stage):
-        with open(file, "rb") as f:
-            for line_no, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    on_skip("invalid UTF-8", file, line_no)
-                    continue
-                except ValueError:
-                    on_skip("malformed JSON", file, line_no)
-                    continue
-                except RecursionError:
-                    on_skip("malformed JSON (nested too deeply)", file, line_no)
-                    continue
-                if not isinstance(record, dict):
-                    on_skip("record is not a JSON object", file, line_no)
-                    continue
-                if _nested_deeper_than(record, MAX_DEPTH):
-                    on_skip("malformed JSON (nested too deeply)", file, line_no)
-                    continue
-                yield file, line_no, record
+def json_objects(file: Path, on_skip: SkipReporter) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """(file, line, record) for every JSON object of one JSON Lines file; other lines are skipped and
+    reported (run directories of shards: `rationalyst.runs.read_json_lines`)."""
+    with open(file, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                on_skip("invalid UTF-8", file, line_no)
+                continue
+            except ValueError:
+                on_skip("malformed JSON", file, line_no)
+                continue
+            except RecursionError:
+                on_skip("malformed JSON (nested too deeply)", file, line_no)
+                continue
+            if not isinstance(record, dict):
+                on_skip("record is not a JSON object", file, line_no)
+                continue
+            if _nested_deeper_than(record, MAX_DEPTH):
+                on_skip("malformed JSON (nested too deeply)", file, line_no)
+                continue
+            yield file, line_no, record

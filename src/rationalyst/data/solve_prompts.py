@@ -17,15 +17,14 @@ then one line per option, ``A) ...``, ``B) ...``.
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rationalyst.data.answers import has_final_answer
 from rationalyst.data.benchmarks import FAMILIES, LETTERS, BenchmarkItem
+from rationalyst.data.prompt_files import read_prompt_yaml
 from rationalyst.errors import RationalystError
 
 
@@ -75,14 +74,7 @@ def load_solve_prompt(family: str, prompts_dir: str | Path | None = None) -> Sol
 
 @lru_cache(maxsize=32)
 def _load(family: str, prompts_dir: str | None) -> SolvePrompt:
-    if prompts_dir is not None:
-        source: Any = Path(prompts_dir) / f"{family}.yaml"
-    else:
-        source = resources.files("rationalyst").joinpath("prompts", "solve", f"{family}.yaml")
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RationalystError(f"cannot read the solve prompt {source}: {exc}") from None
+    source, data = read_prompt_yaml("solve", f"{family}.yaml", prompts_dir, what="solve prompt")
     if not isinstance(data, dict):
         raise RationalystError(f"{source}: expected a mapping with 'instruction' and 'demos'")
     try:

@@ -19,24 +19,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    ValidationError,
-    model_validator,
-)
+from pydantic import ValidationError
 
 from rationalyst.errors import InputError, RationalystError
-from rationalyst.runs import CONFIG_FILE, MANIFEST_FILE, SHARDS_DIR, shard_paths
+from rationalyst.search.methods import METHODS
+from rationalyst.search.roles import ROLES, SUPERVISION_ROLES
+from rationalyst.search.trace import StepRecord, Trace
+from rationalyst.runs import CONFIG_FILE, SHARDS_DIR, run_info, shard_lines, shard_paths
 
-#: Roles whose tokens and seconds a trace records; all but the agent supervise.
-ROLES = ("agent", "rationalist", "scorer", "judge")
-SUPERVISION_ROLES = ("rationalist", "scorer", "judge")
-#: Display order of methods: the paper's heuristics, its baselines, then search strategies.
-METHOD_ORDER = ("implicit", "explicit", "random", "self-ppl", "llm-judge", "cot", "self-consistency", "beam", "best-of-n")
+#: Display order of methods: the paper's heuristics, its baselines, then search strategies (registry order).
+METHOD_ORDER = tuple(METHODS)
 Z_95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 
 
@@ -64,102 +58,24 @@ def method_sort_key(method: str) -> tuple[int, str]:
 # ============================================================================ trace records
 
 
-def _text(value: Any) -> Any:
-    """Answers may be numbers in a record; they are shown and compared as text."""
-    return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
-
-
-def _choices(value: Any) -> Any:
-    if isinstance(value, dict):
-        return [f"{key}. {text}" for key, text in value.items()]
-    if isinstance(value, list):
-        return [item if isinstance(item, str) else json.dumps(item, ensure_ascii=False) for item in value]
-    return value
-
-
-Text = Annotated[str | None, BeforeValidator(_text)]
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class Candidate(_Record):
-    text: str
-    score: float | None = None
-    tokens: int | None = None
-
-
-class Step(_Record):
-    rationale: str | None = None
-    candidates: list[Candidate] = []
-    chosen: int | None = None
-
-    @model_validator(mode="after")
-    def _chosen_in_range(self) -> Step:
-        if self.chosen is not None and not 0 <= self.chosen < len(self.candidates):
-            raise ValueError(f"chosen = {self.chosen} but the step has {len(self.candidates)} candidates")
-        return self
-
-
-class Trace(_Record):
-    """One problem's trace (``docs/traces.md``); unknown fields are ignored."""
-
-    id: str
-    benchmark: str | None = None
-    method: str | None = None
-    question: Text = ""
-    choices: Annotated[list[str] | None, BeforeValidator(_choices)] = None
-    gold: Text = None
-    steps: list[Step] = []
-    solution: Text = None
-    prediction: Text = None
-    parsed: bool | None = None
-    correct: bool = False
-    stop_reason: str | None = None
-    tokens: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    judge_parse_failures: int | None = None
-    error: str | None = None
-
-    @property
-    def right(self) -> bool:
-        """Counted correct: a failed problem (``error``) is wrong whatever ``correct`` says."""
-        return self.correct and not self.error
-
-    def total_seconds(self) -> float:
-        return self.seconds["total"] if "total" in self.seconds else sum(self.seconds.get(r, 0.0) for r in ROLES)
-
-
 def _field_path(loc: tuple) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
 def read_traces(run_path: Path) -> Iterator[Trace]:
     """The trace records of an eval run, checked; a bad one raises InputError naming file, line, field."""
-    for shard in shard_paths(run_path):
-        with open(shard, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield Trace.model_validate_json(line)
-                except ValidationError as exc:
-                    err = exc.errors()[0]
-                    where = _field_path(err["loc"])
-                    if err["type"].startswith("json"):
-                        raise InputError(f"{shard}, line {line_no}: corrupt trace record: {err['msg']}") from None
-                    raise InputError(f"{shard}, line {line_no}, field {where or '(record)'}: {err['msg']}") from None
+    for shard, line_no, line in shard_lines(run_path):
+        try:
+            yield Trace.model_validate_json(line)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = _field_path(err["loc"])
+            if err["type"].startswith("json"):
+                raise InputError(f"{shard}, line {line_no}: corrupt trace record: {err['msg']}") from None
+            raise InputError(f"{shard}, line {line_no}, field {where or '(record)'}: {err['msg']}") from None
 
 
 # ============================================================================ runs
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass
@@ -183,17 +99,10 @@ def find_runs(root: Path, skip: Iterable[Path] = ()) -> list[RunInfo]:
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         dirs[:] = sorted(d for d in dirs if d != SHARDS_DIR and not d.startswith(".") and (here / d).resolve() not in skipped)
-        if CONFIG_FILE not in files:
+        found = run_info(here) if CONFIG_FILE in files else None
+        if found is None:
             continue
-        info = _read_json(here / CONFIG_FILE)
-        if not isinstance(info, dict) or not isinstance(info.get("stage"), str):
-            continue
-        manifest = _read_json(here / MANIFEST_FILE)
-        complete = (
-            isinstance(manifest, dict)
-            and manifest.get("status") == "complete"
-            and manifest.get("config_hash") == info.get("config_hash")
-        )
+        info, complete = found
         config = info.get("config") if isinstance(info.get("config"), dict) else {}
         rel = here.relative_to(root).as_posix()
         runs.append(RunInfo(here, rel, info["stage"], config, complete))
@@ -283,7 +192,7 @@ def read_eval_runs(infos: list[RunInfo]) -> list[EvalRun]:
 # ============================================================================ where methods chose differently
 
 
-def same_candidates(a: Step, b: Step) -> bool:
+def same_candidates(a: StepRecord, b: StepRecord) -> bool:
     """Whether two steps offered the same candidate list (same texts, same order)."""
     return len(a.candidates) == len(b.candidates) and all(x.text == y.text for x, y in zip(a.candidates, b.candidates))
 

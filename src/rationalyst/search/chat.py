@@ -13,7 +13,8 @@ from pathlib import Path
 from rationalyst.config import load_config
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import LanguageModel, SamplingParams
-from rationalyst.stages.eval import ModelPool, SolveConfig, solve
+from rationalyst.search.pool import ModelPool
+from rationalyst.search.solve import SolveConfig, solve
 
 
 def make_guided(

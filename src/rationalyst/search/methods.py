@@ -178,10 +178,26 @@ def beam_search(item: BenchmarkItem, roles: Roles, settings: SearchSettings, see
     return trace_record(item, "beam", best.steps, best.records, stop, roles, started, path_score=round(best.value, 6))
 
 
-METHODS: dict[str, Method] = {
-    **{name: guided_search(name) for name in HEURISTICS},
-    "cot": chain_of_thought,
-    "self-consistency": self_consistency,
-    "beam": beam_search,
-    "best-of-n": best_of_n,
-}
+#: Every method with the roles its results depend on (besides the agent, which all use): the pool loads
+#: only these, and an eval run's config hash covers only their models.
+_REGISTRY: list[tuple[str, Method, tuple[str, ...]]] = [
+    ("implicit", guided_search("implicit"), ("rationalist", "scorer")),
+    ("explicit", guided_search("explicit"), ("rationalist",)),
+    ("random", guided_search("random"), ()),
+    ("self-ppl", guided_search("self-ppl"), ("rationalist",)),
+    ("llm-judge", guided_search("llm-judge"), ("judge",)),
+    ("cot", chain_of_thought, ()),
+    ("self-consistency", self_consistency, ()),
+    ("beam", beam_search, ("rationalist", "scorer")),
+    ("best-of-n", best_of_n, ("rationalist", "scorer")),
+]
+METHODS: dict[str, Method] = {name: method for name, method, _ in _REGISTRY}
+METHOD_ROLES: dict[str, tuple[str, ...]] = {name: roles for name, _, roles in _REGISTRY}
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    """``methods`` without repeats, in order; an unknown name is a ValueError naming the known ones."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    return list(dict.fromkeys(methods))

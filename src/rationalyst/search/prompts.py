@@ -18,7 +18,6 @@ backends reuse the trajectory's KV from step to step.
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
 
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.data.rationale_text import (
@@ -27,6 +26,7 @@ from rationalyst.data.rationale_text import (
     scoring_texts,
     steps_text,
 )
+from rationalyst.data.prompt_files import read_prompt_text
 from rationalyst.data.solve_prompts import (
     SolvePrompt,
     format_question,
@@ -116,4 +116,4 @@ def judge_prompt(item: BenchmarkItem, steps: list[str], candidate: str) -> list[
 
 @lru_cache(maxsize=1)
 def _judge_template() -> str:
-    return resources.files("rationalyst").joinpath("prompts", "search", "judge.txt").read_text("utf-8").strip()
+    return read_prompt_text("search", "judge.txt", what="judge prompt")

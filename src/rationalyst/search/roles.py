@@ -25,6 +25,8 @@ from rationalyst.lm.base import (
 )
 
 ROLES = ("agent", "rationalist", "scorer", "judge")
+#: The roles that supervise the agent (their cost is the supervision share).
+SUPERVISION_ROLES = ("rationalist", "scorer", "judge")
 
 
 @dataclass

@@ -1,29 +1,111 @@
-"""One problem's trace record (schema: docs/traces.md), built from the steps a method took."""
+"""One problem's trace record: its schema (`Trace`, docs/traces.md), defined once for the methods that
+write it and the report that reads it, and the functions that build it from the steps a method took.
+
+Records are checked against the schema as they are written and as they are read (pydantic), so a
+malformed one is reported with its file, line and field instead of breaking the report later.
+"""
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from rationalyst.data.answers import extract_answer, is_correct
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.search.heuristics import Candidate
-from rationalyst.search.roles import Roles
+from rationalyst.search.roles import ROLES, Roles
+
+
+def _text(value: Any) -> Any:
+    """Answers may be numbers in a record; they are shown and compared as text."""
+    return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
+
+
+def _choices(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [f"{key}. {text}" for key, text in value.items()]
+    if isinstance(value, list):
+        return [item if isinstance(item, str) else json.dumps(item, ensure_ascii=False) for item in value]
+    return value
+
+
+Text = Annotated[str | None, BeforeValidator(_text)]
+
+
+class _Record(BaseModel):
+    # Fields beyond the schema (a method's extras: aggregate, path_score, explicit_context...) are kept.
+    model_config = ConfigDict(extra="allow")
+
+
+class CandidateRecord(_Record):
+    """One candidate step: its text, score (None where the method has none) and agent tokens."""
+
+    text: str
+    score: float | None = None
+    tokens: int | None = None
+
+
+class StepRecord(_Record):
+    """One step of a search: the rationale used, every candidate, the index of the chosen one."""
+
+    rationale: str | None = None
+    candidates: list[CandidateRecord] = []
+    chosen: int | None = None
+
+    @model_validator(mode="after")
+    def _chosen_in_range(self) -> StepRecord:
+        if self.chosen is not None and not 0 <= self.chosen < len(self.candidates):
+            raise ValueError(f"chosen = {self.chosen} but the step has {len(self.candidates)} candidates")
+        return self
+
+
+class Trace(_Record):
+    """One problem's trace (``docs/traces.md``): written by `trace_record`, read back by the report."""
+
+    id: str
+    benchmark: str | None = None
+    method: str | None = None
+    question: Text = ""
+    choices: Annotated[list[str] | None, BeforeValidator(_choices)] = None
+    gold: Text = None
+    steps: list[StepRecord] = []
+    solution: Text = None
+    prediction: Text = None
+    parsed: bool | None = None
+    correct: bool = False
+    stop_reason: str | None = None
+    tokens: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    judge_parse_failures: int | None = None
+    error: str | None = None
+
+    @property
+    def right(self) -> bool:
+        """Counted correct: a failed problem (``error``) is wrong whatever ``correct`` says."""
+        return self.correct and not self.error
+
+    def total_seconds(self) -> float:
+        return self.seconds["total"] if "total" in self.seconds else sum(self.seconds.get(r, 0.0) for r in ROLES)
+
+
 
 
 def step_record(
     rationale: str | None, candidates: list[Candidate], scores: list[float | None], chosen: int, **extra: Any
 ) -> dict[str, Any]:
     """One step: the rationale, every candidate with its score and token count, the chosen index."""
-    return {
-        "rationale": rationale,
-        "candidates": [
-            {"text": c.text, "score": None if s is None else round(float(s), 6), "tokens": c.tokens}
+    return StepRecord(
+        rationale=rationale,
+        candidates=[
+            CandidateRecord(text=c.text, score=None if s is None else round(float(s), 6), tokens=c.tokens)
             for c, s in zip(candidates, scores)
         ],
-        "chosen": chosen,
+        chosen=chosen,
         **extra,
-    }
+    ).model_dump(exclude_unset=True)
 
 
 def trace_record(
@@ -41,20 +123,20 @@ def trace_record(
     prediction = extract_answer(solution, item)
     seconds = roles.seconds()
     seconds["total"] = round(time.perf_counter() - started, 4)
-    return {
-        "id": item.id,
-        "benchmark": item.benchmark,
-        "method": method,
-        "question": item.question,
-        "choices": item.choices,
-        "gold": item.answer,
-        "steps": steps,
-        "solution": solution,
-        "prediction": prediction,
-        "parsed": prediction is not None,
-        "correct": prediction is not None and is_correct(prediction, item),
-        "stop_reason": stop_reason,
-        "tokens": roles.tokens(),
-        "seconds": seconds,
+    return Trace(
+        id=item.id,
+        benchmark=item.benchmark,
+        method=method,
+        question=item.question,
+        choices=item.choices,
+        gold=item.answer,
+        steps=steps,
+        solution=solution,
+        prediction=prediction,
+        parsed=prediction is not None,
+        correct=prediction is not None and is_correct(prediction, item),
+        stop_reason=stop_reason,
+        tokens=roles.tokens(),
+        seconds=seconds,
         **extra,
-    }
+    ).model_dump(exclude_unset=True)

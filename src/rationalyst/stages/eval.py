@@ -31,30 +31,16 @@ from pydantic import Field, field_validator, model_validator
 from rationalyst.config import StrictModel
 from rationalyst.console import progress
 from rationalyst.data.benchmarks import BenchmarkItem, benchmark_split, load_benchmark
-from rationalyst.data.rationale_text import RationalistFormat, rationalist_instruction
 from rationalyst.errors import ConfigError, InputError, RationalystError
-from rationalyst.lm import LanguageModel, load_model
-from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
 from rationalyst.runs import RunDir
-from rationalyst.search.methods import METHODS
-from rationalyst.search.roles import Roles
+from rationalyst.search.methods import METHOD_ROLES, METHODS, check_methods
+from rationalyst.search.pool import ModelPool, RolesConfig
+from rationalyst.search.roles import SUPERVISION_ROLES, Roles
+from rationalyst.search.trace import Trace
 from rationalyst.search.settings import SearchSettings
 
 log = logging.getLogger(__name__)
-
-#: The roles whose model a method's results depend on (besides the agent, which all use).
-METHOD_ROLES: dict[str, tuple[str, ...]] = {
-    "implicit": ("rationalist", "scorer"),
-    "explicit": ("rationalist",),
-    "random": (),
-    "self-ppl": ("rationalist",),
-    "llm-judge": ("judge",),
-    "cot": (),
-    "self-consistency": (),
-    "beam": ("rationalist", "scorer"),
-    "best-of-n": ("rationalist", "scorer"),
-}
 
 
 class BenchmarkRef(StrictModel):
@@ -83,36 +69,6 @@ class BenchmarkRef(StrictModel):
         return {"name": value} if isinstance(value, str) else value
 
 
-class RolesConfig(StrictModel):
-    """The models of the search by role; the rationalist, scorer and judge default to the agent's model."""
-
-    agent: ModelConfig = Field(default_factory=lambda: ModelConfig(spec=DEFAULT_LM), description="The agent that proposes steps.")
-    rationalist: ModelConfig | None = Field(None, description="The rationalist (default: the agent's model).")
-    scorer: ModelConfig | None = Field(None, description="The scorer: the rationalist's base model (default: the agent's model).")
-    judge: ModelConfig | None = Field(None, description="The llm-judge's model (default: the agent's model).")
-    rationalist_format: RationalistFormat | None = Field(
-        None,
-        description="The rationalist's prompt: 'rationalyst' (instruction + text) or 'paper-release' (the text alone, "
-        "as the authors' released model); default: as saved beside the model by the train stage, else 'rationalyst'.",
-    )
-    search: SearchSettings = Field(default_factory=SearchSettings, description="Sampling and scoring settings.")
-    seed: int = Field(0, description="Base seed; each problem's samples derive from it and the trajectory.")
-
-    def role_model(self, role: str) -> ModelConfig:
-        return getattr(self, role) or self.agent
-
-    def rationalist_instruction(self) -> str | None:
-        """The instruction the rationalist is prompted with (None: the text alone)."""
-        return rationalist_instruction(self.role_model("rationalist").spec, self.rationalist_format)
-
-
-def _check_methods(methods: list[str]) -> list[str]:
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-    return list(dict.fromkeys(methods))
-
-
 class EvalConfig(RolesConfig):
     """`rationalyst eval`: methods × benchmarks, one trace per problem."""
 
@@ -133,19 +89,7 @@ class EvalConfig(RolesConfig):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: list[str]) -> list[str]:
-        return _check_methods(methods)
-
-
-class SolveConfig(RolesConfig):
-    """`rationalyst solve`: one question, one method."""
-
-    method: str = Field("implicit", description="Heuristic or baseline: " + ", ".join(METHODS) + ".")
-    family: str = Field("arithmetic", description="Task family (prompt and answer format): arithmetic, math, multiple_choice, logic.")
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, method: str) -> str:
-        return _check_methods([method])[0]
+        return check_methods(methods)
 
 
 class EvalRunConfig(StrictModel):
@@ -204,33 +148,7 @@ class EvalSummary:
         self.tokens += sum(trace.get("tokens", {}).values())
         seconds = trace.get("seconds", {})
         self.seconds += seconds.get("total", 0.0)
-        self.supervision_seconds += sum(seconds.get(r, 0.0) for r in ("rationalist", "scorer", "judge"))
-
-
-class ModelPool:
-    """Loads each distinct model config once; roles naming the same model share it (and its caches)."""
-
-    def __init__(self) -> None:
-        self._models: dict[str, LanguageModel] = {}
-        self._by_spec: dict[str, LanguageModel] = {}
-
-    def add(self, model: LanguageModel) -> None:
-        """Use an already loaded model for every config whose spec is its name (e.g. a served model)."""
-        self._by_spec[model.name] = model
-
-    def get(self, config: ModelConfig) -> LanguageModel:
-        if config.spec in self._by_spec:
-            return self._by_spec[config.spec]
-        key = config.model_dump_json()
-        if key not in self._models:
-            log.info("loading %s", config.spec)
-            self._models[key] = load_model(config)
-        return self._models[key]
-
-    def roles(self, config: RolesConfig, method: str) -> Roles:
-        used = METHOD_ROLES[method]
-        models = {role: self.get(config.role_model(role)) for role in used}
-        return Roles.of(self.get(config.agent), **models, rationalist_instruction=config.rationalist_instruction())
+        self.supervision_seconds += sum(seconds.get(r, 0.0) for r in SUPERVISION_ROLES)
 
 
 def run_config(config: EvalConfig, benchmark: BenchmarkRef, method: str) -> EvalRunConfig:
@@ -244,12 +162,11 @@ def run_config(config: EvalConfig, benchmark: BenchmarkRef, method: str) -> Eval
 
 def error_trace(item: BenchmarkItem, method: str, message: str) -> dict[str, Any]:
     """The record of a problem that could not be solved: wrong, with the reason."""
-    return {
-        "id": item.id, "benchmark": item.benchmark, "method": method, "question": item.question,
-        "choices": item.choices, "gold": item.answer, "steps": [], "solution": "", "prediction": None,
-        "parsed": False, "correct": False, "stop_reason": "error", "error": message,
-        "tokens": {}, "seconds": {"total": 0.0},
-    }
+    return Trace(
+        id=item.id, benchmark=item.benchmark, method=method, question=item.question, choices=item.choices,
+        gold=item.answer, steps=[], solution="", prediction=None, parsed=False, correct=False,
+        stop_reason="error", error=message, tokens={}, seconds={"total": 0.0},
+    ).model_dump(exclude_unset=True)
 
 
 def solve_item(item: BenchmarkItem, method: str, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
@@ -351,19 +268,3 @@ def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None
     summary.skipped = (run_dir.manifest() or {}).get("counts", {}).get("skipped", {})
     log.info("%s %s: %d/%d correct", ref.name, method, summary.correct, summary.problems)
     return summary
-
-
-def solve(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "",
-          pool: ModelPool | None = None) -> dict[str, Any]:
-    """One question outside any benchmark (`rationalyst solve`); ``answer`` is checked when given."""
-    item = BenchmarkItem(
-        id="question", benchmark="question", family=config.family, question=question, choices=choices,
-        answer=answer or "?", solution=None, meta={},
-    )
-    roles = (pool or ModelPool()).roles(config, config.method)
-    trace = METHODS[config.method](item, roles, config.search, config.seed)
-    if not answer:
-        trace.update(gold=None, correct=None)
-    return trace
-
-

@@ -53,9 +53,8 @@ from typing import Any
 from pydantic import Field
 
 from rationalyst.config import StrictModel
-from rationalyst.data.records import read_json_lines
 from rationalyst.errors import InputError, RationalystError
-from rationalyst.runs import CONFIG_FILE, RunDir, _atomic_write, shard_paths
+from rationalyst.runs import CONFIG_FILE, RunDir, atomic_write, read_json_lines, shard_paths
 # The train stage's own prompt rules (defined in rationalyst.data.rationale_text, used by train).
 from rationalyst.stages.train import RationalistFormat, instruction_for, load_instruction, rationalist_messages
 
@@ -205,7 +204,7 @@ class JsonlShards:
             return
         path = self.run.shards_dir / f"part-{self._next_shard:05d}.jsonl"
         try:
-            _atomic_write(path, ("\n".join(self._buffer) + "\n").encode("utf-8"))
+            atomic_write(path, ("\n".join(self._buffer) + "\n").encode("utf-8"))
         except OSError as exc:
             raise RationalystError(f"cannot write shard {path}: {exc.strerror or exc}") from None
         self._buffer.clear()
@@ -560,7 +559,7 @@ def write_card(config: ExportConfig, filter_path: Path, documents: Path, sft: di
         "",
     ]
     path = config.output / CARD_FILE
-    _atomic_write(path, "\n".join(lines).encode("utf-8"))
+    atomic_write(path, "\n".join(lines).encode("utf-8"))
     return path
 
 

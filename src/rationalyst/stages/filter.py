@@ -45,8 +45,7 @@ from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
 from rationalyst.plots import histogram
 from rationalyst.data.rationale_text import scoring_texts
-from rationalyst.data.records import read_json_lines
-from rationalyst.runs import RunDir
+from rationalyst.runs import RunDir, read_json_lines
 
 log = logging.getLogger(__name__)
 

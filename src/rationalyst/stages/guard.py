@@ -18,7 +18,7 @@ from typing import Any
 
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.data.contamination import EvalNgrams, OverlapResult
-from rationalyst.data.records import read_json_lines
+from rationalyst.runs import read_json_lines
 from rationalyst.errors import RationalystError
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,9 @@ from pydantic import Field
 
 from rationalyst.console import progress
 from rationalyst.data.benchmarks import BenchmarkItem
-from rationalyst.data.records import read_json_lines
-from rationalyst.runs import RunDir
+from rationalyst.runs import RunDir, read_json_lines
 from rationalyst.search.verify import verify_steps
-from rationalyst.stages.eval import ModelPool, RolesConfig
+from rationalyst.search.pool import ModelPool, RolesConfig
 
 
 class VerifyConfig(RolesConfig):

@@ -30,9 +30,9 @@ DEFAULT_BENCHMARK_DIRS = ("shared/benchmarks", "../shared/benchmarks")
 
 
 def _jsonl_rows(path: Path, report: Reporter) -> Iterator[tuple[int, int, Any]]:
-    from rationalyst.data.records import read_json_lines
+    from rationalyst.data.records import json_objects
 
-    for _file, line, record in read_json_lines(path, report, "benchmark"):
+    for _file, line, record in json_objects(path, report):
         yield line, line - 1, record
 
 

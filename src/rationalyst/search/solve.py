@@ -1,0 +1,37 @@
+"""One question outside any benchmark: `rationalyst solve`, and the guided chat model of `serve --guided`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from rationalyst.data.benchmarks import BenchmarkItem
+from rationalyst.search.methods import METHODS, check_methods
+from rationalyst.search.pool import ModelPool, RolesConfig
+
+
+class SolveConfig(RolesConfig):
+    """`rationalyst solve`: one question, one method."""
+
+    method: str = Field("implicit", description="Heuristic or baseline: " + ", ".join(METHODS) + ".")
+    family: str = Field("arithmetic", description="Task family (prompt and answer format): arithmetic, math, multiple_choice, logic.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        return check_methods([method])[0]
+
+
+def solve(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "",
+          pool: ModelPool | None = None) -> dict[str, Any]:
+    """One question outside any benchmark (`rationalyst solve`); ``answer`` is checked when given."""
+    item = BenchmarkItem(
+        id="question", benchmark="question", family=config.family, question=question, choices=choices,
+        answer=answer or "?", solution=None, meta={},
+    )
+    roles = (pool or ModelPool()).roles(config, config.method)
+    trace = METHODS[config.method](item, roles, config.search, config.seed)
+    if not answer:
+        trace.update(gold=None, correct=None)
+    return trace
