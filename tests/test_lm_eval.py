@@ -171,7 +171,7 @@ def test_generate_until_against_the_guided_search_matches_the_answer_checker(ser
 
 def test_loglikelihood_choices_against_the_plain_model_match_the_answer_checker(server, tmp_path):
     from rationalyst.lm.registry import ModelConfig
-    from rationalyst.stages.train import base_model_folder
+    from rationalyst.lm.registry import base_model_folder
 
     tokenizer = base_model_folder(ModelConfig(spec=DEFAULT_LM))  # the converted local folder of the default model
     _write_task(tmp_path / "tasks", CHOICE_TASK, MULTIPLE_CHOICE)

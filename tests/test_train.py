@@ -15,16 +15,11 @@ import pytest
 import yaml
 
 from rationalyst.config import load_config
+from rationalyst.errors import InputError
 from rationalyst.data.rationale_text import load_instruction
-from rationalyst.stages.train import (
-    IGNORE_INDEX,
-    ChatEncoder,
-    PadCollator,
-    TrainConfig,
-    base_model_folder,
-    read_kept_records,
-    split_by_document,
-)
+from rationalyst.lm.registry import base_model_folder
+from rationalyst.stages.train import TrainConfig, read_kept_records, split_by_document
+from rationalyst.stages.training_data import IGNORE_INDEX, ChatEncoder, PadCollator
 
 RECIPES = Path(str(resources.files("rationalyst").joinpath("recipes")))
 
@@ -177,6 +172,27 @@ def test_accelerate_configs_parse(name):
         assert data["distributed_type"] == "DEEPSPEED" and data["deepspeed_config"]["zero_stage"] == 3
 
 
+def test_gradient_accumulation_has_one_source():
+    """The train config is the only place it is set: the DeepSpeed config reads `auto` (filled from the
+    TrainingArguments), and a launcher that sets a different number is refused before training."""
+    from rationalyst.stages.train import gradient_accumulation_steps
+
+    config = TrainConfig(input="x", output="y", gradient_accumulation_steps=8)
+    ds = yaml.safe_load((RECIPES / "accelerate-deepspeed-zero3.yaml").read_text("utf-8"))["deepspeed_config"]
+    assert ds.get("gradient_accumulation_steps", "auto") == "auto"
+    assert gradient_accumulation_steps(config, {}) == 8
+    assert gradient_accumulation_steps(config, {"ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "8"}) == 8
+    with pytest.raises(InputError, match="gradient_accumulation_steps=4 .* train config 8"):
+        gradient_accumulation_steps(config, {"ACCELERATE_GRADIENT_ACCUMULATION_STEPS": "4"})
+
+
+def test_fsdp_config_uses_the_current_sharding_key():
+    """accelerate warns that fsdp_sharding_strategy is deprecated in favour of fsdp_reshard_after_forward."""
+    fsdp = yaml.safe_load((RECIPES / "accelerate-fsdp.yaml").read_text("utf-8"))["fsdp_config"]
+    assert "fsdp_sharding_strategy" not in fsdp and fsdp["fsdp_reshard_after_forward"] == "FULL_SHARD"
+    assert fsdp["fsdp_cpu_ram_efficient_loading"] is True and fsdp["fsdp_sync_module_states"] is True
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -279,6 +295,53 @@ def test_paper_release_profile_trains_on_the_text_alone(tmp_path, tokenizer):
     assert prompt == tokenizer.apply_chat_template(
         [{"role": "user", "content": "The bridge was closed for repairs."}], add_generation_prompt=True, tokenize=False
     )
+
+
+def test_model_loads_after_the_training_arguments_and_is_freed_before_the_merged_reload(tmp_path, monkeypatch):
+    """Under accelerate launch, TrainingArguments set up the distributed state and DeepSpeed's config that
+    transformers' loading reads (ZeRO-3 init, FSDP cpu_ram_efficient_loading): the model must load after
+    them. After training, the trained model (trainer, optimizer, LoRA-merged copy) must be gone before
+    rank 0 loads the merged model to score the dev set."""
+    import gc
+    import weakref
+
+    import accelerate
+    import transformers
+
+    from rationalyst.stages import train
+
+    accelerate.PartialState._reset_state()
+    made: list[str] = []
+    real_post_init = transformers.TrainingArguments.__post_init__
+
+    def post_init(self):
+        made.append("arguments")
+        real_post_init(self)
+
+    loaded: list[weakref.ref] = []
+    real_load = train._load_model
+
+    def load(folder, config):
+        assert made == ["arguments"] and accelerate.PartialState._shared_state, "model loaded before the arguments"
+        model = real_load(folder, config)
+        loaded.append(weakref.ref(model))
+        return model
+
+    alive_at_reload: list[bool] = []
+    real_dev = train.dev_log_likelihood
+
+    def dev(spec, *args, **kwargs):
+        if spec.endswith("merged"):
+            gc.collect()
+            alive_at_reload.append(loaded[0]() is not None)
+        return real_dev(spec, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.TrainingArguments, "__post_init__", post_init)
+    monkeypatch.setattr(train, "_load_model", load)
+    monkeypatch.setattr(train, "dev_log_likelihood", dev)
+    result = train.run(_config(tmp_path, max_steps=2, save_steps=2))
+    assert result.global_step == 2 and len(loaded) == 1
+    assert alive_at_reload == [False]
 
 
 def test_resume_from_last_checkpoint(tmp_path):

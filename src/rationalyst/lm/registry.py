@@ -97,6 +97,20 @@ def resolve_gguf(target: str) -> Path:
     return path
 
 
+def base_model_folder(spec: str | ModelConfig) -> str:
+    """A local folder (or hub id) that transformers can load and train: ``hf:`` gives its target, GGUF
+    specs (``builtin:``, ``gguf:``) are converted once to a cached safetensors folder."""
+    spec = spec.spec if isinstance(spec, ModelConfig) else spec
+    scheme, _, target = spec.partition(":")
+    if scheme == "hf" and target:
+        return target
+    if scheme in ("builtin", "gguf") and target:
+        from rationalyst.lm.gguf_cache import converted_gguf
+
+        return str(converted_gguf(resolve_gguf(spec if scheme == "builtin" else target)))
+    raise RationalystError(f"cannot train {spec!r}: use builtin:<name>, gguf:<file> or hf:<id or folder>")
+
+
 def load_model(spec: str | ModelConfig, **overrides) -> LanguageModel:
     """Load a language model from a spec string or a `ModelConfig`."""
     config = _as_config(spec, overrides)

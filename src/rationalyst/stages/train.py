@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import sys
 from collections.abc import Sequence
@@ -71,11 +70,19 @@ from rationalyst.data.rationale_text import (
 from rationalyst.data.records import read_json_lines
 from rationalyst.errors import InputError, RationalystError
 from rationalyst.lm.builtin import DEFAULT_LM
-from rationalyst.lm.registry import ModelConfig, resolve_gguf
+from rationalyst.lm.memory import release_memory
+from rationalyst.lm.registry import ModelConfig, base_model_folder
+from rationalyst.stages.training_data import (  # noqa: F401 - IGNORE_INDEX re-exported for callers
+    IGNORE_INDEX,
+    ChatEncoder,
+    Example,
+    ExampleDataset,
+    PadCollator,
+    encode_records,
+)
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
@@ -180,152 +187,8 @@ def split_by_document(records: Sequence[dict], dev_fraction: float, seed: int) -
     return train, dev
 
 
-@dataclass
-class Example:
-    """One tokenized training sequence."""
-
-    input_ids: list[int]
-    labels: list[int]
-    preceding: str  # the context actually used (after left truncation)
-    rationale: str
-    truncated_chars: int = 0
-
-
-class ChatEncoder:
-    """Turns (preceding, rationale) into token ids with labels on the rationale + end of turn only."""
-
-    def __init__(self, tokenizer: Any, instruction: str | None, max_length: int) -> None:
-        if not tokenizer.chat_template:
-            raise RationalystError("the base model's tokenizer has no chat template")
-        self.tokenizer = tokenizer
-        self.instruction = instruction
-        self.max_length = max_length
-        self.end_of_turn = self._end_of_turn_text()
-        self.end_ids = tokenizer(self.end_of_turn, add_special_tokens=False)["input_ids"]
-
-    def _end_of_turn_text(self) -> str:
-        """What the template writes right after an assistant message, up to the end-of-turn marker
-        (trailing whitespace after it is not trained: generation stops at the marker)."""
-        probe = "RATIONALYST_PROBE"
-        messages = rationalist_messages("x", self.instruction)
-        prompt = self.prompt_text("x")
-        full = self.tokenizer.apply_chat_template(
-            messages + [{"role": "assistant", "content": probe}], tokenize=False
-        )
-        if not full.startswith(prompt) or probe not in full:
-            raise RationalystError("the chat template does not render the assistant turn after its generation prompt")
-        end = full[full.index(probe) + len(probe) :].rstrip()
-        if not end:
-            raise RationalystError("the chat template writes no end-of-turn marker after an assistant message")
-        return end
-
-    def prompt_text(self, preceding: str) -> str:
-        return self.tokenizer.apply_chat_template(
-            rationalist_messages(preceding, self.instruction), add_generation_prompt=True, tokenize=False
-        )
-
-    def prompt_ids(self, preceding: str) -> list[int]:
-        # A chat template writes its own BOS, so no special tokens are added.
-        return self.tokenizer(self.prompt_text(preceding), add_special_tokens=False)["input_ids"]
-
-    def target_ids(self, rationale: str) -> list[int]:
-        return self.tokenizer(rationale.strip(), add_special_tokens=False)["input_ids"] + list(self.end_ids)
-
-    def encode(self, preceding: str, rationale: str) -> Example | None:
-        """The example, with the preceding text cut on the left to fit; None if the rationale
-        cannot fit even with an empty context."""
-        target = self.target_ids(rationale)
-        budget = self.max_length - len(target)
-        if len(self.prompt_ids("")) > budget:
-            return None
-        kept = preceding
-        prompt = self.prompt_ids(kept)
-        if len(prompt) > budget:
-            offsets = self.tokenizer(preceding, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-            starts = [start for start, _ in offsets]
-            overflow = len(prompt) - budget
-            # Drop whole tokens from the start; re-rendering can merge differently at the cut, so
-            # drop more until the rendered prompt fits.
-            while True:
-                cut = min(overflow, len(starts))
-                kept = preceding[starts[cut] :] if cut < len(starts) else ""
-                prompt = self.prompt_ids(kept)
-                if len(prompt) <= budget or not kept:
-                    break
-                overflow += len(prompt) - budget
-        if len(prompt) > budget:
-            return None
-        return Example(
-            input_ids=prompt + target,
-            labels=[IGNORE_INDEX] * len(prompt) + target,
-            preceding=kept,
-            rationale=rationale.strip(),
-            truncated_chars=len(preceding) - len(kept),
-        )
-
-
-def encode_records(encoder: ChatEncoder, records: Sequence[dict]) -> tuple[list[Example], dict[str, int]]:
-    examples, counts = [], {"too_long": 0, "truncated": 0}
-    for record in records:
-        example = encoder.encode(record["preceding"], record["rationale"])
-        if example is None:
-            counts["too_long"] += 1
-            continue
-        counts["truncated"] += example.truncated_chars > 0
-        examples.append(example)
-    return examples, counts
-
-
-class ExampleDataset:
-    """A map-style dataset of tokenized examples for the Trainer."""
-
-    def __init__(self, examples: Sequence[Example]) -> None:
-        self.examples = list(examples)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
-        return {"input_ids": self.examples[i].input_ids, "labels": self.examples[i].labels}
-
-
-@dataclass
-class PadCollator:
-    """Right-pads a batch; padding gets label -100 and attention 0."""
-
-    pad_id: int
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[i, :n] = torch.tensor(f["input_ids"])
-            labels[i, :n] = torch.tensor(f["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
 
 # ============================================================================ model
-
-
-def base_model_folder(base: ModelConfig) -> str:
-    """A local folder (or hub id) transformers can load: GGUF specs are converted once and cached."""
-    scheme, _, target = base.spec.partition(":")
-    if scheme == "hf" and target:
-        return target
-    if scheme in ("builtin", "gguf") and target:
-        from rationalyst.lm.gguf_cache import converted_gguf
-
-        return str(converted_gguf(resolve_gguf(base.spec if scheme == "builtin" else target)))
-    raise RationalystError(f"cannot train {base.spec!r}: use builtin:<name>, gguf:<file> or hf:<id or folder>")
 
 
 def _use_bf16(config: TrainConfig) -> bool:
@@ -336,19 +199,48 @@ def _use_bf16(config: TrainConfig) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def _load_base(folder: str, config: TrainConfig) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_tokenizer(folder: str) -> Any:
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_model(folder: str, config: TrainConfig) -> Any:
+    """The base model. Called after `TrainingArguments` exist: under ``accelerate launch`` they set up
+    the distributed state and DeepSpeed's config, so transformers loads with ZeRO-3's sharded init or
+    FSDP's ``cpu_ram_efficient_loading`` (weights on rank 0 only) instead of a full copy per rank."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     # Mixed precision keeps float32 master weights; an explicit dtype in `base` wins.
     dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         config.base.dtype
     ]
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+
+
+ACCUMULATION_ENV = "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"
+
+
+def gradient_accumulation_steps(config: TrainConfig, environ: dict[str, str] | None = None) -> int:
+    """The one source of gradient accumulation: the train config. The accelerate configs leave it out
+    (DeepSpeed then reads ``auto``, filled from `TrainingArguments`); a launcher that sets another
+    number (``accelerate launch --gradient_accumulation_steps N`` or a config's
+    ``gradient_accumulation_steps``) is refused instead of training with two different values."""
+    import os
+
+    env = os.environ if environ is None else environ
+    launched = str(env.get(ACCUMULATION_ENV, "")).strip()
+    if launched.isdigit() and int(launched) != config.gradient_accumulation_steps:
+        raise InputError(
+            f"the launcher sets gradient_accumulation_steps={launched} ({ACCUMULATION_ENV}) and the train config "
+            f"{config.gradient_accumulation_steps}: set it once, in the train config (gradient_accumulation_steps=N), "
+            "and drop it from the accelerate config"
+        )
+    return config.gradient_accumulation_steps
 
 
 def _wrap_lora(model: Any, config: TrainConfig) -> Any:
@@ -412,6 +304,15 @@ def _metrics_callback(path: Path, start_step: int):
     return MetricsCallback()
 
 
+def _free_trainer(trainer: Any) -> None:
+    """Drop the references the trainer's accelerator keeps (model, optimizer, scheduler, data loaders)
+    and the trainer's own, so their GPU memory can be returned."""
+    trainer.accelerator.free_memory()
+    for name in ("model", "model_wrapped", "optimizer", "lr_scheduler", "deepspeed"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)
+
+
 def read_metrics(output: Path) -> list[dict]:
     path = Path(output) / METRICS_FILE
     if not path.exists():
@@ -450,8 +351,6 @@ def dev_log_likelihood(spec: str, examples: Sequence[Example], instruction: str 
     context (the context as trained, i.e. after left truncation), through the rationalyst model layer."""
     if not examples:
         return None
-    import gc
-
     from rationalyst.lm import load_model
 
     model = load_model(spec, device=device, batch_size=4)
@@ -461,7 +360,7 @@ def dev_log_likelihood(spec: str, examples: Sequence[Example], instruction: str 
         ]
     finally:
         del model
-        gc.collect()
+        release_memory()
     return float(sum(values) / len(values))
 
 
@@ -537,7 +436,7 @@ def run(config: TrainConfig) -> TrainResult:
 
     set_seed(config.seed)
     folder = base_model_folder(config.base)
-    model, tokenizer = _load_base(folder, config)
+    tokenizer = _load_tokenizer(folder)
     encoder = ChatEncoder(tokenizer, instruction, config.max_length)
     train_examples, train_counts = encode_records(encoder, train_records)
     dev_examples, dev_counts = encode_records(encoder, dev_records)
@@ -578,8 +477,6 @@ def run(config: TrainConfig) -> TrainResult:
             before_file.write_text(json.dumps({"dev_loglik": dev_ll_before}) + "\n", "utf-8")
         log.info("dev log-likelihood of the rationales before training: %.4f", dev_ll_before)
 
-    if not config.full_finetune:
-        model = _wrap_lora(model, config)
     bf16 = _use_bf16(config)
     args = TrainingArguments(
         output_dir=str(output / CHECKPOINTS_DIR),
@@ -588,7 +485,7 @@ def run(config: TrainConfig) -> TrainResult:
         max_steps=config.max_steps if config.max_steps is not None else -1,
         per_device_train_batch_size=config.per_device_batch_size,
         per_device_eval_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_accumulation_steps=gradient_accumulation_steps(config),
         **_warmup(config.warmup_ratio),
         lr_scheduler_type=config.lr_scheduler,
         weight_decay=config.weight_decay,
@@ -610,6 +507,11 @@ def run(config: TrainConfig) -> TrainResult:
         use_cpu=not torch.cuda.is_available() or config.base.device == "cpu",
         disable_tqdm=True,
     )
+    # The model after the arguments: they created the distributed / DeepSpeed state that loading reads.
+    _ = args.device
+    model = _load_model(folder, config)
+    if not config.full_finetune:
+        model = _wrap_lora(model, config)
     start_step = 0
     if resume:
         state = json.loads((Path(resume) / "trainer_state.json").read_text("utf-8"))
@@ -638,6 +540,7 @@ def run(config: TrainConfig) -> TrainResult:
         full = trainer.model.merge_and_unload()
         full.save_pretrained(str(merged), safe_serialization=True)
         tokenizer.save_pretrained(str(merged))
+        del full
     if main_process:  # Stage 5 prompts the rationalist exactly as it was trained
         for folder in (merged, adapter):
             if folder is not None:
@@ -647,7 +550,9 @@ def run(config: TrainConfig) -> TrainResult:
     rows = read_metrics(output)
     train_losses = [r["loss"] for r in rows if "loss" in r]
     global_step = trainer.state.global_step
+    _free_trainer(trainer)
     del trainer, model
+    release_memory()  # the trainer's weights, gradients and optimizer state go before the merged model loads
     dev_ll_after = None
     if main_process:
         plot_losses(rows, output / "loss.png")
