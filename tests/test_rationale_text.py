@@ -16,7 +16,7 @@ from rationalyst.data.rationale_text import (
     train_demo_prompt,
 )
 from rationalyst.search import prompts
-from rationalyst.stages.extract import split_boundaries
+from rationalyst.data.extraction_text import split_boundaries
 from rationalyst.lm.registry import base_model_folder
 from rationalyst.stages.train import TrainConfig
 from rationalyst.stages.training_data import ChatEncoder

@@ -67,7 +67,7 @@ from rationalyst.data.rationale_text import (
     load_instruction,
     rationalist_messages,
 )
-from rationalyst.data.records import read_json_lines
+from rationalyst.runs import read_json_lines
 from rationalyst.errors import InputError, RationalystError
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.memory import release_memory
