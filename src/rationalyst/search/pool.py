@@ -46,8 +46,16 @@ class RolesConfig(StrictModel):
         return rationalist_instruction(self.role_model("rationalist").spec, self.rationalist_format)
 
 
+def engine_key(config: ModelConfig) -> str:
+    """What decides the loaded engine: the weights (spec, dtype), where they live (device) and how text
+    becomes tokens (tokenizer, n_ctx). Roles that differ only in how the engine is driven (batch size,
+    prefix cache, GPU memory share, request settings) share one engine: on a GPU a second copy of an 8B
+    model may not fit, and vLLM refuses to start a second engine in the memory the first one holds."""
+    return "|".join(str(v) for v in (config.spec, config.dtype, config.device, config.tokenizer, config.n_ctx))
+
+
 class ModelPool:
-    """Loads each distinct model config once; roles naming the same model share it (and its caches)."""
+    """Loads each distinct engine once (`engine_key`); roles naming the same model share it (and its caches)."""
 
     def __init__(self) -> None:
         self._models: dict[str, LanguageModel] = {}
@@ -60,7 +68,7 @@ class ModelPool:
     def get(self, config: ModelConfig) -> LanguageModel:
         if config.spec in self._by_spec:
             return self._by_spec[config.spec]
-        key = config.model_dump_json()
+        key = engine_key(config)
         if key not in self._models:
             log.info("loading %s", config.spec)
             self._models[key] = load_model(config)
