@@ -402,7 +402,10 @@ def test_resume_repairs_a_kill_between_records_and_summaries(boundary_run, tmp_p
     last_summaries.unlink()
     again = extract.run(cfg.model_copy(update={"output": resumed}), model=NoModel())
     assert list(read_records(resumed)) == records
-    assert again["documents_recovered"] == (1 if any(r["doc_id"] == "code-1" for r in records) else 0)
+    # The fixture's last batch ends with code-1, which the boundary run gives rationales: one document
+    # whose summary was lost is recovered from its rationale shard.
+    assert any(r["doc_id"] == "code-1" for r in records)
+    assert again["documents_recovered"] == 1
     assert again["rationales"] == counts["rationales"]
 
 
@@ -414,6 +417,10 @@ def test_rewrite_mode_on_the_default_model(default_model, tmp_path):
     check_counts(counts)
     assert counts["documents_extracted"] == 1 and counts["generated_tokens"] > 0
     (summary,) = read_records(cfg.output / "documents")
-    assert summary["status"] in {"ok", "no_rationales", "fidelity_failed"}
-    assert summary["fidelity"] is not None
+    # The status follows from the fidelity and what was kept, whatever the small model wrote.
+    records = list(read_records(cfg.output))
+    if summary["fidelity"] < cfg.fidelity_threshold:
+        assert summary["status"] == "fidelity_failed" and records == []
+    else:
+        assert summary["status"] == ("ok" if records else "no_rationales")
     check_invariants(list(read_records(cfg.output)), {"gsm-1": FIXTURE_DOCS["gsm-1"]["text"]})

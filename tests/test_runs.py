@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,7 @@ def uninterrupted_records(tmp_path: Path) -> list[dict]:
 
 
 def test_round_trip_across_shards(tmp_path):
+    began = time.time()
     cfg = Cfg(seed=3)
     run = RunDir(tmp_path / "run", cfg, stage="demo")
     assert not run.is_complete()
@@ -162,7 +164,10 @@ def test_round_trip_across_shards(tmp_path):
     assert manifest["code"]["rationalyst"] == rationalyst.__version__
     assert manifest["environment"]["packages"]["pydantic"]
     assert "not-a-real-package" not in manifest["environment"]["packages"]
-    assert manifest["timings"]["seconds"] >= 0
+    timings = manifest["timings"]  # this session's time: from opening the run to finishing it
+    assert 0 <= timings["seconds"] <= time.time() - began
+    span = datetime.fromisoformat(timings["finished"]) - datetime.fromisoformat(timings["started"])
+    assert abs(span.total_seconds() - timings["seconds"]) <= 1.0  # the stamps are to the second
     assert manifest["extra"] == {"note": "hi"}
     assert run.is_complete()
     stored = json.loads((run.path / "config.json").read_text())
