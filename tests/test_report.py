@@ -217,3 +217,21 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "run directory not found" in result.stderr
+
+
+def test_report_says_which_split_was_evaluated_and_what_overlapped(tmp_path):
+    from rationalyst.runs import RunDir
+    from tests.report_fixtures import BenchmarkFixtureRef, EvalFixtureConfig, _gsm8k
+
+    for method, extra in [
+        ("cot", {"split": "train", "train_split": True,
+                 "contamination": {"overlapping": 2, "items_checked": 5, "ids": ["gsm-0003", "gsm-0001"]}}),
+        ("implicit", {"split": "train", "train_split": True, "contamination": None}),
+    ]:
+        path = write_eval_run(tmp_path / "gsm8k" / method, "gsm8k", method, _gsm8k(method), complete=False)
+        run = RunDir(path, EvalFixtureConfig(benchmark=BenchmarkFixtureRef(name="gsm8k"), method=method), stage="eval")
+        run.finish(extra=extra)
+    text = build_report(tmp_path, tmp_path / "report").markdown.read_text()
+    assert "## Evaluation data" in text
+    assert ("| gsm8k | **train (a train split, allowed by allow_train_split)** | 2 of 5 items (gsm-0003, gsm-0001) |"
+            in text)

@@ -27,7 +27,7 @@ from rationalyst.errors import InputError, RationalystError
 from rationalyst.search.methods import METHODS
 from rationalyst.search.roles import ROLES, SUPERVISION_ROLES
 from rationalyst.search.trace import StepRecord, Trace
-from rationalyst.runs import CONFIG_FILE, SHARDS_DIR, run_info, shard_lines, shard_paths
+from rationalyst.runs import CONFIG_FILE, MANIFEST_FILE, SHARDS_DIR, read_json, run_info, shard_lines, shard_paths
 
 #: Display order of methods: the paper's heuristics, its baselines, then search strategies (registry order).
 METHOD_ORDER = tuple(METHODS)
@@ -134,6 +134,11 @@ class EvalRun:
     unparsed: int = 0
     errors: int = 0
     stop_reasons: dict[str, int] = field(default_factory=dict)
+    #: From the manifest: the split evaluated on, whether it is a train split, and the contamination
+    #: guard's result ({overlapping, items_checked, ids, ...}) when the eval stage ran it.
+    split: str | None = None
+    train_split: bool = False
+    contamination: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -180,7 +185,11 @@ def read_eval_runs(infos: list[RunInfo]) -> list[EvalRun]:
         method = info.config.get("method") or next((t.method for t in traces if t.method), None)
         benchmark = str(benchmark) if benchmark else info.path.parent.name or "?"
         method = str(method) if method else info.path.name
-        runs.append(EvalRun(info, benchmark, method, method, traces))
+        extra = (read_json(info.path / MANIFEST_FILE) or {}).get("extra") or {}
+        runs.append(EvalRun(
+            info, benchmark, method, method, traces, split=extra.get("split"),
+            train_split=bool(extra.get("train_split")), contamination=extra.get("contamination"),
+        ))
     seen = Counter((r.benchmark, r.method) for r in runs)
     for r in runs:
         if seen[(r.benchmark, r.method)] > 1:

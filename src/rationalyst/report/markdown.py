@@ -35,6 +35,30 @@ def status(complete: bool, n: int | None = None) -> str:
     return "complete" if complete else "**incomplete**" + (f" ({n} so far)" if n is not None else "")
 
 
+def evaluation_data(runs: list) -> list[str]:
+    """Lines on what each benchmark was evaluated on: its split (a train split is flagged) and how many
+    items the contamination guard found in the rationalist's training text."""
+    by_benchmark: dict[str, object] = {}
+    for r in runs:  # per benchmark, a run that carries the guard's result, else any that says its split
+        if r.split is None and r.contamination is None:
+            continue
+        if r.benchmark not in by_benchmark or (by_benchmark[r.benchmark].contamination is None and r.contamination):
+            by_benchmark[r.benchmark] = r
+    rows = []
+    for r in by_benchmark.values():
+        c = r.contamination
+        overlap = "not checked" if c is None else f"{c.get('overlapping', 0)} of {c.get('items_checked', 0)} items"
+        if c and c.get("ids"):
+            overlap += " (" + ", ".join(map(str, c["ids"][:5])) + (", ..." if len(c["ids"]) > 5 else "") + ")"
+        split = f"**{r.split} (a train split, allowed by allow_train_split)**" if r.train_split else (r.split or "-")
+        rows.append([r.benchmark, split, overlap])
+    if not rows:
+        return []
+    return ["", "## Evaluation data", "", ("The split each benchmark was evaluated on, and the evaluation items "
+            "that share a 13-gram with the rationalist's training text (the contamination guard)."), "",
+            table(["benchmark", "split", "13-gram overlap with training text"], rows)]
+
+
 def render(collection: Collection, plots: dict[str, str]) -> str:
     """The Markdown report; ``plots`` maps a plot's key (accuracy, cost, deltas:<rel>) to its file name."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -55,6 +79,7 @@ def render(collection: Collection, plots: dict[str, str]) -> str:
         ))
         if "accuracy" in plots:
             out += ["", f"![accuracy per benchmark and method]({plots['accuracy']})"]
+        out += evaluation_data(runs)
         out += ["", "## Cost per problem", "", ("Means per problem. Supervision share = (rationalist + scorer + "
                 "judge seconds) / total seconds, summed over the run's problems."), ""]
         out.append(table(
