@@ -197,6 +197,8 @@ def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSumma
             write_records(map_batches(documents, factory, config.documents_per_batch, config.executor), writer, run_dir)
     else:
         log.info("filter: %s is complete for this config; nothing to do", config.output)
+    if not any(True for _ in run_dir.shard_paths()):
+        log.warning("%s: no record could be scored (%d skipped); the filter kept nothing", config.input, sum(run_dir.skipped.values()))
     for record in run_dir.records():
         summary.truncated += bool(record.get("truncated"))
         summary.boundary_mismatches += record.get("same_tokens") is False

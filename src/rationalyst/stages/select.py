@@ -120,9 +120,14 @@ def _documents(config: SelectConfig, run: RunDir) -> Iterator[Document]:
 
     for item in config.corpus:
         if item.benchmark is not None:
-            yield from benchmark_documents(item.benchmark, item.path, source=item.source, on_skip=on_skip)
+            docs = benchmark_documents(item.benchmark, item.path, source=item.source, on_skip=on_skip)
         else:
-            yield from read_corpus(item.path, text_field=item.text_field, id_field=item.id_field, source=item.source, on_skip=on_skip)
+            docs = read_corpus(item.path, text_field=item.text_field, id_field=item.id_field, source=item.source, on_skip=on_skip)
+        count = 0
+        for count, doc in enumerate(docs, 1):
+            yield doc
+        if count == 0:
+            log.warning("%s: no documents in this corpus input (empty, or every record skipped)", item.path)
 
 
 def _unique(docs: Iterator[Document], run: RunDir) -> Iterator[Document]:

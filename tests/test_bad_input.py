@@ -1,0 +1,64 @@
+"""Bad input for every command, as a user types it: one clear message naming what is wrong (the file,
+the line, the field), exit code 2, never a traceback; inputs with nothing usable are said out loud."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(sys.executable).with_name("rationalyst")
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"OMP_NUM_THREADS": "1", "PATH": str(SCRIPT.parent), "HOME": str(Path.home())}
+    return subprocess.run([str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "question": "What is 2+2?"}\n')
+    (tmp_path / "notkept.jsonl").write_text(
+        '{"doc_id": "d", "preceding": "a", "rationale": "r", "following": " b", "kept": false}\n'
+    )
+    (tmp_path / "test.jsonl").write_text('{"id": "x", "question": "", "choices": null, "answer": "1"}\n')
+    (tmp_path / "recipe.yaml").write_text("output: runs/x\nselect:\n  corpus: [c.jsonl]\n  benchmarks: [q.jsonl]\n"
+                                          "  threshold: high\nextract: {}\nfilter: {}\ntrain: {}\n"
+                                          "eval: {benchmarks: [gsm8k]}\n")
+    return tmp_path
+
+
+CASES = [
+    (["select", "--corpus", "missing.jsonl", "--benchmark", "q.jsonl", "--output", "o"], "missing.jsonl: no such file"),
+    (["extract", "--input", "missing.jsonl", "--output", "o"], "input not found: missing.jsonl"),
+    (["filter", "--input", "missing.jsonl", "--output", "o"], "input not found: missing.jsonl"),
+    (["train", "--input", "notkept.jsonl", "--output", "o"], "notkept.jsonl: no kept records to train on"),
+    (["eval", "-b", "gsm8k=test.jsonl", "--output", "o"], "nothing to evaluate, no usable problem in test.jsonl"),
+    (["solve", "hi", "--method", "nope"], "field method: Value error, unknown method(s) ['nope']"),
+    (["run", "recipe.yaml"], "recipe.yaml, line 5, field select.threshold"),
+    (["score", "--model", "builtin:nope", "--context", "a", "b"], "unknown builtin model 'nope'"),
+    (["serve", "--model", "builtin:nope"], "unknown builtin model 'nope'"),
+    (["view", "missing-dir", "--no-open"], "run directory not found: missing-dir"),
+]
+
+
+@pytest.mark.parametrize("args,message", CASES, ids=[c[0][0] for c in CASES])
+def test_each_command_names_the_problem_without_a_traceback(inputs, args, message):
+    result = run(inputs, *args)
+    assert result.returncode == 2, (args, result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    assert message in " ".join(result.stderr.split()), result.stderr[-2000:]
+
+
+def test_inputs_with_nothing_usable_are_reported_by_name(tmp_path):
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "question": "What is 2+2?"}\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    result = run(tmp_path, "select", "--corpus", "empty.jsonl", "--benchmark", "q.jsonl", "--output", "s")
+    assert result.returncode == 0 and "empty.jsonl: no documents in this corpus input" in " ".join(result.stderr.split())
+    result = run(tmp_path, "filter", "--input", "bad.jsonl", "--output", "f")
+    text = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0 and "bad.jsonl: no record could be scored (1 skipped)" in text
+    assert "skipped input: malformed JSON: 1" in text
