@@ -131,7 +131,7 @@ def test_markdown_tables_and_plots(built):
     assert "| gsm8k | 1 | 2 | 1 | 1 | 0 | 50.0% | 0.550 | 0.5 |" in text
     assert "| pile | 2 | 3 | 1 | 1 | 1 | 50.0% | -0.100 | 0 |" in text
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert images == ["accuracy.png", "cost.png", "deltas-filter.png"]
+    assert images == ["accuracy.png", "compute.png", "cost.png", "deltas-filter.png"]
     for name in images:
         data = (built.output / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
@@ -235,3 +235,45 @@ def test_report_says_which_split_was_evaluated_and_what_overlapped(tmp_path):
     assert "## Evaluation data" in text
     assert ("| gsm8k | **train (a train split, allowed by allow_train_split)** | 2 of 5 items (gsm-0003, gsm-0001) |"
             in text)
+
+
+def _sampled(pid: str, gold: str, answers: list, scores: list[float]) -> dict:
+    cands = [{"text": "I am not sure." if a is None else f"So it is {a}. The answer is {a}.", "score": sc, "tokens": 10}
+             for a, sc in zip(answers, scores)]
+    chosen = max(range(len(cands)), key=lambda i: (scores[i], -i))
+    return {"id": pid, "benchmark": "gsm8k", "method": "best-of-n", "question": f"Question {pid}?", "choices": None,
+            "gold": gold, "steps": [{"rationale": None, "candidates": cands, "chosen": chosen}],
+            "solution": cands[chosen]["text"], "prediction": None, "parsed": False, "correct": False,
+            "stop_reason": "answer", "tokens": {"agent": 40, "rationalist": 8, "scorer": 16, "judge": 0},
+            "seconds": {"total": 1.0}}
+
+
+def test_sampling_curves_from_one_best_of_n_run_match_hand_computation(tmp_path):
+    """Two problems, four samples each; majority, naive best-of-n and the exp(score)-weighted vote at
+    n = 1, 2, 4, worked out by hand below (ties go to the first answer seen)."""
+    from rationalyst.report import scaling
+    from rationalyst.report.collect import collect
+
+    records = [
+        # gold 4: answers 5, 4, 4, 7. majority 5, 5 (tie: first seen), 4 | best 5, 5, 5 | weighted 5 (0.905 vs 0.856)
+        _sampled("p1", "4", ["5", "4", "4", "7"], [-0.1, -0.9, -0.8, -0.2]),
+        # gold 10: answers 10, 3, unparsed, 3. majority 10, 10, 3 | best 10, 3, unparsed | weighted 10, 3, 3
+        _sampled("p2", "10", ["10", "3", None, "3"], [-0.3, -0.2, -0.1, -0.4]),
+    ]
+    write_eval_run(tmp_path / "gsm8k" / "best-of-n", "gsm8k", "best-of-n", records)
+    (run,) = collect(tmp_path).eval_runs
+    got = {(p.label, p.n): (p.accuracy, p.tokens) for p in scaling.curves(run)}
+    # tokens at n: 10 per sample + supervision (8 + 16) x n / 4
+    assert got == {
+        ("best-of-n majority@1", 1): (0.5, 16.0), ("best-of-n best-of-n@1", 1): (0.5, 16.0),
+        ("best-of-n weighted@1", 1): (0.5, 16.0),
+        ("best-of-n majority@2", 2): (0.5, 32.0), ("best-of-n best-of-n@2", 2): (0.0, 32.0),
+        ("best-of-n weighted@2", 2): (0.0, 32.0),
+        ("best-of-n majority@4", 4): (0.5, 64.0), ("best-of-n best-of-n@4", 4): (0.0, 64.0),
+        ("best-of-n weighted@4", 4): (0.0, 64.0),
+    }
+    best = scaling.best_at_each_budget(scaling.points([run]))["gsm8k"]
+    assert best[0] == (16.0, "best-of-n majority@1", 0.5)  # cheapest, and none is better later
+    assert len(best) == 1
+    text = build_report(tmp_path, tmp_path / "report").markdown.read_text()
+    assert "## Accuracy against compute" in text and "| gsm8k | best-of-n majority@4 | 4 | 64 | 50.0% |" in text

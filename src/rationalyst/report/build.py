@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rationalyst.errors import RationalystError
-from rationalyst.report import html, markdown, plots
+from rationalyst.report import html, markdown, plots, scaling
 from rationalyst.report.collect import Collection, collect
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def build_report(run_dir: str | Path, output: str | Path | None = None, *, max_d
     drawn: dict[str, Path | None] = {
         "accuracy": plots.accuracy_plot(collection.eval_runs, output / "accuracy.png"),
         "cost": plots.cost_plot(collection.eval_runs, output / "cost.png"),
+        "compute": scaling.accuracy_tokens_plot(scaling.points(collection.eval_runs), output / "compute.png"),
     }
     for run in collection.mining_runs:
         drawn[f"deltas:{run.info.rel}"] = plots.deltas_plot(run, output / f"{_slug(run.info.rel)}.png")

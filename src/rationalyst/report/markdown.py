@@ -35,6 +35,31 @@ def status(complete: bool, n: int | None = None) -> str:
     return "complete" if complete else "**incomplete**" + (f" ({n} so far)" if n is not None else "")
 
 
+def compute(runs: list, plots: dict[str, str]) -> list[str]:
+    """Accuracy against tokens per problem: the sampling curves and the best method at each budget."""
+    from rationalyst.report import scaling
+
+    points = scaling.points(runs)
+    if not points:
+        return []
+    out = ["", "## Accuracy against compute", "", ("Tokens per problem over all roles. Best-of-n and "
+           "self-consistency runs give a curve at n = 1, 2, 4, ... samples from their own traces (majority vote; "
+           "for best-of-n also the best-scored sample and the exp(score)-weighted vote); cost at n = the agent's "
+           "tokens of the first n samples + supervision scaled by n / N."), ""]
+    if "compute" in plots:
+        out += [f"![accuracy against tokens per problem]({plots['compute']})", ""]
+    out.append("Best method within each budget (a row where the best one changes):")
+    out.append("")
+    rows = [[benchmark, num(budget, 0), label, pct(accuracy)]
+            for benchmark, steps in scaling.best_at_each_budget(points).items() for budget, label, accuracy in steps]
+    out.append(table(["benchmark", "tokens per problem <=", "best method", "accuracy"], rows))
+    curve = [p for p in points if p.n is not None]
+    if curve:
+        out += ["", table(["benchmark", "curve point", "n", "tokens per problem", "accuracy"],
+                          [[p.benchmark, p.label, p.n, num(p.tokens, 0), pct(p.accuracy)] for p in curve])]
+    return out
+
+
 def evaluation_data(runs: list) -> list[str]:
     """Lines on what each benchmark was evaluated on: its split (a train split is flagged) and how many
     items the contamination guard found in the rationalist's training text."""
@@ -80,6 +105,7 @@ def render(collection: Collection, plots: dict[str, str]) -> str:
         if "accuracy" in plots:
             out += ["", f"![accuracy per benchmark and method]({plots['accuracy']})"]
         out += evaluation_data(runs)
+        out += compute(runs, plots)
         out += ["", "## Cost per problem", "", ("Means per problem. Supervision share = (rationalist + scorer + "
                 "judge seconds) / total seconds, summed over the run's problems."), ""]
         out.append(table(
