@@ -117,3 +117,26 @@ def test_paper_recipes_mine_train_splits_and_evaluate_evaluation_splits(recipe):
     assert splits["gsm8k"] == "test" and splits["ecqa"] == "val"
     assert all(split not in (None, "train") for split in splits.values())
     assert not any(ref.allow_train_split for ref in config.eval.benchmarks) and not config.allow_contamination
+
+
+def test_held_out_ids_are_evaluated_and_left_out_of_the_corpus(tmp_path):
+    items = load_benchmark("gsm8k", GSM8K)
+    held_out = [items[2].id, items[0].id]
+    train = tmp_path / "train.jsonl"
+    train.write_text(GSM8K.read_text())
+    corpus = [{"path": str(train), "benchmark": "gsm8k", "exclude_ids": held_out}]
+    bench = [{"name": "gsm8k", "source": str(train), "ids": held_out, "allow_train_split": True}]
+    recipe = write_recipe(tmp_path, tmp_path / "run", **{"select.corpus": corpus, "eval.benchmarks": bench})
+    config = load_config(pipeline.PipelineConfig, recipe)
+    loaded, _ = _load_items(config.eval.benchmarks[0])
+    assert [i.id for i in loaded] == held_out  # the given problems, in the given order
+    pipeline._guard_corpus_inputs(config)  # the held-out problems are not mined: no overlap, no error
+    report = json.loads((tmp_path / "run" / "corpus-contamination.json").read_text())
+    assert report["benchmarks"]["gsm8k"]["overlapping"] == 0 and report["benchmarks"]["gsm8k"]["items_checked"] == 2
+    # Without the exclusion the same recipe mines its own evaluation problems and is refused.
+    leaky = write_recipe(tmp_path, tmp_path / "run", **{"select.corpus": [{"path": str(train), "benchmark": "gsm8k"}],
+                                                        "eval.benchmarks": bench})
+    with pytest.raises(guard.ContaminationError):
+        pipeline._guard_corpus_inputs(load_config(pipeline.PipelineConfig, leaky))
+    with pytest.raises(InputError, match="not in"):
+        _load_items(BenchmarkRef(name="gsm8k", source=str(train), ids=["nope"], allow_train_split=True))

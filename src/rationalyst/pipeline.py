@@ -278,14 +278,14 @@ def _eval_items(config: PipelineConfig) -> dict[str, list]:
 
 def _guard_corpus_inputs(config: PipelineConfig) -> None:
     """Before select: evaluation items against the corpus inputs that are benchmark files (seconds)."""
-    from rationalyst.data.corpus import benchmark_documents
     from rationalyst.stages import guard
+    from rationalyst.stages.select import input_documents
 
     items = _eval_items(config)
     inputs = [c for c in config.select.corpus if c.benchmark is not None]
     if not inputs:
         return
-    texts = ((d.id, d.text) for c in inputs for d in benchmark_documents(c.benchmark, c.path, on_skip=lambda *_: None))
+    texts = ((d.id, d.text) for c in inputs for d in input_documents(c, lambda *_: None))
     where = "the corpus inputs " + ", ".join(c.path for c in inputs)
     guard.check(items, texts, where=where, allow=config.allow_contamination,
                 report=config.output / "corpus-contamination.json")

@@ -598,7 +598,7 @@ def _check_eval_data(report: Report, config: Any, start: str | None, stop: str |
 def _check_contamination(report: Report, config: Any, items: dict[str, list]) -> None:
     """The guard of `pipeline._guard_corpus_inputs`, writing nothing: eval items against the corpus
     inputs that are benchmark files, when both are on disk."""
-    from rationalyst.data.corpus import benchmark_documents
+    from rationalyst.stages.select import input_documents
     from rationalyst.stages import guard
 
     inputs = [c for c in config.select.corpus if c.benchmark is not None]
@@ -609,7 +609,7 @@ def _check_contamination(report: Report, config: Any, items: dict[str, list]) ->
         report.add("select", "contamination guard", "eval items vs benchmark corpus inputs",
                    "skipped: inputs not on disk (checked at run time)")
         return
-    texts = ((d.id, d.text) for c in local for d in benchmark_documents(c.benchmark, c.path, on_skip=lambda *_: None))
+    texts = ((d.id, d.text) for c in local for d in input_documents(c, lambda *_: None))
     where = "the corpus inputs " + ", ".join(c.path for c in local)
     try:
         results = guard.check(items, texts, where=where, allow=config.allow_contamination, report=None)

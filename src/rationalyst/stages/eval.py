@@ -34,7 +34,7 @@ from rationalyst.data.benchmarks import BenchmarkItem, benchmark_split, load_ben
 from rationalyst.errors import ConfigError, InputError, RationalystError
 from rationalyst.lm.registry import ModelConfig
 from rationalyst.runs import RunDir
-from rationalyst.search.methods import METHOD_ROLES, METHODS, check_methods
+from rationalyst.search.methods import METHOD_ROLES, METHODS, check_methods, solve_many
 from rationalyst.search.pool import ModelPool, RolesConfig
 from rationalyst.search.roles import SUPERVISION_ROLES, Roles
 from rationalyst.search.trace import Trace
@@ -49,6 +49,9 @@ class BenchmarkRef(StrictModel):
     name: str = Field(description="Benchmark name: gsm8k, math, math500, ecqa, hellaswag, proofwriter, arc_challenge, mmlu_pro, gsm_symbolic.")
     source: str | None = Field(None, description="File (normalized or original format) or hf:<dataset>; default: the benchmark's evaluation split.")
     limit: int | None = Field(None, ge=1, description="Evaluate on the first N problems only.")
+    ids: list[str] | None = Field(
+        None, description="Evaluate on these problems only, in this order (e.g. train problems held out from mining)."
+    )
     demos: Literal["packaged", "train"] = Field(
         "packaged",
         description="The agent's few-shot demos: the 'packaged' hand-written ones of the family, or 'train': "
@@ -83,8 +86,13 @@ class EvalConfig(RolesConfig):
         "13-gram overlap with the evaluation questions before any problem is solved.",
     )
     allow_contamination: bool = Field(False, description="Go on when evaluation items overlap the training data.")
+    batch_problems: int | None = Field(
+        None, ge=1,
+        description="Problems solved in lockstep, their calls batched into one engine call per kind (default: by "
+        "the agent's backend, `default_batch_problems`). Changes speed, not results.",
+    )
 
-    execution_fields = frozenset({"overwrite", "shard_size", "training_data", "allow_contamination"})
+    execution_fields = frozenset({"overwrite", "shard_size", "training_data", "allow_contamination", "batch_problems"})
 
     @field_validator("methods")
     @classmethod
@@ -178,10 +186,38 @@ def solve_item(item: BenchmarkItem, method: str, roles: Roles, settings: SearchS
         return error_trace(item, method, str(exc))
 
 
+#: Problems in lockstep by the agent's backend, when ``batch_problems`` is not set. Measured
+#: (benchmarks/eval_throughput.py, implicit, SmolLM2-135M, 2 CPU cores): hf on CPU gains up to about 8
+#: problems (decoding is overhead-bound at one row; past 8-16 the forward passes become compute-bound
+#: and padding grows), so 8; a GPU engine (hf on CUDA, vllm) schedules hundreds of sequences, so 256
+#: (GSM8K's 1,319 problems in 6 waves); an openai server batches the concurrent requests it gets, so
+#: 32; llama.cpp runs one sequence at a time and keeps the KV of one prompt, so 1.
+BATCH_PROBLEMS = {"cpu": 8, "cuda": 256, "vllm": 256, "openai": 32, "llamacpp": 1}
+
+
+def default_batch_problems(config: EvalConfig, roles: Roles) -> int:
+    """``config.batch_problems``, else the default of the agent's backend (`BATCH_PROBLEMS`)."""
+    if config.batch_problems is not None:
+        return config.batch_problems
+    scheme = config.agent.spec.partition(":")[0]
+    if scheme in BATCH_PROBLEMS:
+        return BATCH_PROBLEMS[scheme]
+    device = getattr(roles.agent.model, "device", None)
+    return BATCH_PROBLEMS["cuda"] if getattr(device, "type", "cpu") == "cuda" else BATCH_PROBLEMS["cpu"]
+
+
 def _load_items(ref: BenchmarkRef) -> tuple[list[BenchmarkItem], list[tuple[str, Any, Any]]]:
     check_split(ref)
     skipped: list[tuple[str, Any, Any]] = []
-    items = load_benchmark(ref.name, ref.source, limit=ref.limit, on_skip=lambda r, f, l: skipped.append((r, f, l)))
+    items = load_benchmark(ref.name, ref.source, limit=None if ref.ids else ref.limit,
+                           on_skip=lambda r, f, l: skipped.append((r, f, l)))
+    if ref.ids is not None:
+        by_id = {item.id: item for item in items}
+        missing = [i for i in ref.ids if i not in by_id]
+        if missing:
+            raise InputError(f"benchmark {ref.name}: {len(missing)} of the given ids are not in {ref.source or 'its default file'} "
+                             f"(e.g. {missing[0]!r})")
+        items = [by_id[i] for i in ref.ids][: ref.limit]
     if skipped:
         log.warning("%s: skipped %d bad row(s)", ref.name, len(skipped))
     if not items:
@@ -256,9 +292,16 @@ def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None
         if pending:
             roles = pool.roles(config, method)
             roles.solve_prompt = solve_prompt
+            batch = default_batch_problems(config, roles)
+            solved = solve_many(method, pending, roles, config.search, config.seed, batch_problems=batch)
+            # Traces are written as each problem finishes (not in input order): a kill loses at most
+            # the unflushed shard, and a resume solves exactly the ids not yet written.
             with run_dir.writer(shard_size=config.shard_size, flush_seconds=30.0) as writer:
-                for item in progress(pending, total=len(pending), description=f"{ref.name} {method}"):
-                    writer.write(solve_item(item, method, roles, config.search, config.seed))
+                for item, trace in progress(solved, total=len(pending), description=f"{ref.name} {method}"):
+                    if isinstance(trace, RationalystError):
+                        log.warning("%s %s: %s", method, item.id, trace)
+                        trace = error_trace(item, method, str(trace))
+                    writer.write(trace)
         for trace in run_dir.records():
             summary.add(trace)
         run_dir.finish(counts=summary.counts(), extra=extra)

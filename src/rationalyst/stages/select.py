@@ -46,6 +46,9 @@ class CorpusInput(StrictModel):
     source: str | None = Field(None, description="Label for its documents (default: the file's name).")
     text_field: str = Field("text", description="Field holding the document text.")
     id_field: str | None = Field("id", description="Field holding a document id (else file:line).")
+    exclude_ids: list[str] = Field(
+        default_factory=list, description="Document ids left out (e.g. benchmark problems held out for evaluation)."
+    )
     benchmark: str | None = Field(
         None,
         description="Read the input as this benchmark's rows (any format its loader takes, or hf:); each document is "
@@ -114,17 +117,23 @@ def reference_vector(embedder: Embedder, config: SelectConfig, run: RunDir) -> n
     return mean / np.linalg.norm(mean)
 
 
+def input_documents(item: CorpusInput, on_skip) -> Iterator[Document]:
+    """The documents of one corpus input, as select reads them (benchmark documents, excluded ids left out)."""
+    if item.benchmark is not None:
+        docs = benchmark_documents(item.benchmark, item.path, source=item.source, on_skip=on_skip)
+    else:
+        docs = read_corpus(item.path, text_field=item.text_field, id_field=item.id_field, source=item.source, on_skip=on_skip)
+    excluded = set(item.exclude_ids)
+    return (doc for doc in docs if doc.id not in excluded)
+
+
 def _documents(config: SelectConfig, run: RunDir) -> Iterator[Document]:
     def on_skip(reason, file, line, detail):
         run.skip(reason, file=file, line=line, detail=detail)
 
     for item in config.corpus:
-        if item.benchmark is not None:
-            docs = benchmark_documents(item.benchmark, item.path, source=item.source, on_skip=on_skip)
-        else:
-            docs = read_corpus(item.path, text_field=item.text_field, id_field=item.id_field, source=item.source, on_skip=on_skip)
         count = 0
-        for count, doc in enumerate(docs, 1):
+        for count, doc in enumerate(input_documents(item, on_skip), 1):
             yield doc
         if count == 0:
             log.warning("%s: no documents in this corpus input (empty, or every record skipped)", item.path)
