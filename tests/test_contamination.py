@@ -140,3 +140,13 @@ def test_held_out_ids_are_evaluated_and_left_out_of_the_corpus(tmp_path):
         pipeline._guard_corpus_inputs(load_config(pipeline.PipelineConfig, leaky))
     with pytest.raises(InputError, match="not in"):
         _load_items(BenchmarkRef(name="gsm8k", source=str(train), ids=["nope"], allow_train_split=True))
+
+
+def test_cpu_gsm8k_recipe_holds_its_evaluation_problems_out_of_mining():
+    from importlib.resources import files
+
+    config = load_config(pipeline.PipelineConfig, Path(str(files("rationalyst") / "recipes" / "cpu-gsm8k.yaml")))
+    (gsm8k,) = [c for c in config.select.corpus if c.benchmark == "gsm8k"]
+    (ref,) = config.eval.benchmarks
+    assert len(ref.ids) == 200 and len(set(gsm8k.exclude_ids)) == 300
+    assert set(ref.ids) <= set(gsm8k.exclude_ids)
