@@ -131,3 +131,16 @@ def test_run_stops_on_a_problem_before_any_stage(tmp_path):
     assert isinstance(result.exception, preflight.PreflightError)
     assert "select.corpus" in str(result.exception)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_benchmark_corpus_input_is_found_in_the_benchmarks_folder(tmp_path, monkeypatch):
+    """`benchmark:` inputs resolve like the benchmark loader: relative to the benchmarks folder too."""
+    bench = tmp_path / "bench"
+    (bench / "gsm8k").mkdir(parents=True)
+    (bench / "gsm8k" / "train.jsonl").write_text((FIXTURES / "benchmarks" / "gsm8k.jsonl").read_text())
+    monkeypatch.setenv("RATIONALYST_BENCHMARKS", str(bench))
+    corpus = [{"path": "gsm8k/train.jsonl", "benchmark": "gsm8k"}]
+    report = preflight.check_recipe(write_recipe(tmp_path, tmp_path / "run", **{"select.corpus": corpus}))
+    assert not problems(report, "select", "corpus")
+    # The same input is mined and evaluated here: the guard, which reads it, reports the overlap.
+    assert problems(report, "select", "contamination guard")

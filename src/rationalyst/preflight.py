@@ -38,7 +38,7 @@ VLLM_MIN_KV_GB = 1.0  # a vLLM engine's share must hold its weights and at least
 #: Hub organisations whose models are gated (accept the license on the hub, then log in).
 GATED_PREFIXES = ("meta-llama/", "mistralai/", "google/gemma", "google/medgemma", "bigcode/starcoder")
 #: Parameters of the builtin models (they are too small to matter on a GPU, but counted anyway).
-BUILTIN_PARAMS = {"smollm2-135m": 0.135e9, "minilm": 0.023e9, "qwen2.5-coder-1.5b": 1.5e9}
+BUILTIN_PARAMS = {"smollm2-135m": 0.135e9, "minilm": 0.023e9, "qwen2.5-coder-1.5b": 1.5e9, "qwen2.5-coder-0.5b": 0.5e9}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _COUNT_BYTES_LIMIT = 512 * 1024**2  # count documents line by line in at most this many bytes per input
 
@@ -218,7 +218,7 @@ def model_info(spec: str, produced: dict[Path, str] | None = None) -> ModelInfo:
         except RationalystError as exc:
             return ModelInfo(spec, None, "builtin", problem=f"{exc}; run `rationalyst models` for the builtin names")
         if any(p is None for p in installed_parts(model)):
-            return ModelInfo(spec, BUILTIN_PARAMS.get(target), "builtin", problem=f"not installed: {model.install_command()}")
+            return ModelInfo(spec, BUILTIN_PARAMS.get(target), "builtin", problem=f"not installed: {model.install_command}")
         return ModelInfo(spec, BUILTIN_PARAMS.get(target), "builtin (installed)")
     if scheme in ("gguf", "llamacpp"):
         if target.startswith("builtin:"):
@@ -372,6 +372,19 @@ def _field_of(role: str) -> str:
 # ============================================================================ data
 
 
+def _corpus_path(item: Any) -> str:
+    """Where a corpus input is read from: a benchmark input's relative path falls back to the benchmarks
+    folder, as the benchmark loader resolves it."""
+    from rationalyst.data.benchmarks import benchmarks_dir
+
+    path = Path(item.path).expanduser()
+    folder = benchmarks_dir()
+    if item.benchmark is not None and not item.path.startswith("hf:") and not path.is_absolute() and not path.exists():
+        if folder is not None and (folder / path).exists():
+            return str(folder / path)
+    return item.path
+
+
 def _resolve_data(path: str) -> tuple[bool, str, list[Path]]:
     """(exists, description, local files) of a corpus path: file, folder, glob or hf:<dataset>."""
     if path.startswith("hf:"):
@@ -447,7 +460,7 @@ def check(config: Any, machine: Machine, *, start: str | None = None, stop: str 
             if generated and Path(c.path).parent == corpus_dir:
                 report.add("select", "corpus", c.path, "written by the corpus stage")
                 continue
-            found, text, files = _resolve_data(c.path)
+            found, text, files = _resolve_data(_corpus_path(c))
             n, n_exact = _count_documents(files)
             documents += n
             exact &= n_exact and not c.path.startswith("hf:")
@@ -602,7 +615,7 @@ def _check_contamination(report: Report, config: Any, items: dict[str, list]) ->
     from rationalyst.stages import guard
 
     inputs = [c for c in config.select.corpus if c.benchmark is not None]
-    local = [c for c in inputs if not c.path.startswith("hf:") and _resolve_data(c.path)[0]]
+    local = [c for c in inputs if not c.path.startswith("hf:") and _resolve_data(_corpus_path(c))[0]]
     if not inputs:
         return
     if not items or not local:
