@@ -114,6 +114,21 @@ class LanguageModel(abc.ABC):
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[ContinuationScore]]:
         """Score every request's continuations; one list of scores per request, in order."""
 
+    def generate_seeded(
+        self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
+    ) -> list[list[Completion]]:
+        """Like `generate`, but prompt ``i`` is sampled as ``generate([prompts[i]], params)`` with
+        ``params.seed = seeds[i]`` would sample it alone: its samples do not depend on the other rows.
+
+        This default makes one call when the rows cannot differ by seed (greedy, or no seeds) and one
+        call per row otherwise; a backend that can seed each row of one batch overrides it (hf).
+        """
+        if not prompts:
+            return []
+        if params.greedy or all(s is None for s in seeds):
+            return self.generate(prompts, params.model_copy(update={"seed": None}))
+        return [self.generate([p], params.model_copy(update={"seed": s}))[0] for p, s in zip(prompts, seeds)]
+
     def score(self, context: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
         """Per-token log-probs of each continuation given the context."""
         return self.score_many([ScoreRequest(context, list(continuations))])[0]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from rationalyst.console import progress
 from rationalyst.errors import ModelNotFoundError, RationalystError
@@ -66,6 +66,36 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+class RowSeededSampler(LogitsProcessor):
+    """Samples every row from its own generator, so a prompt's samples do not depend on its batch.
+
+    Rows come in groups of ``n`` (one prompt's samples, as `generate` lays them out); group *i* draws
+    from ``generators[i]``. The distribution is the one transformers samples from (temperature, then
+    top-p, then softmax; no top-k), and one ``multinomial`` over the group's rows per step consumes
+    the generator as transformers' global ``torch.multinomial`` would for that prompt alone, so a
+    batch of one reproduces ``torch.manual_seed(seed)`` sampling exactly. It returns scores that are
+    -inf except at the drawn token, for transformers' greedy step to pick.
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator], n: int, temperature: float, top_p: float) -> None:
+        self.generators, self.n = list(generators), n
+        self.temperature = TemperatureLogitsWarper(temperature) if temperature != 1.0 else None
+        self.top_p = TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1) if top_p < 1.0 else None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.temperature is not None:
+            scores = self.temperature(input_ids, scores)
+        if self.top_p is not None:
+            scores = self.top_p(input_ids, scores)
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        drawn = torch.cat([
+            torch.multinomial(probs[i * self.n : (i + 1) * self.n], num_samples=1, generator=g)
+            for i, g in enumerate(self.generators)
+        ])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, drawn, 0.0)
+
+
 class HFModel(LanguageModel):
     """A transformers causal LM behind the `LanguageModel` contract."""
 
@@ -84,6 +114,11 @@ class HFModel(LanguageModel):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         #: Tokens run through the model by scoring calls (padding excluded): what prefix reuse saves.
         self.forwarded_tokens = 0
+        #: The same per request of the last `score_many` / `score_in_documents` call (a batch's cost per row).
+        self.forwarded_per_request: list[int] = []
+        #: Prompt tokens run through the model by `generate` (padding excluded; n samples of a prompt whose
+        #: KV is copied count once, the last prompt token once per sample).
+        self.generation_forwarded = 0
         #: KV of recent single prompts (scoring trunks, generation prompts); capacity 0 disables it.
         self.prefix_cache = PrefixCache(prefix_cache)
         # The KV-cache argument of forward and generate: `cache` (transformers >= 5.2x), `past_key_values` before.
@@ -163,6 +198,8 @@ class HFModel(LanguageModel):
         the shared prefix is measured on token ids.
         """
         results: list[list[ContinuationScore | None]] = [[None] * len(seqs) for _, seqs in groups]
+        self.forwarded_per_request = [0] * len(groups)
+        self.prefix_cache.reserve(min(len(groups), self.batch_size))
         order = [i for i, (_, seqs) in enumerate(groups) if seqs]
         for chunk in batched(order, self.batch_size):
             trunks = [groups[g][0] for g in chunk]
@@ -179,36 +216,88 @@ class HFModel(LanguageModel):
                         branches.append((row, keep, g, j, seq))
             cache = None
             if any(trunks):
-                cache = self._run_trunks(trunks, sliced, results)
+                cache = self._run_trunks(trunks, sliced, results, chunk)
             self._run_branches(cache, branches, results)
         return [list(r) for r in results]  # type: ignore[arg-type]
 
-    def _run_trunks(self, trunks, sliced, results) -> Any:
+    def _run_trunks(self, trunks, sliced, results, groups) -> Any:
         """One batched pass over the trunks; scores the sequences that lie inside them.
 
-        A single trunk may start from the prefix cache: then only its tokens past the stored prefix
-        run, as long as no sequence needs logits from inside that prefix.
+        Each trunk may start from the prefix cache (its trajectory's previous scoring trunk): then only
+        its tokens past its stored prefix run, as long as no sequence needs logits from inside that
+        prefix. Rows reusing different lengths get an attention mask over the gaps, and the returned
+        cache is made contiguous again (row i's trunk at positions 0..len-1) for the branches.
         """
-        positions = sorted({p for _, _, _, seq in sliced for p in range(seq.n_context - 1, len(seq.token_ids) - 1)})
-        reuse, kwargs = 0, {}
-        if len(trunks) == 1 and trunks[0]:
-            limit = min([len(trunks[0]) - 1] + [seq.n_context - 1 for *_, seq in sliced])
-            reuse, past = self.prefix_cache.lookup(trunks[0], limit)
-            if past is not None:
-                kwargs[self.cache_arg] = past
-                kwargs["position_ids"] = torch.arange(reuse, len(trunks[0]), device=self.device)[None]
-        batch = self._right_pad([(t or [self.pad_id])[reuse:] for t in trunks])
-        keep = torch.tensor([p - reuse for p in positions] or [0], device=self.device)
+        limits = [len(t) - 1 for t in trunks]
+        for row, _, _, seq in sliced:
+            limits[row] = min(limits[row], seq.n_context - 1)
+        found = [self.prefix_cache.peek(t, limit) if t else (0, None) for t, limit in zip(trunks, limits)]
+        reuse = [n for n, _ in found]
+        longest = max(reuse)
+        rows = [(t or [self.pad_id])[n:] for t, n in zip(trunks, reuse)]
+        batch = self._right_pad(rows)
+        width = batch.shape[1]
+        kwargs: dict[str, Any] = {}
+        if longest > 0:
+            first = next(stored for _, stored in found if stored is not None)
+            layers = []
+            for layer, (k0, v0) in enumerate(first):
+                keys = k0.new_zeros((len(trunks), k0.shape[1], longest, k0.shape[3]))
+                values = v0.new_zeros((len(trunks), v0.shape[1], longest, v0.shape[3]))
+                for i, (n, stored) in enumerate(found):
+                    if n:
+                        keys[i, :, :n] = stored[layer][0][0, :, :n]
+                        values[i, :, :n] = stored[layer][1][0, :, :n]
+                layers.append((keys, values))
+            kwargs[self.cache_arg] = DynamicCache(ddp_cache_data=layers)
+            positions = torch.stack([torch.arange(n, n + width) for n in reuse])
+            if any(n != longest for n in reuse):
+                mask = torch.zeros((len(trunks), longest + width), dtype=torch.long)
+                for i, n in enumerate(reuse):
+                    mask[i, :n] = 1
+                    mask[i, longest : longest + len(rows[i])] = 1
+                kwargs["attention_mask"] = mask.to(self.device)
+            kwargs["position_ids"] = positions.to(self.device)
+            self.prefix_cache.reused_tokens += sum(reuse)
+        columns = sorted(
+            {p - reuse[row] for row, _, _, seq in sliced for p in range(seq.n_context - 1, len(seq.token_ids) - 1)}
+        )
+        keep = torch.tensor(columns or [0], device=self.device)
         out = self.model(input_ids=batch, use_cache=True, logits_to_keep=keep, **kwargs)
-        self.forwarded_tokens += sum(len(t) for t in trunks) - reuse
-        if len(trunks) == 1 and trunks[0]:
-            self.prefix_cache.store(trunks[0], output_cache(out))
-        index = {p: i for i, p in enumerate(positions)}
+        for row, (t, n) in enumerate(zip(trunks, reuse)):
+            ran = len(t) - n
+            self.forwarded_tokens += ran
+            self.forwarded_per_request[groups[row]] += ran
+        cache = output_cache(out)
+        if longest > 0 and any(n != longest for n in reuse):
+            cache = self._contiguous(cache, trunks, reuse, longest)
+        for row, t in enumerate(trunks):
+            if t:
+                self.prefix_cache.store(t, cache, row=row)
+        index = {c: i for i, c in enumerate(columns)}
         for row, g, j, seq in sliced:
-            rows = [index[p] for p in range(seq.n_context - 1, len(seq.token_ids) - 1)]
-            logits = out.logits[row, rows]
+            wanted = [index[p - reuse[row]] for p in range(seq.n_context - 1, len(seq.token_ids) - 1)]
+            logits = out.logits[row, wanted]
             results[g][j] = self._gather_rows(logits, seq.token_ids[seq.n_context :])
-        return output_cache(out)
+        return cache
+
+    @staticmethod
+    def _contiguous(cache, trunks, reuse, longest) -> DynamicCache:
+        """Row i's reused prefix (positions 0..reuse_i) and its new tokens (after the ``longest``
+        reused columns) side by side, as if the row had run without a gap."""
+        size = max(len(t) for t in trunks)
+        layers = []
+        for layer in cache.layers:
+            k, v = layer.keys, layer.values
+            keys = k.new_zeros((k.shape[0], k.shape[1], size, k.shape[3]))
+            values = v.new_zeros((v.shape[0], v.shape[1], size, v.shape[3]))
+            for i, (t, n) in enumerate(zip(trunks, reuse)):
+                keys[i, :, :n], values[i, :, :n] = k[i, :, :n], v[i, :, :n]
+                rest = len(t) - n
+                keys[i, :, n : n + rest] = k[i, :, longest : longest + rest]
+                values[i, :, n : n + rest] = v[i, :, longest : longest + rest]
+            layers.append((keys, values))
+        return DynamicCache(ddp_cache_data=layers)
 
     def _run_branches(self, cache, branches, results) -> None:
         """Batched passes over each branch's own tokens, on top of its trunk's cached prefix.
@@ -244,6 +333,7 @@ class HFModel(LanguageModel):
             ).logits
             self.forwarded_tokens += sum(len(s) for s in suffixes)
             for i, (_, keep, g, j, seq) in enumerate(chunk):
+                self.forwarded_per_request[g] += len(suffixes[i])
                 start = seq.n_context - keep
                 results[g][j] = self._gather_rows(logits[i, start - 1 : len(suffixes[i]) - 1], seq.continuation_ids)
 
@@ -277,19 +367,62 @@ class HFModel(LanguageModel):
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        """With a seed, prompt *i* samples with seed ``seed + i`` (as vllm and openai), from its own
+        generator: its samples do not depend on the other prompts of the call (`generate_seeded`)."""
+        seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
+        return self.generate_seeded(prompts, params, seeds)
+
+    @torch.inference_mode()
+    def generate_seeded(
+        self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
+    ) -> list[list[Completion]]:
+        """One batched generation in which row *i* draws its samples from ``torch.Generator(seed_i)``
+        (`RowSeededSampler`): a prompt's samples equal those of ``generate([prompt], seed=seed_i)``
+        whatever else is in the batch (up to float rounding between batch shapes). A row without a
+        seed draws one from torch's global generator."""
         encoded = [self._encode(p) for p in prompts]
         prompts_per_batch = max(1, self.batch_size // params.n)
-        devices = [self.device] if self.device.type == "cuda" else []
+        if not params.greedy:
+            seeds = [int(torch.randint(0, 2**31 - 1, ())) if s is None else s for s in seeds]
         results: list[list[Completion]] = []
-        with torch.random.fork_rng(devices=devices):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            chunks = list(batched(encoded, prompts_per_batch))
-            for chunk in progress(chunks, total=len(chunks), description="generating"):
-                results.extend(self._generate_batch(chunk, params))
+        chunks = list(batched(range(len(encoded)), prompts_per_batch))
+        for chunk in progress(chunks, total=len(chunks), description="generating"):
+            results.extend(self._generate_batch([encoded[i] for i in chunk], params, [seeds[i] for i in chunk]))
         return results
 
-    def _generate_batch(self, encoded: Sequence[list[int]], params: SamplingParams) -> list[list[Completion]]:
+    def _reused_prefix(self, encoded: Sequence[list[int]], width: int) -> tuple[int, Any]:
+        """The KV of the first columns of the left-padded batch that every row has stored: (columns, cache).
+
+        Rows are right-aligned, so a cut at column ``width - m`` (``m``: the most new tokens of any row)
+        lies inside every row's stored prefix; a row recomputes only the difference between its new
+        tokens and ``m``, which in the step search is a few tokens (every trajectory grew by one step).
+        """
+        found = [self.prefix_cache.peek(ids, len(ids) - 1) for ids in encoded]
+        most_new = max(len(ids) - n for ids, (n, _) in zip(encoded, found))
+        cut = width - most_new
+        if cut <= 0:
+            return 0, None
+        layers = None
+        for i, (ids, (_, stored)) in enumerate(zip(encoded, found)):
+            use = len(ids) - most_new
+            if use <= 0:
+                continue
+            if layers is None:
+                layers = [
+                    (k.new_zeros((len(encoded), k.shape[1], cut, k.shape[3])), v.new_zeros((len(encoded), v.shape[1], cut, v.shape[3])))
+                    for k, v in stored
+                ]
+            for (keys, values), (k, v) in zip(layers, stored):
+                keys[i, :, cut - use :] = k[0, :, :use]
+                values[i, :, cut - use :] = v[0, :, :use]
+            self.prefix_cache.reused_tokens += use
+        if layers is None:
+            return 0, None
+        return cut, DynamicCache(ddp_cache_data=layers)
+
+    def _generate_batch(
+        self, encoded: Sequence[list[int]], params: SamplingParams, seeds: Sequence[int | None]
+    ) -> list[list[Completion]]:
         width = max(len(ids) for ids in encoded)
         if self.max_length is not None and width + params.max_new_tokens > self.max_length:
             raise RationalystError(
@@ -301,36 +434,53 @@ class HFModel(LanguageModel):
         for i, ids in enumerate(encoded):  # left padding: every prompt ends where generation starts
             input_ids[i, width - len(ids) :] = torch.tensor(ids)
             attention[i, width - len(ids) :] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        self.prefix_cache.reserve(len(encoded))
+        # Each row may extend a prefix it stored before (its trajectory's previous prompt).
+        cut, past = self._reused_prefix(encoded, width)
         copies = params.n
         kwargs: dict[str, Any] = {}
-        single = len(encoded) == 1
-        if single:
-            # One prompt: it may extend a cached prefix, whose KV then serves all n samples.
-            _, past = self.prefix_cache.lookup(encoded[0], len(encoded[0]) - 1)
-            if past is not None:
+        if params.n > 1 and width - 1 > cut:
+            # Run the prompts once, then copy their KV for the n samples (not n passes over each prompt).
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(
+                input_ids=input_ids[:, cut : width - 1], attention_mask=attention[:, : width - 1],
+                position_ids=positions[:, cut : width - 1], use_cache=True,
+                **({self.cache_arg: past} if past is not None else {}),
+            )
+            self.generation_forwarded += int(attention[:, cut : width - 1].sum())
+            cut, past = width - 1, output_cache(out)
+        if past is not None:
+            if params.n > 1:
                 past.batch_repeat_interleave(params.n)
-                input_ids, attention = input_ids.repeat(params.n, 1), attention.repeat(params.n, 1)
-                kwargs[self.cache_arg], copies = past, 1
+                input_ids = input_ids.repeat_interleave(params.n, dim=0)
+                attention = attention.repeat_interleave(params.n, dim=0)
+                copies = 1
+            kwargs[self.cache_arg] = past
         kwargs.update({
             "max_new_tokens": params.max_new_tokens,
             "num_return_sequences": copies,
-            "do_sample": not params.greedy,
+            "do_sample": False,
             "return_dict_in_generate": True,
             "output_logits": True,
             "pad_token_id": self.pad_id,
             "eos_token_id": self.eos_ids,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
         })
-        if params.greedy:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if not params.greedy:
+            generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [RowSeededSampler(generators, params.n, params.temperature, params.top_p)]
+            )
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        out = self.model.generate(
-            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
-        )
-        if single:
-            self.prefix_cache.store(encoded[0], output_cache(out))
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        self.generation_forwarded += int(attention[:, cut:].sum())
+        cache = output_cache(out)
+        for i, ids in enumerate(encoded):
+            self.prefix_cache.store(ids, cache, row=i * params.n, start=width - len(ids))
         new_tokens = out.sequences[:, width:]
         step_logprobs = torch.stack(
             [

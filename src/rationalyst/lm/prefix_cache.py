@@ -6,6 +6,11 @@ rationalist's and the scorer's. Recomputing those prefixes every step is the was
 remove with automatic prefix caching; this is the same idea for the `hf` backend, at the scale of one
 process: a small LRU store of (token ids, per-layer keys and values) for single sequences.
 
+Batched calls (many problems in lockstep) look up and store each row on its own, so every trajectory
+of a batch reuses its own previous prompt. ``capacity`` is therefore counted per row: the store keeps
+``capacity`` entries for each row of the widest batch it has served (the step search keeps three live
+entries per problem: the agent's, the rationalist's and the scorer's prompt).
+
 Reuse is exact: a stored entry is used only up to the longest prefix its token ids share with the
 new sequence (measured on ids, so a different tokenization at the seam just shortens the reuse), and
 the new tokens are run with position ids continuing from there. Stored tensors are never mutated:
@@ -73,6 +78,8 @@ class PrefixCache:
 
     def __init__(self, capacity: int = 4) -> None:
         self.capacity = capacity
+        #: Rows of the widest batch served: the store holds ``capacity`` entries per row.
+        self.rows = 1
         self._entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         #: Tokens whose KV came from the store instead of a forward pass (what reuse saved).
         self.reused_tokens = 0
@@ -83,12 +90,14 @@ class PrefixCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def lookup(self, ids: Sequence[int], limit: int) -> tuple[int, DynamicCache | None]:
-        """The longest stored prefix of ``ids`` (at most ``limit`` tokens) and a cache holding it.
+    def reserve(self, rows: int) -> None:
+        """Make room for batches of ``rows`` sequences (``capacity`` entries each)."""
+        self.rows = max(self.rows, rows)
 
-        Returns ``(0, None)`` when nothing useful is stored. The cache is new; using it cannot
-        change the stored entry.
-        """
+    def peek(self, ids: Sequence[int], limit: int) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """The longest stored prefix of ``ids`` (at most ``limit`` tokens) and the stored entry's layers
+        (batch 1, at least that long; never to be written to). Counts nothing: the caller adds what it
+        used to `reused_tokens`."""
         if self.capacity <= 0 or limit <= 0:
             return 0, None
         best, best_key = 0, None
@@ -99,23 +108,35 @@ class PrefixCache:
         if best_key is None:
             return 0, None
         self._entries.move_to_end(best_key)
-        layers = self._entries[best_key]
+        return best, self._entries[best_key]
+
+    def lookup(self, ids: Sequence[int], limit: int) -> tuple[int, DynamicCache | None]:
+        """The longest stored prefix of ``ids`` (at most ``limit`` tokens) and a cache holding it.
+
+        Returns ``(0, None)`` when nothing useful is stored. The cache is new; using it cannot
+        change the stored entry.
+        """
+        best, layers = self.peek(ids, limit)
+        if layers is None:
+            return 0, None
         self.reused_tokens += best
         return best, DynamicCache(ddp_cache_data=[(k[:, :, :best], v[:, :, :best]) for k, v in layers])
 
-    def store(self, ids: Sequence[int], cache, row: int = 0) -> None:
-        """Remember the KV of ``ids``: row ``row`` of ``cache``, whose first ``len(ids)`` positions hold them."""
+    def store(self, ids: Sequence[int], cache, row: int = 0, start: int = 0) -> None:
+        """Remember the KV of ``ids``: row ``row`` of ``cache``, whose positions ``start`` to
+        ``start + len(ids)`` hold them (``start > 0``: a left-padded row)."""
         if self.capacity <= 0 or not ids:
             return
         layers = cache_layers(cache)
-        if layers is None or layers[0][0].shape[2] < len(ids):
+        if layers is None or layers[0][0].shape[2] < start + len(ids):
             return
         key = tuple(int(i) for i in ids)
         # Entries that are prefixes of the new one add nothing: the new one serves their lookups too.
         for old in [k for k in self._entries if len(k) <= len(key) and key[: len(k)] == k]:
             del self._entries[old]
+        end = start + len(key)
         self._entries[key] = [
-            (k[row : row + 1, :, : len(key)].clone(), v[row : row + 1, :, : len(key)].clone()) for k, v in layers
+            (k[row : row + 1, :, start:end].clone(), v[row : row + 1, :, start:end].clone()) for k, v in layers
         ]
-        while len(self._entries) > self.capacity:
+        while len(self._entries) > self.capacity * self.rows:
             self._entries.popitem(last=False)

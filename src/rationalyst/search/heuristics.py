@@ -16,6 +16,9 @@ their scores (higher is better; None where it has none) and the index of the cho
 
 Candidates are sampled with a seed derived from the problem and the trajectory, so every heuristic
 meets the same candidates wherever the trajectories agree.
+
+Heuristics are programs (`batch`): they yield the model calls they need (``yield from ctx.rationale()``)
+instead of making them, so the calls of many problems at the same step go out as one engine call.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.lm.base import ContinuationScore, SamplingParams, ScoreRequest
 from rationalyst.search import prompts
+from rationalyst.search.batch import Call, Generate, Score, ask
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 
@@ -82,17 +87,18 @@ class StepContext:
     step_rationales: list[str | None] = field(default_factory=list)
     _rationale: str | None = field(default=None, repr=False)
 
-    def rationale(self) -> str:
+    def rationale(self) -> Generator[list[Call], list[Any], str]:
         """The rationalist's rationale for the trajectory so far (greedy; written once per step)."""
         if self._rationale is None:
             params = SamplingParams(max_new_tokens=self.settings.max_rationale_tokens, stop=RATIONALE_STOP)
             prompt = prompts.rationalist_prompt(self.item, self.steps, self.roles.rationalist_instruction)
-            self._rationale = self.roles.rationalist.generate([prompt], params)[0][0].text.strip()
+            (completions,) = yield from ask(Generate("rationalist", prompt, params))
+            self._rationale = completions[0].text.strip()
         return self._rationale
 
     def propose(
         self, rationale: str | None = None, n: int | None = None, step_rationales: list[str | None] | None = None
-    ) -> list[Candidate]:
+    ) -> Generator[list[Call], list[Any], list[Candidate]]:
         """Sample the agent's candidate next steps (empty ones dropped: the agent ended its answer)."""
         params = SamplingParams(
             n=n or self.settings.n_candidates,
@@ -105,13 +111,15 @@ class StepContext:
         prompt = prompts.agent_prompt(
             self.roles.agent, self.item, self.steps, rationale, step_rationales, self.roles.solve_prompt
         )
-        completions = self.roles.agent.generate([prompt], params)[0]
+        (completions,) = yield from ask(Generate("agent", prompt, params))
         return [Candidate(c.text.strip(), len(c.token_ids)) for c in completions if c.text.strip()]
 
-    def score_candidates(self, model, context: str, candidates: list[Candidate]) -> list[float]:
-        """Mean log-prob of each candidate after ``context``, in one batched call (duplicates once)."""
+    def score_candidates(
+        self, role: str, context: str, candidates: list[Candidate]
+    ) -> Generator[list[Call], list[Any], list[float]]:
+        """Mean log-prob of each candidate after ``context`` by ``role``'s model, in one request (duplicates once)."""
         unique = list(dict.fromkeys(c.text for c in candidates))
-        scores = model.score_many([ScoreRequest(context, unique)])[0]
+        (scores,) = yield from ask(Score(role, ScoreRequest(context, unique)))
         by_text = {text: step_score(s, self.settings.discount) for text, s in zip(unique, scores)}
         return [by_text[c.text] for c in candidates]
 
@@ -125,40 +133,40 @@ def _argmax(scores: list[float | None]) -> int:
     return best
 
 
-Heuristic = Callable[[StepContext], StepDecision]
+Heuristic = Callable[[StepContext], Generator[list[Call], list[Any], StepDecision]]
 
 
-def implicit(ctx: StepContext) -> StepDecision:
-    rationale = ctx.rationale()
-    candidates = ctx.propose()
+def implicit(ctx: StepContext):
+    rationale = yield from ctx.rationale()
+    candidates = yield from ctx.propose()
     if not candidates:
         return StepDecision(rationale, [], [], 0)
     context = prompts.scorer_context(ctx.item, ctx.steps, rationale)
-    scores = ctx.score_candidates(ctx.roles.scorer, context, candidates)
+    scores = yield from ctx.score_candidates("scorer", context, candidates)
     return StepDecision(rationale, candidates, list(scores), _argmax(scores))
 
 
-def explicit(ctx: StepContext) -> StepDecision:
-    rationale = ctx.rationale()
+def explicit(ctx: StepContext):
+    rationale = yield from ctx.rationale()
     earlier = ctx.step_rationales if ctx.settings.explicit_context == "keep" else None
-    candidates = ctx.propose(rationale=rationale or None, n=1, step_rationales=earlier)
+    candidates = yield from ctx.propose(rationale=rationale or None, n=1, step_rationales=earlier)
     return StepDecision(rationale, candidates, [None] * len(candidates), 0)
 
 
-def random_choice(ctx: StepContext) -> StepDecision:
-    candidates = ctx.propose()
+def random_choice(ctx: StepContext):
+    candidates = yield from ctx.propose()
     if not candidates:
         return StepDecision(None, [], [], 0)
     rng = random.Random(derive_seed(ctx.seed, ctx.item.id, "random", *ctx.steps))
     return StepDecision(None, candidates, [None] * len(candidates), rng.randrange(len(candidates)))
 
 
-def self_ppl(ctx: StepContext) -> StepDecision:
-    candidates = ctx.propose()
+def self_ppl(ctx: StepContext):
+    candidates = yield from ctx.propose()
     if not candidates:
         return StepDecision(None, [], [], 0)
     context = prompts.scorer_context(ctx.item, ctx.steps, None)
-    scores = ctx.score_candidates(ctx.roles.rationalist, context, candidates)
+    scores = yield from ctx.score_candidates("rationalist", context, candidates)
     return StepDecision(None, candidates, list(scores), _argmax(scores))
 
 
@@ -168,12 +176,12 @@ def parse_judge_rating(reply: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def llm_judge(ctx: StepContext) -> StepDecision:
-    candidates = ctx.propose()
+def llm_judge(ctx: StepContext):
+    candidates = yield from ctx.propose()
     if not candidates:
         return StepDecision(None, [], [], 0)
     params = SamplingParams(max_new_tokens=ctx.settings.judge_max_tokens)
-    replies = ctx.roles.judge.generate([prompts.judge_prompt(ctx.item, ctx.steps, c.text) for c in candidates], params)
+    replies = yield from ask(*[Generate("judge", prompts.judge_prompt(ctx.item, ctx.steps, c.text), params) for c in candidates])
     ratings = [parse_judge_rating(r[0].text) for r in replies]
     scores = [float(r) if r is not None else None for r in ratings]
     return StepDecision(None, candidates, scores, _argmax(scores), judge_parse_failures=ratings.count(None))

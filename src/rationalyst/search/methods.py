@@ -1,6 +1,9 @@
 """Whole-problem strategies: each turns one benchmark item into one trace record (docs/traces.md).
 
-All share one signature, ``method(item, roles, settings, seed) -> trace``, and live in `METHODS`:
+Each is a program (`batch`): ``PROGRAMS[name](item, roles, settings, seed)`` yields the model calls it
+needs and returns the trace, so `solve_many` can run a batch of problems in lockstep (one engine call
+per kind of call per round, whatever the batch). `METHODS` holds the same methods with the plain
+signature ``method(item, roles, settings, seed) -> trace`` (a batch of one):
 
 * the guided step search with any heuristic of `heuristics.HEURISTICS` (``implicit``, ``explicit``,
   ``random``, ``self-ppl``, ``llm-judge``): one step at a time until a step states a final answer
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ from rationalyst.data.answers import extract_answer, has_final_answer
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.lm.base import SamplingParams
 from rationalyst.search import prompts
+from rationalyst.search.batch import Generate, Program, ask, gather, run_batch, run_one
 from rationalyst.search.heuristics import (
     HEURISTICS,
     Candidate,
@@ -33,23 +37,23 @@ from rationalyst.search.heuristics import (
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 from rationalyst.search.trace import step_record, trace_record
-from rationalyst.search.verify import aggregate, verify_steps
+from rationalyst.search.verify import aggregate, verify_program
 
 Method = Callable[[BenchmarkItem, Roles, SearchSettings, int], dict[str, Any]]
+MethodProgram = Callable[[BenchmarkItem, Roles, SearchSettings, int], Program]
 
 
 def guided_search(heuristic: str) -> Method:
     """The paper's loop with ``heuristic`` choosing each step."""
     choose = HEURISTICS[heuristic]
 
-    def run(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+    def run(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
         started = time.perf_counter()
-        roles.reset()
         steps: list[str] = []
         records: list[dict[str, Any]] = []
         stop, judge_failures = "max_steps", 0
         for _ in range(settings.max_steps):
-            decision = choose(StepContext(item, steps, roles, settings, seed, [r["rationale"] for r in records]))
+            decision = yield from choose(StepContext(item, steps, roles, settings, seed, [r["rationale"] for r in records]))
             judge_failures += decision.judge_parse_failures
             if not decision.candidates:
                 stop = "no_candidates"
@@ -82,36 +86,35 @@ def split_steps(text: str, item: BenchmarkItem, max_steps: int) -> tuple[list[st
 
 def sample_solutions(
     item: BenchmarkItem, roles: Roles, settings: SearchSettings, n: int, temperature: float, seed: int, tag: str
-) -> list[tuple[Candidate, list[str], str]]:
+):
     """``n`` whole solutions from the agent: (the text as a candidate, its steps, why it stopped)."""
     params = SamplingParams(
         n=n, temperature=temperature, top_p=settings.top_p, max_new_tokens=settings.max_solution_tokens,
         stop=("\n\n",), seed=derive_seed(seed, item.id, tag),
     )
     prompt = prompts.agent_prompt(roles.agent, item, [], solve=roles.solve_prompt)
-    out = []
-    for completion in roles.agent.generate([prompt], params)[0]:
+    out: list[tuple[Candidate, list[str], str]] = []
+    (completions,) = yield from ask(Generate("agent", prompt, params))
+    for completion in completions:
         steps, stop = split_steps(completion.text, item, settings.max_steps)
         out.append((Candidate("\n".join(steps), len(completion.token_ids)), steps, stop))
     return out
 
 
-def chain_of_thought(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+def chain_of_thought(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
     """Baseline: one greedy solution, recorded one line per step."""
     started = time.perf_counter()
-    roles.reset()
-    (candidate, steps, stop), = sample_solutions(item, roles, settings, 1, 0.0, seed, "cot")
+    (candidate, steps, stop), = yield from sample_solutions(item, roles, settings, 1, 0.0, seed, "cot")
     records = [step_record(None, [Candidate(s, 0)], [None], 0) for s in steps]
     if records:  # the agent's token count belongs to the whole solution: put it on the first step
         records[0]["candidates"][0]["tokens"] = candidate.tokens
     return trace_record(item, "cot", steps, records, stop, roles, started)
 
 
-def self_consistency(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+def self_consistency(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
     """Baseline: sample k solutions, answer with the most frequent parsed answer (first seen on ties)."""
     started = time.perf_counter()
-    roles.reset()
-    samples = sample_solutions(
+    samples = yield from sample_solutions(
         item, roles, settings, settings.self_consistency_samples, settings.temperature, seed, "self-consistency"
     )
     answers = [extract_answer(candidate.text, item) for candidate, _, _ in samples]
@@ -128,12 +131,12 @@ def self_consistency(item: BenchmarkItem, roles: Roles, settings: SearchSettings
     return trace_record(item, "self-consistency", steps, records, stop, roles, started)
 
 
-def best_of_n(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+def best_of_n(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
     """Sample N solutions, score every step by implicit supervision, keep the best by ``aggregate``."""
     started = time.perf_counter()
-    roles.reset()
-    samples = sample_solutions(item, roles, settings, settings.best_of_n, settings.temperature, seed, "best-of-n")
-    step_scores = [[v.score for v in verify_steps(item, steps, roles, settings)] for _, steps, _ in samples]
+    samples = yield from sample_solutions(item, roles, settings, settings.best_of_n, settings.temperature, seed, "best-of-n")
+    verdicts = yield from gather([verify_program(item, steps, roles, settings) for _, steps, _ in samples])
+    step_scores = [[v.score for v in row] for row in verdicts]
     totals = [aggregate(s, settings.aggregate) for s in step_scores]
     chosen = max(range(len(samples)), key=lambda i: (totals[i], -i))
     candidates = [candidate for candidate, _, _ in samples]
@@ -155,15 +158,15 @@ class _Beam:
         return sum(self.scores) / len(self.scores) if self.scores else 0.0
 
 
-def beam_search(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
-    """Keep the ``beam_width`` partial solutions with the best mean implicit step score."""
+def beam_search(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
+    """Keep the ``beam_width`` partial solutions with the best mean implicit step score (the beams of a
+    step are expanded side by side: their calls go out together)."""
     started = time.perf_counter()
-    roles.reset()
     beams, finished = [_Beam()], []
     for _ in range(settings.max_steps):
         children = []
-        for beam in beams:
-            decision = implicit(StepContext(item, beam.steps, roles, settings, seed))
+        decisions = yield from gather([implicit(StepContext(item, beam.steps, roles, settings, seed)) for beam in beams])
+        for beam, decision in zip(beams, decisions):
             for j, (candidate, score) in enumerate(zip(decision.candidates, decision.scores)):
                 record = step_record(decision.rationale, decision.candidates, decision.scores, j)
                 children.append(_Beam(beam.steps + [candidate.text], beam.records + [record], beam.scores + [score]))
@@ -180,7 +183,7 @@ def beam_search(item: BenchmarkItem, roles: Roles, settings: SearchSettings, see
 
 #: Every method with the roles its results depend on (besides the agent, which all use): the pool loads
 #: only these, and an eval run's config hash covers only their models.
-_REGISTRY: list[tuple[str, Method, tuple[str, ...]]] = [
+_REGISTRY: list[tuple[str, MethodProgram, tuple[str, ...]]] = [
     ("implicit", guided_search("implicit"), ("rationalist", "scorer")),
     ("explicit", guided_search("explicit"), ("rationalist",)),
     ("random", guided_search("random"), ()),
@@ -191,8 +194,39 @@ _REGISTRY: list[tuple[str, Method, tuple[str, ...]]] = [
     ("beam", beam_search, ("rationalist", "scorer")),
     ("best-of-n", best_of_n, ("rationalist", "scorer")),
 ]
-METHODS: dict[str, Method] = {name: method for name, method, _ in _REGISTRY}
+PROGRAMS: dict[str, MethodProgram] = {name: program for name, program, _ in _REGISTRY}
 METHOD_ROLES: dict[str, tuple[str, ...]] = {name: roles for name, _, roles in _REGISTRY}
+
+
+def _alone(program: MethodProgram) -> Method:
+    def method(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
+        roles.reset()
+        return run_one(program(item, roles, settings, seed), roles)
+
+    method.__doc__ = program.__doc__
+    return method
+
+
+METHODS: dict[str, Method] = {name: _alone(program) for name, program in PROGRAMS.items()}
+
+
+def solve_many(
+    method: str, items: Iterable[BenchmarkItem], roles: Roles, settings: SearchSettings, seed: int,
+    batch_problems: int = 1,
+) -> Iterator[tuple[BenchmarkItem, dict[str, Any] | Exception]]:
+    """Solve ``items`` with ``method``, ``batch_problems`` at a time in lockstep (`batch.run_batch`), yielding
+    ``(item, trace)`` as each problem finishes (not in input order); a problem that hit a `RationalystError`
+    yields the error. Each problem has its own meters (``roles.fork()``); its trace is the one it would
+    have alone, whatever else is in the batch, where the backend seeds each row (`generate_seeded`)."""
+    program = PROGRAMS[method]
+    items = list(items)
+
+    def jobs():
+        for item in items:
+            yield (lambda problem_roles, item=item: program(item, problem_roles, settings, seed)), roles.fork()
+
+    for index, result in run_batch(jobs(), batch_problems):
+        yield items[index], result
 
 
 def check_methods(methods: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rationalyst.data.rationale_text import load_instruction
@@ -98,6 +98,10 @@ class Roles:
             MeteredModel(judge or agent),
             **options,
         )
+
+    def fork(self) -> Roles:
+        """The same models and prompts with fresh meters: one problem's view when problems run in a batch."""
+        return replace(self, **{role: MeteredModel(getattr(self, role).model) for role in ROLES})
 
     def reset(self) -> None:
         for role in ROLES:

@@ -4,16 +4,20 @@ For step i the rationalist writes a rationale after the question and steps 1..i-
 gives step i's mean token log-prob after that trajectory and rationale: the same number the step
 search ranks candidates by, so these scores can be checked against human step ratings (PRM800K,
 `benchmarks/prm800k_auroc.py`) and used to rank whole solutions (best-of-n). All rationales of a
-solution are written in one batched call and all its steps scored in one more.
+solution are written in one batched call and all its steps scored in one more (`verify_program`: the
+same as a program, whose calls join those of other solutions or problems in a batch).
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.lm.base import SamplingParams, ScoreRequest
 from rationalyst.search import prompts
+from rationalyst.search.batch import Call, Generate, Score, ask, run_one
 from rationalyst.search.heuristics import RATIONALE_STOP, step_score
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
@@ -32,18 +36,27 @@ def verify_steps(
     item: BenchmarkItem, steps: list[str], roles: Roles, settings: SearchSettings, *, without: bool = False
 ) -> list[StepVerdict]:
     """Score every step of ``steps`` by implicit supervision; ``without`` adds the no-rationale score."""
+    return run_one(verify_program(item, steps, roles, settings, without=without), roles)
+
+
+def verify_program(
+    item: BenchmarkItem, steps: list[str], roles: Roles, settings: SearchSettings, *, without: bool = False
+) -> Generator[list[Call], list[Any], list[StepVerdict]]:
+    """`verify_steps` as a program (`batch`)."""
     if not steps:
         return []
     params = SamplingParams(max_new_tokens=settings.max_rationale_tokens, stop=RATIONALE_STOP)
     instruction = roles.rationalist_instruction
     rationale_prompts = [prompts.rationalist_prompt(item, steps[:i], instruction) for i in range(len(steps))]
-    rationales = [row[0].text.strip() for row in roles.rationalist.generate(rationale_prompts, params)]
+    written = yield from ask(*[Generate("rationalist", prompt, params) for prompt in rationale_prompts])
+    rationales = [row[0].text.strip() for row in written]
     requests = [
         ScoreRequest(prompts.scorer_context(item, steps[:i], rationales[i]), [steps[i]]) for i in range(len(steps))
     ]
     if without:
         requests += [ScoreRequest(prompts.scorer_context(item, steps[:i], None), [steps[i]]) for i in range(len(steps))]
-    scores = [step_score(row[0], settings.discount) for row in roles.scorer.score_many(requests)]
+    scored = yield from ask(*[Score("scorer", request) for request in requests])
+    scores = [step_score(row[0], settings.discount) for row in scored]
     plain = scores[len(steps) :] if without else [float("nan")] * len(steps)
     return [StepVerdict(r, s, w) for r, s, w in zip(rationales, scores[: len(steps)], plain)]
 

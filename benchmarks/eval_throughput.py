@@ -1,0 +1,125 @@
+"""Evaluation at engine speed (issue 13): the same problems one at a time and in lockstep batches.
+
+The implicit method on generated word problems (benchmark ``word_problems``, seed 0) with the default
+model on the hf backend, at batch 1 and at larger batches (``batch_problems``), same seeds, side by
+side in one process (the prefix cache emptied before each run). For each: problems per minute, engine
+calls per problem (``generate`` and ``score_many`` calls reaching the model), tokens forwarded (prompt
+tokens run by generation + tokens run by scoring) against the minimum (every prompt or scored token
+that no earlier call of the run had forwarded as a prefix: an unbounded, exact prefix cache), and
+accuracy; then ``ratio: X`` (the second batch size over batch 1, in problems/min) and the engine calls
+a 1,319-problem GSM8K run would make at batch 1 and at batch 256, from the measured calls per problem.
+
+    OMP_NUM_THREADS=2 python benchmarks/eval_throughput.py [--problems 32] [--batches 1,8,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rationalyst.data.benchmarks import load_benchmark
+from rationalyst.lm import load_model
+from rationalyst.lm.base import LanguageModel
+from rationalyst.lm.builtin import DEFAULT_LM
+from rationalyst.lm.prefix_cache import PrefixCache
+from rationalyst.search.methods import solve_many
+from rationalyst.search.roles import Roles
+from rationalyst.search.settings import SearchSettings
+
+
+class Counting(LanguageModel):
+    """The model behind a meter: engine calls, and the minimum tokens an exact unbounded prefix cache runs."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name = inner, inner.name
+        self.calls = 0
+        self.minimum = 0
+        self._seen: set[int] = set()
+
+    def __getattr__(self, name):  # forwarded_tokens, forwarded_per_request, device, ...
+        return getattr(self.inner, name)
+
+    def _new_tokens(self, ids: list[int]) -> int:
+        h, known, new = 0, True, 0
+        for tok in ids:
+            h = hash((h, tok))
+            if known and h in self._seen:
+                continue
+            known = False
+            new += 1
+            self._seen.add(h)
+        return new
+
+    def render(self, prompt):
+        return self.inner.render(prompt)
+
+    def generate(self, prompts, params):
+        return self.generate_seeded(prompts, params, [params.seed] * len(prompts))
+
+    def generate_seeded(self, prompts, params, seeds):
+        self.calls += 1
+        self.minimum += sum(self._new_tokens(self.inner._encode(p)) for p in prompts)
+        return self.inner.generate_seeded(prompts, params, seeds)
+
+    def score_many(self, requests):
+        self.calls += 1
+        for r in requests:
+            for c in r.continuations:
+                self.minimum += self._new_tokens(self.inner.split(r.context, c).token_ids)
+        return self.inner.score_many(requests)
+
+
+def run(model, items, settings: SearchSettings, batch: int) -> dict:
+    model.prefix_cache = PrefixCache(model.prefix_cache.capacity)
+    model.batch_size = max(8, batch * settings.n_candidates)  # one forward pass per engine call
+    counting = Counting(model)
+    before = model.forwarded_tokens + model.generation_forwarded
+    start = time.perf_counter()
+    traces = [t for _, t in solve_many("implicit", items, Roles.of(counting), settings, 0, batch_problems=batch)]
+    seconds = time.perf_counter() - start
+    forwarded = model.forwarded_tokens + model.generation_forwarded - before
+    return {
+        "batch": batch, "seconds": seconds, "per_min": 60 * len(items) / seconds, "calls": counting.calls,
+        "calls_per_problem": counting.calls / len(items), "forwarded": forwarded, "minimum": counting.minimum,
+        "accuracy": sum(bool(t.get("correct")) for t in traces) / len(items),
+        "steps": sum(len(t.get("steps", [])) for t in traces) / len(items),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_LM)
+    parser.add_argument("--problems", type=int, default=32)
+    parser.add_argument("--batches", default="1,8,16")
+    args = parser.parse_args()
+    items = load_benchmark("word_problems", "seed=0", limit=args.problems)
+    model = load_model(args.model)
+    settings = SearchSettings()
+    batches = [int(b) for b in args.batches.split(",")]
+    results = []
+    for batch in batches:
+        r = run(model, items, settings, batch)
+        results.append(r)
+        print(
+            f"batch {r['batch']:>3}: {r['per_min']:.2f} problems/min ({r['seconds']:.0f} s), "
+            f"{r['calls_per_problem']:.2f} engine calls/problem, {r['steps']:.2f} steps/problem, "
+            f"tokens forwarded {r['forwarded']} vs minimum {r['minimum']} ({r['forwarded'] / max(r['minimum'], 1):.2f}x), "
+            f"accuracy {r['accuracy']:.3f}",
+            flush=True,
+        )
+    base = results[0]
+    if len(results) > 1:
+        print(f"ratio: {results[1]['per_min'] / base['per_min']:.2f}")
+    widest = results[-1]
+    # Lockstep overhead measured at the widest batch (stragglers, refills): calls = N / B * rounds per problem.
+    rounds_per_problem = widest["calls_per_problem"] * widest["batch"]
+    gsm8k = 1319
+    print(
+        f"GSM8K ({gsm8k} problems): {base['calls_per_problem'] * gsm8k:,.0f} engine calls at batch 1, "
+        f"about {max(rounds_per_problem * gsm8k / 256, rounds_per_problem):,.0f} at batch 256 "
+        f"(from {widest['calls_per_problem']:.2f} calls/problem at batch {widest['batch']})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Problems in lockstep (issue 13): the scheduler's engine calls on a scripted model, a problem's trace
+whatever the batch on the real default model, hf's per-row seeded sampling, and a batched eval killed
+mid-run that resumes with nothing lost or twice."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rationalyst.data.benchmarks import BenchmarkItem, load_benchmark
+from rationalyst.lm.base import Completion, ContinuationScore, LanguageModel, SamplingParams
+from rationalyst.runs import read_records
+from rationalyst.search.methods import METHODS, PROGRAMS, solve_many
+from rationalyst.search.roles import Roles
+from rationalyst.search.settings import SearchSettings
+from rationalyst.stages import eval as eval_stage
+from tests.killing import kill_when
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+SETTINGS = SearchSettings(
+    n_candidates=3, max_steps=2, max_step_tokens=14, max_rationale_tokens=12, max_solution_tokens=40,
+    self_consistency_samples=3, best_of_n=2, beam_width=2,
+)
+
+
+class Scripted(LanguageModel):
+    """A model whose every call is logged: problem ``pK`` answers at step K (steps counted in the prompt)."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def generate(self, prompts, params):
+        return self.generate_seeded(prompts, params, [params.seed] * len(prompts))
+
+    def generate_seeded(self, prompts, params, seeds):  # a backend that seeds each row of one call
+        self.calls.append(("generate", len(prompts)))
+        out = []
+        for prompt in prompts:
+            text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+            problem = int(re.search(r"problem (\d+)", text).group(1))
+            done = text.count("Step ")
+            line = "The answer is 1." if done >= problem else f"Step {done} of {problem}."
+            out.append([Completion(line, [1] * (1 + i), [-0.1] * (1 + i), "stop") for i in range(params.n)])
+        return out
+
+    def score_many(self, requests):
+        self.calls.append(("score", len(requests)))
+        return [[ContinuationScore([1] * len(c), [-0.1] * len(c)) for c in r.continuations] for r in requests]
+
+
+def _problems(n: int) -> list[BenchmarkItem]:
+    return [
+        BenchmarkItem(id=f"p{i}", benchmark="t", family="arithmetic", question=f"problem {i % 3 + 1}: how much?",
+                      choices=None, answer="1", solution=None, meta={})
+        for i in range(n)
+    ]
+
+
+def test_each_round_is_one_engine_call_for_every_active_problem():
+    items = _problems(7)  # answers after 1, 2 or 3 steps: problems finish at different rounds
+    alone, together = Scripted(), Scripted()
+    one = {item.id: METHODS["implicit"](item, Roles.of(alone), SETTINGS.model_copy(update={"max_steps": 5}), 0) for item in items}
+    many = dict(
+        (item.id, trace) for item, trace in
+        solve_many("implicit", items, Roles.of(together), SETTINGS.model_copy(update={"max_steps": 5}), 0, batch_problems=4)
+    )
+    assert set(many) == set(one)
+    for key in one:
+        a, b = dict(one[key]), dict(many[key])
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b  # every per-problem count (tokens per role included) as when it ran alone
+    steps = sum(len(t["steps"]) for t in one.values())
+    assert len(alone.calls) == 3 * steps  # rationale, candidates, score per step
+    assert len(together.calls) < len(alone.calls) / 2.5
+    assert max(rows for _, rows in together.calls) == 4  # a call carries every active problem
+    assert sum(rows for kind, rows in together.calls if kind == "score") == steps
+
+
+def test_a_failing_problem_fails_alone():
+    class Picky(Scripted):
+        def generate_seeded(self, prompts, params, seeds):
+            if any("problem 3" in (p if isinstance(p, str) else p[-1]["content"]) for p in prompts):
+                from rationalyst.errors import RationalystError
+
+                raise RationalystError("prompt over the context")
+            return super().generate_seeded(prompts, params, seeds)
+
+    results = dict((item.id, t) for item, t in solve_many("random", _problems(6), Roles.of(Picky()), SETTINGS, 0, 3))
+    failed = {k for k, t in results.items() if isinstance(t, Exception)}
+    assert failed == {"p2", "p5"} and all(isinstance(results[k], dict) for k in set(results) - failed)
+
+
+def test_every_method_is_a_program():
+    assert set(PROGRAMS) == set(METHODS)
+
+
+def _without_timings(trace):
+    trace = json.loads(json.dumps(trace))
+    trace.pop("seconds")
+    trace.pop("tokens")  # what a prefix cache saved depends on what ran before
+    for step in trace["steps"]:
+        for candidate in step["candidates"]:
+            candidate.pop("score", None)
+        step.pop("step_scores", None)
+    trace.pop("path_score", None)
+    return trace
+
+
+@pytest.mark.parametrize("method", ["implicit", "self-consistency", "beam"])
+def test_a_problem_s_trace_does_not_depend_on_its_batch(default_model, method):
+    """hf seeds each row: batch 1 and batch 3 make the same samples, rationales and choices; scores agree
+    to float rounding between batch shapes."""
+    items = load_benchmark("gsm8k", FIXTURES / "gsm8k.jsonl", limit=3)
+    settings = SETTINGS.model_copy(update={"max_steps": 2 if method != "beam" else 1})
+    runs = {}
+    for batch in (1, 3):
+        runs[batch] = {i.id: t for i, t in solve_many(method, items, Roles.of(default_model), settings, 7, batch)}
+    for item in items:
+        one, three = runs[1][item.id], runs[3][item.id]
+        assert _without_timings(one) == _without_timings(three)
+        for a, b in zip(one["steps"], three["steps"]):
+            assert [c.get("score") for c in a["candidates"]] == pytest.approx([c.get("score") for c in b["candidates"]], abs=1e-4)
+
+
+def test_hf_rows_sample_from_their_own_seed(default_model):
+    prompts = ["Count: 1, 2,", "The sky is", "Once upon a time"]
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8)
+    seeds = [11, 22, 33]
+    together = default_model.generate_seeded(prompts, params, seeds)
+    for prompt, seed, row in zip(prompts, seeds, together):
+        alone = default_model.generate([prompt], params.model_copy(update={"seed": seed}))[0]
+        assert [c.token_ids for c in row] == [c.token_ids for c in alone]
+    reordered = default_model.generate_seeded(prompts[::-1], params, seeds[::-1])
+    assert [[c.token_ids for c in r] for r in reordered[::-1]] == [[c.token_ids for c in r] for r in together]
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+from rationalyst.stages import eval as eval_stage
+from rationalyst.search.settings import SearchSettings
+eval_stage.run(eval_stage.EvalConfig(
+    benchmarks=[{"name": "gsm8k", "source": sys.argv[1], "limit": 4}], methods=["random"], output=Path(sys.argv[2]),
+    search=SearchSettings(n_candidates=2, max_steps=2, max_step_tokens=10), seed=3, shard_size=1, batch_problems=3,
+))
+"""
+
+
+def test_a_killed_batched_eval_resumes_with_nothing_lost_or_twice(tmp_path):
+    out = tmp_path / "eval"
+    source = str(FIXTURES / "gsm8k.jsonl")
+    kill_when(_CHILD, [source, str(out)], out / "gsm8k" / "random" / "shards", count=1)
+    config = eval_stage.EvalConfig(
+        benchmarks=[{"name": "gsm8k", "source": source, "limit": 4}], methods=["random"], output=out,
+        search=SearchSettings(n_candidates=2, max_steps=2, max_step_tokens=10), seed=3, shard_size=1,
+        batch_problems=2,  # an execution field: the run resumes under another batch size
+    )
+    (summary,) = eval_stage.run(config)
+    records = list(read_records(summary.path))
+    ids = Counter(r["id"] for r in records)
+    assert sorted(ids) == sorted(i.id for i in load_benchmark("gsm8k", source, limit=4)) and set(ids.values()) == {1}
+    assert summary.problems == 4
+    fresh = eval_stage.run(config.model_copy(update={"output": tmp_path / "fresh", "batch_problems": 4}))
+    again = {r["id"]: _without_timings(r) for r in read_records(fresh[0].path)}
+    assert {r["id"]: _without_timings(r) for r in records} == again
