@@ -435,7 +435,7 @@ class HFModel(LanguageModel):
             input_ids[i, width - len(ids) :] = torch.tensor(ids)
             attention[i, width - len(ids) :] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        self.prefix_cache.reserve(len(encoded))
+        self.prefix_cache.reserve(len(encoded) * params.n)
         # Each row may extend a prefix it stored before (its trajectory's previous prompt).
         cut, past = self._reused_prefix(encoded, width)
         copies = params.n

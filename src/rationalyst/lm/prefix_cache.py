@@ -7,9 +7,13 @@ remove with automatic prefix caching; this is the same idea for the `hf` backend
 process: a small LRU store of (token ids, per-layer keys and values) for single sequences.
 
 Batched calls (many problems in lockstep) look up and store each row on its own, so every trajectory
-of a batch reuses its own previous prompt. ``capacity`` is therefore counted per row: the store keeps
-``capacity`` entries for each row of the widest batch it has served (the step search keeps three live
-entries per problem: the agent's, the rationalist's and the scorer's prompt).
+of a batch reuses its own previous prompt. ``capacity`` is therefore counted per sequence: the store
+keeps ``capacity`` entries for each sequence of the widest forward batch it has served (a generation
+call's prompts times their samples, a scoring call's requests). The step search needs three live
+entries per problem (the agent's, the rationalist's and the scorer's prompt) and, when a problem
+starts, an entry holding the few-shot prompt every agent prompt begins with. An entry that a new one
+extends (its ids, or all but its last `SUPERSEDED_TAIL` ids: the close of a chat turn) is dropped
+when the new one is stored: a later prompt of that trajectory extends the new one at least as far.
 
 Reuse is exact: a stored entry is used only up to the longest prefix its token ids share with the
 new sequence (measured on ids, so a different tokenization at the seam just shortens the reuse), and
@@ -73,6 +77,11 @@ def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return out
 
 
+#: Ids at the end of a stored entry that a newer entry may differ in and still replace it (a chat
+#: template's end of turn and assistant header, after which the next prompt of a trajectory differs).
+SUPERSEDED_TAIL = 8
+
+
 class PrefixCache:
     """An LRU store of KV caches of single token sequences (batch 1), at most ``capacity`` entries."""
 
@@ -131,8 +140,11 @@ class PrefixCache:
         if layers is None or layers[0][0].shape[2] < start + len(ids):
             return
         key = tuple(int(i) for i in ids)
-        # Entries that are prefixes of the new one add nothing: the new one serves their lookups too.
-        for old in [k for k in self._entries if len(k) <= len(key) and key[: len(k)] == k]:
+        # Entries that the new one extends add nothing: the new one serves their lookups too.
+        for old in [
+            k for k in self._entries
+            if len(k) - SUPERSEDED_TAIL <= common_prefix_length(k, key) and common_prefix_length(k, key) > 0
+        ]:
             del self._entries[old]
         end = start + len(key)
         self._entries[key] = [

@@ -5,8 +5,13 @@ trace records and, once every problem is done, a manifest with accuracy, unparse
 and seconds per problem. Each pair's config hash covers only what decides its results (its benchmark,
 its method, the models of the roles that method uses, the search settings and seed), so naming
 another rationalist re-runs ``implicit`` but not ``cot`` (a model retrained in place keeps its spec:
-`rationalyst run` re-runs the eval stage after a train stage re-ran); a killed run resumes at the
-first missing problem. Models are loaded once per distinct spec and shared by the roles that name it.
+`rationalyst run` re-runs the eval stage after a train stage re-ran); a killed run resumes with the
+problems not yet written.
+
+Problems run ``batch_problems`` at a time in lockstep (`search.batch`): each round makes one engine
+call for every active problem's rationale, candidates or scores, and a finished problem's trace is
+written at once (so traces come in finishing order) while the next problem takes its place. Models
+are loaded once per distinct spec and shared by the roles that name it.
 
 A problem that fails with a user-facing error (e.g. its prompt is over the model's context) is
 recorded with ``error`` and counted wrong; the run goes on.
