@@ -5,6 +5,12 @@ call from two threads at once (torch on CPU, llama.cpp, vLLM's offline engine), 
 has a lock held around every call into it; the guided model holds the locks of every served model,
 since its search calls them.
 
+Generation requests that arrive together are gathered into one engine call (`Batcher`): a worker
+thread per served model takes whatever is queued (after a short window for simultaneous arrivals)
+and makes one ``generate_seeded`` call per set of sampling params, each request's rows seeded as
+they would be alone; the queue is bounded (`ServerLimits.max_queued`, in prompts x samples) and a
+request that would overflow it is answered 503 at once.
+
 Echo and log-probs need the model's tokens and their character spans; they come from the model's
 Hugging Face fast tokenizer (`HFTextCodec`), so they are offered for the `hf` and `vllm` backends
 (and for `openai` with a local tokenizer). A prompt's per-token log-probs are computed through the
@@ -78,6 +84,12 @@ class ServerLimits:
     max_n: int = 16
     max_prompts: int = 64
     default_chat_max_tokens: int = 512
+    #: Rows (prompts x samples) waiting for a served model's engine at most; more is a 503.
+    max_queued: int = 256
+    #: Seconds the batcher waits after the first queued request for others to join its engine call.
+    batch_window_s: float = 0.005
+    #: Requests gathered into one engine call at most (1: one request at a time, as before batching).
+    max_batch: int = 64
 
 
 @dataclass
@@ -125,14 +137,101 @@ def _as_error(exc: Exception) -> ApiError:
     return ApiError(400, str(exc))
 
 
+@dataclass
+class _Job:
+    prompts: list
+    params: SamplingParams
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list | None = None
+    error: Exception | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.params.n
+
+
+class Batcher:
+    """Gathers the generation requests that wait for one model into shared engine calls."""
+
+    def __init__(self, model: LanguageModel, lock: threading.Lock) -> None:
+        self.model, self.lock = model, lock
+        self.queue: list[_Job] = []
+        self.queued_rows = 0
+        self.calls = 0  # engine calls made (for benchmarks and tests)
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def generate(self, prompts: list, params: SamplingParams, limits: ServerLimits) -> list[list[Completion]]:
+        job = _Job(list(prompts), params)
+        with self._ready:
+            if self.queued_rows + job.rows > limits.max_queued:
+                raise ApiError(
+                    503, f"the server is busy: {self.queued_rows} sequences are waiting for the model "
+                    f"(limit {limits.max_queued}); retry later", code="overloaded",
+                )
+            self.queue.append(job)
+            self.queued_rows += job.rows
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, args=(limits,), daemon=True, name="batcher")
+                self._thread.start()
+            self._ready.notify()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def _loop(self, limits: ServerLimits) -> None:
+        while True:
+            with self._ready:
+                while not self.queue:
+                    self._ready.wait()
+            if limits.max_batch > 1:
+                time.sleep(limits.batch_window_s)
+            with self._ready:
+                jobs, self.queue = self.queue[: limits.max_batch], self.queue[limits.max_batch :]
+            groups: dict[SamplingParams, list[_Job]] = {}
+            for job in jobs:
+                groups.setdefault(job.params.model_copy(update={"seed": None}), []).append(job)
+            for params, group in groups.items():
+                self._run(params, group)
+            with self._ready:
+                self.queued_rows -= sum(job.rows for job in jobs)
+
+    def _run(self, params: SamplingParams, jobs: list[_Job]) -> None:
+        """One engine call for ``jobs``; when it fails, each job alone, so one bad prompt fails one request."""
+        prompts = [p for job in jobs for p in job.prompts]
+        # Prompt i of a request samples with its seed + i, as the request would alone.
+        seeds = [None if job.params.seed is None else job.params.seed + i for job in jobs for i in range(len(job.prompts))]
+        try:
+            with self.lock:
+                self.calls += 1
+                if len(jobs) == 1 or not hasattr(self.model, "generate_seeded"):  # alone: the plain call
+                    out = [row for job in jobs for row in self.model.generate(job.prompts, job.params)]
+                else:
+                    out = self.model.generate_seeded(prompts, params, seeds)
+        except Exception as exc:  # noqa: BLE001 - handed to the requests that asked
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._run(params, [job])
+                return
+            jobs[0].error = _as_error(exc) if isinstance(exc, (RationalystError, ValidationError)) else exc
+            jobs[0].done.set()
+            return
+        at = 0
+        for job in jobs:
+            job.result, at = out[at : at + len(job.prompts)], at + len(job.prompts)
+            job.done.set()
+
+
 class ServedModel:
-    """One model behind the API: its lock, its tokenizer, and the two endpoints' logic."""
+    """One model behind the API: its lock, its tokenizer, its batcher, and the two endpoints' logic."""
 
     def __init__(self, name: str, model: LanguageModel) -> None:
         self.name = name
         self.model = model
         self.lock = threading.Lock()
         self.codec = codec_of(model)
+        self.batcher = Batcher(model, self.lock)
 
     # ----------------------------------------------------------------------------- model calls
 
@@ -237,7 +336,7 @@ class ServedModel:
             empty = Completion(text="", token_ids=[], logprobs=[], finish_reason="length")
             results = [[empty] * req.n for _ in texts]
         else:
-            results = self._call(self.model.generate, texts, params)
+            results = self.batcher.generate(texts, params, limits)
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for i, (text, completions) in enumerate(zip(texts, results)):
             echo = self.echo(text) if req.echo and want_logprobs else None
@@ -267,7 +366,7 @@ class ServedModel:
         max_tokens = req.max_completion_tokens or req.max_tokens or min(limits.default_chat_max_tokens, limits.max_tokens)
         params = self._params(req, max_tokens, limits)
         messages = req.plain_messages()
-        (completions,) = self._call(self.model.generate, [messages], params)
+        (completions,) = self.batcher.generate([messages], params, limits)
         choices = []
         for j, c in enumerate(completions):
             logprobs = None

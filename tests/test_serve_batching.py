@@ -1,0 +1,75 @@
+"""The server's batcher (issue 13): concurrent generation requests share engine calls, each answered as
+if alone, and a full queue is a 503 at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rationalyst.errors import RationalystError
+from rationalyst.lm.base import Completion, LanguageModel, SamplingParams
+from rationalyst.serve.engine import ApiError, Batcher, ServerLimits
+
+
+class Slow(LanguageModel):
+    """Answers each prompt with its own text and seed; every engine call takes a while."""
+
+    name = "slow"
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay, self.calls = delay, []
+
+    def generate(self, prompts, params):
+        return self.generate_seeded(prompts, params, [params.seed] * len(prompts))
+
+    def generate_seeded(self, prompts, params, seeds):
+        self.calls.append(len(prompts))
+        time.sleep(self.delay)
+        if any(p == "bad" for p in prompts):
+            raise RationalystError("prompt over the context")
+        return [[Completion(f"{p}/{s}", [1], [0.0], "stop")] * params.n for p, s in zip(prompts, seeds)]
+
+    def score_many(self, requests):
+        raise NotImplementedError
+
+
+def _concurrently(batcher, prompts, params, limits):
+    answers: dict[str, object] = {}
+
+    def ask(prompt):
+        try:
+            answers[prompt] = batcher.generate([prompt], params.model_copy(update={"seed": len(prompt)}), limits)
+        except ApiError as exc:
+            answers[prompt] = exc
+
+    threads = [threading.Thread(target=ask, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return answers
+
+
+def test_requests_that_arrive_together_share_an_engine_call():
+    model = Slow()
+    batcher = Batcher(model, threading.Lock())
+    prompts = [f"q{i}" * (i + 1) for i in range(8)]
+    answers = _concurrently(batcher, prompts + ["bad"], SamplingParams(temperature=1.0), ServerLimits(batch_window_s=0.3))
+    for p in prompts:  # each request's own prompt and seed, whatever it was batched with
+        assert answers[p][0][0].text == f"{p}/{len(p)}"
+    assert isinstance(answers["bad"], ApiError) and answers["bad"].status == 400
+    # All nine went out in one engine call; it failed on "bad", so each was retried alone.
+    assert model.calls[0] == len(prompts) + 1 and sorted(model.calls[1:]) == [1] * (len(prompts) + 1)
+    model.calls.clear()
+    answers = _concurrently(batcher, prompts, SamplingParams(temperature=1.0), ServerLimits(batch_window_s=0.3))
+    assert model.calls == [len(prompts)] and all(answers[p][0][0].text == f"{p}/{len(p)}" for p in prompts)
+
+
+def test_a_full_queue_is_a_503():
+    batcher = Batcher(Slow(delay=0.3), threading.Lock())
+    answers = _concurrently(batcher, [f"p{i}" for i in range(6)], SamplingParams(), ServerLimits(max_queued=2))
+    refused = [a for a in answers.values() if isinstance(a, ApiError)]
+    assert refused and all(a.status == 503 and "busy" in a.message for a in refused)
+    assert len(refused) < 6
