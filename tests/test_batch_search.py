@@ -169,3 +169,37 @@ def test_a_killed_batched_eval_resumes_with_nothing_lost_or_twice(tmp_path):
     fresh = eval_stage.run(config.model_copy(update={"output": tmp_path / "fresh", "batch_problems": 4}))
     again = {r["id"]: _without_timings(r) for r in read_records(fresh[0].path)}
     assert {r["id"]: _without_timings(r) for r in records} == again
+
+
+def test_on_the_openai_backend_a_problem_s_trace_does_not_depend_on_its_batch(default_model):
+    """Against the project's own server: the openai backend seeds each request, so batch 1 and 3 agree."""
+    uvicorn = pytest.importorskip("uvicorn")
+    import socket
+    import threading
+    import time
+
+    from rationalyst.lm import load_model
+    from rationalyst.serve.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app({"m": default_model}), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        agent = load_model(f"openai:http://127.0.0.1:{port}/v1#m")
+        items = load_benchmark("gsm8k", FIXTURES / "gsm8k.jsonl", limit=3)
+        settings = SETTINGS.model_copy(update={"max_steps": 2})
+        runs = {
+            batch: {i.id: _without_timings(t) for i, t in solve_many("random", items, Roles.of(agent), settings, 5, batch)}
+            for batch in (1, 3)
+        }
+        assert runs[1] == runs[3]
+        assert all(t["steps"] and t["steps"][0]["candidates"] for t in runs[1].values())
+    finally:
+        server.should_exit = True
+        thread.join(10)
