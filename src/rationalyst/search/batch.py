@@ -113,8 +113,6 @@ class _Problem:
         except StopIteration as stop:
             self.seconds += time.perf_counter() - start
             return True, stop.value
-        finally:
-            pass
         self.seconds += time.perf_counter() - start
         self.calls, self.answers, self.missing, self.waited = list(calls), [None] * len(calls), len(calls), 0
         if not calls:
