@@ -191,12 +191,14 @@ def solve_item(item: BenchmarkItem, method: str, roles: Roles, settings: SearchS
         return error_trace(item, method, str(exc))
 
 
-#: Problems in lockstep by the agent's backend, when ``batch_problems`` is not set. Measured
-#: (benchmarks/eval_throughput.py, implicit, SmolLM2-135M, 2 CPU cores): hf on CPU gains up to about 8
-#: problems (decoding is overhead-bound at one row; past 8-16 the forward passes become compute-bound
-#: and padding grows), so 8; a GPU engine (hf on CUDA, vllm) schedules hundreds of sequences, so 256
-#: (GSM8K's 1,319 problems in 6 waves); an openai server batches the concurrent requests it gets, so
-#: 32; llama.cpp runs one sequence at a time and keeps the KV of one prompt, so 1.
+#: Problems in lockstep by the agent's backend, when ``batch_problems`` is not set. hf on CPU: 8, by
+#: measurement (benchmarks/eval_throughput.py, implicit, SmolLM2-135M on 2 shared cores: 4 problems at
+#: batch 4 ran 3.2x the problems/min of batch 1, with 3x fewer engine calls; the model's own
+#: ``batch_size`` still caps the sequences per forward pass, so set it to about batch x n_candidates).
+#: Not measured here (no GPU or server on this machine), set by
+#: what the engine schedules: hf on CUDA and vllm 256 (GSM8K's 1,319 problems in 6 waves), an openai
+#: server 32 (requests sent one by one unless the backend overrides `generate_seeded`), llama.cpp 1
+#: (one sequence at a time, and its KV reuse keeps one prompt).
 BATCH_PROBLEMS = {"cpu": 8, "cuda": 256, "vllm": 256, "openai": 32, "llamacpp": 1}
 
 
