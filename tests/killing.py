@@ -21,8 +21,12 @@ ShardWriter.write = _slow_write
 """
 
 
-def kill_when(code: str, args: list[str], shards: Path, count: int = 1, write_delay: float = 0.4, timeout: float = 180) -> None:
-    """Run ``code`` in a child Python and SIGKILL it once ``shards`` holds ``count`` shard files.
+def kill_when(
+    code: str, args: list[str], shards: Path, count: int = 1, write_delay: float = 0.4, timeout: float = 180,
+    pattern: str = "part-*.jsonl",
+) -> None:
+    """Run ``code`` in a child Python and SIGKILL it once ``shards`` holds ``count`` files matching
+    ``pattern`` (shard files by default).
 
     The kill must land mid-write: if the child exits first, or ``timeout`` seconds pass with fewer
     than ``count`` shards written, the child is killed and the test fails (a kill on a timeout with
@@ -32,7 +36,7 @@ def kill_when(code: str, args: list[str], shards: Path, count: int = 1, write_de
     child = subprocess.Popen([sys.executable, "-c", SLOW_WRITES.format(seconds=write_delay) + code, *args], env=env)
     try:
         deadline = time.monotonic() + timeout
-        while (written := len(list(shards.glob("part-*.jsonl")))) < count:
+        while (written := len(list(shards.glob(pattern)))) < count:
             if child.poll() is not None:
                 raise AssertionError(
                     f"the child exited (status {child.returncode}) after {written} of {count} shards in {shards}, "
