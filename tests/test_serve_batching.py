@@ -6,8 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import Completion, LanguageModel, SamplingParams
 from rationalyst.serve.engine import ApiError, Batcher, ServerLimits
