@@ -480,7 +480,7 @@ def test_shared_math500_golds_verify():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gsm8k", "math"])
 def test_shared_golds_verify_slow(name):
-    items, _ = _load(name, SHARED)
+    items, _ = _load(name, SHARED / "gsm8k" / "train.jsonl" if name == "gsm8k" else SHARED)
     assert all(is_correct(i.answer, i) for i in items)
     assert all(is_correct(extract_answer(i.solution, i), i) for i in items)
 
