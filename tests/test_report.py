@@ -77,7 +77,7 @@ def test_accuracy_and_cost_per_run_match_hand_computation(runs):
         assert run.ci == pytest.approx(reference_wilson(correct, n))
     implicit = got[("gsm8k", "implicit")]
     # agent tokens 100 + 10 i for i = 0..4 -> mean 120; + 20 rationalist + 200 scorer = 340.
-    assert implicit.tokens == pytest.approx({"agent": 120, "rationalist": 20, "scorer": 200, "judge": 0, "total": 340})
+    assert implicit.tokens == pytest.approx({"agent": 120, "rationalist": 20, "scorer": 200, "judge": 0, "prm": 0, "total": 340})
     # seconds per problem: total 3.5 + 0.5 (i + 1) -> mean 5.0; supervision 1 + 0.5 (i + 1) -> 12.5 of 25 s.
     assert implicit.seconds["total"] == pytest.approx(5.0)
     assert implicit.supervision_share == pytest.approx(0.5)  # not the mean of per-problem shares (0.4896)

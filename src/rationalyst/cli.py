@@ -408,14 +408,17 @@ def verify(
     overrides: SetOption = None,
     rationalist: RationalistOption = None,
     scorer: ScorerOption = None,
+    verifier: Annotated[Optional[str], typer.Option(help="implicit (default), prm or implicit-prm.")] = None,
+    prm: Annotated[Optional[str], typer.Option(help="The process reward model of --verifier prm: hf:<id or folder>.")] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Score each step of given solutions by implicit supervision (rationale, then the step's log-prob)."""
+    """Score each step of given solutions: implicit supervision (rationale, then the step's log-prob), a
+    process reward model, or PRIME's implicit process reward."""
     from rationalyst.stages import verify as verify_stage
 
     cfg = _stage_config(
         verify_stage.VerifyConfig, config, overrides, input=input, output=output, family=family, overwrite=overwrite,
-        **{"rationalist.spec": rationalist, "scorer.spec": scorer},
+        verifier=verifier, **{"rationalist.spec": rationalist, "scorer.spec": scorer, "prm.spec": prm},
     )
     counts = verify_stage.run(cfg)
     stdout.print(f"verified {counts['records']} solutions -> {cfg.output}", soft_wrap=True)

@@ -497,7 +497,7 @@ def check(config: Any, machine: Machine, *, start: str | None = None, stop: str 
     if _in_range("eval", start, stop):
         roles = {"agent"} | {r for m in config.eval.methods for r in _method_roles().get(m, ())}
         engines: dict[str, tuple[str, ModelConfig]] = {}
-        for role in ("agent", "rationalist", "scorer", "judge"):
+        for role in ("agent", "rationalist", "scorer", "judge"):  # a PRM is checked when the config loads
             if role in roles:
                 cfg = config.eval.role_model(role)
                 engines.setdefault(cfg.model_dump_json(), (role, cfg))  # the eval stage's ModelPool key

@@ -107,10 +107,11 @@ def render(collection: Collection, plots: dict[str, str]) -> str:
         out += evaluation_data(runs)
         out += compute(runs, plots)
         out += ["", "## Cost per problem", "", ("Means per problem. Supervision share = (rationalist + scorer + "
-                "judge seconds) / total seconds, summed over the run's problems."), ""]
+                "judge + prm seconds) / total seconds, summed over the run's problems."), ""]
+        roles = [role for role in ROLES if role != "prm" or any(r.tokens.get(role) for r in runs)]  # prm: when used
         out.append(table(
-            ["benchmark", "method", *[f"{role} tokens" for role in ROLES], "tokens", "seconds", "supervision share", "status"],
-            [[r.benchmark, r.label, *[num(r.tokens.get(role), 0) for role in ROLES], num(r.tokens.get("total"), 0),
+            ["benchmark", "method", *[f"{role} tokens" for role in roles], "tokens", "seconds", "supervision share", "status"],
+            [[r.benchmark, r.label, *[num(r.tokens.get(role), 0) for role in roles], num(r.tokens.get("total"), 0),
               num(r.seconds.get("total"), 2), pct(r.supervision_share), status(r.complete)] for r in runs],
         ))
         if "cost" in plots:

@@ -2,7 +2,8 @@
 gathers the calls of every active problem into one engine call per kind.
 
 A method is written as a *program* (a generator): it yields a list of calls (`Generate`: one prompt,
-its sampling params and seed; `Score`: one `ScoreRequest`) and is sent back their results, in order,
+its sampling params and seed; `Score`: one `ScoreRequest`; `Reward`: one solution for a process reward
+model) and is sent back their results, in order,
 once all are answered; it returns the problem's trace. `run_batch` keeps up to ``batch_problems``
 programs active. Each round it takes the calls that share a *kind* (role, operation, sampling params
 other than the seed) from every active problem and makes one engine call of them: one ``generate``
@@ -31,6 +32,7 @@ from typing import Any, TypeVar, Union
 
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import Prompt, SamplingParams, ScoreRequest
+from rationalyst.lm.prm import RewardRequest
 from rationalyst.search.roles import Roles
 
 T = TypeVar("T")
@@ -59,7 +61,18 @@ class Score:
         return (self.role, "score")
 
 
-Call = Union[Generate, Score]
+@dataclass(frozen=True)
+class Reward:
+    """Rate every step of ``request`` with ``role``'s process reward model (`lm.prm`)."""
+
+    role: str
+    request: RewardRequest
+
+    def kind(self) -> tuple:
+        return (self.role, "reward")
+
+
+Call = Union[Generate, Score, Reward]
 #: A method on one problem: yields lists of calls, is sent their results, returns the trace.
 Program = Generator[list[Call], list[Any], Any]
 
@@ -137,6 +150,10 @@ def _execute(kind: tuple, rows: list[tuple[_Problem, int]]) -> None:
         out = model.generate_seeded([c.prompt for c in calls], params, seeds)
         seconds = time.perf_counter() - start
         tokens = [sum(len(c.token_ids) for c in row) for row in out]
+    elif kind[1] == "reward":
+        out = model.step_rewards([c.request for c in calls])
+        seconds = time.perf_counter() - start
+        tokens = list(model.forwarded_per_request)
     else:
         before = getattr(model, "forwarded_tokens", None)
         out = model.score_many([c.request for c in calls])

@@ -13,6 +13,11 @@ their scores (higher is better; None where it has none) and the index of the cho
 * ``self-ppl``: the rationalist's own mean log-prob of each candidate given the trajectory alone.
 * ``llm-judge``: a judge model rates each candidate 0-3; replies that do not parse are counted and
   score None (ranked last), never replaced by a random number.
+* ``prm``: a discriminative process reward model (`lm.prm`, the ``prm`` role) gives each candidate
+  P(good) as the last step of the trajectory; argmax. No rationale.
+* ``implicit-prm``: PRIME's implicit process reward (Cui et al. 2025): beta * sum over the candidate's
+  tokens of log pi(token) - log pi_ref(token), with pi the rationalist and pi_ref the scorer (its
+  base model: a no-rationale variant of implicit supervision); argmax. No rationale.
 
 Candidates are sampled with a seed derived from the problem and the trajectory, so every heuristic
 meets the same candidates wherever the trajectories agree.
@@ -33,7 +38,7 @@ from typing import Any
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.lm.base import ContinuationScore, SamplingParams, ScoreRequest
 from rationalyst.search import prompts
-from rationalyst.search.batch import Call, Generate, Score, ask
+from rationalyst.search.batch import Call, Generate, Reward, Score, ask
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 
@@ -187,10 +192,42 @@ def llm_judge(ctx: StepContext):
     return StepDecision(None, candidates, scores, _argmax(scores), judge_parse_failures=ratings.count(None))
 
 
+def prm(ctx: StepContext):
+    candidates = yield from ctx.propose()
+    if not candidates:
+        return StepDecision(None, [], [], 0)
+    rated = yield from ask(*[Reward("prm", prompts.prm_request(ctx.item, [*ctx.steps, c.text])) for c in candidates])
+    scores = [row[-1] for row in rated]
+    return StepDecision(None, candidates, scores, _argmax(scores))
+
+
+def implicit_process_reward(theta: ContinuationScore, reference: ContinuationScore, beta: float) -> float:
+    """PRIME's implicit process reward of one step: beta * (log pi - log pi_ref), summed over its tokens."""
+    return beta * (sum(theta.logprobs) - sum(reference.logprobs))
+
+
+def implicit_prm(ctx: StepContext):
+    candidates = yield from ctx.propose()
+    if not candidates:
+        return StepDecision(None, [], [], 0)
+    unique = list(dict.fromkeys(c.text for c in candidates))
+    request = ScoreRequest(prompts.scorer_context(ctx.item, ctx.steps, None), unique)
+    theta, reference = yield from ask(Score("rationalist", request), Score("scorer", request))
+    by_text = {
+        text: implicit_process_reward(t, r, ctx.settings.implicit_prm_beta) for text, t, r in zip(unique, theta, reference)
+    }
+    scores = [by_text[c.text] for c in candidates]
+    return StepDecision(None, candidates, scores, _argmax(scores))
+
+
 HEURISTICS: dict[str, Heuristic] = {
     "implicit": implicit,
     "explicit": explicit,
     "random": random_choice,
     "self-ppl": self_ppl,
     "llm-judge": llm_judge,
+    "prm": prm,
+    "implicit-prm": implicit_prm,
 }
+#: The heuristics that score every candidate: the verifiers that beam, best-of-n and dvts can rank by.
+VERIFIERS = ("implicit", "prm", "implicit-prm")

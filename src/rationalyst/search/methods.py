@@ -6,12 +6,16 @@ per kind of call per round, whatever the batch). `METHODS` holds the same method
 signature ``method(item, roles, settings, seed) -> trace`` (a batch of one):
 
 * the guided step search with any heuristic of `heuristics.HEURISTICS` (``implicit``, ``explicit``,
-  ``random``, ``self-ppl``, ``llm-judge``): one step at a time until a step states a final answer
-  that parses, or ``max_steps``;
+  ``random``, ``self-ppl``, ``llm-judge``, ``prm``, ``implicit-prm``): one step at a time until a step
+  states a final answer that parses, or ``max_steps``;
 * baselines: ``cot`` (one greedy chain of thought) and ``self-consistency`` (majority vote over
   sampled solutions; unparsed answers do not vote);
-* beyond the paper: ``beam`` (step beam search ranked by the mean implicit score of the path) and
-  ``best-of-n`` (whole sampled solutions ranked by their aggregated implicit step scores).
+* beyond the paper: ``beam`` (step beam search ranked by the mean step score of the path),
+  ``best-of-n`` (whole sampled solutions ranked by their aggregated step scores) and ``dvts`` (diverse
+  verifier tree search: ``dvts_budget // beam_width`` independent subtrees, each keeping its best of
+  ``beam_width`` candidates per step; the best finished path by aggregated step scores wins). Each
+  ranks by implicit supervision; ``-prm`` and ``-implicit-prm`` variants (``beam-prm``, ``dvts-prm``,
+  ``best-of-n-implicit-prm``, ...) rank by a process reward model or PRIME's implicit reward instead.
 """
 
 from __future__ import annotations
@@ -27,13 +31,7 @@ from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.lm.base import SamplingParams
 from rationalyst.search import prompts
 from rationalyst.search.batch import Generate, Program, ask, gather, run_batch, run_one
-from rationalyst.search.heuristics import (
-    HEURISTICS,
-    Candidate,
-    StepContext,
-    derive_seed,
-    implicit,
-)
+from rationalyst.search.heuristics import HEURISTICS, VERIFIERS, Candidate, StepContext, derive_seed
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 from rationalyst.search.trace import step_record, trace_record
@@ -131,20 +129,33 @@ def self_consistency(item: BenchmarkItem, roles: Roles, settings: SearchSettings
     return trace_record(item, "self-consistency", steps, records, stop, roles, started)
 
 
-def best_of_n(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
-    """Sample N solutions, score every step by implicit supervision, keep the best by ``aggregate``."""
+def _method_name(base: str, verifier: str) -> str:
+    return base if verifier == "implicit" else f"{base}-{verifier}"
+
+
+def best_of_n(verifier: str) -> MethodProgram:
+    """Sample N solutions, score every step by ``verifier``, keep the best by ``aggregate``."""
+    name = _method_name("best-of-n", verifier)
+
+    def run(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
+        return (yield from _best_of_n(item, roles, settings, seed, verifier, name))
+
+    return run
+
+
+def _best_of_n(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int, verifier: str, name: str) -> Program:
     started = time.perf_counter()
     samples = yield from sample_solutions(item, roles, settings, settings.best_of_n, settings.temperature, seed, "best-of-n")
-    verdicts = yield from gather([verify_program(item, steps, roles, settings) for _, steps, _ in samples])
+    verdicts = yield from gather([verify_program(item, steps, roles, settings, verifier=verifier) for _, steps, _ in samples])
     step_scores = [[v.score for v in row] for row in verdicts]
-    totals = [aggregate(s, settings.aggregate) for s in step_scores]
+    totals = [aggregate(s, settings.aggregate, probabilities=verifier == "prm") for s in step_scores]
     chosen = max(range(len(samples)), key=lambda i: (totals[i], -i))
     candidates = [candidate for candidate, _, _ in samples]
     records = [
         step_record(None, candidates, totals, chosen, step_scores=[[round(x, 6) for x in s] for s in step_scores])
     ]
     _, steps, stop = samples[chosen]
-    return trace_record(item, "best-of-n", steps, records, stop, roles, started, aggregate=settings.aggregate)
+    return trace_record(item, name, steps, records, stop, roles, started, aggregate=settings.aggregate)
 
 
 @dataclass
@@ -158,14 +169,23 @@ class _Beam:
         return sum(self.scores) / len(self.scores) if self.scores else 0.0
 
 
-def beam_search(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
-    """Keep the ``beam_width`` partial solutions with the best mean implicit step score (the beams of a
+def beam_search(verifier: str) -> MethodProgram:
+    """Keep the ``beam_width`` partial solutions with the best mean ``verifier`` step score (the beams of a
     step are expanded side by side: their calls go out together)."""
+    name, rate = _method_name("beam", verifier), HEURISTICS[verifier]
+
+    def run(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
+        return (yield from _beam(item, roles, settings, seed, rate, name))
+
+    return run
+
+
+def _beam(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int, rate, name: str) -> Program:
     started = time.perf_counter()
     beams, finished = [_Beam()], []
     for _ in range(settings.max_steps):
         children = []
-        decisions = yield from gather([implicit(StepContext(item, beam.steps, roles, settings, seed)) for beam in beams])
+        decisions = yield from gather([rate(StepContext(item, beam.steps, roles, settings, seed)) for beam in beams])
         for beam, decision in zip(beams, decisions):
             for j, (candidate, score) in enumerate(zip(decision.candidates, decision.scores)):
                 record = step_record(decision.rationale, decision.candidates, decision.scores, j)
@@ -178,21 +198,77 @@ def beam_search(item: BenchmarkItem, roles: Roles, settings: SearchSettings, see
             break
     pool, stop = (finished, "answer") if finished else (beams, "max_steps" if beams else "no_candidates")
     best = max(pool, key=lambda c: c.value) if pool else _Beam()
-    return trace_record(item, "beam", best.steps, best.records, stop, roles, started, path_score=round(best.value, 6))
+    return trace_record(item, name, best.steps, best.records, stop, roles, started, path_score=round(best.value, 6))
+
+
+def dvts(verifier: str) -> MethodProgram:
+    """Diverse verifier tree search (search-and-learn): the budget of N = ``dvts_budget`` candidate steps per
+    round is split into N // M independent subtrees (M = ``beam_width``; one subtree of N when N < M). Each
+    subtree samples M candidates from its own seed, keeps the one ``verifier`` rates best, and stops when
+    it states an answer; the path with the best aggregated step scores wins. At most N candidates are
+    sampled per round and at most N // M paths finish, so the budget can never be exceeded."""
+    name, rate = _method_name("dvts", verifier), HEURISTICS[verifier]
+
+    def run(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
+        started = time.perf_counter()
+        width = min(settings.beam_width, settings.dvts_budget)
+        subtrees = settings.dvts_budget // width
+        wide = settings.model_copy(update={"n_candidates": width})
+        trees = [_Beam() for _ in range(subtrees)]
+        stops = ["max_steps"] * subtrees
+        active = list(range(subtrees))
+        for _ in range(settings.max_steps):
+            if not active:
+                break
+            decisions = yield from gather([
+                rate(StepContext(item, trees[k].steps, roles, wide, derive_seed(seed, "dvts", k))) for k in active
+            ])
+            still = []
+            for k, decision in zip(active, decisions):
+                if not decision.candidates:
+                    stops[k] = "no_candidates"
+                    continue
+                tree, chosen = trees[k], decision.chosen
+                tree.steps.append(decision.candidates[chosen].text)
+                tree.records.append(step_record(decision.rationale, decision.candidates, decision.scores, chosen))
+                tree.scores.append(decision.scores[chosen])
+                if has_final_answer(tree.steps[-1], item):
+                    stops[k] = "answer"
+                else:
+                    still.append(k)
+            active = still
+        totals = [aggregate(t.scores, settings.aggregate, probabilities=verifier == "prm") for t in trees]
+        answered = [k for k in range(subtrees) if stops[k] == "answer"] or list(range(subtrees))
+        best = max(answered, key=lambda k: (totals[k], -k))
+        return trace_record(
+            item, name, trees[best].steps, trees[best].records, stops[best], roles, started,
+            aggregate=settings.aggregate, subtree=best, subtree_scores=[round(t, 6) for t in totals],
+        )
+
+    return run
 
 
 #: Every method with the roles its results depend on (besides the agent, which all use): the pool loads
 #: only these, and an eval run's config hash covers only their models.
+#: The roles each verifier scores with.
+_VERIFIER_ROLES: dict[str, tuple[str, ...]] = {
+    "implicit": ("rationalist", "scorer"), "prm": ("prm",), "implicit-prm": ("rationalist", "scorer"),
+}
 _REGISTRY: list[tuple[str, MethodProgram, tuple[str, ...]]] = [
     ("implicit", guided_search("implicit"), ("rationalist", "scorer")),
     ("explicit", guided_search("explicit"), ("rationalist",)),
     ("random", guided_search("random"), ()),
     ("self-ppl", guided_search("self-ppl"), ("rationalist",)),
     ("llm-judge", guided_search("llm-judge"), ("judge",)),
+    ("prm", guided_search("prm"), ("prm",)),
+    ("implicit-prm", guided_search("implicit-prm"), ("rationalist", "scorer")),
     ("cot", chain_of_thought, ()),
     ("self-consistency", self_consistency, ()),
-    ("beam", beam_search, ("rationalist", "scorer")),
-    ("best-of-n", best_of_n, ("rationalist", "scorer")),
+    *[
+        (_method_name(base, verifier), build(verifier), _VERIFIER_ROLES[verifier])
+        for base, build in (("beam", beam_search), ("best-of-n", best_of_n), ("dvts", dvts))
+        for verifier in VERIFIERS
+    ],
 ]
 PROGRAMS: dict[str, MethodProgram] = {name: program for name, program, _ in _REGISTRY}
 METHOD_ROLES: dict[str, tuple[str, ...]] = {name: roles for name, _, roles in _REGISTRY}

@@ -8,13 +8,16 @@ loaded model (and its caches), and a served model can be handed in to be reused.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pydantic import Field
 
 from rationalyst.config import StrictModel
 from rationalyst.data.rationale_text import RationalistFormat, rationalist_instruction
 from rationalyst.lm import LanguageModel, load_model
+from rationalyst.errors import RationalystError
 from rationalyst.lm.builtin import DEFAULT_LM
+from rationalyst.lm.prm import PrmConfig, ProcessRewardModel
 from rationalyst.lm.registry import ModelConfig
 from rationalyst.search.methods import METHOD_ROLES
 from rationalyst.search.roles import Roles
@@ -30,6 +33,9 @@ class RolesConfig(StrictModel):
     rationalist: ModelConfig | None = Field(None, description="The rationalist (default: the agent's model).")
     scorer: ModelConfig | None = Field(None, description="The scorer: the rationalist's base model (default: the agent's model).")
     judge: ModelConfig | None = Field(None, description="The llm-judge's model (default: the agent's model).")
+    prm: PrmConfig | None = Field(
+        None, description="The process reward model of the prm scorer (prm, beam-prm, best-of-n-prm, dvts-prm; no default)."
+    )
     rationalist_format: RationalistFormat | None = Field(
         None,
         description="The rationalist's prompt: 'rationalyst' (instruction + text) or 'paper-release' (the text alone, "
@@ -38,12 +44,24 @@ class RolesConfig(StrictModel):
     search: SearchSettings = Field(default_factory=SearchSettings, description="Sampling and scoring settings.")
     seed: int = Field(0, description="Base seed; each problem's samples derive from it and the trajectory.")
 
-    def role_model(self, role: str) -> ModelConfig:
+    def role_model(self, role: str) -> ModelConfig | PrmConfig:
+        if role == "prm":
+            if self.prm is None:
+                raise RationalystError("the prm scorer needs a process reward model: set prm: {spec: hf:<id or folder>}")
+            return self.prm
         return getattr(self, role) or self.agent
 
     def rationalist_instruction(self) -> str | None:
         """The instruction the rationalist is prompted with (None: the text alone)."""
         return rationalist_instruction(self.role_model("rationalist").spec, self.rationalist_format)
+
+
+def require_prm(config: RolesConfig, methods: list[str]) -> None:
+    """A ValueError (a config error when the recipe loads, seconds in) when a method rates steps with a
+    process reward model and none is set."""
+    needing = [m for m in methods if "prm" in METHOD_ROLES[m]]
+    if needing and config.prm is None:
+        raise ValueError(f"{', '.join(needing)} rate steps with a process reward model: set prm: {{spec: hf:<id or folder>}}")
 
 
 def engine_key(config: ModelConfig) -> str:
@@ -65,7 +83,13 @@ class ModelPool:
         """Use an already loaded model for every config whose spec is its name (e.g. a served model)."""
         self._by_spec[model.name] = model
 
-    def get(self, config: ModelConfig) -> LanguageModel:
+    def get(self, config: ModelConfig | PrmConfig) -> Any:
+        if isinstance(config, PrmConfig):
+            key = "prm|" + config.model_dump_json(exclude={"batch_size"})  # how it is read is part of it
+            if key not in self._models:
+                log.info("loading PRM %s", config.spec)
+                self._models[key] = ProcessRewardModel.load(config)
+            return self._models[key]
         if config.spec in self._by_spec:
             return self._by_spec[config.spec]
         key = engine_key(config)

@@ -35,6 +35,7 @@ from rationalyst.data.solve_prompts import (
 )
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import Message
+from rationalyst.lm.prm import RewardRequest
 
 #: What the search's prompts read: the question and the steps so far (`rationale_text.item_trajectory`).
 trajectory_text = item_trajectory
@@ -104,6 +105,11 @@ def scorer_context(item: BenchmarkItem, steps: list[str], rationale: str | None)
     line of its own before the candidate step) when there is one."""
     # The trajectory ends in a newline, so the candidate (the scored text) is left as it is.
     return scoring_texts(trajectory_text(item, steps), rationale, "").with_rationale
+
+
+def prm_request(item: BenchmarkItem, steps: list[str]) -> RewardRequest:
+    """What a process reward model rates: the question (with options) and the steps."""
+    return RewardRequest(format_question(item), list(steps))
 
 
 def judge_prompt(item: BenchmarkItem, steps: list[str], candidate: str) -> list[Message]:

@@ -1,7 +1,8 @@
 """The models of the search by role, each behind a meter that counts its tokens and seconds.
 
 Roles are agent (proposes steps), rationalist (writes rationales), scorer (scores candidates given a
-rationale) and judge (the llm-judge baseline's reward model). One loaded model may serve several
+rationale), judge (the llm-judge baseline's model) and prm (a discriminative process reward model,
+`lm.prm`: the ``prm`` scorer). One loaded model may serve several
 roles (the CPU demo uses one model in all of them); each role still gets its own meter, so a trace
 can say how much of a problem's cost went to supervision.
 """
@@ -24,9 +25,9 @@ from rationalyst.lm.base import (
     ScoreRequest,
 )
 
-ROLES = ("agent", "rationalist", "scorer", "judge")
+ROLES = ("agent", "rationalist", "scorer", "judge", "prm")
 #: The roles that supervise the agent (their cost is the supervision share).
-SUPERVISION_ROLES = ("rationalist", "scorer", "judge")
+SUPERVISION_ROLES = ("rationalist", "scorer", "judge", "prm")
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Meter:
 class MeteredModel:
     """A role's view of a model: the same calls, with their cost added to the role's meter."""
 
-    model: LanguageModel
+    model: Any  # a LanguageModel; for the prm role a ProcessRewardModel (None when no method uses it)
     meter: Meter = field(default_factory=Meter)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
@@ -78,6 +79,7 @@ class Roles:
     rationalist: MeteredModel
     scorer: MeteredModel
     judge: MeteredModel
+    prm: MeteredModel = field(default_factory=lambda: MeteredModel(None))
     rationalist_instruction: str | None = field(default_factory=load_instruction)
     solve_prompt: SolvePrompt | None = None
 
@@ -88,14 +90,16 @@ class Roles:
         rationalist: LanguageModel | None = None,
         scorer: LanguageModel | None = None,
         judge: LanguageModel | None = None,
+        prm: Any = None,
         **options: Any,
     ) -> Roles:
-        """Roles from models; a missing rationalist, scorer or judge is the agent itself."""
+        """Roles from models; a missing rationalist, scorer or judge is the agent itself (a PRM has no default)."""
         return cls(
             MeteredModel(agent),
             MeteredModel(rationalist or agent),
             MeteredModel(scorer or agent),
             MeteredModel(judge or agent),
+            MeteredModel(prm),
             **options,
         )
 

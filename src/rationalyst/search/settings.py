@@ -29,6 +29,15 @@ class SearchSettings(StrictModel):
     aggregate: Literal["min", "mean", "last", "product"] = Field(
         "min", description="best-of-n: how step scores make a solution score (product = sum of log-probs)."
     )
+    implicit_prm_beta: float = Field(
+        0.05, gt=0, description="implicit-prm: beta of PRIME's reward beta * log(pi / pi_ref) (PRIME: 0.05)."
+    )
+    dvts_budget: int = Field(
+        9, ge=1,
+        description="dvts: N, the candidate steps per round over all subtrees: N // beam_width independent "
+        "subtrees each expand beam_width candidates (all N in one subtree when N < beam_width) and keep the "
+        "best (search-and-learn's DVTS); never more than N candidates per round, nor N finished paths.",
+    )
     judge_max_tokens: int = Field(4, ge=1, description="llm-judge: tokens of the judge's reply.")
     demo_count: int = Field(4, ge=1, description="Benchmarks with demos: train: worked solutions in the agent's prompt.")
     demo_seed: int = Field(0, description="Benchmarks with demos: train: the seed that draws them.")

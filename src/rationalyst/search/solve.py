@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.search.methods import METHODS, check_methods
-from rationalyst.search.pool import ModelPool, RolesConfig
+from rationalyst.search.pool import ModelPool, RolesConfig, require_prm
 
 
 class SolveConfig(RolesConfig):
@@ -21,6 +21,11 @@ class SolveConfig(RolesConfig):
     @classmethod
     def _known_method(cls, method: str) -> str:
         return check_methods([method])[0]
+
+    @model_validator(mode="after")
+    def _prm_given_when_used(self) -> SolveConfig:
+        require_prm(self, [self.method])
+        return self
 
 
 def solve(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "",

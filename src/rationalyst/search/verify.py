@@ -1,15 +1,19 @@
-"""Implicit supervision as a verifier: one score per step of a given solution.
+"""Step verifiers: one score per step of a given solution, by implicit supervision (the default), a
+process reward model (``prm``) or PRIME's implicit process reward (``implicit-prm``).
 
 For step i the rationalist writes a rationale after the question and steps 1..i-1, and the scorer
 gives step i's mean token log-prob after that trajectory and rationale: the same number the step
 search ranks candidates by, so these scores can be checked against human step ratings (PRM800K,
 `benchmarks/prm800k_auroc.py`) and used to rank whole solutions (best-of-n). All rationales of a
 solution are written in one batched call and all its steps scored in one more (`verify_program`: the
-same as a program, whose calls join those of other solutions or problems in a batch).
+same as a program, whose calls join those of other solutions or problems in a batch). A PRM rates all
+steps of a solution in one forward pass; the implicit PRM scores each step with the rationalist and with
+its reference (the scorer). These two have no rationale (``""``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +21,8 @@ from typing import Any
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.lm.base import SamplingParams, ScoreRequest
 from rationalyst.search import prompts
-from rationalyst.search.batch import Call, Generate, Score, ask, run_one
-from rationalyst.search.heuristics import RATIONALE_STOP, step_score
+from rationalyst.search.batch import Call, Generate, Reward, Score, ask, run_one
+from rationalyst.search.heuristics import RATIONALE_STOP, implicit_process_reward, step_score
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 
@@ -33,18 +37,32 @@ class StepVerdict:
 
 
 def verify_steps(
-    item: BenchmarkItem, steps: list[str], roles: Roles, settings: SearchSettings, *, without: bool = False
+    item: BenchmarkItem, steps: list[str], roles: Roles, settings: SearchSettings, *, without: bool = False,
+    verifier: str = "implicit",
 ) -> list[StepVerdict]:
-    """Score every step of ``steps`` by implicit supervision; ``without`` adds the no-rationale score."""
-    return run_one(verify_program(item, steps, roles, settings, without=without), roles)
+    """Score every step of ``steps`` by ``verifier``; ``without`` adds implicit's no-rationale score."""
+    return run_one(verify_program(item, steps, roles, settings, without=without, verifier=verifier), roles)
 
 
 def verify_program(
-    item: BenchmarkItem, steps: list[str], roles: Roles, settings: SearchSettings, *, without: bool = False
+    item: BenchmarkItem, steps: list[str], roles: Roles, settings: SearchSettings, *, without: bool = False,
+    verifier: str = "implicit",
 ) -> Generator[list[Call], list[Any], list[StepVerdict]]:
     """`verify_steps` as a program (`batch`)."""
     if not steps:
         return []
+    nan = float("nan")
+    if verifier == "prm":
+        (rewards,) = yield from ask(Reward("prm", prompts.prm_request(item, steps)))
+        return [StepVerdict("", r, nan) for r in rewards]
+    if verifier == "implicit-prm":
+        requests = [ScoreRequest(prompts.scorer_context(item, steps[:i], None), [steps[i]]) for i in range(len(steps))]
+        scored = yield from ask(*[Score(role, r) for role in ("rationalist", "scorer") for r in requests])
+        theta, reference = scored[: len(steps)], scored[len(steps) :]
+        beta = settings.implicit_prm_beta
+        return [StepVerdict("", implicit_process_reward(t[0], r[0], beta), nan) for t, r in zip(theta, reference)]
+    if verifier != "implicit":
+        raise ValueError(f"unknown verifier {verifier!r}: use implicit, prm or implicit-prm")
     params = SamplingParams(max_new_tokens=settings.max_rationale_tokens, stop=RATIONALE_STOP)
     instruction = roles.rationalist_instruction
     rationale_prompts = [prompts.rationalist_prompt(item, steps[:i], instruction) for i in range(len(steps))]
@@ -61,10 +79,13 @@ def verify_program(
     return [StepVerdict(r, s, w) for r, s, w in zip(rationales, scores[: len(steps)], plain)]
 
 
-def aggregate(scores: list[float], how: str) -> float:
-    """A whole solution's score from its step scores: min, mean, last, or product (sum of logs)."""
+def aggregate(scores: list[float], how: str, probabilities: bool = False) -> float:
+    """A whole solution's score from its step scores: min, mean, last, or product (for log-prob scores
+    their sum; for ``probabilities``, a PRM's, the sum of their logs)."""
     if not scores:
         return float("-inf")
+    if how == "product" and probabilities:
+        return sum(math.log(max(p, 1e-12)) for p in scores)
     if how == "min":
         return min(scores)
     if how == "mean":

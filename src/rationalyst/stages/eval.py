@@ -39,8 +39,9 @@ from rationalyst.data.benchmarks import BenchmarkItem, benchmark_split, load_ben
 from rationalyst.errors import ConfigError, InputError, RationalystError
 from rationalyst.lm.registry import ModelConfig
 from rationalyst.runs import RunDir
+from rationalyst.lm.prm import PrmConfig
 from rationalyst.search.methods import METHOD_ROLES, METHODS, check_methods, solve_many
-from rationalyst.search.pool import ModelPool, RolesConfig
+from rationalyst.search.pool import ModelPool, RolesConfig, require_prm
 from rationalyst.search.roles import SUPERVISION_ROLES, Roles
 from rationalyst.search.trace import Trace
 from rationalyst.search.settings import SearchSettings
@@ -104,6 +105,11 @@ class EvalConfig(RolesConfig):
     def _known_methods(cls, methods: list[str]) -> list[str]:
         return check_methods(methods)
 
+    @model_validator(mode="after")
+    def _prm_given_when_used(self) -> EvalConfig:
+        require_prm(self, self.methods)
+        return self
+
 
 class EvalRunConfig(StrictModel):
     """What decides one (benchmark, method) run's results: its config hash covers exactly this."""
@@ -114,6 +120,7 @@ class EvalRunConfig(StrictModel):
     rationalist: ModelConfig | None = None
     scorer: ModelConfig | None = None
     judge: ModelConfig | None = None
+    prm: PrmConfig | None = None
     #: The rationalist's instruction as resolved (a model retrained with another one re-runs).
     rationalist_instruction: str | None = None
     search: SearchSettings

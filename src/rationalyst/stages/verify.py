@@ -1,23 +1,25 @@
-"""`rationalyst verify`: step scores for given solutions by implicit supervision (see `search.verify`).
+"""`rationalyst verify`: step scores for given solutions by a step verifier (see `search.verify`): implicit
+supervision (the default), a process reward model (``verifier: prm``) or PRIME's implicit reward.
 
 Input: JSONL records ``{"id", "question", "steps": [..], "choices"?}`` (bad lines are skipped and
 counted). Output: a run directory whose records are ``{"id", "scores", "scores_without",
 "rationales"}``, one score per step (higher = the rationale makes the step likelier), resumable.
-``scores_without`` (the scorer without a rationale) is there to show what the rationale adds.
+``scores_without`` (the scorer without a rationale; implicit only, null otherwise) is there to show what
+the rationale adds.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rationalyst.console import progress
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.runs import RunDir, read_json_lines
 from rationalyst.search.verify import verify_steps
-from rationalyst.search.pool import ModelPool, RolesConfig
+from rationalyst.search.pool import ModelPool, RolesConfig, require_prm
 
 
 class VerifyConfig(RolesConfig):
@@ -26,9 +28,18 @@ class VerifyConfig(RolesConfig):
     input: Path = Field(description="JSONL of {id, question, steps, choices?} records.")
     output: Path = Field(description="Run directory for the step scores.")
     family: str = Field("math", description="Task family of the questions (how the question is written).")
+    verifier: Literal["implicit", "prm", "implicit-prm"] = Field(
+        "implicit", description="implicit (rationale, then the step's log-prob), prm (P(good) by the prm model) or "
+        "implicit-prm (beta * log rationalist/scorer over the step's tokens).",
+    )
     overwrite: bool = Field(False, description="Start over instead of resuming.")
 
     execution_fields = frozenset({"overwrite"})
+
+    @model_validator(mode="after")
+    def _prm_given_when_used(self) -> VerifyConfig:
+        require_prm(self, [self.verifier])
+        return self
 
 
 def _valid(record: dict[str, Any]) -> str | None:
@@ -60,7 +71,7 @@ def run(config: VerifyConfig, pool: ModelPool | None = None) -> dict[str, Any]:
             records.append(record)
     pending = list(run_dir.pending(records))
     if pending:
-        roles = (pool or ModelPool()).roles(config, "implicit")
+        roles = (pool or ModelPool()).roles(config, config.verifier)  # the step search of that heuristic
         with run_dir.writer(shard_size=20) as writer:
             for record in progress(pending, total=len(pending), description="verify"):
                 item = BenchmarkItem(
@@ -68,11 +79,13 @@ def run(config: VerifyConfig, pool: ModelPool | None = None) -> dict[str, Any]:
                     choices=record.get("choices"), answer="?", solution=None, meta={},
                 )
                 steps = [s.strip() for s in record["steps"]]
-                verdicts = verify_steps(item, steps, roles, config.search, without=True)
+                verdicts = verify_steps(
+                    item, steps, roles, config.search, without=config.verifier == "implicit", verifier=config.verifier
+                )
                 writer.write({
                     "id": record["id"],
                     "scores": [round(v.score, 6) for v in verdicts],
-                    "scores_without": [round(v.score_without, 6) for v in verdicts],
+                    "scores_without": [round(v.score_without, 6) for v in verdicts] if config.verifier == "implicit" else None,
                     "rationales": [v.rationale for v in verdicts],
                 })
     return run_dir.finish()["counts"]
