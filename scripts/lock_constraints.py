@@ -57,7 +57,7 @@ def closure(root: str, extras: set[str]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    extras = set(argv) or {"dev", "serve", "ray", "browser", "llamacpp"}
+    extras = set(argv) or {"dev", "serve", "ray", "browser", "llamacpp", "prm"}
     pinned = closure("rationalyst", extras)
     print("# The versions CI tested: `pip install -c constraints.txt -e '.[dev]'` (the Makefile does).")
     print(f"# Written by `make lock` (scripts/lock_constraints.py, extras: {', '.join(sorted(extras))}); torch is")

@@ -288,6 +288,27 @@ def train_command(
     stdout.print(f"merged model: hf:{result.merged}", soft_wrap=True)
 
 
+@app.command("train-prm")
+def train_prm_command(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    data: Annotated[Optional[Path], typer.Option(help="JSONL of rated steps (PRM800K's shape).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output folder for the PRM.")] = None,
+    base: Annotated[Optional[str], typer.Option(help="Base model spec (default builtin:smollm2-135m).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default 100).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Rated steps to train on (default all).")] = None,
+) -> None:
+    """A process reward model trained by TRL's PRMTrainer on rated steps (for the prm scorer; extra: prm)."""
+    from rationalyst.stages import prm_train
+
+    cfg = _stage_config(prm_train.PrmTrainConfig, config, overrides, data=data, output=output, base=base,
+                        max_steps=max_steps, limit=limit)
+    summary = prm_train.run(cfg)
+    stdout.print(f"trained on {summary['rows']} rated steps ({summary['good']} good), loss {summary['training_loss']:.3f}")
+    stdout.print(f"use it with: prm: {{spec: hf:{cfg.output}}}", soft_wrap=True)
+    _skipped_line(summary["skipped"])
+
+
 AgentOption = Annotated[Optional[str], typer.Option("--agent", help="Agent model spec (default builtin:smollm2-135m).")]
 RationalistOption = Annotated[Optional[str], typer.Option("--rationalist", help="Rationalist model spec (default: the agent's).")]
 ScorerOption = Annotated[Optional[str], typer.Option("--scorer", help="Scorer model spec (default: the agent's).")]
