@@ -277,3 +277,19 @@ def test_sampling_curves_from_one_best_of_n_run_match_hand_computation(tmp_path)
     assert len(best) == 1
     text = build_report(tmp_path, tmp_path / "report").markdown.read_text()
     assert "## Accuracy against compute" in text and "| gsm8k | best-of-n majority@4 | 4 | 64 | 50.0% |" in text
+
+
+def test_prm_best_of_n_weights_by_probability_not_by_its_exponential(tmp_path):
+    """best-of-n-prm's min-aggregated scores are probabilities: search-and-learn's weighted vote sums them.
+    Answers 5, 4, 4, 7 scored 0.9, 0.3, 0.3, 0.1: by probability 5 wins (0.9 > 0.6); exp() would pick 4
+    (2.46 < 2 x 1.35)."""
+    from rationalyst.report import scaling
+    from rationalyst.report.collect import collect
+
+    record = _sampled("p1", "4", ["5", "4", "4", "7"], [0.9, 0.3, 0.3, 0.1])
+    record.update(method="best-of-n-prm", aggregate="min")
+    write_eval_run(tmp_path / "gsm8k" / "best-of-n-prm", "gsm8k", "best-of-n-prm", [record])
+    (run,) = collect(tmp_path).eval_runs
+    got = {p.label: p.accuracy for p in scaling.curves(run)}
+    assert got["best-of-n-prm weighted@4"] == 0.0 and got["best-of-n-prm majority@4"] == 1.0
+    assert got["best-of-n-prm best-of-n@4"] == 0.0

@@ -44,7 +44,8 @@ def compute(runs: list, plots: dict[str, str]) -> list[str]:
         return []
     out = ["", "## Accuracy against compute", "", ("Tokens per problem over all roles. Best-of-n and "
            "self-consistency runs give a curve at n = 1, 2, 4, ... samples from their own traces (majority vote; "
-           "for best-of-n also the best-scored sample and the exp(score)-weighted vote); cost at n = the agent's "
+           "for best-of-n also the best-scored sample and the vote weighted by exp(score), or by the score where a PRM's "
+           "is a probability); cost at n = the agent's "
            "tokens of the first n samples + supervision scaled by n / N."), ""]
     if "compute" in plots:
         out += [f"![accuracy against tokens per problem]({plots['compute']})", ""]

@@ -8,7 +8,9 @@ n = 1, 2, 4, ..., N comes from the same traces:
 * ``majority@n``: the most frequent parsed answer among the first n samples (first seen on ties);
 * ``best-of-n@n`` (naive): the answer of the best-scored sample among the first n (best-of-n runs);
 * ``weighted@n``: the answer whose samples' weights sum highest, a sample's weight being exp(score)
-  (its aggregated implicit step score as a probability; best-of-n runs).
+  (its aggregated implicit step score, or implicit PRM reward, as a probability; best-of-n runs), or the
+  score itself where it is already a probability (a PRM's min, mean or last: ``best-of-n-prm``, as
+  search-and-learn weights by PRM score).
 
 The cost at n is the agent's tokens of the first n samples plus the supervision tokens scaled by n/N
 (scoring is per sample). `best_at_each_budget` says which method is most accurate within each budget.
@@ -26,7 +28,8 @@ from rationalyst.report.collect import EvalRun
 from rationalyst.search.roles import SUPERVISION_ROLES
 from rationalyst.search.trace import Trace
 
-SAMPLING_METHODS = ("best-of-n", "self-consistency")
+VERIFIED_SAMPLING = ("best-of-n", "best-of-n-prm", "best-of-n-implicit-prm")
+SAMPLING_METHODS = (*VERIFIED_SAMPLING, "self-consistency")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,13 @@ def curves(run: EvalRun) -> list[Point]:
     if not rows:
         return []
     n_max = min(len(r[1]) for r in rows)
-    variants = ["majority"] + (["best-of-n", "weighted"] if run.method == "best-of-n" else [])
+    variants = ["majority"] + (["best-of-n", "weighted"] if run.method in VERIFIED_SAMPLING else [])
+    aggregate = getattr(run.traces[0], "aggregate", None)
+    probabilities = run.method == "best-of-n-prm" and aggregate != "product"
+
+    def weight(score: float | None) -> float:
+        return 0.0 if score is None else score if probabilities else math.exp(score)
+
     points = []
     for n in _counts(n_max):
         tokens = sum(sum(t[:n]) + s * n / len(a) for _, a, _, t, s in rows) / len(rows)
@@ -103,7 +112,7 @@ def curves(run: EvalRun) -> list[Point]:
                 if variant == "majority":
                     chosen = _pick(first, None)
                 elif variant == "weighted":
-                    chosen = _pick(first, [math.exp(s) if s is not None else 0.0 for s in first_scores])
+                    chosen = _pick(first, [weight(s) for s in first_scores])
                 else:
                     ranked = [i for i in range(n) if first_scores[i] is not None]
                     chosen = first[max(ranked, key=lambda i: (first_scores[i], -i))] if ranked else None
