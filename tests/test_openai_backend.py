@@ -199,3 +199,17 @@ def test_text_offsets_that_do_not_spell_the_prompt_are_refused():
     assert text_mode_context_tokens(good, "Hi there!", 2, None) == (1, 3)
     assert text_mode_context_tokens(good, "Hi there!", 3, None) == (1, 3)  # " there" straddles: continuation
     assert text_mode_context_tokens(good, "Hi there!", 8, None) == (2, 3)
+
+
+def test_generate_seeded_sends_each_row_with_its_own_seed():
+    def handler(payload, path):
+        return 200, {"choices": [{"index": i, "text": f"{payload['prompt']}{payload.get('seed')}", "finish_reason": "stop"}
+                                 for i in range(payload["n"])]}
+
+    model, seen = _model(handler)
+    params = SamplingParams(n=2, temperature=0.7, max_new_tokens=5)
+    results = model.generate_seeded(["a", "b", "c"], params, [11, 5, 11])
+    assert sorted((r["json"]["prompt"], r["json"]["seed"]) for r in seen) == [("a", 11), ("b", 5), ("c", 11)]
+    assert [[c.text for c in row] for row in results] == [["a11", "a11"], ["b5", "b5"], ["c11", "c11"]]
+    model.generate(["b"], params.model_copy(update={"seed": 5}))
+    assert seen[-1]["json"] == next(r["json"] for r in seen if r["json"]["prompt"] == "b")

@@ -396,3 +396,24 @@ class TestRealVLLMTypes:
         for g, w in zip(got, want):
             assert g.token_ids == w.token_ids
             assert max(abs(a - b) for a, b in zip(g.logprobs, w.logprobs)) < 1e-4
+
+
+def test_generate_seeded_is_one_engine_call_with_each_rows_own_seed(default_model):
+    """The batched search's call: every row in one vLLM call, row i seeded as it would be alone."""
+    codec = HFTextCodec(default_model.tokenizer, name="vllm:test")
+    eos = default_model.tokenizer.eos_token_id
+
+    def canned(prompts, params):
+        return [SimpleNamespace(prompt_logprobs=None, outputs=[
+            _output([40, eos], [{40: StandInLogprob(-0.3)}, {eos: StandInLogprob(-0.2)}], f"s{p.seed}", "stop", None, j)
+            for j in range(p.n)]) for p in params]
+
+    engine = HFBackedEngine(default_model, canned=canned)
+    model = VLLMModel(engine, codec, vllm=_stand_in_vllm(), name="vllm:test")
+    params = SamplingParams(n=2, temperature=0.7, max_new_tokens=4)
+    batched = model.generate_seeded(["a", "b", "c"], params, [11, 5, 11])
+    assert len(engine.calls) == 1 and [p.seed for p in engine.calls[0][1]] == [11, 5, 11]
+    alone = model.generate(["b"], params.model_copy(update={"seed": 5}))
+    assert engine.calls[-1][1][0].seed == 5 and [c.text for c in alone[0]] == [c.text for c in batched[1]]
+    greedy = model.generate_seeded(["a", "b"], SamplingParams(n=3, temperature=0, max_new_tokens=4), [1, 2])
+    assert all(p.n == 1 and p.seed is None for p in engine.calls[-1][1]) and [len(r) for r in greedy] == [3, 3]

@@ -345,6 +345,14 @@ class OpenAIModel(LanguageModel):
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         return self._map(self._generate_one, [(i, p, params) for i, p in enumerate(prompts)])
 
+    def generate_seeded(
+        self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
+    ) -> list[list[Completion]]:
+        """Every row's request in flight at once (``concurrency``), each with its own seed: the request
+        ``generate([prompts[i]], params)`` with ``seed = seeds[i]`` sends alone."""
+        rows = [(0, p, params.model_copy(update={"seed": seed})) for p, seed in zip(prompts, seeds)]
+        return self._map(self._generate_one, rows)
+
     # ----------------------------------------------------------------------------- scoring
 
     def _echo(self, prompt: str | list[int]) -> dict:

@@ -231,6 +231,17 @@ class VLLMModel(LanguageModel):
         return list(outputs)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        return self._generate(prompts, params, [sampling_kwargs(params, i) for i in range(len(prompts))])
+
+    def generate_seeded(
+        self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
+    ) -> list[list[Completion]]:
+        """One engine call whatever the seeds: vLLM seeds each request's sampling on its own, so row
+        ``i`` is what ``generate([prompts[i]], params)`` with ``seed = seeds[i]`` samples alone."""
+        kwargs = [sampling_kwargs(params.model_copy(update={"seed": seed}), 0) for seed in seeds]
+        return self._generate(prompts, params, kwargs)
+
+    def _generate(self, prompts: Sequence[Prompt], params: SamplingParams, kwargs: list[dict[str, Any]]) -> list[list[Completion]]:
         if not prompts:
             return []
         check_sampling(params, self.name)
@@ -242,7 +253,7 @@ class VLLMModel(LanguageModel):
                     f"{self.name}: prompt of {len(ids)} tokens + {params.max_new_tokens} new tokens "
                     f"is over the model's limit of {limit}"
                 )
-        sampling = [self.vllm.SamplingParams(**sampling_kwargs(params, i)) for i in range(len(prompts))]
+        sampling = [self.vllm.SamplingParams(**k) for k in kwargs]
         outputs = self._run([tokens_prompt(ids) for ids in encoded], sampling)
         results = []
         for out in outputs:
