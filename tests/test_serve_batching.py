@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import Completion, LanguageModel, SamplingParams
 from rationalyst.serve.engine import ApiError, Batcher, ServerLimits
@@ -71,3 +73,40 @@ def test_a_full_queue_is_a_503():
     refused = [a for a in answers.values() if isinstance(a, ApiError)]
     assert refused and all(a.status == 503 and "busy" in a.message for a in refused)
     assert len(refused) < 6
+
+
+def test_guided_requests_that_arrive_together_are_solved_in_one_lockstep_search(default_model, tmp_path):
+    """Three clients at once: one batched search, each answer the one `rationalyst solve` gives alone."""
+    from rationalyst.lm.builtin import DEFAULT_LM
+    from rationalyst.search.pool import ModelPool
+    from rationalyst.search.solve import SolveConfig, solve
+    from rationalyst.serve.engine import GuidedModel, ServedModel
+    from rationalyst.serve.guided import build_guided
+    from rationalyst.serve.protocol import ChatCompletionRequest
+
+    recipe = tmp_path / "guided.yaml"
+    recipe.write_text("method: implicit\nsearch:\n  max_steps: 2\n  max_step_tokens: 8\n  max_rationale_tokens: 6\n")
+    served = ServedModel(DEFAULT_LM, default_model)
+    guided = GuidedModel("rationalyst-guided", build_guided(recipe, {DEFAULT_LM: default_model}), [served])
+    questions = ["Tom has 3 apples and buys 5 more. How many apples?", "What is 12 minus 7?", "Ann has 4 pens and loses 1."]
+    limits = ServerLimits(batch_window_s=0.5)
+    answers: dict[int, object] = {}
+
+    def ask(i):
+        req = ChatCompletionRequest(model="rationalyst-guided", messages=[{"role": "user", "content": questions[i]}],
+                                    seed=10 + i)
+        answers[i] = guided.chat(req, limits).choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert guided.batcher.batches == 1
+    pool = ModelPool()
+    pool.add(default_model)
+    for i, question in enumerate(questions):
+        config = SolveConfig(method="implicit", seed=10 + i, search={"max_steps": 2, "max_step_tokens": 8, "max_rationale_tokens": 6})
+        assert answers[i] == solve(config, question, pool=pool)["solution"], i
+    with pytest.raises(ApiError, match="needs a user message"):
+        guided.chat(ChatCompletionRequest(model="rationalyst-guided", messages=[{"role": "system", "content": "x"}]), limits)

@@ -28,13 +28,18 @@ class SolveConfig(RolesConfig):
         return self
 
 
-def solve(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "",
-          pool: ModelPool | None = None) -> dict[str, Any]:
-    """One question outside any benchmark (`rationalyst solve`); ``answer`` is checked when given."""
-    item = BenchmarkItem(
+def question_item(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "") -> BenchmarkItem:
+    """A question outside any benchmark as the search's item (its answer "?" when none is given)."""
+    return BenchmarkItem(
         id="question", benchmark="question", family=config.family, question=question, choices=choices,
         answer=answer or "?", solution=None, meta={},
     )
+
+
+def solve(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "",
+          pool: ModelPool | None = None) -> dict[str, Any]:
+    """One question outside any benchmark (`rationalyst solve`); ``answer`` is checked when given."""
+    item = question_item(config, question, choices, answer)
     roles = (pool or ModelPool()).roles(config, config.method)
     trace = METHODS[config.method](item, roles, config.search, config.seed)
     if not answer:

@@ -9,7 +9,8 @@ Generation requests that arrive together are gathered into one engine call (`Bat
 thread per served model takes whatever is queued (after a short window for simultaneous arrivals)
 and makes one ``generate_seeded`` call per set of sampling params, each request's rows seeded as
 they would be alone; the queue is bounded (`ServerLimits.max_queued`, in prompts x samples) and a
-request that would overflow it is answered 503 at once.
+request that would overflow it is answered 503 at once. Guided requests (`GuidedBatcher`) are gathered
+the same way into one lockstep search over all their choices (`search.chat.GuidedSearch.many`).
 
 Echo and log-probs need the model's tokens and their character spans; they come from the model's
 Hugging Face fast tokenizer (`HFTextCodec`), so they are offered for the `hf` and `vllm` backends
@@ -27,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -383,13 +385,64 @@ class ServedModel:
         )
 
 
+class GuidedBatcher:
+    """Gathers the guided requests that arrive together into one lockstep search (``fn.many``), holding
+    every served model's lock while it runs; each choice of each request is one problem of the batch."""
+
+    def __init__(self, fn: Any, locks: Sequence[threading.Lock]) -> None:
+        self.fn, self.locks = fn, list(locks)
+        self.queue: list[_Job] = []
+        self.batches = 0  # lockstep searches run (for benchmarks and tests)
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, messages: list[dict], params: SamplingParams, limits: ServerLimits) -> _Job:
+        job = _Job([messages], params)
+        with self._ready:
+            if len(self.queue) + 1 > limits.max_queued:
+                raise ApiError(503, f"the server is busy: {len(self.queue)} guided problems are waiting "
+                               f"(limit {limits.max_queued}); retry later", code="overloaded")
+            self.queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, args=(limits,), daemon=True, name="guided")
+                self._thread.start()
+            self._ready.notify()
+        return job
+
+    def _loop(self, limits: ServerLimits) -> None:
+        while True:
+            with self._ready:
+                while not self.queue:
+                    self._ready.wait()
+            if limits.max_batch > 1:
+                time.sleep(limits.batch_window_s)
+            with self._ready:
+                jobs, self.queue = self.queue[: limits.max_batch], self.queue[limits.max_batch :]
+            try:
+                with contextlib.ExitStack() as stack:
+                    for lock in self.locks:
+                        stack.enter_context(lock)
+                    self.batches += 1
+                    answers = self.fn.many([(job.prompts[0], job.params) for job in jobs])
+            except Exception as exc:  # noqa: BLE001 - handed to the requests that asked
+                answers = [exc] * len(jobs)
+            for job, answer in zip(jobs, answers):
+                if isinstance(answer, Exception):
+                    job.error = _as_error(answer) if isinstance(answer, (RationalystError, ValidationError)) else answer
+                else:
+                    job.result = [answer]
+                job.done.set()
+
+
 class GuidedModel:
-    """The model name whose chat completions come from the rationale-guided search."""
+    """The model name whose chat completions come from the rationale-guided search. A search that can
+    solve several requests at once (``fn.many``, `search.chat.GuidedSearch`) gets them batched."""
 
     def __init__(self, name: str, fn: GuidedFn, served: Sequence[ServedModel]) -> None:
         self.name = name
         self.fn = fn
         self.locks = [m.lock for m in served]
+        self.batcher = GuidedBatcher(fn, self.locks) if hasattr(fn, "many") else None
 
     def chat(self, req: ChatCompletionRequest, limits: ServerLimits) -> ChatCompletionResponse:
         if req.logprobs:
@@ -401,24 +454,40 @@ class GuidedModel:
             raise ApiError(400, f"max_tokens is {max_tokens}, over this server's limit of {limits.max_tokens}",
                            param="max_tokens")
         messages = req.plain_messages()
-        choices = []
-        for j in range(req.n):
-            try:
-                params = SamplingParams(
-                    n=1, temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_tokens,
-                    stop=tuple(req.stop or ()), seed=None if req.seed is None else req.seed + j,
-                )
-                with contextlib.ExitStack() as stack:
-                    for lock in self.locks:
-                        stack.enter_context(lock)
-                    text = self.fn(messages, params)
-            except (RationalystError, ValidationError) as exc:
-                raise _as_error(exc) from None
-            choices.append(ChatChoice(index=j, message=AssistantMessage(content=text), finish_reason="stop"))
+        params = [
+            SamplingParams(
+                n=1, temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_tokens,
+                stop=tuple(req.stop or ()), seed=None if req.seed is None else req.seed + j,
+            )
+            for j in range(req.n)
+        ]
+        texts = self._batched(messages, params, limits) if self.batcher is not None else self._alone(messages, params)
+        choices = [ChatChoice(index=j, message=AssistantMessage(content=t), finish_reason="stop") for j, t in enumerate(texts)]
         return ChatCompletionResponse(
             id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=self.name, choices=choices,
             usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
         )
+
+    def _batched(self, messages: list[dict], params: list[SamplingParams], limits: ServerLimits) -> list[str]:
+        jobs = [self.batcher.submit(messages, p, limits) for p in params]  # type: ignore[union-attr]
+        for job in jobs:
+            job.done.wait()
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
+        return [job.result[0] for job in jobs]  # type: ignore[index]
+
+    def _alone(self, messages: list[dict], params: list[SamplingParams]) -> list[str]:
+        texts = []
+        for p in params:
+            try:
+                with contextlib.ExitStack() as stack:
+                    for lock in self.locks:
+                        stack.enter_context(lock)
+                    texts.append(self.fn(messages, p))
+            except (RationalystError, ValidationError) as exc:
+                raise _as_error(exc) from None
+        return texts
 
 
 def _spell(run: TokenRun, i: int, as_ids: bool) -> str:
