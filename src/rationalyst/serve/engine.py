@@ -152,35 +152,22 @@ class _Job:
         return len(self.prompts) * self.params.n
 
 
-class Batcher:
-    """Gathers the generation requests that wait for one model into shared engine calls."""
+class _Gatherer:
+    """A queue of jobs and one worker thread that takes whatever is queued (after a short window for
+    simultaneous arrivals, at most ``max_batch``) and hands it to `_handle` in one go."""
 
-    def __init__(self, model: LanguageModel, lock: threading.Lock) -> None:
-        self.model, self.lock = model, lock
+    def __init__(self) -> None:
         self.queue: list[_Job] = []
-        self.queued_rows = 0
-        self.calls = 0  # engine calls made (for benchmarks and tests)
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def generate(self, prompts: list, params: SamplingParams, limits: ServerLimits) -> list[list[Completion]]:
-        job = _Job(list(prompts), params)
-        with self._ready:
-            if self.queued_rows + job.rows > limits.max_queued:
-                raise ApiError(
-                    503, f"the server is busy: {self.queued_rows} sequences are waiting for the model "
-                    f"(limit {limits.max_queued}); retry later", code="overloaded",
-                )
-            self.queue.append(job)
-            self.queued_rows += job.rows
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, args=(limits,), daemon=True, name="batcher")
-                self._thread.start()
-            self._ready.notify()
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
+    def _enqueue(self, job: _Job, limits: ServerLimits) -> None:
+        """Queue ``job`` (the caller holds ``self._ready``) and start the worker on first use."""
+        self.queue.append(job)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, args=(limits,), daemon=True, name=type(self).__name__)
+            self._thread.start()
+        self._ready.notify()
 
     def _loop(self, limits: ServerLimits) -> None:
         while True:
@@ -191,13 +178,44 @@ class Batcher:
                 time.sleep(limits.batch_window_s)
             with self._ready:
                 jobs, self.queue = self.queue[: limits.max_batch], self.queue[limits.max_batch :]
-            groups: dict[SamplingParams, list[_Job]] = {}
-            for job in jobs:
-                groups.setdefault(job.params.model_copy(update={"seed": None}), []).append(job)
-            for params, group in groups.items():
-                self._run(params, group)
-            with self._ready:
-                self.queued_rows -= sum(job.rows for job in jobs)
+            self._handle(jobs)
+
+    def _handle(self, jobs: list[_Job]) -> None:
+        raise NotImplementedError
+
+
+class Batcher(_Gatherer):
+    """Gathers the generation requests that wait for one model into shared engine calls."""
+
+    def __init__(self, model: LanguageModel, lock: threading.Lock) -> None:
+        super().__init__()
+        self.model, self.lock = model, lock
+        self.queued_rows = 0
+        self.calls = 0  # engine calls made (for benchmarks and tests)
+
+    def generate(self, prompts: list, params: SamplingParams, limits: ServerLimits) -> list[list[Completion]]:
+        job = _Job(list(prompts), params)
+        with self._ready:
+            if self.queued_rows + job.rows > limits.max_queued:
+                raise ApiError(
+                    503, f"the server is busy: {self.queued_rows} sequences are waiting for the model "
+                    f"(limit {limits.max_queued}); retry later", code="overloaded",
+                )
+            self.queued_rows += job.rows
+            self._enqueue(job, limits)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def _handle(self, jobs: list[_Job]) -> None:
+        groups: dict[SamplingParams, list[_Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.params.model_copy(update={"seed": None}), []).append(job)
+        for params, group in groups.items():
+            self._run(params, group)
+        with self._ready:
+            self.queued_rows -= sum(job.rows for job in jobs)
 
     def _run(self, params: SamplingParams, jobs: list[_Job]) -> None:
         """One engine call for ``jobs``; when it fails, each job alone, so one bad prompt fails one request."""
@@ -385,16 +403,14 @@ class ServedModel:
         )
 
 
-class GuidedBatcher:
+class GuidedBatcher(_Gatherer):
     """Gathers the guided requests that arrive together into one lockstep search (``fn.many``), holding
     every served model's lock while it runs; each choice of each request is one problem of the batch."""
 
     def __init__(self, fn: Any, locks: Sequence[threading.Lock]) -> None:
+        super().__init__()
         self.fn, self.locks = fn, list(locks)
-        self.queue: list[_Job] = []
         self.batches = 0  # lockstep searches run (for benchmarks and tests)
-        self._ready = threading.Condition()
-        self._thread: threading.Thread | None = None
 
     def submit(self, messages: list[dict], params: SamplingParams, limits: ServerLimits) -> _Job:
         job = _Job([messages], params)
@@ -402,36 +418,24 @@ class GuidedBatcher:
             if len(self.queue) + 1 > limits.max_queued:
                 raise ApiError(503, f"the server is busy: {len(self.queue)} guided problems are waiting "
                                f"(limit {limits.max_queued}); retry later", code="overloaded")
-            self.queue.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, args=(limits,), daemon=True, name="guided")
-                self._thread.start()
-            self._ready.notify()
+            self._enqueue(job, limits)
         return job
 
-    def _loop(self, limits: ServerLimits) -> None:
-        while True:
-            with self._ready:
-                while not self.queue:
-                    self._ready.wait()
-            if limits.max_batch > 1:
-                time.sleep(limits.batch_window_s)
-            with self._ready:
-                jobs, self.queue = self.queue[: limits.max_batch], self.queue[limits.max_batch :]
-            try:
-                with contextlib.ExitStack() as stack:
-                    for lock in self.locks:
-                        stack.enter_context(lock)
-                    self.batches += 1
-                    answers = self.fn.many([(job.prompts[0], job.params) for job in jobs])
-            except Exception as exc:  # noqa: BLE001 - handed to the requests that asked
-                answers = [exc] * len(jobs)
-            for job, answer in zip(jobs, answers):
-                if isinstance(answer, Exception):
-                    job.error = _as_error(answer) if isinstance(answer, (RationalystError, ValidationError)) else answer
-                else:
-                    job.result = [answer]
-                job.done.set()
+    def _handle(self, jobs: list[_Job]) -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                for lock in self.locks:
+                    stack.enter_context(lock)
+                self.batches += 1
+                answers = self.fn.many([(job.prompts[0], job.params) for job in jobs])
+        except Exception as exc:  # noqa: BLE001 - handed to the requests that asked
+            answers = [exc] * len(jobs)
+        for job, answer in zip(jobs, answers):
+            if isinstance(answer, Exception):
+                job.error = _as_error(answer) if isinstance(answer, (RationalystError, ValidationError)) else answer
+            else:
+                job.result = [answer]
+            job.done.set()
 
 
 class GuidedModel:
