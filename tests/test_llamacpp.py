@@ -196,3 +196,78 @@ def test_too_long_and_missing_engine(lc, monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     with pytest.raises(ModelNotFoundError, match=r"pip install 'rationalyst\[llamacpp\]'"):
         LlamaCppModel(resolve_gguf(SPEC))
+
+
+# ----------------------------------------------------------------------------- llama-cpp-python's own server
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    """``python -m llama_cpp.server`` on the default model's GGUF (extra: llama-cpp-python[server])."""
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_gguf(SPEC)), "--port", str(port),
+         "--n_ctx", "1024", "--n_threads", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"{base}/models", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail("llama_cpp.server exited at start")
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_openai_backend_generates_what_llama_cpp_does_through_its_server(lc, llama_server):
+    """Greedy text through the server starts as the local backend's on the same GGUF (later tokens may
+    part where two candidates are near-tied: the server evaluates in other batch sizes), and the
+    sampled tokens' log-probs are the model's."""
+    remote = load_model(f"openai:{llama_server}")
+    params = SamplingParams(max_new_tokens=12)
+    for prompt in ["The capital of France is", "Question: What is 6 * 7?\nAnswer:"]:
+        (got,) = remote.generate([prompt], params)[0]
+        (want,) = lc.generate([prompt], params)[0]
+        first = _text(lc, want.token_ids[:1])
+        assert got.text.startswith(first) and len(got.logprobs) == 12
+        assert abs(got.logprobs[0] - want.logprobs[0]) <= 1e-2
+
+
+def test_openai_backend_refuses_to_score_where_the_servers_echo_is_wrong(lc, llama_server):
+    """llama-cpp-python's server (0.3.36) echoes wrong prompt log-probs: scoring through it is refused in
+    seconds. Whatever the version, the outcome must match the truth, checked against the local backend:
+    refused exactly when the server's echo disagrees with llama.cpp's own score of the same tokens."""
+    import httpx
+
+    from rationalyst.lm.openai_compat import ServerError
+
+    prompt = "The capital of France is Paris"
+    echo = httpx.post(f"{llama_server}/completions", timeout=60, json={
+        "prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0}).json()
+    echoed = echo["choices"][0]["logprobs"]["token_logprobs"][1:6]
+    (local,) = lc.score("The", [" capital of France is Paris"])
+    wrong = _max_abs(echoed, local.logprobs) > 1.0
+    remote = load_model(f"openai:{llama_server}")
+    if wrong:
+        with pytest.raises(ServerError, match="echo log-probs are not its model's"):
+            remote.score("The capital of France is", [" Paris"])
+    else:
+        (score,) = remote.score("The capital of France is", [" Paris"])
+        assert _max_abs(score.logprobs, lc.score("The capital of France is", [" Paris"])[0].logprobs) <= 1e-2

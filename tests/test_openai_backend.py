@@ -24,12 +24,23 @@ from rationalyst.lm.openai_compat import (
 BASE = "http://127.0.0.1:9/v1"
 
 
-def _model(handler, **client_options) -> tuple[OpenAIModel, list[dict]]:
-    """A backend whose server is ``handler(request_json, path) -> (status, body)``; records requests."""
+PROBE = "The capital of France is"
+
+
+def _is_probe(payload: dict) -> bool:
+    return "echo" not in payload and payload.get("prompt") == PROBE and payload.get("max_tokens") == 1
+
+
+def _model(handler, probe: bool = False, **client_options) -> tuple[OpenAIModel, list[dict]]:
+    """A backend whose server is ``handler(request_json, path) -> (status, body)``; records requests.
+    The echo check's probe is answered here without log-probs (inconclusive) unless ``probe``: then
+    ``handler`` sees it too."""
     seen: list[dict] = []
 
     def respond(request: httpx.Request) -> httpx.Response:
         payload = json.loads(request.content) if request.content else {}
+        if not probe and _is_probe(payload):
+            return httpx.Response(200, json={"choices": [{"index": 0, "text": " Paris", "logprobs": None}]})
         seen.append({"path": request.url.path, "json": payload, "auth": request.headers.get("authorization")})
         result = handler(payload, request.url.path)
         if isinstance(result, Exception):
@@ -213,3 +224,37 @@ def test_generate_seeded_sends_each_row_with_its_own_seed():
     assert [[c.text for c in row] for row in results] == [["a11", "a11"], ["b5", "b5"], ["c11", "c11"]]
     model.generate(["b"], params.model_copy(update={"seed": 5}))
     assert seen[-1]["json"] == next(r["json"] for r in seen if r["json"]["prompt"] == "b")
+
+
+def _probe_answer(sampled: float, echoed: float, generated_for_zero: int = 0):
+    """A server whose sampled log-prob of " Paris" after the probe is ``sampled`` and whose echo says ``echoed``."""
+
+    def handler(payload, path):
+        if _is_probe(payload):
+            return 200, {"choices": [{"index": 0, "text": " Paris", "logprobs": {"tokens": [" Paris"], "token_logprobs": [sampled]}}]}
+        tokens = ["The", " capital", " of", " France", " is", " Paris"] if payload["prompt"].startswith(PROBE) else ["a", "b"]
+        body = _echo_body(tokens, [None] + [-1.0] * (len(tokens) - 2) + [echoed], prompt_tokens=len(tokens))
+        if payload["max_tokens"] == 0 and generated_for_zero:
+            body["usage"]["completion_tokens"] = generated_for_zero
+        return 200, body
+
+    return handler
+
+
+def test_a_server_whose_echo_log_probs_are_not_its_models_is_refused_before_scoring():
+    """llama-cpp-python's server (0.3.36) samples " Paris" at -0.26 but echoes it at -8.45."""
+    model, seen = _model(_probe_answer(-0.264, -8.453), probe=True)
+    with pytest.raises(ServerError, match="echo log-probs are not its model's.*-0.264 when sampled but -8.453"):
+        model.score("a", ["b"])
+    assert len(seen) == 2  # the probe and its echo: no scoring request went out
+    good, seen = _model(_probe_answer(-0.264, -0.27), probe=True)
+    assert good.score("a", ["b"])[0].logprobs == [-0.27]
+    good.score("a", ["b"])
+    assert sum(_is_probe(r["json"]) for r in seen) == 1  # checked once
+
+
+def test_a_server_that_generates_for_max_tokens_zero_is_asked_for_one_token():
+    model, seen = _model(_probe_answer(-0.264, -0.27, generated_for_zero=1000), probe=True)
+    model.score("a", ["b"])
+    echoes = [r["json"]["max_tokens"] for r in seen if r["json"].get("echo")]
+    assert echoes == [0, 1]  # the probe's echo found it out; scoring asked for one token

@@ -10,8 +10,10 @@ server wants one, is read from the environment variable named by ``api_key_env``
   with vLLM's ``return_tokens_as_token_ids`` (servers that do not know it ignore it, or refuse it once,
   and it is then left out); where a server returns token text only, ``Completion.token_ids`` is empty.
 * **score**: by echo. The server gets ``prompt = context + continuation`` with ``echo=true,
-  logprobs=1, max_tokens=0`` (``1`` where 0 is refused) and returns every prompt token's log-prob
-  (``null`` for the first). The continuation's tokens are found by the `boundary` rule: the first
+  logprobs=1, max_tokens=0`` (``1`` where 0 is refused, or read as "no limit") and returns every prompt
+  token's log-prob (``null`` for the first). Before the first, one probe checks that the server's echo
+  log-probs are its model's (a sampled token's log-prob against the echo's for the same token); a server
+  that fails it (llama-cpp-python's 0.3.36) is refused with the alternatives named. The continuation's tokens are found by the `boundary` rule: the first
   token that ends after the context's end belongs to the continuation. Two ways to know the tokens:
 
   - *token-id mode* (``tokenizer`` set to the model's Hugging Face tokenizer): the pair is tokenized
@@ -54,6 +56,9 @@ from rationalyst.lm.boundary import count_context_tokens
 from rationalyst.lm.tokenization import HFTextCodec
 
 log = logging.getLogger(__name__)
+
+#: Most |sampled - echoed| log-prob of the same token after the same prompt (`OpenAIModel._check_echo`).
+ECHO_TOLERANCE = 0.1
 
 _TOKEN_ID = re.compile(r"token_id:(\d+)")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -242,8 +247,9 @@ class OpenAIModel(LanguageModel):
         self.codec = codec
         self.concurrency = concurrency
         self._token_ids_flag = True  # send return_tokens_as_token_ids until a server refuses it
-        self._zero_max_tokens = True  # ask echo with max_tokens=0 until a server refuses it
+        self._zero_max_tokens = True  # ask echo with max_tokens=0 until a server refuses (or ignores) it
         self._flag_lock = threading.Lock()
+        self._echo_checked = False  # `_check_echo` ran (once, before the first scoring request)
 
     @classmethod
     def from_spec(
@@ -374,7 +380,41 @@ class OpenAIModel(LanguageModel):
             )
         usage = answer.get("usage") or {}
         logprobs["_prompt_tokens"] = usage.get("prompt_tokens")
+        if payload["max_tokens"] == 0 and (usage.get("completion_tokens") or 0) > 0 and self._zero_max_tokens:
+            # llama-cpp-python's server reads max_tokens=0 as "no limit" and generates to the context's end.
+            with self._flag_lock:
+                self._zero_max_tokens = False
+            log.info("%s: the server generated %s tokens for max_tokens=0; asking for 1 from now on",
+                     self.name, usage.get("completion_tokens"))
         return logprobs
+
+    def _check_echo(self) -> None:
+        """Once, before the first scoring request: the log-prob the server gives a token when it samples
+        it must be the one its echo gives the same token after the same prompt. llama-cpp-python's
+        server (0.3.36) returns wrong prompt log-probs over echo (its sampled ones are right): scoring
+        through it would rank candidates by noise, so it is refused here, in seconds."""
+        probe = "The capital of France is"
+        answer = self.client.request("POST", "/completions", {
+            "model": self.model, "prompt": probe, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+        })
+        choices = answer.get("choices") or []
+        sampled = (choices[0].get("logprobs") or {}) if choices else {}
+        tokens, values = list(sampled.get("tokens") or []), list(sampled.get("token_logprobs") or [])
+        if not tokens or not values or not isinstance(values[0], (int, float)) or not tokens[0].strip():
+            return  # nothing to compare with: inconclusive
+        echoed = self._echo(probe + tokens[0])
+        n_prompt = echoed.get("_prompt_tokens") or len(echoed.get("token_logprobs") or [])
+        echo_tokens, echo_values = list(echoed.get("tokens") or []), list(echoed["token_logprobs"])
+        if n_prompt > len(echo_values) or (echo_tokens and echo_tokens[n_prompt - 1] != tokens[0]):
+            return  # the probe did not tokenize the same way: inconclusive
+        value = echo_values[n_prompt - 1]
+        if value is None or abs(float(value) - float(values[0])) > ECHO_TOLERANCE:
+            raise ServerError(
+                f"{self.name}: the server's echo log-probs are not its model's: {tokens[0]!r} after {probe!r} is "
+                f"{float(values[0]):.3f} when sampled but {value if value is None else round(float(value), 3)} over "
+                "echo (llama-cpp-python's server computes prompt log-probs wrongly); score with the llamacpp: "
+                "backend on the same GGUF, `rationalyst serve`, or a vLLM server instead"
+            )
 
     def _score_pair(self, pair: tuple[Prompt, str]) -> ContinuationScore:
         context, continuation = pair
@@ -410,5 +450,8 @@ class OpenAIModel(LanguageModel):
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[list[ContinuationScore]]:
         pairs = [(r.context, c) for r in requests for c in r.continuations]
+        if pairs and not self._echo_checked:
+            self._check_echo()
+            self._echo_checked = True
         flat = iter(self._map(self._score_pair, pairs))
         return [[next(flat) for _ in r.continuations] for r in requests]
