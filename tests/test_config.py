@@ -105,3 +105,19 @@ def test_execution_settings_do_not_change_the_hash():
     assert config_hash(base) == config_hash(FilterConfig(input="in", output="out", scorer={"spec": "builtin:smollm2-135m", "batch_size": 2}))
     assert config_hash(base) != config_hash(FilterConfig(input="in", output="out", gamma=0.8))
     assert config_hash(base) != config_hash(FilterConfig(input="in", output="out", scorer="hf:/other"))
+
+
+def test_fields_added_later_leave_the_hash_of_earlier_runs_alone_while_at_their_default():
+    """A run made before `dvts_budget` and `implicit_prm_beta` existed keeps its hash after the upgrade
+    (reference: the payload hashed by hand without them); setting one changes it."""
+    import hashlib
+    import json
+
+    from rationalyst.config import config_hash
+    from rationalyst.search.settings import SearchSettings
+
+    before = {k: v for k, v in SearchSettings().model_dump().items() if k not in ("dvts_budget", "implicit_prm_beta")}
+    payload = json.dumps(before, sort_keys=True, separators=(",", ":"), default=str)
+    assert config_hash(SearchSettings()) == hashlib.sha256(payload.encode()).hexdigest()[:16]
+    assert config_hash(SearchSettings(dvts_budget=12)) != config_hash(SearchSettings())
+    assert config_hash(SearchSettings(implicit_prm_beta=1.0)) != config_hash(SearchSettings())

@@ -30,12 +30,18 @@ class StrictModel(BaseModel):
     #: Fields that say how to run, not what to compute (batch sizes, devices, shard sizes): changing
     #: them keeps a run resumable, so they are left out of `config_hash`.
     execution_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Fields added after runs were made with this config: left out of `config_hash` while they hold
+    #: their default, so a finished run stays finished (and a half-done one resumable) across the upgrade.
+    added_fields: ClassVar[frozenset[str]] = frozenset()
 
 
 def _result_values(value: Any) -> Any:
     if isinstance(value, BaseModel):
         skip = getattr(value, "execution_fields", frozenset())
-        return {k: _result_values(getattr(value, k)) for k in type(value).model_fields if k not in skip}
+        fields = type(value).model_fields
+        added = {k for k in getattr(value, "added_fields", frozenset())
+                 if getattr(value, k) == fields[k].get_default(call_default_factory=True)}
+        return {k: _result_values(getattr(value, k)) for k in fields if k not in skip and k not in added}
     if isinstance(value, dict):
         return {k: _result_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -44,6 +44,8 @@ class RolesConfig(StrictModel):
     search: SearchSettings = Field(default_factory=SearchSettings, description="Sampling and scoring settings.")
     seed: int = Field(0, description="Base seed; each problem's samples derive from it and the trajectory.")
 
+    added_fields = frozenset({"prm"})
+
     def role_model(self, role: str) -> ModelConfig | PrmConfig:
         if role == "prm":
             if self.prm is None:

@@ -46,3 +46,5 @@ class SearchSettings(StrictModel):
         description="explicit: 'keep' every step's rationale in the agent's context for the later steps (the "
         "paper's agent), or show only the 'current' one.",
     )
+
+    added_fields = frozenset({"implicit_prm_beta", "dvts_budget"})

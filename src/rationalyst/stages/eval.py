@@ -126,6 +126,8 @@ class EvalRunConfig(StrictModel):
     search: SearchSettings
     seed: int
 
+    added_fields = frozenset({"prm"})
+
 
 @dataclass
 class EvalSummary:

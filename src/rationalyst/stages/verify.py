@@ -35,6 +35,7 @@ class VerifyConfig(RolesConfig):
     overwrite: bool = Field(False, description="Start over instead of resuming.")
 
     execution_fields = frozenset({"overwrite"})
+    added_fields = frozenset({"prm", "verifier"})
 
     @model_validator(mode="after")
     def _prm_given_when_used(self) -> VerifyConfig:
