@@ -271,3 +271,21 @@ def test_openai_backend_refuses_to_score_where_the_servers_echo_is_wrong(lc, lla
     else:
         (score,) = remote.score("The capital of France is", [" Paris"])
         assert _max_abs(score.logprobs, lc.score("The capital of France is", [" Paris"])[0].logprobs) <= 1e-2
+
+
+def test_openai_backend_through_llama_cpp_server_chat_stops_n_seeds_and_errors(lc, llama_server):
+    """Chat (the server's template from the GGUF), stop strings, n samples, seeds and a refused request,
+    each against what the local backend or the request itself says."""
+    remote = load_model(f"openai:{llama_server}")
+    (chat,) = remote.generate([CHAT], SamplingParams(max_new_tokens=8))[0]
+    (local_chat,) = lc.generate([CHAT], SamplingParams(max_new_tokens=8))[0]
+    assert chat.text and chat.text.split()[0] == local_chat.text.split()[0]
+    stopped = remote.generate(["Count: 1, 2, 3,"], SamplingParams(max_new_tokens=30, stop=(",",)))[0][0]
+    assert "," not in stopped.text and stopped.finish_reason == "stop"
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, seed=7)
+    first, again = remote.generate(["Once upon a time"], params)[0], remote.generate(["Once upon a time"], params)[0]
+    assert len(first) == 2 and [c.text for c in first] == [c.text for c in again]
+    other = remote.generate(["Once upon a time"], params.model_copy(update={"seed": 8}))[0]
+    assert [c.text for c in other] != [c.text for c in first]
+    with pytest.raises(RationalystError, match="HTTP 4"):
+        remote.generate(["x" * 8000], SamplingParams(max_new_tokens=8))  # over the server's n_ctx of 1024

@@ -258,3 +258,17 @@ def test_a_server_that_generates_for_max_tokens_zero_is_asked_for_one_token():
     model.score("a", ["b"])
     echoes = [r["json"]["max_tokens"] for r in seen if r["json"].get("echo")]
     assert echoes == [0, 1]  # the probe's echo found it out; scoring asked for one token
+
+
+def test_a_server_that_ignores_n_is_asked_one_completion_at_a_time():
+    def handler(payload, path):  # always one choice, as llama-cpp-python's server
+        return 200, {"choices": [{"index": 0, "text": f"s{payload.get('seed')}", "finish_reason": "stop"}]}
+
+    model, seen = _model(handler)
+    (row,) = model.generate(["a"], SamplingParams(n=3, temperature=0.7, max_new_tokens=5, seed=10))
+    assert [c.text for c in row] == ["s10", "s11", "s12"]
+    assert [r["json"]["n"] for r in seen] == [3, 1, 1, 1]
+    (row,) = model.generate(["a"], SamplingParams(n=2, temperature=0.7, max_new_tokens=5, seed=4))
+    assert [c.text for c in row] == ["s4", "s5"] and [r["json"]["n"] for r in seen[4:]] == [1, 1]  # remembered
+    (greedy,) = model.generate(["a"], SamplingParams(n=2, max_new_tokens=5))
+    assert [c.text for c in greedy] == ["sNone", "sNone"] and seen[-1]["json"]["n"] == 1

@@ -250,6 +250,7 @@ class OpenAIModel(LanguageModel):
         self._zero_max_tokens = True  # ask echo with max_tokens=0 until a server refuses (or ignores) it
         self._flag_lock = threading.Lock()
         self._echo_checked = False  # `_check_echo` ran (once, before the first scoring request)
+        self._server_n = True  # send n > 1 in one request until a server answers it with one completion
 
     @classmethod
     def from_spec(
@@ -334,6 +335,8 @@ class OpenAIModel(LanguageModel):
 
     def _generate_one(self, item: tuple[int, Prompt, SamplingParams]) -> list[Completion]:
         index, prompt, params = item
+        if params.n > 1 and not self._server_n:
+            return self._one_by_one(index, prompt, params)
         chat = not isinstance(prompt, str)
         payload = self._sampling_fields(params, index)
         if chat:
@@ -344,9 +347,26 @@ class OpenAIModel(LanguageModel):
             path = "/completions"
         answer = self._post_optional(path, payload, "_token_ids_flag", "return_tokens_as_token_ids", None)
         choices = sorted(answer.get("choices") or [], key=lambda c: c.get("index", 0))
+        if len(choices) == 1 and params.n > 1:
+            # The server ignores n (llama-cpp-python's does): ask for the others one at a time from now on.
+            with self._flag_lock:
+                self._server_n = False
+            log.info("%s: the server returned 1 completion for n=%d; asking one at a time from now on", self.name, params.n)
+            return self._one_by_one(index, prompt, params)
         if len(choices) != params.n:
             raise ServerError(f"{self.name}: asked for {params.n} completions, the server returned {len(choices)}")
         return [completion_from_choice(c, chat=chat) for c in choices]
+
+    def _one_by_one(self, index: int, prompt: Prompt, params: SamplingParams) -> list[Completion]:
+        """n completions as n requests of one (sample j seeded ``seed + j``; greedy: one, copied)."""
+        if params.greedy:
+            (one,) = self._generate_one((index, prompt, params.model_copy(update={"n": 1})))
+            return [one] * params.n
+        out = []
+        for j in range(params.n):
+            seed = None if params.seed is None else params.seed + j
+            out += self._generate_one((index, prompt, params.model_copy(update={"n": 1, "seed": seed})))
+        return out
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         return self._map(self._generate_one, [(i, p, params) for i, p in enumerate(prompts)])
