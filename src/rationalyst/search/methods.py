@@ -138,24 +138,20 @@ def best_of_n(verifier: str) -> MethodProgram:
     name = _method_name("best-of-n", verifier)
 
     def run(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
-        return (yield from _best_of_n(item, roles, settings, seed, verifier, name))
+        started = time.perf_counter()
+        samples = yield from sample_solutions(item, roles, settings, settings.best_of_n, settings.temperature, seed, "best-of-n")
+        verdicts = yield from gather([verify_program(item, steps, roles, settings, verifier=verifier) for _, steps, _ in samples])
+        step_scores = [[v.score for v in row] for row in verdicts]
+        totals = [aggregate(s, settings.aggregate, probabilities=verifier == "prm") for s in step_scores]
+        chosen = max(range(len(samples)), key=lambda i: (totals[i], -i))
+        candidates = [candidate for candidate, _, _ in samples]
+        records = [
+            step_record(None, candidates, totals, chosen, step_scores=[[round(x, 6) for x in s] for s in step_scores])
+        ]
+        _, steps, stop = samples[chosen]
+        return trace_record(item, name, steps, records, stop, roles, started, aggregate=settings.aggregate)
 
     return run
-
-
-def _best_of_n(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int, verifier: str, name: str) -> Program:
-    started = time.perf_counter()
-    samples = yield from sample_solutions(item, roles, settings, settings.best_of_n, settings.temperature, seed, "best-of-n")
-    verdicts = yield from gather([verify_program(item, steps, roles, settings, verifier=verifier) for _, steps, _ in samples])
-    step_scores = [[v.score for v in row] for row in verdicts]
-    totals = [aggregate(s, settings.aggregate, probabilities=verifier == "prm") for s in step_scores]
-    chosen = max(range(len(samples)), key=lambda i: (totals[i], -i))
-    candidates = [candidate for candidate, _, _ in samples]
-    records = [
-        step_record(None, candidates, totals, chosen, step_scores=[[round(x, 6) for x in s] for s in step_scores])
-    ]
-    _, steps, stop = samples[chosen]
-    return trace_record(item, name, steps, records, stop, roles, started, aggregate=settings.aggregate)
 
 
 @dataclass
@@ -175,30 +171,26 @@ def beam_search(verifier: str) -> MethodProgram:
     name, rate = _method_name("beam", verifier), HEURISTICS[verifier]
 
     def run(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
-        return (yield from _beam(item, roles, settings, seed, rate, name))
+        started = time.perf_counter()
+        beams, finished = [_Beam()], []
+        for _ in range(settings.max_steps):
+            children = []
+            decisions = yield from gather([rate(StepContext(item, beam.steps, roles, settings, seed)) for beam in beams])
+            for beam, decision in zip(beams, decisions):
+                for j, (candidate, score) in enumerate(zip(decision.candidates, decision.scores)):
+                    record = step_record(decision.rationale, decision.candidates, decision.scores, j)
+                    children.append(_Beam(beam.steps + [candidate.text], beam.records + [record], beam.scores + [score]))
+            unique = {tuple(c.steps): c for c in children}.values()  # same steps, same path: keep one
+            ranked = sorted(unique, key=lambda c: -c.value)
+            finished += [c for c in ranked if has_final_answer(c.steps[-1], item)]
+            beams = [c for c in ranked if not has_final_answer(c.steps[-1], item)][: settings.beam_width]
+            if len(finished) >= settings.beam_width or not beams:
+                break
+        pool, stop = (finished, "answer") if finished else (beams, "max_steps" if beams else "no_candidates")
+        best = max(pool, key=lambda c: c.value) if pool else _Beam()
+        return trace_record(item, name, best.steps, best.records, stop, roles, started, path_score=round(best.value, 6))
 
     return run
-
-
-def _beam(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int, rate, name: str) -> Program:
-    started = time.perf_counter()
-    beams, finished = [_Beam()], []
-    for _ in range(settings.max_steps):
-        children = []
-        decisions = yield from gather([rate(StepContext(item, beam.steps, roles, settings, seed)) for beam in beams])
-        for beam, decision in zip(beams, decisions):
-            for j, (candidate, score) in enumerate(zip(decision.candidates, decision.scores)):
-                record = step_record(decision.rationale, decision.candidates, decision.scores, j)
-                children.append(_Beam(beam.steps + [candidate.text], beam.records + [record], beam.scores + [score]))
-        unique = {tuple(c.steps): c for c in children}.values()  # same steps, same path: keep one
-        ranked = sorted(unique, key=lambda c: -c.value)
-        finished += [c for c in ranked if has_final_answer(c.steps[-1], item)]
-        beams = [c for c in ranked if not has_final_answer(c.steps[-1], item)][: settings.beam_width]
-        if len(finished) >= settings.beam_width or not beams:
-            break
-    pool, stop = (finished, "answer") if finished else (beams, "max_steps" if beams else "no_candidates")
-    best = max(pool, key=lambda c: c.value) if pool else _Beam()
-    return trace_record(item, name, best.steps, best.records, stop, roles, started, path_score=round(best.value, 6))
 
 
 def dvts(verifier: str) -> MethodProgram:
