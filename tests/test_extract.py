@@ -299,6 +299,30 @@ def test_bad_inputs_are_skipped_and_counted(tmp_path):
     check_counts(counts)
 
 
+def test_a_document_budget_extracts_a_seeded_sample_that_grows_by_superset(tmp_path):
+    import hashlib
+
+    data = tmp_path / "docs.jsonl"
+    ids = [f"doc-{i}" for i in range(30)]
+    rows = [{"id": d, "text": f"{d} starts here, with a first sentence. Then it ends.", "source": "web"} for d in ids]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def expected(size, seed):  # the lowest sha256("seed\0id") values, computed without the stage's code
+        rank = {d: hashlib.sha256(f"{seed}\x00{d}".encode()).hexdigest()[:16] for d in ids}
+        return sorted(ids, key=rank.__getitem__)[:size]
+
+    extracted = {}
+    for size, seed in [(5, 0), (12, 0), (5, 1)]:
+        model = FakeModel(lambda i, p: "A reason.")
+        out = tmp_path / f"out-{size}-{seed}"
+        counts = extract.run(config(tmp_path, input=data, output=out, sample_documents=size, sample_seed=seed),
+                             model=model)
+        extracted[size, seed] = [r["doc_id"] for r in read_records(out)]
+        assert extracted[size, seed] == expected(size, seed)
+        assert counts["documents_read"] == counts["documents_extracted"] == size
+    assert set(extracted[5, 0]) < set(extracted[12, 0]) and extracted[5, 0] != extracted[5, 1]
+
+
 def test_long_preceding_is_truncated_for_the_prompt(tmp_path):
     text = " ".join(f"Sentence number {i} is here." for i in range(40))
     data = tmp_path / "long.jsonl"

@@ -62,6 +62,8 @@ text, repeated ids) are not "done" and are counted again by every session, as `R
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import logging
 import math
 import time
@@ -184,6 +186,14 @@ class ExtractConfig(StrictModel):
         description="Records (rationales + document summaries) per shard, approximately: shards end "
         "only between batches of documents, and at least every 30 seconds.",
     )
+    sample_documents: int | None = Field(
+        None,
+        ge=1,
+        description="Extract from a seeded sample of this many input documents only (a budget for small "
+        "machines); each document's rank is a hash of sample_seed and its id, so a larger sample contains "
+        "a smaller one and the input's order does not matter.",
+    )
+    sample_seed: int = Field(0, description="Seed of sample_documents' ranking.")
     overwrite: bool = Field(False, description="Start over instead of resuming an earlier run.")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="local, or ray.")
 
@@ -511,6 +521,23 @@ def read_documents(path: Path, run: RunDir, config: ExtractConfig) -> Iterator[D
         yield Document(doc_id, text, source, config.kind_for(source))
 
 
+def sample_rank(seed: int, doc_id: str) -> int:
+    """A document's place in the seeded sample: the first 8 bytes of sha256(seed, id)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\x00{doc_id}".encode()).digest()[:8], "big")
+
+
+def sample_documents(documents: Iterable[Document], size: int, seed: int) -> list[Document]:
+    """The ``size`` documents of lowest `sample_rank`, in rank order (memory: ``size`` documents)."""
+    heap: list[tuple[int, int, Document]] = []  # (-rank, input position, document): a max-heap of the kept
+    for position, doc in enumerate(documents):
+        item = (-sample_rank(seed, doc.id), position, doc)
+        if len(heap) < size:
+            heapq.heappush(heap, item)
+        elif item[0] > heap[0][0]:
+            heapq.heapreplace(heap, item)
+    return [doc for _, _, doc in sorted(heap, key=lambda item: (-item[0], item[1]))]
+
+
 # ============================================================================ the stage
 
 
@@ -609,7 +636,10 @@ def run(config: ExtractConfig, model: LanguageModel | None = None) -> dict[str, 
         resumed = len(done)
 
         def pending() -> Iterator[dict[str, Any]]:
-            for doc in read_documents(config.input, out, config):
+            documents = read_documents(config.input, out, config)
+            if config.sample_documents is not None:
+                documents = sample_documents(documents, config.sample_documents, config.sample_seed)
+            for doc in documents:
                 read["documents"] += 1
                 if doc.id not in done:
                     yield {"id": doc.id, "text": doc.text, "source": doc.source, "kind": doc.kind}
