@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from rationalyst.lm import SamplingParams
 
 CHAT = [{"role": "user", "content": "Name three colours."}]
@@ -50,3 +52,73 @@ def test_finish_reason_stop_on_end_of_turn(default_model):
     )[0]
     assert done.finish_reason == "stop"
     assert "<|im_end|>" not in done.text
+
+
+def _reference_generate(model, prompts, params, seeds):
+    """transformers' own ``generate`` on the left-padded prompts, each prompt's rows drawn from its own
+    generator (`RowSeededSampler`), every row run to the end: (token ids, log-probs) per sample."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from rationalyst.lm.hf import RowSeededSampler
+
+    encoded = [model._encode(p) for p in prompts]
+    width = max(map(len, encoded))
+    ids = torch.tensor([[model.pad_id] * (width - len(e)) + e for e in encoded]).repeat_interleave(params.n, 0)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded]).repeat_interleave(params.n, 0)
+    kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=False,
+                  return_dict_in_generate=True, output_logits=True, pad_token_id=model.pad_id,
+                  eos_token_id=model.eos_ids, temperature=None, top_p=None, top_k=None)
+    if not params.greedy:
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [RowSeededSampler(generators, params.n, params.temperature, params.top_p)])
+    if params.stop:
+        kwargs.update(stop_strings=list(params.stop), tokenizer=model.tokenizer)
+    out = model.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    rows = []
+    for r in range(out.sequences.shape[0]):
+        tokens, logprobs = [], []
+        for j, step in enumerate(out.logits):
+            tok = int(out.sequences[r, width + j])
+            tokens.append(tok)
+            logprobs.append(float(torch.log_softmax(step[r].float(), -1)[tok]))
+            if tok in model.eos_ids or (params.stop and any(
+                    s in model.tokenizer.decode(tokens) for s in params.stop)):
+                break
+        rows.append((tokens, logprobs))
+    return rows
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(max_new_tokens=20, stop=("\n",)),
+        SamplingParams(n=3, temperature=0.9, max_new_tokens=20, stop=(".", "\n")),
+        SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=12),
+    ],
+)
+def test_decoding_makes_the_tokens_transformers_generate_makes(default_model, params):
+    """The decode loop drops finished prompts from the batch: every sample still equals transformers'
+    generate (tokens exactly, log-probs to 1e-4), short and long prompts mixed, chat and plain."""
+    default_model.prefix_cache.capacity, capacity = 0, default_model.prefix_cache.capacity
+    prompts = [CHAT, "Count: 1, 2, 3,", "Tell me a story about a dragon who lives in a cave by the sea", "Hi"]
+    seeds = [3, 1, 4, 1]
+    try:
+        got = default_model.generate_seeded(prompts, params.model_copy(update={"stop": ()}), seeds)
+        with_stop = default_model.generate_seeded(prompts, params, seeds)
+    finally:
+        default_model.prefix_cache.capacity = capacity
+    default_model.batch_size = 4 * params.n  # one engine batch, as the reference
+    for run, p in ((got, params.model_copy(update={"stop": ()})), (with_stop, params)):
+        reference = _reference_generate(default_model, prompts, p, seeds)
+        samples = [c for row in run for c in row]
+        assert len(samples) == len(reference) == len(prompts) * params.n
+        for sample, (tokens, logprobs) in zip(samples, reference):
+            end = len(sample.token_ids)
+            assert sample.token_ids == tokens[:end]
+            assert max((abs(a - b) for a, b in zip(sample.logprobs, logprobs)), default=0) < 1e-4
+            if sample.finish_reason == "length":
+                assert end == len(tokens) == params.max_new_tokens
+    if params.stop:  # prompts finish at different steps: rows do leave the batch
+        assert len({len(c.token_ids) for row in with_stop for c in row}) > 1

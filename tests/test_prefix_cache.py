@@ -76,3 +76,36 @@ def test_store_keeps_the_longest_entry_and_evicts_least_recent(model):
     cache.store([7], out)
     cache.store([8], out)
     assert len(cache) == 2 and cache.lookup([1, 2, 3], limit=10)[0] == 0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [SamplingParams(max_new_tokens=8), SamplingParams(n=2, temperature=0.8, max_new_tokens=8, seed=5)],
+)
+def test_a_batch_mixing_stored_trajectories_and_a_new_prompt_reuses_each_row_s_prefix(model, params):
+    """Two rows extend prefixes stored by an earlier call, one is new: the result equals generation with no
+    reuse at all, and the new row's long prompt is not rerun by the rows that have theirs stored."""
+    first = [QUESTION + "He buys 5 more apples.", "Question: Ann reads 4 pages a day for a week.\nShe reads 4 pages.\n"]
+    extended = [first[0] + "\nSo", first[1] + "In 7 days"]
+    fresh = ("Question: A farmer has 12 cows, 30 hens and 4 horses; each cow gives 9 litres of milk a day and "
+             "he sells it at 2 dollars a litre. How much does he earn in a week?\n")
+    prompts = extended + [fresh]
+    model.prefix_cache.capacity = 0
+    reference = model.generate_seeded(prompts, params, [3, 4, 5])
+    model.prefix_cache.capacity = 8
+    model.generate(first, SamplingParams(max_new_tokens=1))  # stores the two trajectories' prefixes
+    before = model.generation_forwarded
+    got = model.generate_seeded(prompts, params, [3, 4, 5])
+    forwarded = model.generation_forwarded - before
+    for got_row, ref_row in zip(got, reference):
+        assert [c.token_ids for c in got_row] == [c.token_ids for c in ref_row]
+        for g, r in zip(got_row, ref_row):
+            assert max(abs(a - b) for a, b in zip(g.logprobs, r.logprobs)) < 1e-4
+    ids = [model.tokenizer(p)["input_ids"] for p in prompts]
+    stored = [common_prefix_length(model.tokenizer(f)["input_ids"], i) for f, i in zip(first, ids)]
+    need_stored = max(len(i) - 1 - s for i, s in zip(ids, stored))
+    need_fresh = len(ids[2]) - 1
+    last_column = len(prompts) * params.n
+    assert need_fresh > 4 * need_stored  # the case this is about
+    assert forwarded <= need_fresh + len(prompts) * need_stored + last_column
+    assert forwarded < len(prompts) * need_fresh  # what one pass from the new row's first column costs

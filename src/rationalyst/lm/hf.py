@@ -10,7 +10,9 @@ tests and benchmarks compare against.
 
 With ``prefix_cache > 0`` the model also keeps the KV of its last few single prompts (`PrefixCache`):
 a scoring trunk or a generation prompt that extends one of them runs only its new tokens. The step
-search needs this, its trajectory growing one step at a time.
+search needs this, its trajectory growing one step at a time; in a batch of many problems each row
+reuses its own stored prefix (`HFModel._prefill`), and a prompt's rows leave the decode loop once its
+samples have all finished (`hf_decode`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import DynamicCache, LogitsProcessor, StopStringCriteria, TemperatureLogitsWarper, TopPLogitsWarper
 
 from rationalyst.console import progress
 from rationalyst.errors import ModelNotFoundError, RationalystError
@@ -36,10 +38,15 @@ from rationalyst.lm.base import (
     ScoreRequest,
 )
 from rationalyst.lm.boundary import SplitSequence, shared_prefix_length
-from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, output_cache
+from rationalyst.lm.hf_decode import decode
+from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, cache_layers, output_cache
 from rationalyst.lm.tokenization import HFTextCodec
 
 log = logging.getLogger(__name__)
+
+#: What a second prefill pass costs, in row-columns of a forward pass (`HFModel._prefill`): one pass more
+#: is worth it only when it spares the batch more recomputation than this.
+SECOND_PASS_COST = 32
 
 
 def resolve_device(device: str) -> torch.device:
@@ -74,7 +81,7 @@ class RowSeededSampler(LogitsProcessor):
     top-p, then softmax; no top-k), and one ``multinomial`` over the group's rows per step consumes
     the generator as transformers' global ``torch.multinomial`` would for that prompt alone, so a
     batch of one reproduces ``torch.manual_seed(seed)`` sampling exactly. It returns scores that are
-    -inf except at the drawn token, for transformers' greedy step to pick.
+    -inf except at the drawn token, for the decode loop's argmax (`hf_decode`) to pick.
     """
 
     def __init__(self, generators: Sequence[torch.Generator], n: int, temperature: float, top_p: float) -> None:
@@ -116,9 +123,10 @@ class HFModel(LanguageModel):
         self.forwarded_tokens = 0
         #: The same per request of the last `score_many` / `score_in_documents` call (a batch's cost per row).
         self.forwarded_per_request: list[int] = []
-        #: Prompt tokens run through the model by `generate` (padding excluded; n samples of a prompt whose
-        #: KV is copied count once, the last prompt token once per sample).
+        #: Prompt positions run through the model by `generate`: rows times columns of every prefill pass
+        #: (left padding included: it costs the same), and the last prompt column once per sample.
         self.generation_forwarded = 0
+        self._stop_checks: dict[tuple[str, ...], StopStringCriteria] = {}
         #: KV of recent single prompts (scoring trunks, generation prompts); capacity 0 disables it.
         self.prefix_cache = PrefixCache(prefix_cache)
         # The KV-cache argument of forward and generate: `cache` (transformers >= 5.2x), `past_key_values` before.
@@ -390,35 +398,89 @@ class HFModel(LanguageModel):
             results.extend(self._generate_batch([encoded[i] for i in chunk], params, [seeds[i] for i in chunk]))
         return results
 
-    def _reused_prefix(self, encoded: Sequence[list[int]], width: int) -> tuple[int, Any]:
-        """The KV of the first columns of the left-padded batch that every row has stored: (columns, cache).
+    def _prefill(self, encoded: Sequence[list[int]], input_ids, attention, end: int) -> Any:
+        """A cache holding columns ``[0, end)`` of the left-padded batch for every row, or None if ``end`` is 0.
 
-        Rows are right-aligned, so a cut at column ``width - m`` (``m``: the most new tokens of any row)
-        lies inside every row's stored prefix; a row recomputes only the difference between its new
-        tokens and ``m``, which in the step search is a few tokens (every trajectory grew by one step).
+        Row *i* sits in columns ``[width - len_i, width)``; its stored prefix (`PrefixCache.peek`) covers
+        the first of them, and only the rest, ``need_i`` columns before ``end``, must run. One forward
+        pass over the columns the neediest row lacks would make every row recompute that many (a problem
+        that just joined the batch has little stored, every other trajectory all but one step). So the
+        rows are split in two by need: the neediest ``k`` rows run alone over the columns only they lack,
+        then every row runs the columns that the others lack too; ``k`` minimizes the row-columns run
+        (counting a second pass as `SECOND_PASS_COST` row-columns). Stored KV is copied, never written to.
         """
-        found = [self.prefix_cache.peek(ids, len(ids) - 1) for ids in encoded]
-        most_new = max(len(ids) - n for ids, (n, _) in zip(encoded, found))
-        cut = width - most_new
-        if cut <= 0:
-            return 0, None
+        if end <= 0:
+            return None
+        width = input_ids.shape[1]
+        found = [self.prefix_cache.peek(ids, min(len(ids), end - (width - len(ids)))) for ids in encoded]
+        if all(stored is None for _, stored in found):
+            return output_cache(self._forward_columns(input_ids, attention, 0, end, None))
+        template = next(stored for _, stored in found if stored is not None)
+        need = [end - (width - len(ids)) - used for ids, (used, _) in zip(encoded, found)]
+        order = sorted(range(len(encoded)), key=lambda i: -need[i])
+        sorted_need = [need[i] for i in order] + [0]
+        rows = len(encoded)
+
+        def cost(k: int) -> int:
+            return k * (sorted_need[0] - sorted_need[k]) + rows * sorted_need[k] + (SECOND_PASS_COST if k else 0)
+
+        k = min(range(rows + 1), key=cost)
+        first, rest = sorted(order[:k]), sorted(order[k:])
+        split = end - sorted_need[k]  # columns before this: the rest have them stored
+        fresh_start = end - sorted_need[0]
         layers = None
+        if first and split > fresh_start:
+            sub = self._stored_layers(
+                [encoded[i] for i in first], [found[i] for i in first], template, width, fresh_start
+            )
+            sub = DynamicCache(ddp_cache_data=sub) if sub else None
+            out = self._forward_columns(input_ids[first], attention[first], fresh_start, split, sub)
+            if not rest:
+                return output_cache(out)
+            layers = self._stored_layers(encoded, found, template, width, split, skip=set(first))
+            index = torch.tensor(first, device=input_ids.device)
+            for (keys, values), (k_new, v_new) in zip(layers, cache_layers(output_cache(out))):
+                keys.index_copy_(0, index, k_new)
+                values.index_copy_(0, index, v_new)
+        else:
+            split = fresh_start
+            layers = self._stored_layers(encoded, found, template, width, split)
+        past = DynamicCache(ddp_cache_data=layers) if layers else None
+        if split < end:
+            past = output_cache(self._forward_columns(input_ids, attention, split, end, past))
+        return past
+
+    def _stored_layers(self, encoded, found, template, width: int, upto: int, skip=frozenset()) -> list | None:
+        """Per-layer (keys, values) of shape (rows, heads, upto, dim): each row's stored prefix in its
+        columns before ``upto`` (zeros where padding is, and for the rows in ``skip``); ``template``: any
+        stored entry, for the shapes."""
+        if upto <= 0:
+            return None
+        layers = [
+            (k.new_zeros((len(encoded), k.shape[1], upto, k.shape[3])), v.new_zeros((len(encoded), v.shape[1], upto, v.shape[3])))
+            for k, v in template
+        ]
         for i, (ids, (_, stored)) in enumerate(zip(encoded, found)):
-            use = len(ids) - most_new
-            if use <= 0:
+            begin = width - len(ids)
+            use = upto - begin
+            if i in skip or use <= 0:
                 continue
-            if layers is None:
-                layers = [
-                    (k.new_zeros((len(encoded), k.shape[1], cut, k.shape[3])), v.new_zeros((len(encoded), v.shape[1], cut, v.shape[3])))
-                    for k, v in stored
-                ]
             for (keys, values), (k, v) in zip(layers, stored):
-                keys[i, :, cut - use :] = k[0, :, :use]
-                values[i, :, cut - use :] = v[0, :, :use]
+                keys[i, :, begin:upto] = k[0, :, :use]
+                values[i, :, begin:upto] = v[0, :, :use]
             self.prefix_cache.reused_tokens += use
-        if layers is None:
-            return 0, None
-        return cut, DynamicCache(ddp_cache_data=layers)
+        return layers
+
+    def _forward_columns(self, input_ids, attention, start: int, stop: int, past) -> Any:
+        """Run columns ``[start, stop)`` of a left-padded batch on a cache holding the columns before."""
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids[:, start:stop], attention_mask=attention[:, :stop],
+            position_ids=positions[:, start:stop], use_cache=True, logits_to_keep=1,
+            **({self.cache_arg: past} if past is not None else {}),
+        )
+        self.generation_forwarded += input_ids.shape[0] * (stop - start)
+        return out
 
     def _generate_batch(
         self, encoded: Sequence[list[int]], params: SamplingParams, seeds: Sequence[int | None]
@@ -436,64 +498,41 @@ class HFModel(LanguageModel):
             attention[i, width - len(ids) :] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         self.prefix_cache.reserve(len(encoded) * params.n)
-        # Each row may extend a prefix it stored before (its trajectory's previous prompt).
-        cut, past = self._reused_prefix(encoded, width)
-        copies = params.n
-        kwargs: dict[str, Any] = {}
-        if params.n > 1 and width - 1 > cut:
-            # Run the prompts once, then copy their KV for the n samples (not n passes over each prompt).
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(
-                input_ids=input_ids[:, cut : width - 1], attention_mask=attention[:, : width - 1],
-                position_ids=positions[:, cut : width - 1], use_cache=True,
-                **({self.cache_arg: past} if past is not None else {}),
-            )
-            self.generation_forwarded += int(attention[:, cut : width - 1].sum())
-            cut, past = width - 1, output_cache(out)
-        if past is not None:
-            if params.n > 1:
+        # Every column but the last runs here, each row reusing the prefix it stored before (its
+        # trajectory's previous prompt); with n samples the prompts run once and their KV is copied.
+        past = self._prefill(encoded, input_ids, attention, width - 1)
+        if params.n > 1:
+            if past is not None:
                 past.batch_repeat_interleave(params.n)
-                input_ids = input_ids.repeat_interleave(params.n, dim=0)
-                attention = attention.repeat_interleave(params.n, dim=0)
-                copies = 1
-            kwargs[self.cache_arg] = past
-        kwargs.update({
-            "max_new_tokens": params.max_new_tokens,
-            "num_return_sequences": copies,
-            "do_sample": False,
-            "return_dict_in_generate": True,
-            "output_logits": True,
-            "pad_token_id": self.pad_id,
-            "eos_token_id": self.eos_ids,
-            "temperature": None,
-            "top_p": None,
-            "top_k": None,
-        })
+            input_ids = input_ids.repeat_interleave(params.n, dim=0)
+            attention = attention.repeat_interleave(params.n, dim=0)
+        sampler = None
         if not params.greedy:
             generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-            kwargs["logits_processor"] = LogitsProcessorList(
-                [RowSeededSampler(generators, params.n, params.temperature, params.top_p)]
-            )
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        self.generation_forwarded += int(attention[:, cut:].sum())
-        cache = output_cache(out)
-        for i, ids in enumerate(encoded):
-            self.prefix_cache.store(ids, cache, row=i * params.n, start=width - len(ids))
-        new_tokens = out.sequences[:, width:]
-        step_logprobs = torch.stack(
-            [
-                torch.log_softmax(step.float(), dim=-1).gather(-1, new_tokens[:, j : j + 1]).squeeze(-1)
-                for j, step in enumerate(out.logits)
-            ],
-            dim=1,
+            sampler = RowSeededSampler(generators, params.n, params.temperature, params.top_p)
+
+        def store_prompts(cache) -> None:
+            for i, ids in enumerate(encoded):
+                self.prefix_cache.store(ids, cache, row=i * params.n, start=width - len(ids))
+
+        rows = decode(
+            self.model, self.cache_arg, input_ids, attention, past, params.n, params.max_new_tokens,
+            self.eos_ids, self.pad_id, sampler=sampler, stop=self._stop_criteria(params.stop),
+            on_prompt_cache=store_prompts,
         )
-        completions = [
-            self._completion(new_tokens[row].tolist(), step_logprobs[row].tolist(), params)
-            for row in range(new_tokens.shape[0])
-        ]
+        self.generation_forwarded += input_ids.shape[0] * (1 if past is not None else width)
+        completions = [self._completion(row.tokens, row.logprobs, params) for row in rows]
         return [completions[i * params.n : (i + 1) * params.n] for i in range(len(encoded))]
+
+    def _stop_criteria(self, stop: Sequence[str]):
+        """transformers' stop-string check for these strings (built once per set: it scans the vocabulary)."""
+        if not stop:
+            return None
+        key = tuple(stop)
+        if key not in self._stop_checks:
+            self._stop_checks[key] = StopStringCriteria(self.tokenizer, list(stop))
+        check = self._stop_checks[key]
+        return lambda sequences: check(sequences, None)
 
     def _completion(self, tokens: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
         finish = "length"
