@@ -100,6 +100,33 @@ def test_methods_that_chose_differently_on_identical_candidates(runs):
     assert (arc.differ, arc.both, arc.comparable, arc.a_only_right) == (["arc-0001"], 3, 3, 1)
 
 
+def test_mcnemar_exact_p_matches_the_binomial_test():
+    from scipy.stats import binomtest
+
+    from rationalyst.report.paired import mcnemar_exact_p
+
+    assert mcnemar_exact_p(0, 6) == pytest.approx(2 / 64)  # the 6-vs-0 split of issue 15's first try
+    assert mcnemar_exact_p(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_exact_p(3, 3) == 1.0
+    for b, c in [(2, 1), (4, 11), (17, 5), (30, 41)]:
+        assert mcnemar_exact_p(b, c) == pytest.approx(binomtest(min(b, c), b + c, 0.5).pvalue, rel=1e-9)
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 2)
+
+
+def test_paired_outcomes_count_who_was_right_on_the_same_problems(runs, built):
+    # The fixture: implicit right on problems 0, 1, 4; random on 1, 3; cot on 0 (five shared problems).
+    paired = {(p.a, p.b): p for p in collect(runs).paired if p.benchmark == "gsm8k"}
+    def get(a, b):
+        p = paired.get((a, b)) or paired[(b, a)]
+        return (p.a_only, p.b_only, p.n) if p.a == a else (p.b_only, p.a_only, p.n), p.p_value
+    assert get("implicit", "random") == ((2, 1, 5), pytest.approx(1.0))
+    assert get("implicit", "cot") == ((2, 0, 5), pytest.approx(0.5))
+    assert get("random", "cot") == ((2, 1, 5), pytest.approx(1.0))
+    text = built.markdown.read_text()
+    assert "## Paired outcomes" in text and "McNemar p" in text
+
+
 def test_mining_counts_deltas_and_documents_with_rationales_inline(runs):
     (mining,) = collect(runs).mining_runs
     assert mining.complete and mining.extract is not None and mining.extract.rel == "extract"

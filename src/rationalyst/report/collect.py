@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rationalyst.errors import InputError, RationalystError
+from rationalyst.report.paired import PairedOutcome, paired_outcomes
 from rationalyst.search.methods import METHODS
 from rationalyst.search.roles import ROLES, SUPERVISION_ROLES
 from rationalyst.search.trace import StepRecord, Trace
@@ -443,6 +444,7 @@ class Collection:
     eval_runs: list[EvalRun]
     comparisons: list[Comparison]
     mining_runs: list[MiningRun]
+    paired: list[PairedOutcome] = field(default_factory=list)
 
     @property
     def benchmarks(self) -> list[str]:
@@ -470,4 +472,4 @@ def collect(root: Path, *, skip: Iterable[Path] = (), max_documents: int = 1000)
         )
     eval_runs = read_eval_runs(by_stage["eval"])
     mining = [read_mining_run(f, _extract_for(f, by_stage["extract"]), max_documents) for f in by_stage["filter"]]
-    return Collection(root, eval_runs, comparisons(eval_runs), mining)
+    return Collection(root, eval_runs, comparisons(eval_runs), mining, paired_outcomes(eval_runs))

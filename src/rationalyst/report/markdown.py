@@ -117,6 +117,19 @@ def render(collection: Collection, plots: dict[str, str]) -> str:
         ))
         if "cost" in plots:
             out += ["", f"![cost per problem]({plots['cost']})"]
+    if collection.paired:
+        out += [
+            "", "## Paired outcomes", "",
+            ("Two runs of a benchmark on the problems both ran: accuracy difference (A - B), the problems only A "
+             "got right and only B got right, and McNemar's exact two-sided p-value on those two counts."),
+            "",
+        ]
+        out.append(table(
+            ["benchmark", "A", "B", "problems in both", "A accuracy", "B accuracy", "A - B", "A only right",
+             "B only right", "McNemar p"],
+            [[p.benchmark, p.a, p.b, p.n, pct(p.a_right / p.n), pct(p.b_right / p.n), pct(p.difference), p.a_only,
+              p.b_only, f"{p.p_value:.3g}"] for p in collection.paired],
+        ))
     if collection.comparisons:
         out += [
             "", "## Where methods chose differently", "",
