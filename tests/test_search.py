@@ -224,3 +224,25 @@ def test_verify_command_scores_each_step_and_counts_bad_records(tmp_path, defaul
         assert score == pytest.approx(default_model.score_full_passes(context, [good["steps"][i]])[0].mean, abs=1e-4)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["skipped"] == {"malformed JSON": 1, "steps must be a non-empty list of non-empty strings": 1}
+
+
+def test_zero_shot_demos_give_the_agent_only_the_instruction_and_the_question(tmp_path, default_model, items, monkeypatch):
+    from rationalyst.data.solve_prompts import format_question, load_solve_prompt
+
+    seen = []
+    generate = default_model.generate_seeded
+    monkeypatch.setattr(default_model, "generate_seeded", lambda p, *a: seen.extend(p) or generate(p, *a))
+    config = eval_stage.EvalConfig(
+        benchmarks=[{"name": "gsm8k", "source": str(FIXTURES / "gsm8k.jsonl"), "limit": 1, "demos": "zero-shot"}],
+        methods=["cot"], output=tmp_path, search=SETTINGS.model_copy(update={"max_solution_tokens": 8}), seed=7,
+    )
+    pool = ModelPool()
+    pool.add(default_model)
+    (summary,) = eval_stage.run(config, pool)
+    assert summary.problems == 1
+    expected = default_model.tokenizer.apply_chat_template(
+        [{"role": "system", "content": load_solve_prompt(items[0].family).instruction},
+         {"role": "user", "content": format_question(items[0])}],
+        add_generation_prompt=True, tokenize=False,
+    )
+    assert seen and seen[0] == expected

@@ -58,11 +58,12 @@ class BenchmarkRef(StrictModel):
     ids: list[str] | None = Field(
         None, description="Evaluate on these problems only, in this order (e.g. train problems held out from mining)."
     )
-    demos: Literal["packaged", "train"] = Field(
+    demos: Literal["packaged", "train", "zero-shot"] = Field(
         "packaged",
-        description="The agent's few-shot demos: the 'packaged' hand-written ones of the family, or 'train': "
+        description="The agent's few-shot demos: the 'packaged' hand-written ones of the family, 'train': "
         "search.demo_count worked solutions drawn (seeded) from the benchmark's train split, one step per line "
-        "(the paper's).",
+        "(the paper's), or 'zero-shot': none, only the family's instruction and the question in the agent's own "
+        "chat template (some instruction-tuned models solve better so than after demos).",
     )
     train_source: str | None = Field(
         None, description="The benchmark's train split, for demos: train (default: its train file in the benchmarks folder)."
@@ -264,7 +265,11 @@ def run(config: EvalConfig, pool: ModelPool | None = None) -> list[EvalSummary]:
         items, skipped = loaded[ref.name]
         split = benchmark_split(ref.name, ref.source)
         extra = {"split": split, "train_split": split == "train", "contamination": overlaps.get(ref.name)}
-        solve_prompt = _train_demos(config, ref, items) if ref.demos == "train" else None
+        solve_prompt = None
+        if ref.demos == "train":
+            solve_prompt = _train_demos(config, ref, items)
+        elif ref.demos == "zero-shot":
+            solve_prompt = _zero_shot(ref)
         for method in config.methods:
             summaries.append(_run_one(config, ref, method, items, skipped, pool, extra, solve_prompt))
     return summaries
@@ -282,6 +287,14 @@ def _train_demos(config: EvalConfig, ref: BenchmarkRef, items: list[BenchmarkIte
     train = load_benchmark(ref.name, source, on_skip=lambda *_: None)
     settings = config.search
     return train_demo_prompt(spec.family, train, settings.demo_count, settings.demo_seed, exclude={i.id for i in items})
+
+
+def _zero_shot(ref: BenchmarkRef):
+    """The family's packaged instruction without demos (``demos: zero-shot``)."""
+    from rationalyst.data.benchmarks import BENCHMARKS
+    from rationalyst.data.solve_prompts import load_solve_prompt
+
+    return load_solve_prompt(BENCHMARKS[ref.name].family).model_copy(update={"demos": []})
 
 
 def check_split(ref: BenchmarkRef) -> str | None:
