@@ -12,16 +12,18 @@ the rationalist's over the reference's probability of the step, summed over its 
 
     python benchmarks/prm800k_auroc.py [--data ../shared/benchmarks/prm800k/phase1_test_steps.jsonl]
         [--rationalist SPEC] [--scorer SPEC] [--prm hf:FOLDER] [--implicit-prm-reference SPEC] [--limit 200]
-        [--skip N]
+        [--skip N] [--save scores.jsonl]
 
 ``--skip`` leaves out the first N rated steps (those a PRM trained with ``--limit N`` has seen).
 
-Neutral (0) and unrated rows are left out. AUROC 0.5 = chance.
+Neutral (0) and unrated rows are left out. AUROC 0.5 = chance; each comes with a 95% percentile
+bootstrap interval over the rated steps (1,000 resamples, seeded).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -29,29 +31,13 @@ from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.runs import read_json_lines
 from rationalyst.lm import SamplingParams, ScoreRequest, load_model
 from rationalyst.lm.prm import PrmConfig, ProcessRewardModel
+from rationalyst.report.auroc import auroc, bootstrap_interval
 from rationalyst.search import prompts
 from rationalyst.search.heuristics import RATIONALE_STOP, implicit_process_reward
 from rationalyst.search.roles import Roles
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "benchmarks" / "prm800k" / "phase1_test_steps.jsonl"
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "benchmarks" / "prm800k.jsonl"
-
-
-def auroc(scores: list[float], labels: list[int]) -> float:
-    """P(score of a random positive > score of a random negative), ties counting half (Mann-Whitney)."""
-    ranked = sorted(zip(scores, labels))
-    rank_sum, i, n = 0.0, 0, len(ranked)
-    while i < n:  # average ranks over ties
-        j = i
-        while j < n and ranked[j][0] == ranked[i][0]:
-            j += 1
-        rank_sum += sum(label for _, label in ranked[i:j]) * (i + j + 1) / 2
-        i = j
-    positives = sum(labels)
-    negatives = len(labels) - positives
-    if not positives or not negatives:
-        return float("nan")
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def rated_rows(path: Path, limit: int | None, skip: int = 0) -> list[dict]:
@@ -80,6 +66,7 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.05, help="The implicit PRM's beta.")
     parser.add_argument("--max-rationale-tokens", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--save", type=Path, help="Write each step's id, label and scores here (JSON Lines).")
     args = parser.parse_args()
     scorer = load_model(args.scorer)
     rationalist = scorer if args.rationalist == args.scorer else load_model(args.rationalist)
@@ -119,13 +106,26 @@ def main() -> None:
     seconds = time.perf_counter() - started
     print(f"{len(labels)} rated steps from {args.data} ({sum(labels)} good, {len(labels) - sum(labels)} wrong), "
           f"rationalist {args.rationalist}, scorer {args.scorer}, {seconds:.0f} s")
-    print(f"AUROC implicit (step log-prob after the rationale): {auroc(with_r, labels):.3f}")
-    print(f"AUROC scorer alone (no rationale):                 {auroc(without, labels):.3f}")
-    print(f"AUROC rationale gain (with - without):             {auroc([a - b for a, b in zip(with_r, without)], labels):.3f}")
+    rows_out = {"implicit": with_r, "alone": without, "gain": [a - b for a, b in zip(with_r, without)]}
+    print(f"AUROC implicit (step log-prob after the rationale): {_with_interval(with_r, labels)}")
+    print(f"AUROC scorer alone (no rationale):                 {_with_interval(without, labels)}")
+    print(f"AUROC rationale gain (with - without):             {_with_interval(rows_out['gain'], labels)}")
     if prm is not None:
-        print(f"AUROC prm {args.prm}: {auroc(prm_scores, labels):.3f}")
+        rows_out["prm"] = prm_scores
+        print(f"AUROC prm {args.prm}: {_with_interval(prm_scores, labels)}")
     if reference is not None:
-        print(f"AUROC implicit-prm (rationalist vs {args.implicit_prm_reference}): {auroc(implicit_prm_scores, labels):.3f}")
+        rows_out["implicit_prm"] = implicit_prm_scores
+        print(f"AUROC implicit-prm (rationalist vs {args.implicit_prm_reference}): {_with_interval(implicit_prm_scores, labels)}")
+    if args.save:  # per step, so that two runs (e.g. trained vs untrained rationalist) can be compared pairwise
+        with args.save.open("w") as out:
+            for k, row in enumerate(rows):
+                out.write(json.dumps({"id": row["id"], "label": labels[k], **{key: v[k] for key, v in rows_out.items()}}) + "\n")
+        print(f"per-step scores: {args.save}")
+
+
+def _with_interval(scores: list[float], labels: list[int]) -> str:
+    low, high = bootstrap_interval(scores, labels)
+    return f"{auroc(scores, labels):.3f} [95% bootstrap {low:.3f}, {high:.3f}]"
 
 
 if __name__ == "__main__":
