@@ -77,10 +77,11 @@ def decode(
             chosen = logits.argmax(-1)
         chosen = torch.where(unfinished, chosen, torch.full_like(chosen, pad_id))
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, chosen[:, None]).squeeze(-1)
-        for i in unfinished.nonzero().flatten().tolist():
-            row = out_rows[int(alive[i])]
-            row.tokens.append(int(chosen[i]))
-            row.logprobs.append(float(logprobs[i]))
+        # One device-to-host copy per step (not one per row: on CUDA each would be a sync).
+        for row, token, logprob, running in zip(alive.tolist(), chosen.tolist(), logprobs.tolist(), unfinished.tolist()):
+            if running:
+                out_rows[row].tokens.append(token)
+                out_rows[row].logprobs.append(logprob)
         sequences = torch.cat([sequences, chosen[:, None]], dim=-1)
         finished_now = torch.isin(chosen, eos)
         if stop is not None:
