@@ -4,6 +4,7 @@ on a problem before any stage starts."""
 
 from __future__ import annotations
 
+import re
 import time
 from importlib import resources
 from pathlib import Path
@@ -104,6 +105,10 @@ def test_a_clean_recipe_passes_and_estimates_the_work(tmp_path):
     assert work["select"] == f"{documents} documents to embed"
     assert work["eval"].startswith("2 problems x 2 methods = 4 runs")
     assert "written by the train stage" in next(r.there for r in report.rows if r.what == "rationalist model")
+    budget = dict(preflight.check_recipe(write_recipe(tmp_path, tmp_path / "run"), ["extract.sample_documents=2"]).estimates)
+    assert budget["extract"].startswith("at most 2 documents (sample_documents of those selected)")
+    rationales = [int(re.search(r"<= ([\d,]+) rationales", w["extract"])[1].replace(",", "")) for w in (work, budget)]
+    assert rationales[1] * documents == rationales[0] * 2  # the same rationales per document, for 2 documents
 
 
 def test_gated_hub_models_are_named_when_no_token_is_there(monkeypatch, tmp_path):

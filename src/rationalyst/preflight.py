@@ -641,13 +641,16 @@ def _estimate(report: Report, config: Any, documents: int, exact: bool, items: d
     about = "" if exact else "~"
     report.estimates.append(("select", f"{about}{documents:,} documents to embed"))
     ex = config.extract
+    which = "those selected"
+    if ex.sample_documents is not None and ex.sample_documents < documents:
+        documents, about, which = ex.sample_documents, "", "sample_documents of those selected"
     if ex.mode == "rewrite":
         rationales = documents * ex.max_rationales_per_doc
         tokens = documents * ex.rewrite_max_new_tokens
     else:
         rationales = documents * ex.max_rationales_per_doc
         tokens = rationales * ex.max_new_tokens
-    report.estimates.append(("extract", f"at most {about}{documents:,} documents (those selected), "
+    report.estimates.append(("extract", f"at most {about}{documents:,} documents ({which}), "
                                         f"<= {rationales:,} rationales, <= {tokens:,} tokens to generate"))
     report.estimates.append(("filter", f"<= {rationales:,} rationales, 2 scoring passes each "
                                        f"(<= {2 * rationales:,} scored sequences)"))
