@@ -71,7 +71,7 @@ def decode(
             on_prompt_cache(past)
         logits = out.logits[:, -1, :].float()
         if sampler is not None:
-            sampler.generators = [generators[int(r) // group] for r in alive[::group]]
+            sampler.generators = [generators[r // group] for r in alive[::group].tolist()]
             chosen = sampler(sequences, logits).argmax(-1)
         else:
             chosen = logits.argmax(-1)
