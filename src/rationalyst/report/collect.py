@@ -17,14 +17,13 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from rationalyst.errors import InputError, RationalystError
-from rationalyst.report.paired import PairedOutcome, paired_outcomes
+from rationalyst.report.paired import PairedOutcome, benchmark_pairs, paired_outcomes
 from rationalyst.search.methods import METHODS
 from rationalyst.search.roles import ROLES, SUPERVISION_ROLES
 from rationalyst.search.trace import StepRecord, Trace
@@ -257,16 +256,7 @@ def compare(a: EvalRun, b: EvalRun) -> Comparison:
 
 def comparisons(runs: list[EvalRun]) -> list[Comparison]:
     """Every pair of runs of the same benchmark that offered identical candidates at least once."""
-    by_benchmark: dict[str, list[EvalRun]] = defaultdict(list)
-    for run in runs:
-        by_benchmark[run.benchmark].append(run)
-    out = []
-    for group in by_benchmark.values():
-        for a, b in combinations(group, 2):
-            result = compare(a, b)
-            if result.comparable:
-                out.append(result)
-    return out
+    return [result for result in (compare(a, b) for a, b in benchmark_pairs(runs)) if result.comparable]
 
 
 # ============================================================================ mining runs

@@ -59,15 +59,15 @@ def paired_outcome(benchmark: str, a_label: str, a_traces: Any, b_label: str, b_
     )
 
 
-def paired_outcomes(runs: list) -> list[PairedOutcome]:
-    """Every pair of eval runs of the same benchmark that share at least one problem, in run order."""
+def benchmark_pairs(runs: list) -> list[tuple]:
+    """Every two runs of the same benchmark, in run order."""
     by_benchmark: dict[str, list] = defaultdict(list)
     for run in runs:
         by_benchmark[run.benchmark].append(run)
-    out = []
-    for group in by_benchmark.values():
-        for a, b in combinations(group, 2):
-            result = paired_outcome(a.benchmark, a.label, a.traces, b.label, b.traces)
-            if result.n:
-                out.append(result)
-    return out
+    return [pair for group in by_benchmark.values() for pair in combinations(group, 2)]
+
+
+def paired_outcomes(runs: list) -> list[PairedOutcome]:
+    """Every pair of eval runs of the same benchmark that share at least one problem, in run order."""
+    results = [paired_outcome(a.benchmark, a.label, a.traces, b.label, b.traces) for a, b in benchmark_pairs(runs)]
+    return [result for result in results if result.n]
