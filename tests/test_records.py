@@ -40,4 +40,4 @@ def test_deeply_nested_json_is_a_malformed_line_not_a_crash(tmp_path):
     ]
     # The train stage's reader counts them as invalid lines and trains on the rest.
     kept, counts = read_kept_records(path)
-    assert [r["doc_id"] for r in kept] == ["d1", "d2"] and counts == {"not_kept": 0, "invalid": 5}
+    assert [r["doc_id"] for r in kept] == ["d1", "d2"] and counts == {"not_kept": 0, "invalid": 5, "below_min_delta": 0}

@@ -88,6 +88,19 @@ def test_read_kept_records_from_run_dir_and_jsonl(tmp_path):
     assert [r["id"] for r in kept2] == [r["id"] for r in kept]
 
 
+def test_min_delta_tightens_the_filter_s_decisions(tmp_path):
+    records = fixture_records()
+    for i, r in enumerate(records):
+        if r["kept"]:
+            r["delta"] = [0.0, 0.5, 1.2, 2.0][i % 4]  # 1.2 itself is kept: delta >= tau
+    expected = [r["id"] for r in records if r["kept"] and r["delta"] >= 1.2]
+    kept, counts = read_kept_records(write_run_dir(tmp_path / "filter", records), min_delta=1.2)
+    assert [r["id"] for r in kept] == expected and 0 < len(expected) < 40
+    assert counts["below_min_delta"] == 40 - len(expected) and counts["not_kept"] == 10
+    with pytest.raises(InputError, match="delta >= 5"):
+        read_kept_records(tmp_path / "filter", min_delta=5.0)
+
+
 def test_split_by_document_is_disjoint_and_seeded():
     records = [r for r in fixture_records(n_docs=20) if r["kept"]]
     train, dev = split_by_document(records, 0.25, seed=3)

@@ -121,6 +121,11 @@ class TrainConfig(StrictModel):
         description="The user turn: 'rationalyst' (instruction, blank line, preceding text) or 'paper-release' "
         "(the preceding text alone, as the authors' released rationalist was trained).",
     )
+    min_delta: float | None = Field(
+        None,
+        description="Train only on kept records whose filter delta is at least this: a stricter tau chosen "
+        "after filtering (on a dev slice, say), without scoring the rationales again.",
+    )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training records (unless max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
@@ -151,9 +156,13 @@ class TrainConfig(StrictModel):
 # ============================================================================ data
 
 
-def read_kept_records(path: Path) -> tuple[list[dict], dict[str, int]]:
-    """Kept records with text fields, from a run directory or a JSONL file; and counts of what was not used."""
-    kept, counts = [], {"not_kept": 0, "invalid": 0}
+def read_kept_records(path: Path, min_delta: float | None = None) -> tuple[list[dict], dict[str, int]]:
+    """Kept records with text fields, from a run directory or a JSONL file; and counts of what was not used.
+
+    With ``min_delta``, a kept record whose ``delta`` is below it is not used either (counted as
+    ``below_min_delta``): the filter's decisions tightened to a larger tau.
+    """
+    kept, counts = [], {"not_kept": 0, "invalid": 0, "below_min_delta": 0}
 
     def count_invalid(reason: str, file: Path, line: int) -> None:
         counts["invalid"] += 1
@@ -167,9 +176,18 @@ def read_kept_records(path: Path) -> tuple[list[dict], dict[str, int]]:
         if record.get("kept") is not True:
             counts["not_kept"] += 1
             continue
+        if min_delta is not None:
+            delta = record.get("delta")
+            if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+                counts["invalid"] += 1
+                continue
+            if delta < min_delta:
+                counts["below_min_delta"] += 1
+                continue
         kept.append(record)
     if not kept:
-        raise InputError(f"{path}: no kept records to train on")
+        at_least = f" with delta >= {min_delta:g}" if min_delta is not None else ""
+        raise InputError(f"{path}: no kept records{at_least} to train on")
     return kept, counts
 
 
@@ -429,7 +447,7 @@ def run(config: TrainConfig) -> TrainResult:
     instruction = instruction_for(
         config.rationalist_format, load_instruction(config.instruction_file) if config.instruction_file else None
     )
-    records, counts = read_kept_records(config.input)
+    records, counts = read_kept_records(config.input, config.min_delta)
     train_records, dev_records = split_by_document(records, config.dev_fraction, config.seed)
     if not train_records:
         raise InputError("no training records after the train/dev split")
