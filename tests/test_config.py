@@ -90,6 +90,52 @@ def test_missing_field_and_bad_override_and_bad_yaml(tmp_path):
         load_config(SolveConfig, tmp_path / "missing.yaml")
 
 
+def test_an_override_reaches_into_a_list_item(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("output: runs/x\nbenchmarks:\n  - name: gsm8k\n    limit: 5\n  - name: math\n")
+    config = load_config(EvalConfig, path, ["benchmarks.1.limit=7", "benchmarks.0.demos=zero-shot"])
+    assert [(b.name, b.limit, b.demos) for b in config.benchmarks] == [("gsm8k", 5, "zero-shot"), ("math", 7, "packaged")]
+    with pytest.raises(ConfigError, match=r"'2' is not an index of a list of 2"):
+        load_config(EvalConfig, path, ["benchmarks.2.limit=1"])
+    with pytest.raises(ConfigError, match="command-line override, field benchmarks.0.limit"):
+        load_config(EvalConfig, path, ["benchmarks.0.limit=0"])
+    path.write_text("output: runs/x\nbenchmarks: [gsm8k]\n")
+    with pytest.raises(ConfigError, match="item 0 is 'gsm8k' in the config, not a mapping"):
+        load_config(EvalConfig, path, ["benchmarks.0.limit=1"])
+
+
+PIPELINE_RECIPE = """output: runs/whole
+select: {corpus: [{path: corpus.jsonl}], benchmarks: [questions.jsonl]}
+extract: {max_new_tokens: 24}
+filter: {tau: 0.5}
+train: {max_steps: 2}
+eval:
+  benchmarks: [{name: gsm8k, limit: 4}]
+  methods: [cot, implicit]
+  search: {n_candidates: 2}
+"""
+
+
+def test_a_stage_reads_its_section_of_a_whole_run_recipe_as_the_run_wires_it(tmp_path):
+    from rationalyst.cli import _stage_config
+    from rationalyst.stages.filter import FilterConfig
+    from rationalyst.stages.train import TrainConfig
+
+    path = tmp_path / "run.yaml"
+    path.write_text(PIPELINE_RECIPE)
+    config = _stage_config(EvalConfig, path, ["output=runs/other", "benchmarks.0.limit=2"], section="eval")
+    assert str(config.output) == "runs/other" and config.benchmarks[0].limit == 2
+    assert config.rationalist.spec == "hf:runs/whole/train/merged"  # the model the train section makes
+    assert [str(p) for p in config.training_data] == ["runs/whole/select"]  # the contamination guard's input
+    assert config.methods == ["cot", "implicit"] and config.search.n_candidates == 2
+    filter_config = _stage_config(FilterConfig, path, [], section="filter")
+    assert (str(filter_config.input), str(filter_config.output), filter_config.tau) == ("runs/whole/extract", "runs/whole/filter", 0.5)
+    assert str(_stage_config(TrainConfig, path, [], section="train").input) == "runs/whole/filter"
+    path.write_text(PIPELINE_RECIPE.replace("n_candidates: 2", "n_candidates: many"))
+    with pytest.raises(ConfigError, match=rf"{path} \(section eval\), line 9, field search.n_candidates"):
+        _stage_config(EvalConfig, path, [], section="eval")
+
+
 def test_config_hash_changes_with_any_value():
     a = SolveConfig(method="implicit")
     assert config_hash(a) == config_hash(SolveConfig(method="implicit"))

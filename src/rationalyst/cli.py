@@ -152,11 +152,19 @@ ExecutorOption = Annotated[Optional[str], typer.Option("--executor", help="local
 RayAddressOption = Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (default: start one locally).")]
 
 
-def _stage_config(cls, config: Optional[Path], overrides: Optional[list[str]], **options):
+def _wire_pipeline(data: dict) -> dict:
+    from rationalyst.pipeline import wire_sections
+
+    return wire_sections(data)
+
+
+def _stage_config(cls, config: Optional[Path], overrides: Optional[list[str]], section: str | None = None, **options):
+    """The stage's config from ``--config`` (a stage config, or a `rationalyst run` recipe whose
+    ``section`` is taken as that run would wire it), command-line options and ``--set`` overrides."""
     from rationalyst.config import load_config
 
     values = {key: value for key, value in options.items() if value not in (None, False, [])}
-    return load_config(cls, config, overrides or (), values)
+    return load_config(cls, config, overrides or (), values, section=section, wire=_wire_pipeline)
 
 
 def _counts_table(title: str, columns: tuple[str, ...], rows: list[tuple]) -> Table:
@@ -189,7 +197,7 @@ def select_command(
     from rationalyst.stages import select
 
     cfg = _stage_config(
-        select.SelectConfig, config, overrides,
+        select.SelectConfig, config, overrides, section="select",
         corpus=corpus, benchmarks=benchmark, output=output, threshold=threshold, overwrite=overwrite,
         **{"executor.kind": executor, "executor.ray_address": ray_address},
     )
@@ -217,7 +225,7 @@ def extract_command(
     from rationalyst.stages import extract
 
     cfg = _stage_config(
-        extract.ExtractConfig, config, overrides, input=input, output=output, **{"model.spec": model}, mode=mode,
+        extract.ExtractConfig, config, overrides, section="extract", input=input, output=output, **{"model.spec": model}, mode=mode,
         overwrite=overwrite, **{"executor.kind": executor, "executor.ray_address": ray_address},
     )
     counts = extract.run(cfg)
@@ -250,7 +258,7 @@ def filter_command(
     from rationalyst.stages import filter as filter_stage
 
     cfg = _stage_config(
-        filter_stage.FilterConfig, config, overrides,
+        filter_stage.FilterConfig, config, overrides, section="filter",
         input=input, output=output, **{"scorer.spec": scorer}, tau=tau, overwrite=overwrite,
         **{"executor.kind": executor, "executor.ray_address": ray_address},
     )
@@ -274,7 +282,7 @@ def train_command(
     """Stage 4: fine-tune the rationalist on the kept rationales (LoRA by default; resumes)."""
     from rationalyst.stages import train
 
-    cfg = _stage_config(train.TrainConfig, config, overrides, input=input, output=output, **{"base.spec": base}, overwrite=overwrite)
+    cfg = _stage_config(train.TrainConfig, config, overrides, section="train", input=input, output=output, **{"base.spec": base}, overwrite=overwrite)
     result = train.run(cfg)
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     rows = [
@@ -353,7 +361,7 @@ def eval_command(
     from rationalyst.stages import eval as eval_stage
 
     cfg = _stage_config(
-        eval_stage.EvalConfig, config, overrides, benchmarks=_benchmark_refs(benchmark, limit), methods=method,
+        eval_stage.EvalConfig, config, overrides, section="eval", benchmarks=_benchmark_refs(benchmark, limit), methods=method,
         output=output, overwrite=overwrite, **_role_options(agent, rationalist, scorer, candidates, seed),
     )
     summaries = eval_stage.run(cfg)

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -83,19 +83,51 @@ def _field_class(cls: Any, key: str) -> Any:
     return field.annotation if field is not None else None
 
 
+def _item_class(annotation: Any) -> Any:
+    """The item type of ``list[X]`` (optional or not), else None."""
+    for candidate in (annotation, *get_args(annotation)):
+        if get_origin(candidate) in (list, tuple):
+            args = get_args(candidate)
+            return args[0] if args else None
+    return None
+
+
+def _list_index(items: list, key: str, dotted: str) -> int:
+    if not key.lstrip("-").isdigit() or not -len(items) <= int(key) < len(items):
+        raise ConfigError(f"bad override {dotted!r}: {key!r} is not an index of a list of {len(items)}")
+    return int(key)
+
+
 def _set_path(data: dict, dotted: str, value: Any, cls: Any = None) -> None:
-    """Set ``a.b.c`` in nested dicts; a missing parent starts from the config's default for it."""
+    """Set ``a.b.c`` in nested dicts (``a.0.c``: item 0 of a list); a missing parent starts from the
+    config's default for it."""
     keys = dotted.split(".")
-    node = data
+    node: Any = data
     for key in keys[:-1]:
-        child = node.get(key)
-        if isinstance(child, str) and cls is not None and _field_class(cls, key) is not None:
+        if isinstance(node, list):
+            index = _list_index(node, key, dotted)
+            child, child_cls = node[index], cls
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"bad override {dotted!r}: item {index} is {child!r} in the config, not a mapping of fields: "
+                    "write it as one there, or override the whole list"
+                )
+        else:
+            child, child_cls = node.get(key), _field_class(cls, key)
+            if isinstance(child, list):
+                node, cls = child, _item_class(child_cls)
+                continue
+        if isinstance(child, str) and child_cls is not None:
             child = {"spec": child}  # a model given as a spec string, now with an option beside it
         if not isinstance(child, dict):
             child = _field_default(cls, key)
-        node[key] = child
-        node, cls = child, _field_class(cls, key)
-    node[keys[-1]] = value
+        if not isinstance(node, list):
+            node[key] = child
+        node, cls = child, child_cls
+    if isinstance(node, list):
+        node[_list_index(node, keys[-1], dotted)] = value
+    else:
+        node[keys[-1]] = value
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
@@ -118,9 +150,17 @@ def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     values: Mapping[str, Any] | None = None,
+    *,
+    section: str | None = None,
+    wire: Callable[[dict], dict] | None = None,
 ) -> T:
     """Build a config from an optional YAML file, typed ``values`` (from command-line options, by
-    dotted path) and ``key.path=value`` overrides, in that order; errors name file, line and field."""
+    dotted path) and ``key.path=value`` overrides, in that order; errors name file, line and field.
+
+    ``section``: the file may also be a recipe of several stages (``rationalyst run``'s); when its top
+    level has this key, the config is that section, after ``wire`` (the pipeline's own filling of
+    inputs and outputs) has been applied to the whole file, so ``rationalyst eval --config
+    recipe.yaml`` evaluates exactly what ``rationalyst run recipe.yaml`` would."""
     data: dict[str, Any] = {}
     lines: dict[tuple, int] = {}
     source = str(path) if path is not None else "<defaults>"
@@ -137,10 +177,14 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of fields, not {type(data).__name__}")
         lines = _line_map(node) if node is not None else {}
+        if section is not None and isinstance(data.get(section), dict) and section not in cls.model_fields:
+            data = dict((wire(data) if wire is not None else data)[section])
+            lines = {loc[1:]: line for loc, line in lines.items() if loc[:1] == (section,)}
+            source = f"{source} (section {section})"
     overridden = set()
     for key, value in [*(values or {}).items(), *parse_overrides(overrides)]:
         _set_path(data, key, value, cls)
-        overridden.add(tuple(key.split(".")))
+        overridden.add(tuple(int(k) if k.isdigit() else k for k in key.split(".")))
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

@@ -72,6 +72,40 @@ class GeneratedCorpus(StrictModel):
     general_text: bool = Field(True, description="Add the packaged paragraphs of general text (source: general).")
 
 
+def wire_sections(data: Any) -> Any:
+    """Fill each section's input and output from ``output`` unless the recipe sets them."""
+    if not isinstance(data, dict) or "output" not in data:
+        return data
+    out = Path(str(data["output"]))
+    sections = {name: dict(data.get(name) or {}) for name in ("select", "extract", "filter", "train", "eval")}
+    sections["select"].setdefault("output", out / "select")
+    for name, previous in (("extract", "select"), ("filter", "extract"), ("train", "filter")):
+        sections[name].setdefault("input", out / previous)
+        sections[name].setdefault("output", out / name)
+    sections["eval"].setdefault("output", out / "eval")
+    sections["eval"].setdefault("training_data", [out / "select"])
+    sections["eval"].setdefault("allow_contamination", bool(data.get("allow_contamination", False)))
+    rationalist = sections["eval"].setdefault("rationalist", {})
+    if isinstance(rationalist, dict):  # a mapping without a spec: the model the train section makes
+        rationalist.setdefault("spec", f"hf:{out / 'train' / 'merged'}")
+    generated = data.get("generate_corpus")
+    if generated is not None:
+        try:
+            spec = GeneratedCorpus.model_validate(generated)
+        except ValidationError:  # reported with its line by the field's own validation
+            return {**data, **sections}
+        corpus_dir = out / "corpus"
+        corpus = [{"path": str(corpus_dir / f"{name}.jsonl"), "source": name} for name in spec.documents]
+        if spec.general_text:
+            corpus.append({"path": str(corpus_dir / "general.jsonl"), "source": "general"})
+        sections["select"]["corpus"] = [*sections["select"].get("corpus", []), *corpus]
+        if spec.questions:
+            sections["select"]["benchmarks"] = [
+                *sections["select"].get("benchmarks", []), str(corpus_dir / "questions.jsonl"),
+            ]
+    return {**data, **sections}
+
+
 class PipelineConfig(StrictModel):
     """A whole run of the method. Section inputs and outputs are filled in from ``output``."""
 
@@ -90,37 +124,7 @@ class PipelineConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _wire(cls, data: Any) -> Any:
-        """Fill each section's input and output from ``output`` unless the recipe sets them."""
-        if not isinstance(data, dict) or "output" not in data:
-            return data
-        out = Path(str(data["output"]))
-        sections = {name: dict(data.get(name) or {}) for name in ("select", "extract", "filter", "train", "eval")}
-        sections["select"].setdefault("output", out / "select")
-        for name, previous in (("extract", "select"), ("filter", "extract"), ("train", "filter")):
-            sections[name].setdefault("input", out / previous)
-            sections[name].setdefault("output", out / name)
-        sections["eval"].setdefault("output", out / "eval")
-        sections["eval"].setdefault("training_data", [out / "select"])
-        sections["eval"].setdefault("allow_contamination", bool(data.get("allow_contamination", False)))
-        rationalist = sections["eval"].setdefault("rationalist", {})
-        if isinstance(rationalist, dict):  # a mapping without a spec: the model the train section makes
-            rationalist.setdefault("spec", f"hf:{out / 'train' / 'merged'}")
-        generated = data.get("generate_corpus")
-        if generated is not None:
-            try:
-                spec = GeneratedCorpus.model_validate(generated)
-            except ValidationError:  # reported with its line by the field's own validation
-                return {**data, **sections}
-            corpus_dir = out / "corpus"
-            corpus = [{"path": str(corpus_dir / f"{name}.jsonl"), "source": name} for name in spec.documents]
-            if spec.general_text:
-                corpus.append({"path": str(corpus_dir / "general.jsonl"), "source": "general"})
-            sections["select"]["corpus"] = [*sections["select"].get("corpus", []), *corpus]
-            if spec.questions:
-                sections["select"]["benchmarks"] = [
-                    *sections["select"].get("benchmarks", []), str(corpus_dir / "questions.jsonl"),
-                ]
-        return {**data, **sections}
+        return wire_sections(data)
 
 
 @dataclass
