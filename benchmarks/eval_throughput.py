@@ -10,12 +10,21 @@ accuracy; then ``ratio: X`` (the second batch size over batch 1, in problems/min
 a 1,319-problem GSM8K run would make at batch 1 and at batch 256, from the measured calls per problem.
 
     OMP_NUM_THREADS=2 python benchmarks/eval_throughput.py [--problems 32] [--batches 1,8,16]
+
+On a GPU machine without the weights (scripts/device_check.sh carries no model): ``--random-weights
+FOLDER`` builds the model from FOLDER's config.json with seeded random weights (its tokenizer files
+beside it), and ``--benchmark NAME=FILE`` reads problems from a JSON Lines file, repeated with fresh
+ids up to ``--problems``. A random model writes no answer and no stop string: every step runs to its
+token limit and every problem to ``--max-steps``, so each problem costs the same and the figures are
+the engine's, not the method's (accuracy 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
+from pathlib import Path
 
 from rationalyst.data.benchmarks import load_benchmark
 from rationalyst.lm import load_model
@@ -35,6 +44,16 @@ class Counting(LanguageModel):
         self.calls = 0
         self.minimum = 0
         self._seen: set[int] = set()
+        #: Wall seconds and engine calls by call kind (the rationale and candidate generations, scoring).
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls_by_kind: dict[str, int] = defaultdict(int)
+
+    def _timed(self, kind: str, call, *args):
+        start = time.perf_counter()
+        out = call(*args)
+        self.seconds[kind] += time.perf_counter() - start
+        self.calls_by_kind[kind] += 1
+        return out
 
     def __getattr__(self, name):  # forwarded_tokens, forwarded_per_request, device, ...
         return getattr(self.inner, name)
@@ -59,19 +78,27 @@ class Counting(LanguageModel):
     def generate_seeded(self, prompts, params, seeds):
         self.calls += 1
         self.minimum += sum(self._new_tokens(self.inner._encode(p)) for p in prompts)
-        return self.inner.generate_seeded(prompts, params, seeds)
+        kind = f"generate n={params.n} max={params.max_new_tokens}"
+        return self._timed(kind, self.inner.generate_seeded, prompts, params, seeds)
+
+    def generate_mixed(self, prompts, params):
+        self.calls += 1
+        self.minimum += sum(self._new_tokens(self.inner._encode(p)) for p in prompts)
+        kind = " + ".join(sorted({f"n={p.n} max={p.max_new_tokens}" for p in params}))
+        return self._timed(f"generate {kind}", self.inner.generate_mixed, prompts, params)
 
     def score_many(self, requests):
         self.calls += 1
         for r in requests:
             for c in r.continuations:
                 self.minimum += self._new_tokens(self.inner.split(r.context, c).token_ids)
-        return self.inner.score_many(requests)
+        return self._timed("score", self.inner.score_many, requests)
 
 
 def run(model, items, settings: SearchSettings, batch: int) -> dict:
     model.prefix_cache = PrefixCache(model.prefix_cache.capacity)
-    model.batch_size = max(8, batch * settings.n_candidates)  # one forward pass per engine call
+    # One forward pass per engine call: a problem's rationale and its n candidates decode together.
+    model.batch_size = max(8, batch * (settings.n_candidates + 1))
     counting = Counting(model)
     before = model.forwarded_tokens + model.generation_forwarded
     start = time.perf_counter()
@@ -83,18 +110,49 @@ def run(model, items, settings: SearchSettings, batch: int) -> dict:
         "calls_per_problem": counting.calls / len(items), "forwarded": forwarded, "minimum": counting.minimum,
         "accuracy": sum(bool(t.get("correct")) for t in traces) / len(items),
         "steps": sum(len(t.get("steps", [])) for t in traces) / len(items),
+        "by_kind": {k: (counting.calls_by_kind[k], counting.seconds[k]) for k in sorted(counting.seconds)},
     }
+
+
+def random_weights_model(folder: str):
+    """A model of FOLDER's config with seeded random weights, saved beside its tokenizer and loaded as hf."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    target = Path(tempfile.mkdtemp(prefix="random-weights-"))
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).save_pretrained(target)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json",
+                 "special_tokens_map.json"):
+        if (Path(folder) / name).exists():
+            shutil.copy(Path(folder) / name, target / name)
+    return load_model(f"hf:{target}")
+
+
+def problems(benchmark: str | None, count: int):
+    if benchmark is None:
+        return load_benchmark("word_problems", "seed=0", limit=count)
+    name, _, source = benchmark.partition("=")
+    base = load_benchmark(name, source or None)
+    return [base[i % len(base)].model_copy(update={"id": f"{base[i % len(base)].id}#{i}"}) for i in range(count)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_LM)
+    parser.add_argument("--random-weights", metavar="FOLDER", help="Random weights of FOLDER's config (no weights needed).")
+    parser.add_argument("--benchmark", metavar="NAME=FILE", help="Problems from a file (default: generated word problems).")
     parser.add_argument("--problems", type=int, default=32)
     parser.add_argument("--batches", default="1,8,16")
+    parser.add_argument("--max-steps", type=int, help="Steps per problem at most (default: the search's).")
     args = parser.parse_args()
-    items = load_benchmark("word_problems", "seed=0", limit=args.problems)
-    model = load_model(args.model)
-    settings = SearchSettings()
+    items = problems(args.benchmark, args.problems)
+    model = random_weights_model(args.random_weights) if args.random_weights else load_model(args.model)
+    print(f"model {model.name} on {getattr(model, 'device', '?')}, {len(items)} problems", flush=True)
+    settings = SearchSettings(**({"max_steps": args.max_steps} if args.max_steps else {}))
     batches = [int(b) for b in args.batches.split(",")]
     results = []
     for batch in batches:
@@ -107,6 +165,7 @@ def main() -> None:
             f"accuracy {r['accuracy']:.3f}",
             flush=True,
         )
+        print("    " + "; ".join(f"{kind}: {n} calls, {sec:.0f} s" for kind, (n, sec) in r["by_kind"].items()), flush=True)
     base = results[0]
     if len(results) > 1:
         print(f"ratio: {results[1]['per_min'] / base['per_min']:.2f}")

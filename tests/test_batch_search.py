@@ -82,6 +82,42 @@ def test_each_round_is_one_engine_call_for_every_active_problem():
     assert sum(rows for kind, rows in together.calls if kind == "score") == steps
 
 
+class Mixing(Scripted):
+    """A backend that decodes prompts of different params in one call: its mixed calls are logged."""
+
+    def generate_mixed(self, prompts, params):
+        self.calls.append(("mixed", tuple(sorted({(p.n, p.max_new_tokens) for p in params}))))
+        out = []
+        for prompt, p in zip(prompts, params):
+            self.calls, calls = [], self.calls
+            out.extend(self.generate_seeded([prompt], p, [p.seed]))
+            self.calls = calls
+        return out
+
+
+def test_one_engine_in_both_roles_writes_rationale_and_candidates_in_one_call():
+    items = _problems(5)
+    settings = SETTINGS.model_copy(update={"max_steps": 5})
+    shared = Mixing()
+    plain = {item.id: METHODS["implicit"](item, Roles.of(Scripted()), settings, 0) for item in items}
+    for batch in (1, 3):
+        shared.calls = []
+        traces = {item.id: t for item, t in solve_many("implicit", items, Roles.of(shared), settings, 0, batch_problems=batch)}
+        for key, trace in plain.items():
+            assert {**traces[key], "seconds": None} == {**trace, "seconds": None}
+        kinds = Counter(kind for kind, _ in shared.calls)
+        rationale_and_candidates = ((1, settings.max_rationale_tokens), (3, settings.max_step_tokens))
+        assert set(kinds) == {"mixed", "score"} and kinds["mixed"] == kinds["score"]  # 2 calls a round, not 3
+        assert all(rows == rationale_and_candidates for kind, rows in shared.calls if kind == "mixed")
+        if batch == 1:
+            assert kinds["score"] == sum(len(t["steps"]) for t in plain.values())
+    # Two engines: the agent's candidates and the rationalist's rationale are separate calls, as before.
+    agent, rationalist = Mixing(), Mixing()
+    traces = {item.id: t for item, t in solve_many("implicit", items, Roles.of(agent, rationalist=rationalist), settings, 0, batch_problems=3)}
+    assert all({**traces[k], "seconds": None} == {**plain[k], "seconds": None} for k in plain)
+    assert not any(kind == "mixed" for kind, _ in agent.calls + rationalist.calls)
+
+
 def test_a_failing_problem_fails_alone():
     class Picky(Scripted):
         def generate_seeded(self, prompts, params, seeds):

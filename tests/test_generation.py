@@ -122,3 +122,33 @@ def test_decoding_makes_the_tokens_transformers_generate_makes(default_model, pa
                 assert end == len(tokens) == params.max_new_tokens
     if params.stop:  # prompts finish at different steps: rows do leave the batch
         assert len({len(c.token_ids) for row in with_stop for c in row}) > 1
+
+
+def test_prompts_with_different_params_decode_together_as_each_would_alone(default_model):
+    """`generate_mixed`: a greedy rationale-like prompt, n=3 sampled and n=2 top-p prompts with their own
+    limits and stop strings in one decode loop; each equals transformers' generate for it alone."""
+    prompts = [CHAT, "Count: 1, 2, 3,", "Tell me a story about a dragon who lives in a cave by the sea", "Hi"]
+    params = [
+        SamplingParams(max_new_tokens=10, stop=("\n",)),
+        SamplingParams(n=3, temperature=0.9, max_new_tokens=20, stop=(".", "\n"), seed=1),
+        SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=12, seed=4),
+        SamplingParams(n=3, temperature=0.9, max_new_tokens=6, seed=7),
+    ]
+    default_model.prefix_cache.capacity, capacity = 0, default_model.prefix_cache.capacity
+    default_model.batch_size, batch_size = 16, default_model.batch_size  # one loop for all 9 rows
+    try:
+        got = default_model.generate_mixed(prompts, params)
+    finally:
+        default_model.prefix_cache.capacity, default_model.batch_size = capacity, batch_size
+    lengths = set()
+    for prompt, p, samples in zip(prompts, params, got):
+        reference = _reference_generate(default_model, [prompt], p, [p.seed])
+        assert len(samples) == len(reference) == p.n
+        for sample, (tokens, logprobs) in zip(samples, reference):
+            end = len(sample.token_ids)
+            assert end <= p.max_new_tokens and sample.token_ids == tokens[:end]
+            assert max((abs(a - b) for a, b in zip(sample.logprobs, logprobs)), default=0) < 1e-4
+            if sample.finish_reason == "length":
+                assert end == len(tokens) == p.max_new_tokens
+            lengths.add(end)
+    assert len(lengths) > 2  # rows ended at different steps, by their own limits and stops

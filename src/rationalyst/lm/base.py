@@ -129,6 +129,24 @@ class LanguageModel(abc.ABC):
             return self.generate(prompts, params.model_copy(update={"seed": None}))
         return [self.generate([p], params.model_copy(update={"seed": s}))[0] for p, s in zip(prompts, seeds)]
 
+    def generate_mixed(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Completion]]:
+        """Prompt *i* sampled by its own ``params[i]`` (its seed included), as ``generate_seeded`` would
+        sample it: the answer to calls of several kinds at once (the batched search's rationales and
+        candidates). This default makes one ``generate_seeded`` call per distinct params (seed aside), in
+        order of first appearance; a backend that decodes rows of different params together overrides
+        it (hf)."""
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
+        kinds: dict[SamplingParams, list[int]] = {}
+        for i, p in enumerate(params):
+            kinds.setdefault(p.model_copy(update={"seed": None}), []).append(i)
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for kind, rows in kinds.items():
+            answers = self.generate_seeded([prompts[i] for i in rows], kind, [params[i].seed for i in rows])
+            for i, answer in zip(rows, answers):
+                out[i] = answer
+        return out
+
     def score(self, context: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
         """Per-token log-probs of each continuation given the context."""
         return self.score_many([ScoreRequest(context, list(continuations))])[0]

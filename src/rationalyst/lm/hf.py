@@ -38,7 +38,7 @@ from rationalyst.lm.base import (
     ScoreRequest,
 )
 from rationalyst.lm.boundary import SplitSequence, shared_prefix_length
-from rationalyst.lm.hf_decode import decode
+from rationalyst.lm.hf_decode import RowGroup, decode
 from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, cache_layers, output_cache
 from rationalyst.lm.tokenization import HFTextCodec
 
@@ -126,7 +126,7 @@ class HFModel(LanguageModel):
         #: Prompt positions run through the model by `generate`: rows times columns of every prefill pass
         #: (left padding included: it costs the same), and the last prompt column once per sample.
         self.generation_forwarded = 0
-        self._stop_checks: dict[tuple[str, ...], StopStringCriteria] = {}
+        self._stop_checks: dict[tuple[str, ...], Any] = {}
         #: KV of recent single prompts (scoring trunks, generation prompts); capacity 0 disables it.
         self.prefix_cache = PrefixCache(prefix_cache)
         # The KV-cache argument of forward and generate: `cache` (transformers >= 5.2x), `past_key_values` before.
@@ -388,14 +388,33 @@ class HFModel(LanguageModel):
         (`RowSeededSampler`): a prompt's samples equal those of ``generate([prompt], seed=seed_i)``
         whatever else is in the batch (up to float rounding between batch shapes). A row without a
         seed draws one from torch's global generator."""
+        return self.generate_mixed(prompts, [params.model_copy(update={"seed": s}) for s in seeds])
+
+    @torch.inference_mode()
+    def generate_mixed(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Completion]]:
+        """Prompt *i* decoded by its own ``params[i]`` (n, greedy or sampled with its seed, limit, stop
+        strings), all in one decode loop per batch of at most ``batch_size`` rows: its samples are
+        those of ``generate_seeded([prompts[i]], params[i], [params[i].seed])`` (up to float rounding
+        between batch shapes). A sampled prompt without a seed draws one from torch's global generator."""
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
         encoded = [self._encode(p) for p in prompts]
-        prompts_per_batch = max(1, self.batch_size // params.n)
-        if not params.greedy:
-            seeds = [int(torch.randint(0, 2**31 - 1, ())) if s is None else s for s in seeds]
+        params = [
+            p if p.greedy or p.seed is not None else p.model_copy(update={"seed": int(torch.randint(0, 2**31 - 1, ()))})
+            for p in params
+        ]
+        chunks: list[list[int]] = []
+        rows = 0
+        for i, p in enumerate(params):  # at most batch_size rows a batch, at least one prompt
+            if chunks and rows + p.n <= self.batch_size:
+                chunks[-1].append(i)
+                rows += p.n
+            else:
+                chunks.append([i])
+                rows = p.n
         results: list[list[Completion]] = []
-        chunks = list(batched(range(len(encoded)), prompts_per_batch))
         for chunk in progress(chunks, total=len(chunks), description="generating"):
-            results.extend(self._generate_batch([encoded[i] for i in chunk], params, [seeds[i] for i in chunk]))
+            results.extend(self._generate_batch([encoded[i] for i in chunk], [params[i] for i in chunk]))
         return results
 
     def _prefill(self, encoded: Sequence[list[int]], input_ids, attention, end: int) -> Any:
@@ -482,13 +501,12 @@ class HFModel(LanguageModel):
         self.generation_forwarded += input_ids.shape[0] * (stop - start)
         return out
 
-    def _generate_batch(
-        self, encoded: Sequence[list[int]], params: SamplingParams, seeds: Sequence[int | None]
-    ) -> list[list[Completion]]:
+    def _generate_batch(self, encoded: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[list[Completion]]:
         width = max(len(ids) for ids in encoded)
-        if self.max_length is not None and width + params.max_new_tokens > self.max_length:
+        longest = max(p.max_new_tokens for p in params)
+        if self.max_length is not None and width + longest > self.max_length:
             raise RationalystError(
-                f"{self.name}: prompt of {width} tokens + {params.max_new_tokens} new tokens "
+                f"{self.name}: prompt of {width} tokens + {longest} new tokens "
                 f"is over the model's limit of {self.max_length}"
             )
         input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
@@ -497,42 +515,52 @@ class HFModel(LanguageModel):
             input_ids[i, width - len(ids) :] = torch.tensor(ids)
             attention[i, width - len(ids) :] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        self.prefix_cache.reserve(len(encoded) * params.n)
+        samples = [p.n for p in params]
+        self.prefix_cache.reserve(sum(samples))
         # Every column but the last runs here, each row reusing the prefix it stored before (its
         # trajectory's previous prompt); with n samples the prompts run once and their KV is copied.
         past = self._prefill(encoded, input_ids, attention, width - 1)
-        if params.n > 1:
+        first_row = [sum(samples[:i]) for i in range(len(samples))]
+        if any(n > 1 for n in samples):
+            index = torch.repeat_interleave(torch.arange(len(encoded), device=self.device), torch.tensor(samples, device=self.device))
             if past is not None:
-                past.batch_repeat_interleave(params.n)
-            input_ids = input_ids.repeat_interleave(params.n, dim=0)
-            attention = attention.repeat_interleave(params.n, dim=0)
-        sampler = None
-        if not params.greedy:
-            generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
-            sampler = RowSeededSampler(generators, params.n, params.temperature, params.top_p)
+                past.batch_select_indices(index)
+            input_ids, attention = input_ids[index], attention[index]
+        groups = [
+            RowGroup(
+                n=p.n,
+                max_new_tokens=p.max_new_tokens,
+                sampler=None if p.greedy else RowSeededSampler(
+                    [torch.Generator(device=self.device).manual_seed(int(p.seed))], p.n, p.temperature, p.top_p
+                ),
+                stop=self._stop_criteria(p.stop),
+            )
+            for p in params
+        ]
 
         def store_prompts(cache) -> None:
             for i, ids in enumerate(encoded):
-                self.prefix_cache.store(ids, cache, row=i * params.n, start=width - len(ids))
+                self.prefix_cache.store(ids, cache, row=first_row[i], start=width - len(ids))
 
         rows = decode(
-            self.model, self.cache_arg, input_ids, attention, past, params.n, params.max_new_tokens,
-            self.eos_ids, self.pad_id, sampler=sampler, stop=self._stop_criteria(params.stop),
+            self.model, self.cache_arg, input_ids, attention, past, groups, self.eos_ids, self.pad_id,
             on_prompt_cache=store_prompts,
         )
         self.generation_forwarded += input_ids.shape[0] * (1 if past is not None else width)
-        completions = [self._completion(row.tokens, row.logprobs, params) for row in rows]
-        return [completions[i * params.n : (i + 1) * params.n] for i in range(len(encoded))]
+        return [
+            [self._completion(row.tokens, row.logprobs, p) for row in rows[first : first + p.n]]
+            for first, p in zip(first_row, params)
+        ]
 
     def _stop_criteria(self, stop: Sequence[str]):
         """transformers' stop-string check for these strings (built once per set: it scans the vocabulary)."""
         if not stop:
             return None
         key = tuple(stop)
-        if key not in self._stop_checks:
-            self._stop_checks[key] = StopStringCriteria(self.tokenizer, list(stop))
-        check = self._stop_checks[key]
-        return lambda sequences: check(sequences, None)
+        if key not in self._stop_checks:  # one callable per set: the decode loop checks its rows together
+            criteria = StopStringCriteria(self.tokenizer, list(stop))
+            self._stop_checks[key] = lambda sequences: criteria(sequences, None)
+        return self._stop_checks[key]
 
     def _completion(self, tokens: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
         finish = "length"

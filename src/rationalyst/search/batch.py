@@ -9,10 +9,14 @@ programs active. Each round it takes the calls that share a *kind* (role, operat
 other than the seed) from every active problem and makes one engine call of them: one ``generate``
 with the rationale prompts of all problems, one with all their candidate prompts (n each, every row
 sampled with its own problem's seed: `LanguageModel.generate_seeded`), one ``score_many`` with all
-their candidates. The kind asked for by the most problems goes first (a call that has waited
-``_PATIENCE`` rounds goes first whatever its count), so problems that start late fall into step with
-the others instead of doubling the calls. A problem that finishes is handed out at once and a new
-one from the queue takes its place (continuous batching at problem level).
+their candidates. Generations of different kinds waiting for the same engine go out together as one
+``generate_mixed`` call (each prompt with its own params): where one model is both rationalist and
+agent, a problem's rationale and candidates (asked for together by the implicit heuristic) and the
+generations of problems at other phases share one decode loop on hf. The kind asked for by the most
+problems goes first (a call that has waited ``_PATIENCE`` rounds goes first whatever its count), so
+problems that start late fall into step with the others instead of doubling the calls. A problem
+that finishes is handed out at once and a new one from the queue takes its place (continuous
+batching at problem level).
 
 Cost stays per problem. A batched call's cost is split across the problems in it: tokens exactly per
 row (the tokens generated for that row; for scoring, the tokens the engine ran for that request where
@@ -145,9 +149,10 @@ def _execute(kind: tuple, rows: list[tuple[_Problem, int]]) -> None:
     calls = [problem.calls[i] for problem, i in rows]
     start = time.perf_counter()
     if kind[1] == "generate":
-        params = kind[2]
-        seeds = [c.params.seed for c in calls]
-        out = model.generate_seeded([c.prompt for c in calls], params, seeds)
+        if all(c.kind() == kind for c in calls):
+            out = model.generate_seeded([c.prompt for c in calls], kind[2], [c.params.seed for c in calls])
+        else:  # several kinds on one engine (`_choose`): each prompt with its own params, one call
+            out = model.generate_mixed([c.prompt for c in calls], [c.params for c in calls])
         seconds = time.perf_counter() - start
         tokens = [sum(len(c.token_ids) for c in row) for row in out]
     elif kind[1] == "reward":
@@ -168,7 +173,7 @@ def _execute(kind: tuple, rows: list[tuple[_Problem, int]]) -> None:
             tokens = _share(model.forwarded_tokens - before, scored)
             tokens = [round(t) for t in tokens]
     for (problem, i), answer, n, secs in zip(rows, out, tokens, _share(seconds, [float(t) for t in tokens])):
-        meter = getattr(problem.roles, role).meter
+        meter = getattr(problem.roles, problem.calls[i].role).meter
         meter.tokens += n
         meter.seconds += secs
         problem.seconds += secs
@@ -190,6 +195,15 @@ def _choose(problems: list[_Problem]) -> tuple[tuple, list[tuple[_Problem, int]]
         return (overdue, len({id(p) for p, _ in rows}))
 
     kind, rows = max(groups.items(), key=priority)  # first seen wins ties
+    if kind[1] == "generate":
+        # Every generation waiting for the same engine goes in the same call, whatever its params: the
+        # rationales and the candidates of all problems (one decode loop on hf), not one call per kind.
+        engine = getattr(rows[0][0].roles, kind[0]).model
+        place = {id(p): n for n, p in enumerate(problems)}
+        for other, more in groups.items():
+            if other != kind and other[1] == "generate" and getattr(more[0][0].roles, other[0]).model is engine:
+                rows = rows + more
+        rows.sort(key=lambda row: (place[id(row[0])], row[1]))
     return kind, rows
 
 

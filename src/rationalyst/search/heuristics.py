@@ -38,7 +38,7 @@ from typing import Any
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.lm.base import ContinuationScore, SamplingParams, ScoreRequest
 from rationalyst.search import prompts
-from rationalyst.search.batch import Call, Generate, Reward, Score, ask
+from rationalyst.search.batch import Call, Generate, Reward, Score, ask, gather
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 
@@ -142,8 +142,9 @@ Heuristic = Callable[[StepContext], Generator[list[Call], list[Any], StepDecisio
 
 
 def implicit(ctx: StepContext):
-    rationale = yield from ctx.rationale()
-    candidates = yield from ctx.propose()
+    # The rationale and the candidates both follow from the trajectory alone: asked for together, so
+    # that one engine in both roles writes them in one call (`batch.generate_mixed`).
+    rationale, candidates = yield from gather([ctx.rationale(), ctx.propose()])
     if not candidates:
         return StepDecision(rationale, [], [], 0)
     context = prompts.scorer_context(ctx.item, ctx.steps, rationale)
