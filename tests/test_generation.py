@@ -56,11 +56,12 @@ def test_finish_reason_stop_on_end_of_turn(default_model):
 
 def _reference_generate(model, prompts, params, seeds):
     """transformers' own ``generate`` on the left-padded prompts, each prompt's rows drawn from its own
-    generator (`RowSeededSampler`), every row run to the end: (token ids, log-probs) per sample."""
+    generator (`tests.references.own_generator_sampler`), every row run to the end: (token ids, log-probs)
+    per sample."""
     import torch
     from transformers import LogitsProcessorList
 
-    from rationalyst.lm.hf import RowSeededSampler
+    from tests.references import own_generator_sampler
 
     encoded = [model._encode(p) for p in prompts]
     width = max(map(len, encoded))
@@ -72,7 +73,7 @@ def _reference_generate(model, prompts, params, seeds):
     if not params.greedy:
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         kwargs["logits_processor"] = LogitsProcessorList(
-            [RowSeededSampler(generators, params.n, params.temperature, params.top_p)])
+            [own_generator_sampler(generators, params.n, params.temperature, params.top_p)])
     if params.stop:
         kwargs.update(stop_strings=list(params.stop), tokenizer=model.tokenizer)
     out = model.model.generate(input_ids=ids, attention_mask=mask, **kwargs)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import DynamicCache, LogitsProcessor, StopStringCriteria, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import DynamicCache, StopStringCriteria
 
 from rationalyst.console import progress
 from rationalyst.errors import ModelNotFoundError, RationalystError
@@ -71,36 +71,6 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
-
-
-class RowSeededSampler(LogitsProcessor):
-    """Samples every row from its own generator, so a prompt's samples do not depend on its batch.
-
-    Rows come in groups of ``n`` (one prompt's samples, as `generate` lays them out); group *i* draws
-    from ``generators[i]``. The distribution is the one transformers samples from (temperature, then
-    top-p, then softmax; no top-k), and one ``multinomial`` over the group's rows per step consumes
-    the generator as transformers' global ``torch.multinomial`` would for that prompt alone, so a
-    batch of one reproduces ``torch.manual_seed(seed)`` sampling exactly. It returns scores that are
-    -inf except at the drawn token, for the decode loop's argmax (`hf_decode`) to pick.
-    """
-
-    def __init__(self, generators: Sequence[torch.Generator], n: int, temperature: float, top_p: float) -> None:
-        self.generators, self.n = list(generators), n
-        self.temperature = TemperatureLogitsWarper(temperature) if temperature != 1.0 else None
-        self.top_p = TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1) if top_p < 1.0 else None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.temperature is not None:
-            scores = self.temperature(input_ids, scores)
-        if self.top_p is not None:
-            scores = self.top_p(input_ids, scores)
-        probs = torch.nn.functional.softmax(scores, dim=-1)
-        drawn = torch.cat([
-            torch.multinomial(probs[i * self.n : (i + 1) * self.n], num_samples=1, generator=g)
-            for i, g in enumerate(self.generators)
-        ])
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(1, drawn, 0.0)
 
 
 class HFModel(LanguageModel):
@@ -385,7 +355,7 @@ class HFModel(LanguageModel):
         self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
     ) -> list[list[Completion]]:
         """One batched generation in which row *i* draws its samples from ``torch.Generator(seed_i)``
-        (`RowSeededSampler`): a prompt's samples equal those of ``generate([prompt], seed=seed_i)``
+        (`hf_decode`): a prompt's samples equal those of ``generate([prompt], seed=seed_i)``
         whatever else is in the batch (up to float rounding between batch shapes). A row without a
         seed draws one from torch's global generator."""
         return self.generate_mixed(prompts, [params.model_copy(update={"seed": s}) for s in seeds])
@@ -530,9 +500,9 @@ class HFModel(LanguageModel):
             RowGroup(
                 n=p.n,
                 max_new_tokens=p.max_new_tokens,
-                sampler=None if p.greedy else RowSeededSampler(
-                    [torch.Generator(device=self.device).manual_seed(int(p.seed))], p.n, p.temperature, p.top_p
-                ),
+                generator=None if p.greedy else torch.Generator(device=self.device).manual_seed(int(p.seed)),
+                temperature=p.temperature,
+                top_p=p.top_p,
                 stop=self._stop_criteria(p.stop),
             )
             for p in params
