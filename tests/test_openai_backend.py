@@ -226,6 +226,21 @@ def test_generate_seeded_sends_each_row_with_its_own_seed():
     assert seen[-1]["json"] == next(r["json"] for r in seen if r["json"]["prompt"] == "b")
 
 
+def test_generate_mixed_sends_each_prompt_with_its_own_params():
+    def handler(payload, path):
+        return 200, {"choices": [{"index": i, "text": f"{payload['prompt']}{payload['max_tokens']}", "finish_reason": "stop"}
+                                 for i in range(payload["n"])]}
+
+    model, seen = _model(handler)
+    rationale = SamplingParams(max_new_tokens=6, stop=("\n",))
+    candidates = SamplingParams(n=3, temperature=0.7, max_new_tokens=9, seed=4)
+    results = model.generate_mixed(["a", "b"], [rationale, candidates])
+    sent = {r["json"]["prompt"]: r["json"] for r in seen}
+    assert (sent["a"]["n"], sent["a"]["max_tokens"], sent["a"]["temperature"], sent["a"].get("seed")) == (1, 6, 0.0, None)
+    assert (sent["b"]["n"], sent["b"]["max_tokens"], sent["b"]["temperature"], sent["b"]["seed"]) == (3, 9, 0.7, 4)
+    assert [[c.text for c in row] for row in results] == [["a6"], ["b9"] * 3]
+
+
 def _probe_answer(sampled: float, echoed: float, generated_for_zero: int = 0):
     """A server whose sampled log-prob of " Paris" after the probe is ``sampled`` and whose echo says ``echoed``."""
 

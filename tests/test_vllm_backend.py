@@ -417,3 +417,19 @@ def test_generate_seeded_is_one_engine_call_with_each_rows_own_seed(default_mode
     assert engine.calls[-1][1][0].seed == 5 and [c.text for c in alone[0]] == [c.text for c in batched[1]]
     greedy = model.generate_seeded(["a", "b"], SamplingParams(n=3, temperature=0, max_new_tokens=4), [1, 2])
     assert all(p.n == 1 and p.seed is None for p in engine.calls[-1][1]) and [len(r) for r in greedy] == [3, 3]
+
+
+def test_generate_mixed_is_one_engine_call_with_each_prompt_s_own_params(default_model):
+    """The search's rationales (greedy, short) and candidates (n sampled, longer) in one vLLM call."""
+    codec = HFTextCodec(default_model.tokenizer, name="vllm:test", max_length=64)
+    engine = HFBackedEngine(default_model, canned=_canned_outputs(default_model.tokenizer.eos_token_id))
+    model = VLLMModel(engine, codec, vllm=_stand_in_vllm(), name="vllm:test")
+    rationale = SamplingParams(max_new_tokens=6, stop=("\n",))
+    candidates = SamplingParams(n=3, temperature=0.7, max_new_tokens=9, stop=("\n",), seed=17)
+    results = model.generate_mixed(["a", "b", "c"], [rationale, candidates, rationale.model_copy(update={"n": 2})])
+    (_, sent), = engine.calls
+    assert [(p.n, p.max_tokens, p.temperature, p.seed) for p in sent] == [(1, 6, 0.0, None), (3, 9, 0.7, 17), (1, 6, 0.0, None)]
+    assert [[c.text for c in r] for r in results] == [["p0s0"], ["p1s0", "p1s1", "p1s2"], ["p2s0"] * 2]
+    with pytest.raises(RationalystError, match="prompt of .* tokens \\+ 60 new tokens"):
+        model.generate_mixed(["a", "one two three four five six seven"], [rationale, candidates.model_copy(update={"max_new_tokens": 60})])
+    assert len(engine.calls) == 1

@@ -379,6 +379,13 @@ class OpenAIModel(LanguageModel):
         rows = [(0, p, params.model_copy(update={"seed": seed})) for p, seed in zip(prompts, seeds)]
         return self._map(self._generate_one, rows)
 
+    def generate_mixed(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Completion]]:
+        """Every prompt's request in flight at once with its own params: a round's rationales and
+        candidates reach the server together, for its scheduler to batch."""
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
+        return self._map(self._generate_one, [(0, prompt, p) for prompt, p in zip(prompts, params)])
+
     # ----------------------------------------------------------------------------- scoring
 
     def _echo(self, prompt: str | list[int]) -> dict:

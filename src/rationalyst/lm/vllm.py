@@ -231,7 +231,7 @@ class VLLMModel(LanguageModel):
         return list(outputs)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        return self._generate(prompts, params, [sampling_kwargs(params, i) for i in range(len(prompts))])
+        return self._generate(prompts, [params] * len(prompts), [sampling_kwargs(params, i) for i in range(len(prompts))])
 
     def generate_seeded(
         self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
@@ -239,31 +239,41 @@ class VLLMModel(LanguageModel):
         """One engine call whatever the seeds: vLLM seeds each request's sampling on its own, so row
         ``i`` is what ``generate([prompts[i]], params)`` with ``seed = seeds[i]`` samples alone."""
         kwargs = [sampling_kwargs(params.model_copy(update={"seed": seed}), 0) for seed in seeds]
-        return self._generate(prompts, params, kwargs)
+        return self._generate(prompts, [params] * len(prompts), kwargs)
 
-    def _generate(self, prompts: Sequence[Prompt], params: SamplingParams, kwargs: list[dict[str, Any]]) -> list[list[Completion]]:
+    def generate_mixed(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Completion]]:
+        """One engine call: vLLM takes a `SamplingParams` per request, so the rationales and the candidates
+        of a batched search round are scheduled together."""
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
+        return self._generate(prompts, list(params), [sampling_kwargs(p, 0) for p in params])
+
+    def _generate(
+        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams], kwargs: list[dict[str, Any]]
+    ) -> list[list[Completion]]:
         if not prompts:
             return []
-        check_sampling(params, self.name)
+        for p in dict.fromkeys(params):
+            check_sampling(p, self.name)
         encoded = [self.codec.encode(p) for p in prompts]
         limit = self.codec.max_length
-        for ids in encoded:
-            if limit is not None and len(ids) + params.max_new_tokens > limit:
+        for ids, p in zip(encoded, params):
+            if limit is not None and len(ids) + p.max_new_tokens > limit:
                 raise RationalystError(
-                    f"{self.name}: prompt of {len(ids)} tokens + {params.max_new_tokens} new tokens "
+                    f"{self.name}: prompt of {len(ids)} tokens + {p.max_new_tokens} new tokens "
                     f"is over the model's limit of {limit}"
                 )
         sampling = [self.vllm.SamplingParams(**k) for k in kwargs]
         outputs = self._run([tokens_prompt(ids) for ids in encoded], sampling)
         results = []
-        for out in outputs:
+        for out, wanted in zip(outputs, params):
             ordered = sorted(out.outputs, key=lambda o: getattr(o, "index", 0))
             completions = [completion_from_output(o, self.end_ids) for o in ordered]
-            if params.greedy and params.n > 1:
+            if wanted.greedy and wanted.n > 1:
                 if len(completions) != 1:
                     raise RationalystError(f"vLLM returned {len(completions)} greedy samples, expected 1")
                 (c,) = completions  # greedy decoding: n equal samples, each its own lists
-                completions = [replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs)) for _ in range(params.n)]
+                completions = [replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs)) for _ in range(wanted.n)]
             results.append(completions)
         return results
 
