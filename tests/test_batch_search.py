@@ -4,7 +4,6 @@ mid-run that resumes with nothing lost or twice."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 from rationalyst.stages import eval as eval_stage
 from tests.killing import kill_when
+from tests.references import trace_without_timings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 SETTINGS = SearchSettings(
@@ -136,18 +136,6 @@ def test_every_method_is_a_program():
     assert set(PROGRAMS) == set(METHODS)
 
 
-def _without_timings(trace):
-    trace = json.loads(json.dumps(trace))
-    trace.pop("seconds")
-    trace.pop("tokens")  # what a prefix cache saved depends on what ran before
-    for step in trace["steps"]:
-        for candidate in step["candidates"]:
-            candidate.pop("score", None)
-        step.pop("step_scores", None)
-    trace.pop("path_score", None)
-    return trace
-
-
 @pytest.mark.parametrize("method", ["implicit", "self-consistency", "beam"])
 def test_a_problem_s_trace_does_not_depend_on_its_batch(default_model, method):
     """hf seeds each row: batch 1 and batch 3 make the same samples, rationales and choices; scores agree
@@ -159,7 +147,7 @@ def test_a_problem_s_trace_does_not_depend_on_its_batch(default_model, method):
         runs[batch] = {i.id: t for i, t in solve_many(method, items, Roles.of(default_model), settings, 7, batch)}
     for item in items:
         one, three = runs[1][item.id], runs[3][item.id]
-        assert _without_timings(one) == _without_timings(three)
+        assert trace_without_timings(one) == trace_without_timings(three)
         for a, b in zip(one["steps"], three["steps"]):
             assert [c.get("score") for c in a["candidates"]] == pytest.approx([c.get("score") for c in b["candidates"]], abs=1e-4)
 
@@ -203,8 +191,8 @@ def test_a_killed_batched_eval_resumes_with_nothing_lost_or_twice(tmp_path):
     assert sorted(ids) == sorted(i.id for i in load_benchmark("gsm8k", source, limit=4)) and set(ids.values()) == {1}
     assert summary.problems == 4
     fresh = eval_stage.run(config.model_copy(update={"output": tmp_path / "fresh", "batch_problems": 4}))
-    again = {r["id"]: _without_timings(r) for r in read_records(fresh[0].path)}
-    assert {r["id"]: _without_timings(r) for r in records} == again
+    again = {r["id"]: trace_without_timings(r) for r in read_records(fresh[0].path)}
+    assert {r["id"]: trace_without_timings(r) for r in records} == again
 
 
 def test_on_the_openai_backend_a_problem_s_trace_does_not_depend_on_its_batch(default_model):
@@ -231,7 +219,7 @@ def test_on_the_openai_backend_a_problem_s_trace_does_not_depend_on_its_batch(de
         items = load_benchmark("gsm8k", FIXTURES / "gsm8k.jsonl", limit=3)
         settings = SETTINGS.model_copy(update={"max_steps": 2})
         runs = {
-            batch: {i.id: _without_timings(t) for i, t in solve_many("random", items, Roles.of(agent), settings, 5, batch)}
+            batch: {i.id: trace_without_timings(t) for i, t in solve_many("random", items, Roles.of(agent), settings, 5, batch)}
             for batch in (1, 3)
         }
         assert runs[1] == runs[3]

@@ -42,6 +42,9 @@ from rationalyst.lm.memory import release_memory
 from rationalyst.search.methods import solve_many
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
+from tests.references import trace_without_timings, transformers_generate
+from tests.test_hf_scoring import CONTEXTS
+from tests.test_hf_scoring import CONTINUATIONS as BASE_CONTINUATIONS
 
 pytestmark = pytest.mark.cuda
 
@@ -168,56 +171,6 @@ def _reference_score(model: HFModel, context, continuation: str) -> tuple[list[i
     return targets, [float(logprobs[p - 1, t]) for p, t in zip(range(seq.n_context, len(seq.token_ids)), targets)]
 
 
-class _GroupSampler:
-    """The reference's sampling, written here: transformers' temperature and top-p warpers, softmax, then one
-    ``multinomial`` per prompt per step over the prompt's n rows, from that prompt's own generator on the
-    device; returns -inf except at the drawn tokens (for generate's greedy pick)."""
-
-    def __init__(self, seeds, n: int, temperature: float, top_p: float, device) -> None:
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
-
-        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-        self.n = n
-        self.warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
-
-    def __call__(self, input_ids, scores):
-        for warp in self.warpers:
-            scores = warp(input_ids, scores)
-        probs = torch.softmax(scores, dim=-1)
-        drawn = [torch.multinomial(probs[i * self.n : (i + 1) * self.n], 1, generator=g) for i, g in enumerate(self.generators)]
-        return torch.full_like(scores, float("-inf")).scatter_(1, torch.cat(drawn), 0.0)
-
-
-def _transformers_generate(model: HFModel, prompts, params: SamplingParams, seeds) -> list[tuple[list[int], list[float]]]:
-    """transformers' ``generate`` on the left-padded prompts on the device, every row run to the end:
-    (token ids, log-probs) per sample, cut after the first end-of-sequence token or stop string."""
-    from transformers import LogitsProcessorList
-
-    encoded = [model._encode(p) for p in prompts]
-    width = max(map(len, encoded))
-    ids = torch.tensor([[model.pad_id] * (width - len(e)) + e for e in encoded]).repeat_interleave(params.n, 0)
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded]).repeat_interleave(params.n, 0)
-    kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=False, return_dict_in_generate=True,
-                  output_logits=True, pad_token_id=model.pad_id, eos_token_id=model.eos_ids,
-                  temperature=None, top_p=None, top_k=None)
-    if not params.greedy:
-        sampler = _GroupSampler(seeds, params.n, params.temperature, params.top_p, model.device)
-        kwargs["logits_processor"] = LogitsProcessorList([sampler])
-    if params.stop:
-        kwargs.update(stop_strings=list(params.stop), tokenizer=model.tokenizer)
-    with torch.no_grad():
-        out = model.model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), **kwargs)
-    rows = []
-    for r in range(out.sequences.shape[0]):
-        tokens, logprobs = [], []
-        for j, step in enumerate(out.logits):
-            tok = int(out.sequences[r, width + j])
-            tokens.append(tok)
-            logprobs.append(float(torch.log_softmax(step[r].float(), -1)[tok]))
-            if tok in model.eos_ids or any(s in model.tokenizer.decode(tokens) for s in params.stop):
-                break
-        rows.append((tokens, logprobs))
-    return rows
 
 
 def _record(check: str, **values) -> None:
@@ -253,7 +206,7 @@ def test_decoding_makes_the_tokens_transformers_generate_makes(models, params, p
         assert model.prefix_cache.reused_tokens > reused
     worst = 0.0
     for run, p in runs:
-        reference = _transformers_generate(model, PROMPTS, p, SEEDS)
+        reference = transformers_generate(model, PROMPTS, p, SEEDS)
         samples = [c for row in run for c in row]
         assert len(samples) == len(reference) == len(PROMPTS) * p.n
         for sample, (tokens, logprobs) in zip(samples, reference):
@@ -316,18 +269,7 @@ def test_rows_sample_from_their_own_seed_on_the_device(models):
 
 # ----------------------------------------------------------------------------- b. scoring
 
-CONTEXTS = [
-    "Question: Tom has 3 apples and buys 2 more. How many apples does he have now?\nAnswer:",
-    "The mitochondria is the powerhouse of the cell. " * 12 + "Therefore,",
-    [{"role": "user", "content": "What is 17 + 25? Think step by step."}],
-]
-CONTINUATIONS = [
-    " 5",
-    " He has 3 + 2 = 5 apples, so the answer is 5.",
-    "\n\nLet me think about this carefully: first we add, then we check the units.",
-    " café ☺ — naïve",
-    "",
-] + [f" {i} apples and {i + 1} pears" for i in range(5)]
+CONTINUATIONS = BASE_CONTINUATIONS + [f" {i} apples and {i + 1} pears" for i in range(5)]
 
 
 def _tolerance(dtype: str) -> float:
@@ -437,18 +379,6 @@ def _items() -> list[BenchmarkItem]:
     ]
 
 
-def _without_timings(trace):
-    trace = json.loads(json.dumps(trace))
-    trace.pop("seconds")
-    trace.pop("tokens")  # what a prefix cache saved depends on what ran before
-    for step in trace["steps"]:
-        for candidate in step["candidates"]:
-            candidate.pop("score", None)
-        step.pop("step_scores", None)
-    trace.pop("path_score", None)
-    return trace
-
-
 def test_a_problem_s_trace_does_not_depend_on_its_batch_on_the_device(models):
     """implicit supervision, the tiny model (float32, prefix cache on) in every role: four problems one at
     a time and four in lockstep make the same samples, rationales and choices; scores agree to 1e-4.
@@ -465,7 +395,7 @@ def test_a_problem_s_trace_does_not_depend_on_its_batch_on_the_device(models):
         one, four = runs[1][item.id], runs[4][item.id]
         assert isinstance(one, dict) and isinstance(four, dict), (one, four)
         assert one["steps"] and all(s["candidates"] for s in one["steps"])
-        assert _without_timings(one) == _without_timings(four)
+        assert trace_without_timings(one) == trace_without_timings(four)
         for a, b in zip(one["steps"], four["steps"]):
             pairs = [(x.get("score"), y.get("score")) for x, y in zip(a["candidates"], b["candidates"])]
             worst = max([worst] + [abs(x - y) for x, y in pairs if x is not None and y is not None])

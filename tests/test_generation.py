@@ -7,6 +7,7 @@ import math
 import pytest
 
 from rationalyst.lm import SamplingParams
+from tests.references import transformers_generate
 
 CHAT = [{"role": "user", "content": "Name three colours."}]
 
@@ -54,43 +55,6 @@ def test_finish_reason_stop_on_end_of_turn(default_model):
     assert "<|im_end|>" not in done.text
 
 
-def _reference_generate(model, prompts, params, seeds):
-    """transformers' own ``generate`` on the left-padded prompts, each prompt's rows drawn from its own
-    generator (`tests.references.own_generator_sampler`), every row run to the end: (token ids, log-probs)
-    per sample."""
-    import torch
-    from transformers import LogitsProcessorList
-
-    from tests.references import own_generator_sampler
-
-    encoded = [model._encode(p) for p in prompts]
-    width = max(map(len, encoded))
-    ids = torch.tensor([[model.pad_id] * (width - len(e)) + e for e in encoded]).repeat_interleave(params.n, 0)
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded]).repeat_interleave(params.n, 0)
-    kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=False,
-                  return_dict_in_generate=True, output_logits=True, pad_token_id=model.pad_id,
-                  eos_token_id=model.eos_ids, temperature=None, top_p=None, top_k=None)
-    if not params.greedy:
-        generators = [torch.Generator().manual_seed(s) for s in seeds]
-        kwargs["logits_processor"] = LogitsProcessorList(
-            [own_generator_sampler(generators, params.n, params.temperature, params.top_p)])
-    if params.stop:
-        kwargs.update(stop_strings=list(params.stop), tokenizer=model.tokenizer)
-    out = model.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-    rows = []
-    for r in range(out.sequences.shape[0]):
-        tokens, logprobs = [], []
-        for j, step in enumerate(out.logits):
-            tok = int(out.sequences[r, width + j])
-            tokens.append(tok)
-            logprobs.append(float(torch.log_softmax(step[r].float(), -1)[tok]))
-            if tok in model.eos_ids or (params.stop and any(
-                    s in model.tokenizer.decode(tokens) for s in params.stop)):
-                break
-        rows.append((tokens, logprobs))
-    return rows
-
-
 @pytest.mark.parametrize(
     "params",
     [
@@ -112,7 +76,7 @@ def test_decoding_makes_the_tokens_transformers_generate_makes(default_model, pa
         default_model.prefix_cache.capacity = capacity
     default_model.batch_size = 4 * params.n  # one engine batch, as the reference
     for run, p in ((got, params.model_copy(update={"stop": ()})), (with_stop, params)):
-        reference = _reference_generate(default_model, prompts, p, seeds)
+        reference = transformers_generate(default_model, prompts, p, seeds)
         samples = [c for row in run for c in row]
         assert len(samples) == len(reference) == len(prompts) * params.n
         for sample, (tokens, logprobs) in zip(samples, reference):
@@ -143,7 +107,7 @@ def test_prompts_with_different_params_decode_together_as_each_would_alone(defau
         default_model.prefix_cache.capacity, default_model.batch_size = capacity, batch_size
     lengths = set()
     for prompt, p, samples in zip(prompts, params, got):
-        reference = _reference_generate(default_model, [prompt], p, [p.seed])
+        reference = transformers_generate(default_model, [prompt], p, [p.seed])
         assert len(samples) == len(reference) == p.n
         for sample, (tokens, logprobs) in zip(samples, reference):
             end = len(sample.token_ids)

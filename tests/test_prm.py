@@ -148,6 +148,14 @@ class CountingModel:
             self.seeds.append(list(seeds))
         return out
 
+    def generate_mixed(self, prompts, params):  # the rationales and candidates of one round, together
+        out = self.model.generate_mixed(prompts, params)
+        sampled = [i for i, p in enumerate(params) if p.temperature > 0]
+        if sampled:
+            self.generated.append(sum(len(out[i]) for i in sampled))
+            self.seeds.append([params[i].seed for i in sampled])
+        return out
+
 
 @pytest.mark.parametrize("budget,width,subtrees", [(4, 2, 2), (2, 3, 1), (5, 2, 2)])
 def test_dvts_never_samples_more_than_its_budget(default_model, budget, width, subtrees):
