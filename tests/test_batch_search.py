@@ -195,6 +195,20 @@ def test_a_killed_batched_eval_resumes_with_nothing_lost_or_twice(tmp_path):
     assert {r["id"]: trace_without_timings(r) for r in records} == again
 
 
+def test_engines_too_narrow_for_a_round_are_named(default_model):
+    from rationalyst.lm.hf import HFModel
+
+    eight = HFModel(default_model.model, default_model.tokenizer, name="eight", batch_size=8)
+    one_engine = Roles.of(eight)
+    # One engine in every role: a rationale and 2 candidates a problem in one call; scoring 2 a problem.
+    assert eval_stage.narrow_engines(one_engine, 4, 2, ("rationalist", "scorer")) == [("agent+rationalist+scorer", 8, 12)]
+    assert eval_stage.narrow_engines(one_engine, 4, 2, ()) == []  # random: the 8 candidates fit
+    assert eval_stage.narrow_engines(one_engine, 2, 3, ("rationalist", "scorer")) == []
+    apart = Roles.of(eight, rationalist=HFModel(default_model.model, default_model.tokenizer, batch_size=4))
+    assert eval_stage.narrow_engines(apart, 4, 2, ("rationalist", "scorer")) == []  # 8 rows fit 8, 4 rationales fit 4
+    assert eval_stage.narrow_engines(apart, 5, 2, ("rationalist", "scorer")) == [("agent+scorer", 8, 10), ("rationalist", 4, 5)]
+
+
 def test_on_the_openai_backend_a_problem_s_trace_does_not_depend_on_its_batch(default_model):
     """Against the project's own server: the openai backend seeds each request, so batch 1 and 3 agree."""
     uvicorn = pytest.importorskip("uvicorn")

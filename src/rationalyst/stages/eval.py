@@ -204,12 +204,36 @@ def solve_item(item: BenchmarkItem, method: str, roles: Roles, settings: SearchS
 #: Problems in lockstep by the agent's backend, when ``batch_problems`` is not set. hf on CPU: 8, by
 #: measurement (benchmarks/eval_throughput.py, implicit, SmolLM2-135M on 2 shared cores: 4 problems at
 #: batch 4 ran 3.2x the problems/min of batch 1, with 3x fewer engine calls; the model's own
-#: ``batch_size`` still caps the sequences per forward pass, so set it to about batch x n_candidates).
-#: Not measured here (no GPU or server on this machine), set by
-#: what the engine schedules: hf on CUDA and vllm 256 (GSM8K's 1,319 problems in 6 waves), an openai
+#: ``batch_size`` still caps the sequences per forward pass, so set it to about batch x (n_candidates + 1):
+#: a problem's rationale and candidates decode together).
+#: hf on CUDA: on one H200 with random weights of the default's shape, batch 8 ran 5.25x the problems/min
+#: of batch 1 (benchmarks/eval_throughput.py --random-weights; a decode step is launch-bound there, so
+#: wider is nearly free); 256 was not measured to its end. Not measured here (no GPU or server on this
+#: machine), set by what the engine schedules: vllm 256 (GSM8K's 1,319 problems in 6 waves), an openai
 #: server 32 (requests sent one by one unless the backend overrides `generate_seeded`), llama.cpp 1
 #: (one sequence at a time, and its KV reuse keeps one prompt).
 BATCH_PROBLEMS = {"cpu": 8, "cuda": 256, "vllm": 256, "openai": 32, "llamacpp": 1}
+
+
+def narrow_engines(roles: Roles, batch: int, n_candidates: int, used: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """The hf engines whose ``batch_size`` (sequences per forward pass) is below what one round of the
+    step search over ``batch`` problems gives them: as agent ``n_candidates`` samples a problem, as
+    rationalist one rationale (the two share a call when one engine plays both), as scorer
+    ``n_candidates`` sequences; ``used``: the roles the method uses besides the agent (`METHOD_ROLES`).
+    Each as (its roles, its batch_size, the rows of a round)."""
+    from rationalyst.lm.hf import HFModel
+
+    engines: dict[int, tuple[Any, list[str]]] = {}
+    for role in ("agent", *(r for r in ("rationalist", "scorer") if r in used)):
+        engine = getattr(roles, role).model
+        engines.setdefault(id(engine), (engine, []))[1].append(role)
+    out = []
+    for engine, played in engines.values():
+        generated = (n_candidates if "agent" in played else 0) + (1 if "rationalist" in played else 0)
+        rows = batch * max(generated, n_candidates if "scorer" in played else 0)
+        if isinstance(engine, HFModel) and engine.batch_size < rows:
+            out.append(("+".join(played), engine.batch_size, rows))
+    return out
 
 
 def default_batch_problems(config: EvalConfig, roles: Roles) -> int:
@@ -322,6 +346,12 @@ def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None
             roles = pool.roles(config, method)
             roles.solve_prompt = solve_prompt
             batch = default_batch_problems(config, roles)
+            for played, size, rows in narrow_engines(roles, batch, config.search.n_candidates, METHOD_ROLES[method]):
+                log.warning(
+                    "batch_problems %d gives the %s model rounds of %d sequences, but its batch_size is %d: each "
+                    "round runs in several passes one after another; raise %s.batch_size where memory allows",
+                    batch, played, rows, size, played.split("+")[0],
+                )
             solved = solve_many(method, pending, roles, config.search, config.seed, batch_problems=batch)
             # Traces are written as each problem finishes (not in input order): a kill loses at most
             # the unflushed shard, and a resume solves exactly the ids not yet written.
