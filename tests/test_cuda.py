@@ -43,7 +43,7 @@ from rationalyst.search.methods import solve_many
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
 from tests.references import trace_without_timings, transformers_generate
-from tests.test_hf_scoring import CONTEXTS
+from tests.test_hf_scoring import CONTEXTS, DOCS, RATIONALES
 from tests.test_hf_scoring import CONTINUATIONS as BASE_CONTINUATIONS
 
 pytestmark = pytest.mark.cuda
@@ -298,18 +298,6 @@ def test_shared_kv_scoring_equals_a_full_pass_per_continuation(models, dtype):
     worst = max(_check_scores(model, r.context, r.continuations, got, _tolerance(dtype)) for r, got in zip(requests, results))
     assert results[0][4].token_ids == [] and results[0][4].sum == 0.0
     _record("score_many vs full pass", dtype=dtype, max_logprob_diff=worst)
-
-
-DOCS = [
-    "Natalia sold clips to 48 of her friends in April. In May she sold half as many clips. "
-    "Altogether she sold 48 + 24 = 72 clips in April and May. The answer is 72.",
-    "Water boils at 100 degrees Celsius at sea level.\nAt higher altitude the air pressure is lower, "
-    "so water boils at a lower temperature — about 70 °C on Everest.",
-]
-RATIONALES = [
-    [" (Half of 48 is 24.)", " (Add both months.)", " (So the total is the answer.)"],
-    [" <BOT>Boiling depends on pressure.<EOT>", " <BOT>Lower pressure means a lower boiling point.<EOT>"],
-]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
