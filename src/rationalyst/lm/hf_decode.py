@@ -13,7 +13,7 @@ out next, and so the prompt's samples. The distribution is the one transformers 
 (temperature, then top-p, then softmax; no top-k), computed once per step for all rows that share
 those settings; only the draws are per prompt.
 
-Each prompt brings its own decoding (`RowGroup`: samples, greedy or its own seeded sampler, token
+Each prompt brings its own decoding (`RowGroup`: samples, greedy or drawn from its own generator, token
 limit, stop strings), so one loop can carry calls that differ in all of these: the rationales (greedy,
 short) and the candidate steps (n sampled, longer) of many problems advance together, one forward pass
 per step for all of them, instead of one loop per kind each waiting for its own longest row.
