@@ -67,6 +67,34 @@ def test_requests_that_arrive_together_share_an_engine_call():
     assert model.calls == [len(prompts)] and all(answers[p][0][0].text == f"{p}/{len(p)}" for p in prompts)
 
 
+class SlowMixing(Slow):
+    """A backend that decodes prompts with different params in one call (as hf does)."""
+
+    def generate_mixed(self, prompts, params):
+        self.calls.append(("mixed", len(prompts)))
+        time.sleep(self.delay)
+        return [[Completion(f"{p}/{q.seed}/{q.max_new_tokens}", [1], [0.0], "stop")] * q.n for p, q in zip(prompts, params)]
+
+
+def test_requests_with_different_params_share_one_engine_call():
+    model = SlowMixing()
+    batcher = Batcher(model, threading.Lock())
+    answers: dict[str, object] = {}
+
+    def ask(prompt, tokens, n):
+        answers[prompt] = batcher.generate([prompt], SamplingParams(temperature=1.0, n=n, max_new_tokens=tokens, seed=len(prompt)), ServerLimits(batch_window_s=0.3))
+
+    threads = [threading.Thread(target=ask, args=(f"q{i}" * (i + 1), 8 + i % 3, 1 + i % 2)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert model.calls == [("mixed", 6)]  # three limits, two n: still one call
+    for i in range(6):
+        prompt = f"q{i}" * (i + 1)
+        assert [c.text for c in answers[prompt][0]] == [f"{prompt}/{len(prompt)}/{8 + i % 3}"] * (1 + i % 2)
+
+
 def test_a_full_queue_is_a_503():
     batcher = Batcher(Slow(delay=0.3), threading.Lock())
     answers = _concurrently(batcher, [f"p{i}" for i in range(6)], SamplingParams(), ServerLimits(max_queued=2))

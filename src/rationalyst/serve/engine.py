@@ -7,8 +7,9 @@ since its search calls them.
 
 Generation requests that arrive together are gathered into one engine call (`Batcher`): a worker
 thread per served model takes whatever is queued (after a short window for simultaneous arrivals)
-and makes one ``generate_seeded`` call per set of sampling params, each request's rows seeded as
-they would be alone; the queue is bounded (`ServerLimits.max_queued`, in prompts x samples) and a
+and makes one ``generate_mixed`` call of them all, each request's rows with its own params and seeded
+as they would be alone (hf decodes them in one loop; a backend without a mixed call makes one call
+per set of params); the queue is bounded (`ServerLimits.max_queued`, in prompts x samples) and a
 request that would overflow it is answered 503 at once. Guided requests (`GuidedBatcher`) are gathered
 the same way into one lockstep search over all their choices (`search.chat.GuidedSearch.many`).
 
@@ -209,30 +210,29 @@ class Batcher(_Gatherer):
         return job.result  # type: ignore[return-value]
 
     def _handle(self, jobs: list[_Job]) -> None:
-        groups: dict[SamplingParams, list[_Job]] = {}
-        for job in jobs:
-            groups.setdefault(job.params.model_copy(update={"seed": None}), []).append(job)
-        for params, group in groups.items():
-            self._run(params, group)
+        self._run(jobs)
         with self._ready:
             self.queued_rows -= sum(job.rows for job in jobs)
 
-    def _run(self, params: SamplingParams, jobs: list[_Job]) -> None:
+    def _run(self, jobs: list[_Job]) -> None:
         """One engine call for ``jobs``; when it fails, each job alone, so one bad prompt fails one request."""
         prompts = [p for job in jobs for p in job.prompts]
         # Prompt i of a request samples with its seed + i, as the request would alone.
-        seeds = [None if job.params.seed is None else job.params.seed + i for job in jobs for i in range(len(job.prompts))]
+        params = [
+            job.params.model_copy(update={"seed": None if job.params.seed is None else job.params.seed + i})
+            for job in jobs for i in range(len(job.prompts))
+        ]
         try:
             with self.lock:
                 self.calls += 1
-                if len(jobs) == 1 or not hasattr(self.model, "generate_seeded"):  # alone: the plain call
+                if len(jobs) == 1 or not hasattr(self.model, "generate_mixed"):  # alone: the plain call
                     out = [row for job in jobs for row in self.model.generate(job.prompts, job.params)]
                 else:
-                    out = self.model.generate_seeded(prompts, params, seeds)
+                    out = self.model.generate_mixed(prompts, params)
         except Exception as exc:  # noqa: BLE001 - handed to the requests that asked
             if len(jobs) > 1:
                 for job in jobs:
-                    self._run(params, [job])
+                    self._run([job])
                 return
             jobs[0].error = _as_error(exc) if isinstance(exc, (RationalystError, ValidationError)) else exc
             jobs[0].done.set()
