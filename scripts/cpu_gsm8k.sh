@@ -4,24 +4,59 @@
 # the whole script can be started again after any interruption; it takes many hours on 2 CPU cores.
 #
 #   make models-cpu test-llamacpp          # once: the two Qwen builtins, llama-cpp-python compiled
-#   nohup bash scripts/cpu_gsm8k.sh > runs/cpu-gsm8k.log 2>&1 &
+#   nohup bash scripts/cpu_gsm8k.sh > runs/cpu-gsm8k.log 2>&1 &     (or: make cpu-gsm8k)
 #
+# tau is chosen on the dev slice (recipes/cpu-gsm8k.dev-ids.txt), never on the reported problems: a
+# rationalist is trained on the kept rationales at tau 0 (the recipe) and at the paper's 1.2
+# (train.min_delta, no re-scoring), and the one whose rationales raise the scorer's log-prob of the
+# gold next step more (benchmarks/dev_step_gain.py, 30 dev problems x 2 steps) is evaluated.
 # Outputs under runs/cpu-gsm8k (not committed: weights and traces); the report is written to
-# docs/results/cpu-gsm8k/ and the PRM800K AUROCs to runs/cpu-gsm8k/auroc-*.txt.
+# docs/results/cpu-gsm8k/, the dev gains and PRM800K AUROCs to runs/cpu-gsm8k/*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 BIN="${BIN:-.venv/bin}"
 RECIPE=recipes/cpu-gsm8k.yaml
 OUT=runs/cpu-gsm8k
-TRAINED="hf:$OUT/train/merged"
 BASE=builtin:qwen2.5-coder-0.5b
 AGENT=llamacpp:builtin:qwen2.5-coder-1.5b
+DATA="${RATIONALYST_BENCHMARKS:-../shared/benchmarks}/gsm8k/train.jsonl"
 
 step() { echo "== $(date -u +%FT%TZ) $*"; }
+# Run a command that prints a figure once: its output is kept in FILE, and a finished FILE is not redone.
+once() {
+    local file=$1; shift
+    if [ ! -s "$file" ]; then "$@" > "$file.partial"; mv "$file.partial" "$file"; fi
+    cat "$file"
+}
 
-step "pipeline: select, extract, filter, train, then cot and implicit (trained rationalist) on the 200"
-"$BIN/rationalyst" run "$RECIPE"
+step "select, extract, filter, train (tau 0)"
+"$BIN/rationalyst" run "$RECIPE" --until train
+
+step "a rationalist trained at the paper's tau 1.2 on the same filter run"
+"$BIN/rationalyst" train --config "$RECIPE" --set "output=$OUT/train-tau1.2" --set min_delta=1.2
+
+step "tau on the dev slice: the gold next step's log-prob gain from each rationalist's rationales"
+for who in base tau0 tau1.2; do
+    case $who in base) spec=$BASE ;; tau0) spec="hf:$OUT/train/merged" ;; tau1.2) spec="hf:$OUT/train-tau1.2/merged" ;; esac
+    once "$OUT/dev-gain-$who.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
+        --data "$DATA" --rationalist "$spec" --scorer "$BASE" --problems 30 --steps 2 --save "$OUT/dev-gain-$who.jsonl"
+done
+CHOSEN=$("$BIN/python" - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
+def mean(who):
+    gains = [json.loads(line)["gain"] for line in open(f"{out}/dev-gain-{who}.jsonl")]
+    return sum(gains) / len(gains)
+best = max(("tau0", "train"), ("tau1.2", "train-tau1.2"), key=lambda c: mean(c[0]))
+print(f"{out}/{best[1]}/merged")
+EOF
+)
+echo "chosen rationalist: $CHOSEN" | tee "$OUT/chosen-rationalist.txt"
+TRAINED="hf:$CHOSEN"
+
+step "cot (the packaged few-shot prompt) and implicit (the chosen rationalist), the 200"
+"$BIN/rationalyst" run "$RECIPE" --set "eval.rationalist.spec=$TRAINED"
 
 step "cot in the agent's own zero-shot chat format, the 200"
 "$BIN/rationalyst" eval --config "$RECIPE" --set "output=$OUT/eval-zero-shot" \
@@ -33,20 +68,17 @@ step "implicit with the untrained base model as rationalist, the 200"
 
 step "the other methods, the first 100 of the 200"
 "$BIN/rationalyst" eval --config "$RECIPE" --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
-    --set "methods=[random, self-consistency, self-ppl, explicit, best-of-n]"
+    --set "rationalist.spec=$TRAINED" --set "methods=[random, self-consistency, self-ppl, explicit, best-of-n]"
 
-step "implicit (trained rationalist) with the agent as scorer, the first 100"
+step "implicit (the chosen rationalist) with the agent as scorer, the first 100"
 "$BIN/rationalyst" eval --config "$RECIPE" --set "output=$OUT/eval-agent-scorer" --set benchmarks.0.limit=100 \
-    --set "scorer.spec=$AGENT" --set "methods=[implicit]"
+    --set "rationalist.spec=$TRAINED" --set "scorer.spec=$AGENT" --set "methods=[implicit]"
 
 step "PRM800K: AUROC of the step scores, trained vs untrained rationalist (the scorer alone is in both)"
 for who in trained untrained; do
     spec=$TRAINED; [ "$who" = untrained ] && spec=$BASE
-    if [ ! -s "$OUT/auroc-$who.txt" ]; then
-        "$BIN/python" benchmarks/prm800k_auroc.py --rationalist "$spec" --scorer "$BASE" --limit 200 \
-            --save "$OUT/auroc-$who.jsonl" > "$OUT/auroc-$who.txt.partial"
-        mv "$OUT/auroc-$who.txt.partial" "$OUT/auroc-$who.txt"
-    fi
+    once "$OUT/auroc-$who.txt" "$BIN/python" benchmarks/prm800k_auroc.py --rationalist "$spec" --scorer "$BASE" \
+        --limit 200 --save "$OUT/auroc-$who.jsonl"
 done
 
 step "report"

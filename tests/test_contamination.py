@@ -150,3 +150,7 @@ def test_cpu_gsm8k_recipe_holds_its_evaluation_problems_out_of_mining():
     (ref,) = config.eval.benchmarks
     assert len(ref.ids) == 200 and len(set(gsm8k.exclude_ids)) == 300
     assert set(ref.ids) <= set(gsm8k.exclude_ids)
+    # The dev slice (tau and settings are chosen on it): the other 100 held out, none of them reported.
+    text = (files("rationalyst") / "recipes" / "cpu-gsm8k.dev-ids.txt").read_text("utf-8")
+    dev = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(set(dev)) == 100 and set(dev) <= set(gsm8k.exclude_ids) and not set(dev) & set(ref.ids)
