@@ -109,3 +109,38 @@ def test_a_batch_mixing_stored_trajectories_and_a_new_prompt_reuses_each_row_s_p
     assert need_fresh > 4 * need_stored  # the case this is about
     assert forwarded <= need_fresh + len(prompts) * need_stored + last_column
     assert forwarded < len(prompts) * need_fresh  # what one pass from the new row's first column costs
+
+
+@pytest.mark.parametrize(
+    "params",
+    [SamplingParams(max_new_tokens=8), SamplingParams(n=2, temperature=0.8, max_new_tokens=8, seed=5)],
+)
+def test_prompts_starting_together_run_their_shared_text_once(model, params):
+    """Three new problems behind the same few-shot text, nothing stored: the result equals generation with
+    no reuse at all, and the shared text runs once, not once per row."""
+    shots = (
+        "Solve each problem step by step.\n\n" + QUESTION + "He buys 5 more, so 3 + 5 = 8.\nThe answer is 8.\n\n"
+        "Question: Ann reads 4 pages a day for a week. How many pages does she read?\n"
+        "A week has 7 days, so 4 * 7 = 28.\nThe answer is 28.\n\n"
+    )
+    prompts = [
+        shots + "Question: A box holds 6 eggs. How many eggs are in 9 boxes?\n",
+        shots + "Question: Sam had 40 dollars and spent 15. How much is left?\n",
+        shots + "Question: A train travels 60 km an hour for 3 hours. How far does it go?\n",
+    ]
+    model.prefix_cache.capacity = 0
+    reference = model.generate_seeded(prompts, params, [3, 4, 5])
+    model.prefix_cache.capacity = 8
+    before = model.generation_forwarded
+    got = model.generate_seeded(prompts, params, [3, 4, 5])
+    forwarded = model.generation_forwarded - before
+    for got_row, ref_row in zip(got, reference):
+        assert [c.token_ids for c in got_row] == [c.token_ids for c in ref_row]
+        for g, r in zip(got_row, ref_row):
+            assert max(abs(a - b) for a, b in zip(g.logprobs, r.logprobs)) < 1e-4
+    ids = [model.tokenizer(p)["input_ids"] for p in prompts]
+    shared = min(common_prefix_length(ids[0], i) for i in ids[1:])
+    rest = max(len(i) - 1 - shared for i in ids)
+    assert shared > 4 * rest  # the case this is about: a long shared text, short questions
+    assert forwarded <= shared + len(prompts) * rest + len(prompts) * params.n
+    assert forwarded < 2 * shared  # what running the shared text for each row costs: 3x

@@ -39,7 +39,7 @@ from rationalyst.lm.base import (
 )
 from rationalyst.lm.boundary import SplitSequence, shared_prefix_length
 from rationalyst.lm.hf_decode import RowGroup, decode
-from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, cache_layers, output_cache
+from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, cache_layers, common_prefix_length, output_cache
 from rationalyst.lm.tokenization import HFTextCodec
 
 log = logging.getLogger(__name__)
@@ -387,6 +387,40 @@ class HFModel(LanguageModel):
             results.extend(self._generate_batch([encoded[i] for i in chunk], [params[i] for i in chunk]))
         return results
 
+    def _share_prefixes(self, encoded: Sequence[list[int]]) -> None:
+        """Run once, and store, each prefix that several prompts of a call share beyond what the store
+        holds for them, so that `_prefill` copies it instead of running it for every row.
+
+        Problems that start together (a batch's first wave, or several joining in one round) bring
+        prompts that begin with the same few-shot text: one at a time, each reuses its predecessor's
+        stored prompt, but side by side none is stored yet and the batch would run that text once per
+        row. A row's shared prefix is its longest common prefix with any other prompt of the call (its
+        neighbours in sorted order), at most all but its last token (what `_prefill` runs); each distinct
+        one that saves more than `SECOND_PASS_COST` row-columns runs as a batch of one (shortest first,
+        so a longer one extends a shorter one's entry) and goes into the store.
+        """
+        if self.prefix_cache.capacity <= 0 or len(encoded) < 2:
+            return
+        order = sorted(range(len(encoded)), key=lambda i: encoded[i])
+        shared = [0] * len(encoded)
+        for a, b in zip(order, order[1:]):
+            n = min(common_prefix_length(encoded[a], encoded[b]), len(encoded[a]) - 1, len(encoded[b]) - 1)
+            shared[a], shared[b] = max(shared[a], n), max(shared[b], n)
+        prefixes = sorted({tuple(ids[:n]) for ids, n in zip(encoded, shared) if n > 0}, key=len)
+        for prefix in prefixes:
+            rows = sum(1 for ids in encoded if tuple(ids[: len(prefix)]) == prefix)
+            used, past = self.prefix_cache.peek(prefix, len(prefix))
+            if (rows - 1) * (len(prefix) - used) <= SECOND_PASS_COST:
+                continue
+            used, past = self.prefix_cache.lookup(prefix, len(prefix))
+            out = self.model(
+                input_ids=torch.tensor([prefix[used:]], device=self.device),
+                position_ids=torch.arange(used, len(prefix), device=self.device)[None],
+                use_cache=True, logits_to_keep=1, **({self.cache_arg: past} if past is not None else {}),
+            )
+            self.generation_forwarded += len(prefix) - used
+            self.prefix_cache.store(prefix, output_cache(out))
+
     def _prefill(self, encoded: Sequence[list[int]], input_ids, attention, end: int) -> Any:
         """A cache holding columns ``[0, end)`` of the left-padded batch for every row, or None if ``end`` is 0.
 
@@ -489,6 +523,7 @@ class HFModel(LanguageModel):
         self.prefix_cache.reserve(sum(samples))
         # Every column but the last runs here, each row reusing the prefix it stored before (its
         # trajectory's previous prompt); with n samples the prompts run once and their KV is copied.
+        self._share_prefixes(encoded)
         past = self._prefill(encoded, input_ids, attention, width - 1)
         first_row = [sum(samples[:i]) for i in range(len(samples))]
         if any(n > 1 for n in samples):
