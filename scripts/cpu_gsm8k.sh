@@ -8,8 +8,9 @@
 #
 # tau is chosen on the dev slice (recipes/cpu-gsm8k.dev-ids.txt), never on the reported problems: a
 # rationalist is trained on the kept rationales at tau 0 (the recipe) and at the paper's 1.2
-# (train.min_delta, no re-scoring; one epoch), and the one whose rationales raise the scorer's log-prob of the
-# gold next step more (benchmarks/dev_step_gain.py, 30 dev problems x 2 steps) is evaluated.
+# (train.min_delta, no re-scoring; one epoch), and the one whose rationales let the scorer rank the gold
+# next step above wrong ones by the larger margin (benchmarks/dev_step_gain.py, 30 dev problems x 2
+# steps, a wrong computation and a skipped step each) is evaluated.
 # Outputs under runs/cpu-gsm8k (not committed: weights and traces); the report is written to
 # docs/results/cpu-gsm8k/, the dev gains and PRM800K AUROCs to runs/cpu-gsm8k/*.txt.
 set -euo pipefail
@@ -36,19 +37,19 @@ step "select, extract, filter, train (tau 0)"
 step "a rationalist trained at the paper's tau 1.2 on the same filter run (one epoch: tau 0's dev loss was flat after 40 of its 186 steps)"
 "$BIN/rationalyst" train --config "$RECIPE" --set "output=$OUT/train-tau1.2" --set min_delta=1.2 --set epochs=1
 
-step "tau on the dev slice: the gold next step's log-prob gain from each rationalist's rationales"
+step "tau on the dev slice: how well each rationalist's rationales let the scorer tell gold steps from wrong ones"
 for who in base tau0 tau1.2; do
     case $who in base) spec=$BASE ;; tau0) spec="hf:$OUT/train/merged" ;; tau1.2) spec="hf:$OUT/train-tau1.2/merged" ;; esac
-    once "$OUT/dev-gain-$who.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
-        --data "$DATA" --rationalist "$spec" --scorer "$BASE" --problems 30 --steps 2 --save "$OUT/dev-gain-$who.jsonl"
+    once "$OUT/dev-$who.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
+        --data "$DATA" --rationalist "$spec" --scorer "$BASE" --problems 30 --steps 2 --save "$OUT/dev-$who.jsonl"
 done
 CHOSEN=$("$BIN/python" - "$OUT" <<'EOF'
 import json, sys
 out = sys.argv[1]
-def mean(who):
-    gains = [json.loads(line)["gain"] for line in open(f"{out}/dev-gain-{who}.jsonl")]
-    return sum(gains) / len(gains)
-best = max(("tau0", "train"), ("tau1.2", "train-tau1.2"), key=lambda c: mean(c[0]))
+def discrimination(who):  # the mean margin of gold over wrong steps after the rationale: what the search ranks by
+    margins = [m for line in open(f"{out}/dev-{who}.jsonl") for m in json.loads(line)["margin_with"].values()]
+    return sum(margins) / len(margins)
+best = max(("tau0", "train"), ("tau1.2", "train-tau1.2"), key=lambda c: discrimination(c[0]))
 print(f"{out}/{best[1]}/merged")
 EOF
 )
