@@ -78,6 +78,22 @@ def test_store_keeps_the_longest_entry_and_evicts_least_recent(model):
     assert len(cache) == 2 and cache.lookup([1, 2, 3], limit=10)[0] == 0
 
 
+def _generate_as_without_reuse(model, prompts, params, prepare=lambda: None) -> int:
+    """Generate ``prompts`` (seeds 3, 4, 5) with the prefix store on, after ``prepare()``, check the result
+    against the store off (tokens equal, log-probs 1e-4), and return the prompt positions forwarded."""
+    model.prefix_cache.capacity = 0
+    reference = model.generate_seeded(prompts, params, [3, 4, 5])
+    model.prefix_cache.capacity = 8
+    prepare()
+    before = model.generation_forwarded
+    got = model.generate_seeded(prompts, params, [3, 4, 5])
+    for got_row, ref_row in zip(got, reference):
+        assert [c.token_ids for c in got_row] == [c.token_ids for c in ref_row]
+        for g, r in zip(got_row, ref_row):
+            assert max(abs(a - b) for a, b in zip(g.logprobs, r.logprobs)) < 1e-4
+    return model.generation_forwarded - before
+
+
 @pytest.mark.parametrize(
     "params",
     [SamplingParams(max_new_tokens=8), SamplingParams(n=2, temperature=0.8, max_new_tokens=8, seed=5)],
@@ -90,17 +106,9 @@ def test_a_batch_mixing_stored_trajectories_and_a_new_prompt_reuses_each_row_s_p
     fresh = ("Question: A farmer has 12 cows, 30 hens and 4 horses; each cow gives 9 litres of milk a day and "
              "he sells it at 2 dollars a litre. How much does he earn in a week?\n")
     prompts = extended + [fresh]
-    model.prefix_cache.capacity = 0
-    reference = model.generate_seeded(prompts, params, [3, 4, 5])
-    model.prefix_cache.capacity = 8
-    model.generate(first, SamplingParams(max_new_tokens=1))  # stores the two trajectories' prefixes
-    before = model.generation_forwarded
-    got = model.generate_seeded(prompts, params, [3, 4, 5])
-    forwarded = model.generation_forwarded - before
-    for got_row, ref_row in zip(got, reference):
-        assert [c.token_ids for c in got_row] == [c.token_ids for c in ref_row]
-        for g, r in zip(got_row, ref_row):
-            assert max(abs(a - b) for a, b in zip(g.logprobs, r.logprobs)) < 1e-4
+    forwarded = _generate_as_without_reuse(
+        model, prompts, params, lambda: model.generate(first, SamplingParams(max_new_tokens=1))  # stores the trajectories
+    )
     ids = [model.tokenizer(p)["input_ids"] for p in prompts]
     stored = [common_prefix_length(model.tokenizer(f)["input_ids"], i) for f, i in zip(first, ids)]
     need_stored = max(len(i) - 1 - s for i, s in zip(ids, stored))
@@ -128,16 +136,7 @@ def test_prompts_starting_together_run_their_shared_text_once(model, params):
         shots + "Question: Sam had 40 dollars and spent 15. How much is left?\n",
         shots + "Question: A train travels 60 km an hour for 3 hours. How far does it go?\n",
     ]
-    model.prefix_cache.capacity = 0
-    reference = model.generate_seeded(prompts, params, [3, 4, 5])
-    model.prefix_cache.capacity = 8
-    before = model.generation_forwarded
-    got = model.generate_seeded(prompts, params, [3, 4, 5])
-    forwarded = model.generation_forwarded - before
-    for got_row, ref_row in zip(got, reference):
-        assert [c.token_ids for c in got_row] == [c.token_ids for c in ref_row]
-        for g, r in zip(got_row, ref_row):
-            assert max(abs(a - b) for a, b in zip(g.logprobs, r.logprobs)) < 1e-4
+    forwarded = _generate_as_without_reuse(model, prompts, params)
     ids = [model.tokenizer(p)["input_ids"] for p in prompts]
     shared = min(common_prefix_length(ids[0], i) for i in ids[1:])
     rest = max(len(i) - 1 - shared for i in ids)
