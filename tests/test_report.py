@@ -153,7 +153,8 @@ def test_markdown_tables_and_plots(built):
     assert "| gsm8k | implicit | 5 | 3 | 60.0% | [23.1, 88.2] | 0 | 0 | complete |" in text
     assert "| arc-challenge | random | 3 | 1 | 33.3% | [6.1, 79.2] | 0 | 0 | **incomplete** (3 so far) |" in text
     assert "| arc-challenge | cot | 4 | 3 | 75.0% | [30.1, 95.4] | 1 | 1 | complete |" in text
-    assert "| gsm8k | implicit | 120 | 20 | 200 | 0 | 340 | 5.00 | 50.0% | complete |" in text
+    # tokens by role and in all, then seconds by role (scorer: mean of 0.5 (i + 1), i = 0..4) and in all
+    assert "| gsm8k | implicit | 120 | 20 | 200 | 0 | 340 | 2.00 | 1.00 | 1.50 | 0.00 | 5.00 | 50.0% | complete |" in text
     assert "| gsm8k | implicit | random | 5 | 4 | 3 | 1 | 1 | 1 | 0 |" in text
     assert "| gsm8k | 1 | 2 | 1 | 1 | 0 | 50.0% | 0.550 | 0.5 |" in text
     assert "| pile | 2 | 3 | 1 | 1 | 1 | 50.0% | -0.100 | 0 |" in text

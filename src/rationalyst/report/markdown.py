@@ -107,13 +107,16 @@ def render(collection: Collection, plots: dict[str, str]) -> str:
             out += ["", f"![accuracy per benchmark and method]({plots['accuracy']})"]
         out += evaluation_data(runs)
         out += compute(runs, plots)
-        out += ["", "## Cost per problem", "", ("Means per problem. Supervision share = (rationalist + scorer + "
-                "judge + prm seconds) / total seconds, summed over the run's problems."), ""]
+        out += ["", "## Cost per problem", "", ("Means per problem, by role and in all (the total seconds include "
+                "the search's own code). Supervision share = (rationalist + scorer + judge + prm seconds) / total "
+                "seconds, summed over the run's problems."), ""]
         roles = [role for role in ROLES if role != "prm" or any(r.tokens.get(role) for r in runs)]  # prm: when used
         out.append(table(
-            ["benchmark", "method", *[f"{role} tokens" for role in roles], "tokens", "seconds", "supervision share", "status"],
+            ["benchmark", "method", *[f"{role} tokens" for role in roles], "tokens", *[f"{role} s" for role in roles],
+             "seconds", "supervision share", "status"],
             [[r.benchmark, r.label, *[num(r.tokens.get(role), 0) for role in roles], num(r.tokens.get("total"), 0),
-              num(r.seconds.get("total"), 2), pct(r.supervision_share), status(r.complete)] for r in runs],
+              *[num(r.seconds.get(role), 2) for role in roles], num(r.seconds.get("total"), 2), pct(r.supervision_share),
+              status(r.complete)] for r in runs],
         ))
         if "cost" in plots:
             out += ["", f"![cost per problem]({plots['cost']})"]
