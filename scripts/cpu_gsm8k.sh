@@ -54,6 +54,14 @@ print(f"{out}/{best[1]}/merged")
 EOF
 )
 echo "chosen rationalist: $CHOSEN" | tee "$OUT/chosen-rationalist.txt"
+
+step "the scorer's choice on the dev slice: the same measure with the agent's 1.5B model as scorer"
+for who in base tau0; do
+    case $who in base) spec=$BASE ;; tau0) spec="hf:$OUT/train/merged" ;; esac
+    once "$OUT/dev-$who-agent-scorer.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
+        --data "$DATA" --rationalist "$spec" --scorer "$AGENT" --problems 30 --steps 2 \
+        --save "$OUT/dev-$who-agent-scorer.jsonl"
+done
 TRAINED="hf:$CHOSEN"
 
 step "cot (the packaged few-shot prompt) and implicit (the chosen rationalist), the 200"
