@@ -409,7 +409,7 @@ class HFModel(LanguageModel):
         prefixes = sorted({tuple(ids[:n]) for ids, n in zip(encoded, shared) if n > 0}, key=len)
         for prefix in prefixes:
             rows = sum(1 for ids in encoded if tuple(ids[: len(prefix)]) == prefix)
-            used, past = self.prefix_cache.peek(prefix, len(prefix))
+            used, _ = self.prefix_cache.peek(prefix, len(prefix))
             if (rows - 1) * (len(prefix) - used) <= SECOND_PASS_COST:
                 continue
             used, past = self.prefix_cache.lookup(prefix, len(prefix))
