@@ -64,15 +64,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise RationalystError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 class HFModel(LanguageModel):
     """A transformers causal LM behind the `LanguageModel` contract."""
 
@@ -184,7 +175,7 @@ class HFModel(LanguageModel):
             sliced, branches = [], []
             for row, g in enumerate(chunk):
                 for j, seq in enumerate(groups[g][1]):
-                    shared = _common_prefix(seq.token_ids, trunks[row])
+                    shared = common_prefix_length(seq.token_ids, trunks[row])
                     if shared == len(seq.token_ids) and seq.n_context >= 1:
                         sliced.append((row, g, j, seq))
                     else:
