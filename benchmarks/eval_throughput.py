@@ -6,8 +6,12 @@ side in one process (the prefix cache emptied before each run). For each: proble
 calls per problem (``generate`` and ``score_many`` calls reaching the model), tokens forwarded (prompt
 tokens run by generation + tokens run by scoring) against the minimum (every prompt or scored token
 that no earlier call of the run had forwarded as a prefix: an unbounded, exact prefix cache), and
-accuracy; then ``ratio: X`` (the second batch size over batch 1, in problems/min) and the engine calls
-a 1,319-problem GSM8K run would make at batch 1 and at batch 256, from the measured calls per problem.
+accuracy, and when all but the last problem were done (a problem that runs to ``max_steps`` alone at
+the end bounds a batched run: its steps are sequential whatever the batch); then ``ratio: X`` (the
+second batch size over batch 1, in problems/min) and the engine calls a 1,319-problem GSM8K run would
+make at batch 1 and at batch 256, from the measured calls per problem. With an hf model the search
+streams its generations (continuous batching): each batch of prompts joining the decode loop counts
+as one engine call, and the decode steps are timed apart.
 
     OMP_NUM_THREADS=2 python benchmarks/eval_throughput.py [--problems 32] [--batches 1,8,16]
 
@@ -87,12 +91,34 @@ class Counting(LanguageModel):
         kind = " + ".join(sorted({f"n={p.n} max={p.max_new_tokens}" for p in params}))
         return self._timed(f"generate {kind}", self.inner.generate_mixed, prompts, params)
 
+    def open_stream(self):
+        return CountingStream(self, self.inner.open_stream()) if hasattr(self.inner, "open_stream") else None
+
     def score_many(self, requests):
         self.calls += 1
         for r in requests:
             for c in r.continuations:
                 self.minimum += self._new_tokens(self.inner.split(r.context, c).token_ids)
         return self._timed("score", self.inner.score_many, requests)
+
+
+class CountingStream:
+    """A model's stream behind the same meter: each `add` (one batch of prompts joining) is an engine call."""
+
+    def __init__(self, counting: Counting, inner) -> None:
+        self.counting, self.inner = counting, inner
+
+    def __getattr__(self, name):  # busy, tags
+        return getattr(self.inner, name)
+
+    def add(self, prompts, params, tags):
+        self.counting.calls += 1
+        self.counting.minimum += sum(self.counting._new_tokens(self.counting.inner._encode(p)) for p in prompts)
+        kind = "generate (stream) " + " + ".join(sorted({f"n={p.n} max={p.max_new_tokens}" for p in params}))
+        return self.counting._timed(kind, self.inner.add, prompts, params, tags)
+
+    def step(self):
+        return self.counting._timed("decode steps", self.inner.step)
 
 
 def run(model, items, settings: SearchSettings, batch: int) -> dict:
@@ -102,7 +128,10 @@ def run(model, items, settings: SearchSettings, batch: int) -> dict:
     counting = Counting(model)
     before = model.forwarded_tokens + model.generation_forwarded
     start = time.perf_counter()
-    traces = [t for _, t in solve_many("implicit", items, Roles.of(counting), settings, 0, batch_problems=batch)]
+    traces, finished_at = [], []
+    for _, trace in solve_many("implicit", items, Roles.of(counting), settings, 0, batch_problems=batch):
+        traces.append(trace)
+        finished_at.append(time.perf_counter() - start)
     seconds = time.perf_counter() - start
     forwarded = model.forwarded_tokens + model.generation_forwarded - before
     return {
@@ -111,6 +140,9 @@ def run(model, items, settings: SearchSettings, batch: int) -> dict:
         "accuracy": sum(bool(t.get("correct")) for t in traces) / len(items),
         "steps": sum(len(t.get("steps", [])) for t in traces) / len(items),
         "by_kind": {k: (counting.calls_by_kind[k], counting.seconds[k]) for k in sorted(counting.seconds)},
+        # The tail: when all but the last problem were done, and how many steps that last one took.
+        "all_but_last": finished_at[-2] if len(finished_at) > 1 else seconds,
+        "last_steps": len(traces[-1].get("steps", [])),
     }
 
 
@@ -166,6 +198,7 @@ def main() -> None:
             flush=True,
         )
         print("    " + "; ".join(f"{kind}: {n} calls, {sec:.0f} s" for kind, (n, sec) in r["by_kind"].items()), flush=True)
+        print(f"    all but the last problem done at {r['all_but_last']:.0f} s; the last took {r['last_steps']} steps", flush=True)
     base = results[0]
     if len(results) > 1:
         print(f"ratio: {results[1]['per_min'] / base['per_min']:.2f}")

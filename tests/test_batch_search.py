@@ -152,6 +152,28 @@ def test_a_problem_s_trace_does_not_depend_on_its_batch(default_model, method):
             assert [c.get("score") for c in a["candidates"]] == pytest.approx([c.get("score") for c in b["candidates"]], abs=1e-4)
 
 
+def test_on_hf_a_problem_s_next_step_joins_while_others_decode(default_model, monkeypatch):
+    """Continuous batching: a problem scored while the others still decode sends its next step into the
+    running decode loop (`HFStream.add` with other problems' prompts live), and nothing waits for a
+    round; the traces are those of batch 1 (the test above)."""
+    from rationalyst.lm.hf_stream import HFStream
+
+    joins = []
+    add = HFStream.add
+
+    def spy(self, prompts, params, tags):
+        live = {tag[0] for tag in self.tags}
+        joins.append((live, {tag[0] for tag in tags}))
+        return add(self, prompts, params, tags)
+
+    monkeypatch.setattr(HFStream, "add", spy)
+    items = load_benchmark("gsm8k", FIXTURES / "gsm8k.jsonl", limit=3)
+    traces = [t for _, t in solve_many("implicit", items, Roles.of(default_model), SETTINGS, 7, batch_problems=3)]
+    assert len(traces) == 3 and all(isinstance(t, dict) and t["steps"] for t in traces)
+    assert joins[0] == (set(), {0, 1, 2})  # the first steps of all three join together
+    assert any(live and not live & joining for live, joining in joins)  # a later step joined mid-decode
+
+
 def test_hf_rows_sample_from_their_own_seed(default_model):
     prompts = ["Count: 1, 2,", "The sky is", "Once upon a time"]
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8)

@@ -42,6 +42,7 @@ from rationalyst.lm.memory import release_memory
 from rationalyst.search.methods import solve_many
 from rationalyst.search.roles import Roles
 from rationalyst.search.settings import SearchSettings
+from tests.joins import run_with_joins
 from tests.references import trace_without_timings, transformers_generate
 from tests.test_hf_scoring import CONTEXTS, DOCS, RATIONALES
 from tests.test_hf_scoring import CONTINUATIONS as BASE_CONTINUATIONS
@@ -221,6 +222,30 @@ def test_decoding_makes_the_tokens_transformers_generate_makes(models, params, p
     _record("f32 decoding vs transformers generate", params=PARAM_IDS[PARAMS.index(params)], prefix_cache=prefix_cache,
             max_logprob_diff=worst, lengths=sorted(lengths))
     assert len(lengths) > 1  # rows finished at different steps: they did leave the batch
+
+
+def test_prompts_joining_a_running_decode_loop_match_generate_on_the_device(models):
+    """float32, continuous batching (`HFStream`): prompts join the decode loop at different steps (the
+    batch padded to a longer prompt, a shorter one padded to the batch) and leave when done; each
+    prompt's samples equal transformers' generate for it alone on the device."""
+    model = _sibling(models("float32"), batch_size=16, prefix_cache=4)
+    plan = {
+        "long": ("Tell me a story about a dragon who lives in a cave by the sea " * 3, SamplingParams(max_new_tokens=5), 0),
+        "sampled": ("Count: 1, 2, 3,", SamplingParams(n=3, temperature=0.9, max_new_tokens=14, seed=5), 2),
+        "chat": (CHAT, SamplingParams(max_new_tokens=9), 3),
+        "late": ("Write a list of fruits, one per line " * 4, SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=6, seed=9), 7),
+    }
+    got, joined, _ = run_with_joins(model, plan)
+    assert joined["sampled"] == ["long", "sampled"] and "long" not in joined["late"]
+    worst = 0.0
+    for tag, (prompt, params, _) in plan.items():
+        reference = transformers_generate(model, [prompt], params, [params.seed])
+        assert len(got[tag]) == params.n
+        for sample, (tokens, logprobs) in zip(got[tag], reference):
+            assert sample.token_ids == tokens[: len(sample.token_ids)]
+            worst = max(worst, _max_diff(sample.logprobs, logprobs))
+    _record("f32 decoding with prompts joining mid-loop vs transformers generate", max_logprob_diff=worst)
+    assert worst < F32_TOL
 
 
 @pytest.mark.parametrize("params", PARAMS, ids=PARAM_IDS)

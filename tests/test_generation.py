@@ -7,6 +7,8 @@ import math
 import pytest
 
 from rationalyst.lm import SamplingParams
+from rationalyst.lm.hf_decode import TRIM_COLUMNS
+from tests.joins import run_with_joins
 from tests.references import transformers_generate
 
 CHAT = [{"role": "user", "content": "Name three colours."}]
@@ -117,3 +119,34 @@ def test_prompts_with_different_params_decode_together_as_each_would_alone(defau
                 assert end == len(tokens) == p.max_new_tokens
             lengths.add(end)
     assert len(lengths) > 2  # rows ended at different steps, by their own limits and stops
+
+
+def test_prompts_joining_a_running_decode_loop_decode_as_each_would_alone(default_model):
+    """`HFStream` (continuous batching): a long greedy prompt starts alone; a short sampled prompt (n=3)
+    joins at its third step (the batch is padded to it); the long one leaves, the batch drops the
+    padding columns nobody needs; a longer prompt joins late (the batch is padded to it). Each prompt's
+    samples equal transformers' generate for it alone (tokens exactly, log-probs to 1e-4)."""
+    long_prompt = "Tell me a story about a dragon who lives in a cave by the sea, and about the fisherman " * 2
+    late = "Write a list of ten fruits, one per line, starting with apples and pears and then " * 2
+    plan = {
+        "long": (long_prompt, SamplingParams(max_new_tokens=6), 0),
+        "short": ("Count: 1, 2, 3,", SamplingParams(n=3, temperature=0.9, max_new_tokens=24, seed=5), 2),
+        "chat": (CHAT, SamplingParams(max_new_tokens=16, stop=("\n",)), 4),
+        "late": (late, SamplingParams(n=2, temperature=1.0, top_p=0.9, max_new_tokens=10, seed=9), 9),
+    }
+    default_model.prefix_cache.capacity, capacity = 0, default_model.prefix_cache.capacity
+    default_model.batch_size, batch_size = 16, default_model.batch_size
+    try:
+        got, joined, trimmed = run_with_joins(default_model, plan)
+    finally:
+        default_model.prefix_cache.capacity, default_model.batch_size = capacity, batch_size
+    assert joined["short"] == ["long", "short"] and joined["chat"] == ["chat", "long", "short"]
+    assert "long" not in joined["late"] and "short" in joined["late"]  # the long prompt had left, not the short
+    assert max(trimmed) >= TRIM_COLUMNS  # the long prompt's columns went with it
+    for tag, (prompt, params, _) in plan.items():
+        reference = transformers_generate(default_model, [prompt], params, [params.seed])
+        assert len(got[tag]) == params.n
+        for sample, (tokens, logprobs) in zip(got[tag], reference):
+            end = len(sample.token_ids)
+            assert end <= params.max_new_tokens and sample.token_ids == tokens[:end]
+            assert max((abs(a - b) for a, b in zip(sample.logprobs, logprobs)), default=0) < 1e-4

@@ -38,7 +38,8 @@ from rationalyst.lm.base import (
     ScoreRequest,
 )
 from rationalyst.lm.boundary import SplitSequence, shared_prefix_length
-from rationalyst.lm.hf_decode import RowGroup, decode
+from rationalyst.lm.hf_decode import DecodeSession, RowGroup
+from rationalyst.lm.hf_stream import HFStream
 from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, cache_layers, common_prefix_length, output_cache
 from rationalyst.lm.tokenization import HFTextCodec
 
@@ -354,29 +355,30 @@ class HFModel(LanguageModel):
     @torch.inference_mode()
     def generate_mixed(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Completion]]:
         """Prompt *i* decoded by its own ``params[i]`` (n, greedy or sampled with its seed, limit, stop
-        strings), all in one decode loop per batch of at most ``batch_size`` rows: its samples are
-        those of ``generate_seeded([prompts[i]], params[i], [params[i].seed])`` (up to float rounding
-        between batch shapes). A sampled prompt without a seed draws one from torch's global generator."""
+        strings), all in one decode loop of at most ``batch_size`` rows (`HFStream`: a prompt joins as
+        others leave): its samples are those of ``generate_seeded([prompts[i]], params[i],
+        [params[i].seed])`` (up to float rounding between batch shapes). A sampled prompt without a seed
+        draws one from torch's global generator."""
         if len(params) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
-        encoded = [self._encode(p) for p in prompts]
-        params = [
-            p if p.greedy or p.seed is not None else p.model_copy(update={"seed": int(torch.randint(0, 2**31 - 1, ()))})
-            for p in params
-        ]
-        chunks: list[list[int]] = []
-        rows = 0
-        for i, p in enumerate(params):  # at most batch_size rows a batch, at least one prompt
-            if chunks and rows + p.n <= self.batch_size:
-                chunks[-1].append(i)
-                rows += p.n
-            else:
-                chunks.append([i])
-                rows = p.n
-        results: list[list[Completion]] = []
-        for chunk in progress(chunks, total=len(chunks), description="generating"):
-            results.extend(self._generate_batch([encoded[i] for i in chunk], [params[i] for i in chunk]))
+        stream = self.open_stream()
+        stream.add(prompts, params, range(len(prompts)))
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for tag, completions, _ in progress(stream.drain(), total=len(prompts), description="generating"):
+            results[tag] = completions
         return results
+
+    def open_stream(self) -> HFStream:
+        """A decode loop that prompts may join at any step (continuous batching: `HFStream`)."""
+        return HFStream(self)
+
+    def check_room(self, prompt_tokens: int, new_tokens: int) -> None:
+        """Raise if a prompt of ``prompt_tokens`` plus ``new_tokens`` would pass the model's length limit."""
+        if self.max_length is not None and prompt_tokens + new_tokens > self.max_length:
+            raise RationalystError(
+                f"{self.name}: prompt of {prompt_tokens} tokens + {new_tokens} new tokens "
+                f"is over the model's limit of {self.max_length}"
+            )
 
     def _share_prefixes(self, encoded: Sequence[list[int]]) -> None:
         """Run once, and store, each prefix that several prompts of a call share beyond what the store
@@ -496,14 +498,11 @@ class HFModel(LanguageModel):
         self.generation_forwarded += input_ids.shape[0] * (stop - start)
         return out
 
-    def _generate_batch(self, encoded: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[list[Completion]]:
+    def join(self, session: DecodeSession, encoded: Sequence[list[int]], params: Sequence[SamplingParams], tags: Sequence[Any]) -> None:
+        """Prefill ``encoded`` (each row reusing the prefix it stored before: its trajectory's previous
+        prompt; shared prefixes run once) and add them to ``session``, each with its own decoding;
+        sampled params must carry their seed."""
         width = max(len(ids) for ids in encoded)
-        longest = max(p.max_new_tokens for p in params)
-        if self.max_length is not None and width + longest > self.max_length:
-            raise RationalystError(
-                f"{self.name}: prompt of {width} tokens + {longest} new tokens "
-                f"is over the model's limit of {self.max_length}"
-            )
         input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(encoded), width), dtype=torch.long)
         for i, ids in enumerate(encoded):  # left padding: every prompt ends where generation starts
@@ -511,12 +510,10 @@ class HFModel(LanguageModel):
             attention[i, width - len(ids) :] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         samples = [p.n for p in params]
-        self.prefix_cache.reserve(sum(samples))
-        # Every column but the last runs here, each row reusing the prefix it stored before (its
-        # trajectory's previous prompt); with n samples the prompts run once and their KV is copied.
+        self.prefix_cache.reserve(session.rows + sum(samples))
+        # Every column but the last runs here; with n samples the prompts run once and their KV is copied.
         self._share_prefixes(encoded)
         past = self._prefill(encoded, input_ids, attention, width - 1)
-        first_row = [sum(samples[:i]) for i in range(len(samples))]
         if any(n > 1 for n in samples):
             index = torch.repeat_interleave(torch.arange(len(encoded), device=self.device), torch.tensor(samples, device=self.device))
             if past is not None:
@@ -534,19 +531,12 @@ class HFModel(LanguageModel):
             for p in params
         ]
 
-        def store_prompts(cache) -> None:
-            for i, ids in enumerate(encoded):
-                self.prefix_cache.store(ids, cache, row=first_row[i], start=width - len(ids))
+        def store_prompts(cache, first_rows: list[int], cache_width: int) -> None:
+            for ids, row in zip(encoded, first_rows):
+                self.prefix_cache.store(ids, cache, row=row, start=cache_width - len(ids))
 
-        rows = decode(
-            self.model, self.cache_arg, input_ids, attention, past, groups, self.eos_ids, self.pad_id,
-            on_prompt_cache=store_prompts,
-        )
-        self.generation_forwarded += input_ids.shape[0] * (1 if past is not None else width)
-        return [
-            [self._completion(row.tokens, row.logprobs, p) for row in rows[first : first + p.n]]
-            for first, p in zip(first_row, params)
-        ]
+        session.join(input_ids, attention, past, groups, tags, on_prompt_cache=store_prompts)
+        self.generation_forwarded += input_ids.shape[0]  # the last prompt column, once per sample
 
     def _stop_criteria(self, stop: Sequence[str]):
         """transformers' stop-string check for these strings (built once per set: it scans the vocabulary)."""
@@ -558,7 +548,7 @@ class HFModel(LanguageModel):
             self._stop_checks[key] = lambda sequences: criteria(sequences, None)
         return self._stop_checks[key]
 
-    def _completion(self, tokens: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
+    def completion(self, tokens: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
         finish = "length"
         end_markers = set(self.eos_ids) | {self.pad_id}
         for i, tok in enumerate(tokens):

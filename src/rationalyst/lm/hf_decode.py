@@ -1,22 +1,30 @@
-"""The `hf` backend's decode loop: transformers' greedy / sampled decoding, minus the finished work.
+"""The `hf` backend's decode loop: transformers' greedy / sampled decoding, minus the waiting.
 
-``model.generate`` runs every row of a batch until the last one finishes: in the batched step search
-(many problems' rationales or candidates in one call, each prompt's n samples side by side) a third
-or more of the rows it computes are already done. This loop makes the same tokens as ``generate``
-(same cache, same positions, same logits processing, a finished row fed the pad token) but removes a
-prompt's rows from the batch as soon as all n of its samples have finished
-(``DynamicCache.batch_select_indices``). It keeps a prompt's rows together until then because a
-sampled prompt draws from its own ``torch.Generator``, one ``multinomial`` per step over its n rows
-(as transformers' global ``multinomial`` would for that prompt alone, so a batch of one reproduces
-``torch.manual_seed(seed)`` sampling): dropping a single row would change what that generator hands
-out next, and so the prompt's samples. The distribution is the one transformers samples from
-(temperature, then top-p, then softmax; no top-k), computed once per step for all rows that share
-those settings; only the draws are per prompt.
+``model.generate`` runs every row of a batch until the last one finishes, and a batch is fixed when it
+starts. `DecodeSession` makes the same tokens as ``generate`` (same cache, same positions, same logits
+processing, a finished row fed the pad token) with two differences, the two halves of continuous
+batching at the token level:
+
+- a prompt's rows leave the batch as soon as all n of its samples have finished
+  (``DynamicCache.batch_select_indices``);
+- new prompts join between two steps (`DecodeSession.join`): their prefilled cache is left-padded to the
+  batch's width (or the batch's to theirs) and appended, and from the next step they decode with the
+  rest. In the batched step search a problem whose rationale and candidates are done is scored and
+  its next step joins at once, instead of waiting for the slowest row of every other problem.
+
+A prompt's rows stay together until all have finished because a sampled prompt draws from its own
+``torch.Generator``, one ``multinomial`` per step over its n rows (as transformers' global
+``multinomial`` would for that prompt alone, so a batch of one reproduces ``torch.manual_seed(seed)``
+sampling): dropping a single row would change what that generator hands out next, and so the
+prompt's samples. Which other prompts share the batch, and when they came, changes nothing but float
+rounding. The distribution is the one transformers samples from (temperature, then top-p, then
+softmax; no top-k), computed once per step for all rows that share those settings; only the draws are
+per prompt.
 
 Each prompt brings its own decoding (`RowGroup`: samples, greedy or drawn from its own generator, token
-limit, stop strings), so one loop can carry calls that differ in all of these: the rationales (greedy,
+limit, stop strings), so one loop carries calls that differ in all of these: the rationales (greedy,
 short) and the candidate steps (n sampled, longer) of many problems advance together, one forward pass
-per step for all of them, instead of one loop per kind each waiting for its own longest row.
+per step for all of them.
 """
 
 from __future__ import annotations
@@ -26,9 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
 
-from rationalyst.lm.prefix_cache import output_cache
+from rationalyst.lm.prefix_cache import cache_layers, output_cache
+
+#: Leading columns that are padding in every row, at which the batch drops them (attention over them
+#: costs as much as over real ones; dropping them copies the cache, so not for one or two).
+TRIM_COLUMNS = 16
 
 
 @dataclass
@@ -53,19 +65,28 @@ class RowGroup:
     stop: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
-class _Layout:
-    """Where each live prompt's rows sit in the shrinking batch, kept on the host (no sync per step):
-    the sampled prompts by their (temperature, top-p), and the rows each stop check looks at."""
+@dataclass
+class _Prompt:
+    """A live prompt of the session: its decoding, its caller's tag, its samples so far."""
 
-    def __init__(self, groups: Sequence[RowGroup], live: list[int], device: torch.device) -> None:
+    group: RowGroup
+    tag: Any
+    rows: list[DecodedRow]
+    produced: int = 0
+
+
+class _Layout:
+    """Where each live prompt's rows sit in the batch, kept on the host (no sync per step): the
+    sampled prompts by their (temperature, top-p), and the rows each stop check looks at."""
+
+    def __init__(self, prompts: Sequence[_Prompt], device: torch.device) -> None:
         self.sampling: dict[tuple[float, float], tuple[torch.Tensor, list[tuple[int, int, torch.Generator]]]] = {}
-        self.stops: list[tuple[Callable, torch.Tensor]] = []
         rows_by_setting: dict[tuple[float, float], list[int]] = {}
         draws: dict[tuple[float, float], list[tuple[int, int, torch.Generator]]] = {}
         rows_by_stop: dict[Any, list[int]] = {}
         start = 0
-        for g in live:
-            group = groups[g]
+        for prompt in prompts:
+            group = prompt.group
             rows = list(range(start, start + group.n))
             if group.generator is not None:
                 key = (group.temperature, group.top_p)
@@ -78,6 +99,7 @@ class _Layout:
         for key, rows in rows_by_setting.items():
             self.sampling[key] = (torch.tensor(rows, device=device), draws[key])
         self.stops = [(check, torch.tensor(rows, device=device)) for check, rows in rows_by_stop.items()]
+        self.warpers = {key: _warpers(*key) for key in self.sampling}
 
 
 def _warpers(temperature: float, top_p: float) -> list[Any]:
@@ -89,87 +111,184 @@ def _warpers(temperature: float, top_p: float) -> list[Any]:
     return out
 
 
-def decode(
-    model: Any,
-    cache_arg: str,
-    input_ids: torch.Tensor,
-    attention: torch.Tensor,
-    past: Any,
-    groups: Sequence[RowGroup],
-    eos_ids: Sequence[int],
-    pad_id: int,
-    on_prompt_cache: Callable[[Any], None] | None = None,
-) -> list[DecodedRow]:
-    """Decode a left-padded batch whose rows come in ``groups`` (one prompt's samples each, in order).
+def _pad_left(tensor: torch.Tensor, columns: int, value: int, dim: int = 1) -> torch.Tensor:
+    if columns <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = columns
+    return torch.cat([tensor.new_full(shape, value), tensor], dim=dim)
 
-    ``past`` holds every column but the last (or is None: then the whole prompt runs first).
-    ``on_prompt_cache(cache)`` sees the cache once it holds every prompt column for every row (for
-    the prefix store), before any row leaves.
+
+class DecodeSession:
+    """One decode loop on ``model`` that prompts join between steps and leave once their samples finish.
+
+    ``join`` adds prompts; ``step`` runs one forward pass for every live row and returns the prompts
+    that finished in it, as ``(tag, rows)``. ``on_prompt_cache`` hooks (given to `join`) see the cache
+    once it holds every column of their prompts (for a prefix store), before any row leaves.
     """
-    device = input_ids.device
-    rows = input_ids.shape[0]
-    if rows != sum(g.n for g in groups):
-        raise ValueError(f"{rows} rows for groups of {sum(g.n for g in groups)} samples")
-    out_rows = [DecodedRow() for _ in range(rows)]
-    sizes = torch.tensor([g.n for g in groups], device=device)
-    group_of = torch.repeat_interleave(torch.arange(len(groups), device=device), sizes)  # batch position -> group
-    limit = torch.repeat_interleave(torch.tensor([g.max_new_tokens for g in groups], device=device), sizes)
-    live = list(range(len(groups)))
-    layout = _Layout(groups, live, device)
-    warpers = {(g.temperature, g.top_p): _warpers(g.temperature, g.top_p) for g in groups if g.generator is not None}
-    alive = torch.arange(rows, device=device)  # batch position -> row of the call
-    positions = attention.sum(-1, keepdim=True) - 1
-    sequences = input_ids
-    step_input = input_ids[:, -1:] if past is not None else input_ids
-    step_positions = positions if past is not None else (attention.cumsum(-1) - 1).clamp(min=0)
-    unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-    eos = torch.tensor(list(eos_ids), device=device)
-    for step in range(max(g.max_new_tokens for g in groups)):
-        out = model(
-            input_ids=step_input, attention_mask=attention, position_ids=step_positions, use_cache=True,
-            **({cache_arg: past} if past is not None else {}),
+
+    def __init__(self, model: Any, cache_arg: str, eos_ids: Sequence[int], pad_id: int, device: torch.device) -> None:
+        self.model, self.cache_arg, self.pad_id, self.device = model, cache_arg, pad_id, device
+        self.eos = torch.tensor(list(eos_ids), device=device)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.prompts: list[_Prompt] = []
+        self.past: Any = None  # every column of the batch but the last (None while that is no column)
+        self.attention: torch.Tensor | None = None  # (rows, width): 1 on real tokens
+        self.sequences: torch.Tensor | None = None  # (rows, width): the tokens, for the stop checks
+        self.step_input: torch.Tensor | None = None  # (rows, 1): the last column, run next
+        self.positions: torch.Tensor | None = None  # (rows, 1): its position ids
+        self.unfinished: torch.Tensor | None = None
+        self._fresh: list[tuple[Callable, list[_Prompt]]] = []
+        self._layout = _Layout([], self.device)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.attention is None else self.attention.shape[0]
+
+    def can_join(self) -> bool:
+        """Whether prompts may join now: always into an empty batch, else only where every layer's cache
+        can be padded exactly (not sliding-window layers: those wait for the batch to empty)."""
+        return not self.prompts or self.past is None or cache_layers(self.past) is not None
+
+    def join(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, past: Any, groups: Sequence[RowGroup],
+        tags: Sequence[Any], on_prompt_cache: Callable[[Any, list[int], int], None] | None = None,
+    ) -> None:
+        """Add a left-padded batch of prompts whose rows come in ``groups`` (one prompt's ``n`` samples
+        each, in order), ``past`` holding every column but the last (None only for one column).
+        ``on_prompt_cache(cache, first_rows, width)``: after the next step, with each prompt's first row
+        in the batch and the cache's width (a prompt of L tokens sits in its last L columns)."""
+        rows, width = input_ids.shape
+        if rows != sum(g.n for g in groups) or len(tags) != len(groups):
+            raise ValueError(f"{rows} rows for groups of {sum(g.n for g in groups)} samples and {len(tags)} tags")
+        if (past is None) != (width == 1):
+            raise ValueError("the joining prompts need a cache of every column but their last")
+        if not self.can_join():
+            raise ValueError("this batch's cache cannot be padded: wait for it to empty")
+        positions = attention.sum(-1, keepdim=True) - 1
+        if not self.prompts:
+            self.attention, self.sequences, self.past = attention, input_ids, past
+            self.step_input, self.positions = input_ids[:, -1:], positions
+            self.unfinished = torch.ones(rows, dtype=torch.bool, device=self.device)
+        else:
+            target = max(width, self.attention.shape[1])
+            mine, theirs = target - self.attention.shape[1], target - width
+            self.attention = torch.cat([_pad_left(self.attention, mine, 0), _pad_left(attention, theirs, 0)])
+            self.sequences = torch.cat(
+                [_pad_left(self.sequences, mine, self.pad_id), _pad_left(input_ids, theirs, self.pad_id)]
+            )
+            self.past = self._joined_cache(past, rows, mine, theirs, target - 1)
+            self.step_input = torch.cat([self.step_input, input_ids[:, -1:]])
+            self.positions = torch.cat([self.positions, positions])
+            self.unfinished = torch.cat([self.unfinished, torch.ones(rows, dtype=torch.bool, device=self.device)])
+        added = [_Prompt(g, tag, [DecodedRow() for _ in range(g.n)]) for g, tag in zip(groups, tags)]
+        self.prompts.extend(added)
+        if on_prompt_cache is not None:
+            self._fresh.append((on_prompt_cache, added))
+        self._layout = _Layout(self.prompts, self.device)
+
+    def _joined_cache(self, past: Any, rows: int, mine: int, theirs: int, columns: int) -> Any:
+        """The batch's cache and ``past`` (the joining rows'), each left-padded to ``columns``, stacked."""
+        if columns == 0:
+            return None
+        old = cache_layers(self.past) if self.past is not None else None
+        new = cache_layers(past) if past is not None else None
+        layers = []
+        for i, template in enumerate(old or new):
+            pair = []
+            for which, tensor in enumerate(template):  # keys, then values
+                parts = []
+                for source, pad, count in ((old, mine, self.rows), (new, theirs, rows)):
+                    if source is None:  # no columns yet: all padding
+                        parts.append(tensor.new_zeros((count, tensor.shape[1], columns, tensor.shape[3])))
+                    else:
+                        parts.append(_pad_left(source[i][which], pad, 0, dim=2))
+                pair.append(torch.cat(parts))
+            layers.append(tuple(pair))
+        return DynamicCache(ddp_cache_data=layers)
+
+    def _first_rows(self, prompts: Sequence[_Prompt]) -> list[int]:
+        starts, at = {}, 0
+        for prompt in self.prompts:
+            starts[id(prompt)] = at
+            at += prompt.group.n
+        return [starts[id(p)] for p in prompts]
+
+    def step(self) -> list[tuple[Any, list[DecodedRow]]]:
+        """One forward pass for every live row; the prompts whose samples have now all finished."""
+        if not self.prompts:
+            return []
+        out = self.model(
+            input_ids=self.step_input, attention_mask=self.attention, position_ids=self.positions, use_cache=True,
+            **({self.cache_arg: self.past} if self.past is not None else {}),
         )
-        past = output_cache(out)
-        if step == 0 and on_prompt_cache is not None:
-            on_prompt_cache(past)
+        self.past = output_cache(out)
+        for hook, prompts in self._fresh:
+            hook(self.past, self._first_rows(prompts), self.attention.shape[1])
+        self._fresh = []
         logits = out.logits[:, -1, :].float()
         chosen = logits.argmax(-1)
+        layout = self._layout
         for key, (index, draws) in layout.sampling.items():
             scores = logits[index]
-            for warp in warpers[key]:
-                scores = warp(sequences[index], scores)
+            for warp in layout.warpers[key]:
+                scores = warp(self.sequences[index], scores)
             probs = torch.nn.functional.softmax(scores, dim=-1)
             drawn = torch.cat([
                 torch.multinomial(probs[start:end], num_samples=1, generator=generator) for start, end, generator in draws
             ]).squeeze(1)
             chosen[index] = drawn
-        chosen = torch.where(unfinished, chosen, torch.full_like(chosen, pad_id))
+        chosen = torch.where(self.unfinished, chosen, torch.full_like(chosen, self.pad_id))
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, chosen[:, None]).squeeze(-1)
-        # One device-to-host copy per step (not one per row: on CUDA each would be a sync).
-        for row, token, logprob, running in zip(alive.tolist(), chosen.tolist(), logprobs.tolist(), unfinished.tolist()):
-            if running:
-                out_rows[row].tokens.append(token)
-                out_rows[row].logprobs.append(logprob)
-        sequences = torch.cat([sequences, chosen[:, None]], dim=-1)
-        finished_now = torch.isin(chosen, eos) | (limit <= step + 1)
+        self.sequences = torch.cat([self.sequences, chosen[:, None]], dim=-1)
+        finished_now = torch.isin(chosen, self.eos)
         for check, index in layout.stops:
-            finished_now[index] |= check(sequences[index])
-        unfinished &= ~finished_now
-        if not unfinished.any():
-            break
-        live_groups = torch.zeros(len(groups), dtype=torch.long, device=device).index_add_(0, group_of, unfinished.long())
-        keep = live_groups[group_of] > 0  # a prompt's rows leave together
-        step_input, step_positions = chosen[:, None], positions + 1
-        attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
-        if not keep.all():
-            index = keep.nonzero().flatten()
-            past.batch_select_indices(index)
-            alive, unfinished, attention, group_of, limit = (
-                alive[index], unfinished[index], attention[index], group_of[index], limit[index]
-            )
-            step_input, step_positions, sequences = step_input[index], step_positions[index], sequences[index]
-            counts = live_groups.tolist()
-            live = [g for g in live if counts[g] > 0]
-            layout = _Layout(groups, live, device)
-        positions = step_positions
-    return out_rows
+            finished_now[index] |= check(self.sequences[index])
+        # One device-to-host copy per step (not one per row: on CUDA each would be a sync).
+        tokens, values, running = chosen.tolist(), logprobs.tolist(), self.unfinished.tolist()
+        self.unfinished &= ~finished_now
+        still = self.unfinished.tolist()
+        keep: list[int] = []
+        done: list[tuple[Any, list[DecodedRow]]] = []
+        live: list[_Prompt] = []
+        at = 0
+        for prompt in self.prompts:
+            span = range(at, at + prompt.group.n)
+            at += prompt.group.n
+            for j, row in zip(span, prompt.rows):
+                if running[j]:
+                    row.tokens.append(tokens[j])
+                    row.logprobs.append(values[j])
+            prompt.produced += 1
+            if prompt.produced >= prompt.group.max_new_tokens or not any(still[j] for j in span):
+                done.append((prompt.tag, prompt.rows))
+            else:
+                live.append(prompt)
+                keep.extend(span)
+        self.step_input = chosen[:, None]
+        self.positions = self.positions + 1
+        self.attention = torch.cat([self.attention, self.attention.new_ones((self.rows, 1))], dim=-1)
+        if not live:
+            self._reset()
+            return done
+        if done:
+            index = torch.tensor(keep, device=self.device)
+            self.past.batch_select_indices(index)
+            self.attention, self.sequences = self.attention[index], self.sequences[index]
+            self.step_input, self.positions, self.unfinished = self.step_input[index], self.positions[index], self.unfinished[index]
+            self.prompts = live
+            self._layout = _Layout(live, self.device)
+            self._trim()
+        return done
+
+    def _trim(self) -> None:
+        """Drop the leading columns that are padding in every row (left behind by rows that left)."""
+        empty = int((self.attention.sum(0) > 0).long().argmax())
+        layers = cache_layers(self.past)
+        if empty < TRIM_COLUMNS or layers is None:
+            return
+        self.attention, self.sequences = self.attention[:, empty:], self.sequences[:, empty:]
+        self.past = DynamicCache(ddp_cache_data=[(k[:, :, empty:], v[:, :, empty:]) for k, v in layers])
+

@@ -18,6 +18,13 @@ problems that start late fall into step with the others instead of doubling the 
 that finishes is handed out at once and a new one from the queue takes its place (continuous
 batching at problem level).
 
+An engine that offers a stream (`HFModel.open_stream`: continuous batching at the token level, as
+vLLM's ``add_request`` / ``step``) takes generations as soon as a problem asks for them instead of in
+rounds: its decode loop runs one step at a time, a problem whose generations finish goes on to its
+scores at once (with those of any other problem that finished in the same step), and its next step
+joins the loop while the other problems are still decoding. A round would wait for the slowest
+sample of every problem in it.
+
 Cost stays per problem. A batched call's cost is split across the problems in it: tokens exactly per
 row (the tokens generated for that row; for scoring, the tokens the engine ran for that request where
 the backend counts them per request, as hf does, else the call's forwarded tokens split in
@@ -84,6 +91,7 @@ Program = Generator[list[Call], list[Any], Any]
 _PATIENCE = 6
 
 
+
 def ask(*calls: Call) -> Generator[list[Call], list[Any], list[Any]]:
     """``results = yield from ask(call, ...)``: the results of ``calls``, in order."""
     return (yield list(calls))
@@ -121,6 +129,7 @@ class _Problem:
     missing: int = 0
     waited: int = 0
     seconds: float = 0.0  # own share of engine time + own program time
+    streamed: set[int] = field(default_factory=set)  # calls handed to an engine's stream, not yet answered
 
     def advance(self, value: Any) -> tuple[bool, Any]:
         """Send ``value``; (True, trace) when the program finished, else (False, None) with new calls."""
@@ -132,6 +141,7 @@ class _Problem:
             return True, stop.value
         self.seconds += time.perf_counter() - start
         self.calls, self.answers, self.missing, self.waited = list(calls), [None] * len(calls), len(calls), 0
+        self.streamed = set()
         if not calls:
             raise RuntimeError("a search program yielded no calls")
         return False, None
@@ -173,12 +183,18 @@ def _execute(kind: tuple, rows: list[tuple[_Problem, int]]) -> None:
             tokens = _share(model.forwarded_tokens - before, scored)
             tokens = [round(t) for t in tokens]
     for (problem, i), answer, n, secs in zip(rows, out, tokens, _share(seconds, [float(t) for t in tokens])):
-        meter = getattr(problem.roles, problem.calls[i].role).meter
-        meter.tokens += n
-        meter.seconds += secs
-        problem.seconds += secs
-        problem.answers[i] = answer
-        problem.missing -= 1
+        _answer(problem, i, answer, n, secs)
+
+
+def _answer(problem: _Problem, i: int, answer: Any, tokens: int, seconds: float) -> None:
+    """Hand call ``i`` of ``problem`` its answer, and meter its tokens and seconds on the call's role."""
+    meter = getattr(problem.roles, problem.calls[i].role).meter
+    meter.tokens += tokens
+    meter.seconds += seconds
+    problem.seconds += seconds
+    problem.answers[i] = answer
+    problem.missing -= 1
+    problem.streamed.discard(i)
 
 
 def _choose(problems: list[_Problem]) -> tuple[tuple, list[tuple[_Problem, int]]]:
@@ -186,7 +202,7 @@ def _choose(problems: list[_Problem]) -> tuple[tuple, list[tuple[_Problem, int]]
     groups: dict[tuple, list[tuple[_Problem, int]]] = {}
     for problem in problems:
         for i, call in enumerate(problem.calls):
-            if problem.answers[i] is None:
+            if problem.answers[i] is None and i not in problem.streamed:
                 groups.setdefault(call.kind(), []).append((problem, i))
 
     def priority(item):
@@ -207,15 +223,35 @@ def _choose(problems: list[_Problem]) -> tuple[tuple, list[tuple[_Problem, int]]
     return kind, rows
 
 
+def _stream(call: Call, problem: _Problem, streams: dict[int, Any]) -> Any:
+    """The stream of the engine that answers ``call``, if it is a generation on an engine that has one
+    (`HFModel.open_stream`), opened on first use; else None."""
+    if not isinstance(call, Generate):
+        return None
+    engine = getattr(problem.roles, call.role).model
+    if id(engine) not in streams:
+        opener = getattr(engine, "open_stream", None)
+        streams[id(engine)] = opener() if callable(opener) else None
+    return streams[id(engine)]
+
+
 def run_batch(
     programs: Iterable[tuple[Callable[[Roles], Program], Roles]], batch_problems: int = 1
 ) -> Iterator[tuple[int, Any]]:
     """Run ``(make_program, roles)`` pairs, up to ``batch_problems`` at once, yielding ``(index, trace)``
     as each finishes (index: its place in ``programs``); a problem that hit a `RationalystError`
-    yields the error instead of a trace. ``roles`` meter that problem alone."""
+    yields the error instead of a trace. ``roles`` meter that problem alone.
+
+    Generations on an engine with a stream (hf: continuous batching at the token level) go into it as
+    soon as a problem asks for them; the other calls go in rounds as in the module docstring. A round
+    runs whenever a problem waits for one of them (the scores of the problems whose generations just
+    finished); otherwise the streams advance one decode step.
+    """
     queue = iter(enumerate(programs))
     active: list[_Problem] = []
     finished: list[tuple[int, Any]] = []
+    streams: dict[int, Any] = {}  # engine id -> its stream, or None for an engine without one
+    by_index: dict[int, _Problem] = {}
 
     def start_or_finish(problem: _Problem, value: Any) -> None:
         try:
@@ -223,10 +259,45 @@ def run_batch(
         except RationalystError as exc:
             done, trace = True, exc
         if done:
-            active.remove(problem)
-            if isinstance(trace, dict) and isinstance(trace.get("seconds"), dict):
-                trace["seconds"]["total"] = round(problem.seconds, 4)
-            finished.append((problem.index, trace))
+            fail(problem, trace)
+
+    def fail(problem: _Problem, trace: Any) -> None:  # or finish: ``trace`` is the trace or the error
+        active.remove(problem)
+        by_index.pop(problem.index, None)
+        if isinstance(trace, dict) and isinstance(trace.get("seconds"), dict):
+            trace["seconds"]["total"] = round(problem.seconds, 4)
+        finished.append((problem.index, trace))
+
+    def to_streams() -> None:
+        """Hand every new generation of an engine with a stream to it: one join per engine."""
+        batches: dict[int, list[tuple[_Problem, int]]] = {}
+        for problem in active:
+            for i, call in enumerate(problem.calls):
+                if problem.answers[i] is None and i not in problem.streamed and _stream(call, problem, streams):
+                    batches.setdefault(id(_stream(call, problem, streams)), []).append((problem, i))
+        for rows in batches.values():
+            stream = _stream(rows[0][0].calls[rows[0][1]], rows[0][0], streams)
+            try:
+                _add(stream, rows)
+            except RationalystError:  # one problem's prompt can sink the join: each alone, as `_execute`
+                for problem in {id(p): p for p, _ in rows}.values():
+                    own = [(p, i) for p, i in rows if p is problem]
+                    try:
+                        _add(stream, own)
+                    except RationalystError as exc:
+                        fail(problem, exc)
+
+    def step_streams() -> None:
+        for stream in streams.values():
+            if stream is None or not stream.busy:
+                continue
+            for (index, i), completions, seconds in stream.step():
+                problem = by_index.get(index)
+                if problem is None:
+                    continue
+                _answer(problem, i, completions, sum(len(c.token_ids) for c in completions), seconds)
+                if problem.missing == 0:
+                    start_or_finish(problem, problem.answers)
 
     exhausted = False
     while True:
@@ -238,35 +309,50 @@ def run_batch(
             index, (make, roles) = nxt
             problem = _Problem(index, make(roles), roles)
             active.append(problem)
+            by_index[index] = problem
             start_or_finish(problem, None)
             yield from finished
             finished.clear()
         if not active:
             return
-        kind, rows = _choose(active)
-        try:
-            _execute(kind, rows)
-        except RationalystError:
-            # One problem's prompt can sink a whole batched call: retry each problem alone, and
-            # fail only the problems whose own call fails.
-            by_problem: dict[int, list[tuple[_Problem, int]]] = {}
-            for row in rows:
-                by_problem.setdefault(id(row[0]), []).append(row)
-            for own in by_problem.values():
-                try:
-                    _execute(kind, own)
-                except RationalystError as exc:
-                    problem = own[0][0]
-                    active.remove(problem)
-                    finished.append((problem.index, exc))
-        chosen = {id(p) for p, _ in rows}
-        for problem in list(active):
-            if id(problem) not in chosen:
-                problem.waited += 1
-            elif problem.missing == 0:
-                start_or_finish(problem, problem.answers)
+        to_streams()
+        decoding = {index for s in streams.values() if s is not None for index, _ in s.tags}
+        waiting = [p for p in active if any(a is None and i not in p.streamed for i, a in enumerate(p.answers))]
+        if decoding and not waiting:
+            step_streams()
+        elif waiting:
+            kind, rows = _choose(waiting)
+            try:
+                _execute(kind, rows)
+            except RationalystError:
+                # One problem's prompt can sink a whole batched call: retry each problem alone, and
+                # fail only the problems whose own call fails.
+                by_problem: dict[int, list[tuple[_Problem, int]]] = {}
+                for row in rows:
+                    by_problem.setdefault(id(row[0]), []).append(row)
+                for own in by_problem.values():
+                    try:
+                        _execute(kind, own)
+                    except RationalystError as exc:
+                        fail(own[0][0], exc)
+            chosen = {id(p) for p, _ in rows}
+            for problem in list(active):
+                if id(problem) not in chosen:
+                    problem.waited += 1
+                elif problem.missing == 0:
+                    start_or_finish(problem, problem.answers)
+        elif active:
+            raise RuntimeError("problems wait for nothing that runs")  # pragma: no cover - a scheduler bug
         yield from finished
         finished.clear()
+
+
+def _add(stream: Any, rows: list[tuple[_Problem, int]]) -> None:
+    """Add calls ``rows`` (problem, call index), generations all, to ``stream``; tagged (problem index, call)."""
+    calls = [problem.calls[i] for problem, i in rows]
+    stream.add([c.prompt for c in calls], [c.params for c in calls], [(problem.index, i) for problem, i in rows])
+    for problem, i in rows:
+        problem.streamed.add(i)
 
 
 def run_one(program: Program, roles: Roles) -> Any:
