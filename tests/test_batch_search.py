@@ -174,6 +174,16 @@ def test_on_hf_a_problem_s_next_step_joins_while_others_decode(default_model, mo
     assert any(live and not live & joining for live, joining in joins)  # a later step joined mid-decode
 
 
+def test_on_hf_a_prompt_over_the_context_fails_its_problem_alone(default_model):
+    """A streamed join that one problem's prompt sinks (over the model's context) is retried problem by
+    problem: that problem ends with the error, the others run on."""
+    items = load_benchmark("gsm8k", FIXTURES / "gsm8k.jsonl", limit=3)
+    items[1] = items[1].model_copy(update={"question": "How many? " * 3000})  # ~9,000 tokens: over 8,192
+    results = {item.id: t for item, t in solve_many("implicit", items, Roles.of(default_model), SETTINGS, 7, 3)}
+    assert isinstance(results[items[1].id], Exception) and "over the model's limit" in str(results[items[1].id])
+    assert all(isinstance(results[i.id], dict) and results[i.id]["steps"] for i in (items[0], items[2]))
+
+
 def test_hf_rows_sample_from_their_own_seed(default_model):
     prompts = ["Count: 1, 2,", "The sky is", "Once upon a time"]
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8)

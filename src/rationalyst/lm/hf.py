@@ -11,8 +11,9 @@ tests and benchmarks compare against.
 With ``prefix_cache > 0`` the model also keeps the KV of its last few single prompts (`PrefixCache`):
 a scoring trunk or a generation prompt that extends one of them runs only its new tokens. The step
 search needs this, its trajectory growing one step at a time; in a batch of many problems each row
-reuses its own stored prefix (`HFModel._prefill`), and a prompt's rows leave the decode loop once its
-samples have all finished (`hf_decode`).
+reuses its own stored prefix (`HFModel._prefill`). Generation is one decode loop that prompts join
+between steps and leave once their samples have all finished (`hf_decode`, `hf_stream`: continuous
+batching).
 """
 
 from __future__ import annotations

@@ -91,7 +91,6 @@ Program = Generator[list[Call], list[Any], Any]
 _PATIENCE = 6
 
 
-
 def ask(*calls: Call) -> Generator[list[Call], list[Any], list[Any]]:
     """``results = yield from ask(call, ...)``: the results of ``calls``, in order."""
     return (yield list(calls))
@@ -259,9 +258,10 @@ def run_batch(
         except RationalystError as exc:
             done, trace = True, exc
         if done:
-            fail(problem, trace)
+            finish(problem, trace)
 
-    def fail(problem: _Problem, trace: Any) -> None:  # or finish: ``trace`` is the trace or the error
+    def finish(problem: _Problem, trace: Any) -> None:
+        """Hand out ``problem``'s trace, or the `RationalystError` that ended it."""
         active.remove(problem)
         by_index.pop(problem.index, None)
         if isinstance(trace, dict) and isinstance(trace.get("seconds"), dict):
@@ -270,22 +270,22 @@ def run_batch(
 
     def to_streams() -> None:
         """Hand every new generation of an engine with a stream to it: one join per engine."""
-        batches: dict[int, list[tuple[_Problem, int]]] = {}
+        batches: dict[int, tuple[Any, list[tuple[_Problem, int]]]] = {}
         for problem in active:
             for i, call in enumerate(problem.calls):
-                if problem.answers[i] is None and i not in problem.streamed and _stream(call, problem, streams):
-                    batches.setdefault(id(_stream(call, problem, streams)), []).append((problem, i))
-        for rows in batches.values():
-            stream = _stream(rows[0][0].calls[rows[0][1]], rows[0][0], streams)
+                if problem.answers[i] is None and i not in problem.streamed:
+                    stream = _stream(call, problem, streams)
+                    if stream is not None:
+                        batches.setdefault(id(stream), (stream, []))[1].append((problem, i))
+        for stream, rows in batches.values():
             try:
                 _add(stream, rows)
             except RationalystError:  # one problem's prompt can sink the join: each alone, as `_execute`
                 for problem in {id(p): p for p, _ in rows}.values():
-                    own = [(p, i) for p, i in rows if p is problem]
                     try:
-                        _add(stream, own)
+                        _add(stream, [(p, i) for p, i in rows if p is problem])
                     except RationalystError as exc:
-                        fail(problem, exc)
+                        finish(problem, exc)
 
     def step_streams() -> None:
         for stream in streams.values():
@@ -316,9 +316,11 @@ def run_batch(
         if not active:
             return
         to_streams()
-        decoding = {index for s in streams.values() if s is not None for index, _ in s.tags}
+        decoding = any(s is not None and s.busy for s in streams.values())
         waiting = [p for p in active if any(a is None and i not in p.streamed for i, a in enumerate(p.answers))]
-        if decoding and not waiting:
+        if not active:  # every problem left failed its join
+            pass
+        elif decoding and not waiting:
             step_streams()
         elif waiting:
             kind, rows = _choose(waiting)
@@ -334,14 +336,14 @@ def run_batch(
                     try:
                         _execute(kind, own)
                     except RationalystError as exc:
-                        fail(own[0][0], exc)
+                        finish(own[0][0], exc)
             chosen = {id(p) for p, _ in rows}
             for problem in list(active):
                 if id(problem) not in chosen:
                     problem.waited += 1
                 elif problem.missing == 0:
                     start_or_finish(problem, problem.answers)
-        elif active:
+        else:
             raise RuntimeError("problems wait for nothing that runs")  # pragma: no cover - a scheduler bug
         yield from finished
         finished.clear()

@@ -1,8 +1,8 @@
 """Whole-problem strategies: each turns one benchmark item into one trace record (docs/traces.md).
 
 Each is a program (`batch`): ``PROGRAMS[name](item, roles, settings, seed)`` yields the model calls it
-needs and returns the trace, so `solve_many` can run a batch of problems in lockstep (one engine call
-per kind of call per round, whatever the batch). `METHODS` holds the same methods with the plain
+needs and returns the trace, so `solve_many` can run a batch of problems side by side (one engine call
+per kind of call per round, or one decode loop they join, whatever the batch). `METHODS` holds the same methods with the plain
 signature ``method(item, roles, settings, seed) -> trace`` (a batch of one):
 
 * the guided step search with any heuristic of `heuristics.HEURISTICS` (``implicit``, ``explicit``,
@@ -282,7 +282,7 @@ def solve_many(
     method: str, items: Iterable[BenchmarkItem], roles: Roles, settings: SearchSettings, seed: int,
     batch_problems: int = 1,
 ) -> Iterator[tuple[BenchmarkItem, dict[str, Any] | Exception]]:
-    """Solve ``items`` with ``method``, ``batch_problems`` at a time in lockstep (`batch.run_batch`), yielding
+    """Solve ``items`` with ``method``, ``batch_problems`` at a time (`batch.run_batch`), yielding
     ``(item, trace)`` as each problem finishes (not in input order); a problem that hit a `RationalystError`
     yields the error. Each problem has its own meters (``roles.fork()``); its trace is the one it would
     have alone, whatever else is in the batch, where the backend seeds each row (`generate_seeded`)."""

@@ -8,9 +8,9 @@ another rationalist re-runs ``implicit`` but not ``cot`` (a model retrained in p
 `rationalyst run` re-runs the eval stage after a train stage re-ran); a killed run resumes with the
 problems not yet written.
 
-Problems run ``batch_problems`` at a time in lockstep (`search.batch`): each round makes one engine
-call for every active problem's rationale, candidates or scores, and a finished problem's trace is
-written at once (so traces come in finishing order) while the next problem takes its place. Models
+Problems run ``batch_problems`` at a time (`search.batch`): their scores go out in one engine call
+per round, their generations in one call per round or, on hf, streamed into one decode loop that
+they join as they come (continuous batching); a finished problem's trace is written at once (so traces come in finishing order) while the next problem takes its place. Models
 are loaded once per distinct spec and shared by the roles that name it.
 
 A problem that fails with a user-facing error (e.g. its prompt is over the model's context) is
@@ -95,7 +95,7 @@ class EvalConfig(RolesConfig):
     allow_contamination: bool = Field(False, description="Go on when evaluation items overlap the training data.")
     batch_problems: int | None = Field(
         None, ge=1,
-        description="Problems solved in lockstep, their calls batched into one engine call per kind (default: by "
+        description="Problems solved side by side, their calls batched into shared engine calls (default: by "
         "the agent's backend, `default_batch_problems`). Changes speed, not results.",
     )
 
@@ -201,12 +201,12 @@ def solve_item(item: BenchmarkItem, method: str, roles: Roles, settings: SearchS
         return error_trace(item, method, str(exc))
 
 
-#: Problems in lockstep by the agent's backend, when ``batch_problems`` is not set. hf on CPU: 8, by
-#: measurement (benchmarks/eval_throughput.py, implicit, SmolLM2-135M on 2 shared cores: 4 problems at
-#: batch 4 ran 3.2x the problems/min of batch 1, with 3x fewer engine calls; the model's own
-#: ``batch_size`` still caps the sequences per forward pass, so set it to about batch x (n_candidates + 1):
-#: a problem's rationale and candidates decode together).
-#: hf on CUDA: on one H200 with random weights of the default's shape, batch 8 ran 5.25x the problems/min
+#: Problems side by side by the agent's backend, when ``batch_problems`` is not set. hf on CPU: 8, by
+#: measurement (benchmarks/eval_throughput.py, implicit, SmolLM2-135M, 32 problems on 2 quiet cores,
+#: generations streamed: batch 8 ran 1.85x the problems/min of batch 1 and 16 ran 1.71x; the model's
+#: own ``batch_size`` caps the rows per forward pass, so set it to about batch x (n_candidates + 1): a
+#: problem's rationale and candidates decode together).
+#: hf on CUDA: on one H200 with random weights of the default's shape, batch 8 ran 4.69x the problems/min
 #: of batch 1 (benchmarks/eval_throughput.py --random-weights; a decode step is launch-bound there, so
 #: wider is nearly free); 256 was not measured to its end. Not measured here (no GPU or server on this
 #: machine), set by what the engine schedules: vllm 256 (GSM8K's 1,319 problems in 6 waves), an openai
