@@ -103,6 +103,51 @@ def test_a_full_queue_is_a_503():
     assert len(refused) < 6
 
 
+def test_on_hf_requests_join_the_decode_loop_as_they_arrive(default_model, monkeypatch):
+    """Continuous batching in the server: requests that arrive while others decode join the running loop
+    (`HFStream.add` with other requests' prompts live); each answer equals the request made alone, a
+    request over the context gets its 400, and the others are not disturbed."""
+    from rationalyst.lm.hf_stream import HFStream
+
+    joined_live = []
+    add = HFStream.add
+
+    def spy(self, prompts, params, tags):
+        joined_live.append(bool(self.tags))
+        return add(self, prompts, params, tags)
+
+    monkeypatch.setattr(HFStream, "add", spy)
+    requests = [
+        (["Count: 1, 2, 3,"], SamplingParams(max_new_tokens=20)),
+        (["The sky is", "Once upon a time"], SamplingParams(n=2, temperature=0.9, max_new_tokens=12, seed=4)),
+        (["Name three colours:"], SamplingParams(max_new_tokens=8, stop=("\n",))),
+        (["How many? " * 3000], SamplingParams(max_new_tokens=4)),  # over the model's 8,192 positions
+        (["Tell me a story about a dragon"], SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=10, seed=7)),
+    ]
+    batcher = Batcher(default_model, threading.Lock())
+    answers: dict[int, object] = {}
+
+    def ask(k):
+        time.sleep(0.4 * k)  # staggered: later requests arrive while the first ones decode
+        try:
+            answers[k] = batcher.generate(*requests[k], ServerLimits())
+        except ApiError as exc:
+            answers[k] = exc
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert isinstance(answers[3], ApiError) and answers[3].status == 400
+    for k, (prompts, params) in enumerate(requests):
+        if k == 3:
+            continue
+        alone = default_model.generate(prompts, params)
+        assert [[c.token_ids for c in row] for row in answers[k]] == [[c.token_ids for c in row] for row in alone]
+    assert any(joined_live)  # some request joined while others were decoding
+
+
 def test_guided_requests_that_arrive_together_are_solved_in_one_lockstep_search(default_model, tmp_path):
     """Three clients at once: one batched search, each answer the one `rationalyst solve` gives alone."""
     from rationalyst.lm.builtin import DEFAULT_LM

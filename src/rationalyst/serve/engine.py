@@ -8,8 +8,9 @@ since its search calls them.
 Generation requests that arrive together are gathered into one engine call (`Batcher`): a worker
 thread per served model takes whatever is queued (after a short window for simultaneous arrivals)
 and makes one ``generate_mixed`` call of them all, each request's rows with its own params and seeded
-as they would be alone (hf decodes them in one loop; a backend without a mixed call makes one call
-per set of params); the queue is bounded (`ServerLimits.max_queued`, in prompts x samples) and a
+as they would be alone (a backend without a mixed call makes one call per set of params). On hf the
+worker keeps one decode loop instead (`HFStream`, continuous batching): a request joins it as soon
+as it arrives, even while others are decoding, and is answered the step it finishes. The queue is bounded (`ServerLimits.max_queued`, in prompts x samples) and a
 request that would overflow it is answered 503 at once. Guided requests (`GuidedBatcher`) are gathered
 the same way into one lockstep search over all their choices (`search.chat.GuidedSearch.many`).
 
@@ -208,6 +209,62 @@ class Batcher(_Gatherer):
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
+
+    def _loop(self, limits: ServerLimits) -> None:
+        if callable(getattr(self.model, "open_stream", None)):
+            self._stream_loop(limits)
+        else:
+            super()._loop(limits)
+
+    def _stream_loop(self, limits: ServerLimits) -> None:
+        """Continuous batching (`HFStream`): requests join the running decode loop as they arrive, one
+        step at a time under the model's lock, and each is answered the step its last sample finishes."""
+        stream = self.model.open_stream()
+        waiting: dict[int, tuple[_Job, list]] = {}  # id(job) -> (job, its rows of samples so far)
+        while True:
+            with self._ready:
+                while not self.queue and not stream.busy:
+                    self._ready.wait()
+                jobs, self.queue = self.queue[: limits.max_batch], self.queue[limits.max_batch :]
+            try:
+                with self.lock:
+                    for job in jobs:
+                        self._join(stream, job, waiting)
+                    done = stream.step() if stream.busy else []
+            except Exception as exc:  # noqa: BLE001 - a failed step fails the requests in it, not the server
+                log.exception("decode step failed")
+                for job, _ in list(waiting.values()):
+                    self._answer(job, error=exc)
+                waiting.clear()
+                stream = self.model.open_stream()
+                continue
+            for (key, i), completions, _ in done:
+                job, rows = waiting[key]
+                rows[i] = completions
+                if all(r is not None for r in rows):
+                    del waiting[key]
+                    self._answer(job, result=rows)
+
+    def _join(self, stream: Any, job: _Job, waiting: dict) -> None:
+        """Add ``job``'s prompts to ``stream`` (prompt i with seed + i, as the request alone), or answer
+        it with the error that keeps it out."""
+        params = [
+            job.params.model_copy(update={"seed": None if job.params.seed is None else job.params.seed + i})
+            for i in range(len(job.prompts))
+        ]
+        try:
+            stream.add(job.prompts, params, [(id(job), i) for i in range(len(job.prompts))])
+        except (RationalystError, ValidationError) as exc:
+            self._answer(job, error=_as_error(exc))
+            return
+        self.calls += 1
+        waiting[id(job)] = (job, [None] * len(job.prompts))
+
+    def _answer(self, job: _Job, result: list | None = None, error: Exception | None = None) -> None:
+        job.result, job.error = result, error
+        with self._ready:
+            self.queued_rows -= job.rows
+        job.done.set()
 
     def _handle(self, jobs: list[_Job]) -> None:
         self._run(jobs)
