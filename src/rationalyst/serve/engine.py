@@ -92,7 +92,8 @@ class ServerLimits:
     max_queued: int = 256
     #: Seconds the batcher waits after the first queued request for others to join its engine call.
     batch_window_s: float = 0.005
-    #: Requests gathered into one engine call at most (1: one request at a time, as before batching).
+    #: Requests gathered into one engine call at most, or on hf decoding together at most (1: one request
+    #: at a time, as before batching).
     max_batch: int = 64
 
 
@@ -225,7 +226,8 @@ class Batcher(_Gatherer):
             with self._ready:
                 while not self.queue and not stream.busy:
                     self._ready.wait()
-                jobs, self.queue = self.queue[: limits.max_batch], self.queue[limits.max_batch :]
+                room = max(limits.max_batch - len(waiting), 0)  # max_batch: requests decoding together
+                jobs, self.queue = self.queue[:room], self.queue[room:]
             try:
                 with self.lock:
                     for job in jobs:
