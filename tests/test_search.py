@@ -229,9 +229,11 @@ def test_verify_command_scores_each_step_and_counts_bad_records(tmp_path, defaul
 def test_zero_shot_demos_give_the_agent_only_the_instruction_and_the_question(tmp_path, default_model, items, monkeypatch):
     from rationalyst.data.solve_prompts import format_question, load_solve_prompt
 
+    from rationalyst.lm.hf_stream import HFStream
+
     seen = []
-    generate = default_model.generate_seeded
-    monkeypatch.setattr(default_model, "generate_seeded", lambda p, *a: seen.extend(p) or generate(p, *a))
+    add = HFStream.add
+    monkeypatch.setattr(HFStream, "add", lambda self, p, *a: seen.extend(p) or add(self, p, *a))
     config = eval_stage.EvalConfig(
         benchmarks=[{"name": "gsm8k", "source": str(FIXTURES / "gsm8k.jsonl"), "limit": 1, "demos": "zero-shot"}],
         methods=["cot"], output=tmp_path, search=SETTINGS.model_copy(update={"max_solution_tokens": 8}), seed=7,

@@ -223,14 +223,14 @@ def _choose(problems: list[_Problem]) -> tuple[tuple, list[tuple[_Problem, int]]
 
 
 def _stream(call: Call, problem: _Problem, streams: dict[int, Any]) -> Any:
-    """The stream of the engine that answers ``call``, if it is a generation on an engine that has one
-    (`HFModel.open_stream`), opened on first use; else None."""
+    """The stream of the engine that answers ``call``, if it is a generation on an engine whose class has
+    one (`HFModel.open_stream`), opened on first use; else None. The class, not the instance: a wrapper
+    that forwards attributes to a model and overrides its ``generate*`` keeps its calls."""
     if not isinstance(call, Generate):
         return None
     engine = getattr(problem.roles, call.role).model
     if id(engine) not in streams:
-        opener = getattr(engine, "open_stream", None)
-        streams[id(engine)] = opener() if callable(opener) else None
+        streams[id(engine)] = engine.open_stream() if callable(getattr(type(engine), "open_stream", None)) else None
     return streams[id(engine)]
 
 

@@ -212,7 +212,7 @@ class Batcher(_Gatherer):
         return job.result  # type: ignore[return-value]
 
     def _loop(self, limits: ServerLimits) -> None:
-        if callable(getattr(self.model, "open_stream", None)):
+        if callable(getattr(type(self.model), "open_stream", None)):  # as `search.batch._stream`
             self._stream_loop(limits)
         else:
             super()._loop(limits)
