@@ -3,8 +3,9 @@ against one request at a time.
 
 Starts the server in this process (uvicorn on a free loopback port) with the default model, and
 drives it with the openai client: ``--requests`` chat requests of ``--max-tokens`` tokens, ``--clients``
-at once, first with ``max_batch=1`` (one request per engine call, as before batching) and then
-batched; prints requests/s and the median and 90th-percentile latency of each, and ``ratio: X``.
+at once, first with ``max_batch=1`` (one request per engine call, as before batching; on hf one request
+decoding at a time) and then batched (on hf: requests join the running decode loop as they arrive);
+prints requests/s and the median and 90th-percentile latency of each, and ``ratio: X``.
 With ``--guided`` the requests go to ``rationalyst-guided`` (the implicit step search, 2 steps of 12
 tokens, rationales of 8) instead: one lockstep search per gathered batch against one request at a time.
 
