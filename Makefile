@@ -79,6 +79,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/score_throughput.py
 	$(BIN)/python benchmarks/filter_throughput.py
 	$(BIN)/python benchmarks/search_cost.py
+	$(BIN)/python benchmarks/decode_cache.py
+	$(BIN)/python benchmarks/eval_throughput.py
+	$(BIN)/python benchmarks/serve_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
