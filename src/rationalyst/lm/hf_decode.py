@@ -13,8 +13,9 @@ batching at the token level:
   its next step joins at once, instead of waiting for the slowest row of every other problem.
 
 The cache lives in buffers with room for the longest remaining generation (`reserved_cache`): a step
-writes its column in place, where ``DynamicCache`` would copy the whole cache to append it (73% of a
-step at 40 rows x 800 columns on CPU); joins and trims, which rebuild the batch anyway, copy it.
+writes its column in place, where ``DynamicCache`` would copy the whole cache to append it (a step of
+32 rows x 800 columns on CPU: 371 -> 267 ms, `benchmarks/decode_cache.py`); joins and trims, which
+rebuild the batch anyway, copy it.
 
 A prompt's rows stay together until all have finished because a sampled prompt draws from its own
 ``torch.Generator``, one ``multinomial`` per step over its n rows (as transformers' global
