@@ -82,3 +82,46 @@ def test_a_model_decodes_the_same_on_a_reserved_cache():
             torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
             token = a.logits[:, -1:].argmax(-1)
     assert reserved.layers[0] is layers[0] and reserved.get_seq_length() == 12
+
+
+def _pad_left(tensor: torch.Tensor, columns: int) -> torch.Tensor:
+    return torch.nn.functional.pad(tensor, (0, 0, columns, 0))  # dim 2 of (rows, heads, columns, dim)
+
+
+def test_joining_rows_go_below_the_batch_right_aligned_without_moving_it():
+    keys, values = _states(3, 5, 2)
+    layer = ReservedLayer.copy_of(keys, values, room=4, spare_rows=4, left=8)
+    buffer = layer._key_buffer.data_ptr()
+    narrow_k, narrow_v = _states(2, 3, 3)  # padded on the left to the batch's 5 columns
+    layer.append_rows(narrow_k, narrow_v, room=4)
+    expected_k = torch.cat([keys, _pad_left(narrow_k, 2)])
+    expected_v = torch.cat([values, _pad_left(narrow_v, 2)])
+    assert torch.equal(layer.keys, expected_k) and torch.equal(layer.values, expected_v)
+    wide_k, wide_v = _states(1, 7, 4)  # the batch is padded to its 7 columns
+    layer.append_rows(wide_k, wide_v, room=4)
+    expected_k, expected_v = torch.cat([_pad_left(expected_k, 2), wide_k]), torch.cat([_pad_left(expected_v, 2), wide_v])
+    assert torch.equal(layer.keys, expected_k) and torch.equal(layer.values, expected_v)
+    assert layer._key_buffer.data_ptr() == buffer and layer.room == 4  # all within the margins
+    more_k, more_v = _states(3, 20, 5)  # more rows and columns than the margins hold: the buffers grow
+    layer.append_rows(more_k, more_v, room=6)
+    assert torch.equal(layer.keys, torch.cat([_pad_left(expected_k, 13), more_k])) and layer.room >= 6
+    assert torch.equal(layer.values, torch.cat([_pad_left(expected_v, 13), more_v]))
+
+
+def test_leaving_rows_are_compacted_in_place_and_dropped_columns_come_back_as_zeros():
+    keys, values = _states(6, 5, 6)
+    layer = ReservedLayer.copy_of(keys, values, room=3)
+    buffer = layer._key_buffer.data_ptr()
+    layer.keep_rows([0, 2, 3, 5])
+    assert torch.equal(layer.keys, keys[[0, 2, 3, 5]]) and torch.equal(layer.values, values[[0, 2, 3, 5]])
+    step_k, step_v = _states(4, 1, 7)
+    layer.update(step_k, step_v)
+    kept_k = torch.cat([keys[[0, 2, 3, 5]], step_k], 2)
+    assert torch.equal(layer.keys, kept_k)
+    layer.drop_leading(2)
+    assert torch.equal(layer.keys, kept_k[:, :, 2:]) and layer._key_buffer.data_ptr() == buffer
+    wide_k, wide_v = _states(1, 5, 8)  # one column wider than the 4 left: the dropped one returns, zeroed
+    layer.append_rows(wide_k, wide_v, room=1)
+    assert torch.equal(layer.keys, torch.cat([_pad_left(kept_k[:, :, 2:], 1), wide_k]))
+    layer.keep_rows([1, 4])
+    assert torch.equal(layer.keys, torch.cat([_pad_left(kept_k[:, :, 2:], 1), wide_k])[[1, 4]])

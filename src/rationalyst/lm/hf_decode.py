@@ -12,10 +12,10 @@ batching at the token level:
   rest. In the batched step search a problem whose rationale and candidates are done is scored and
   its next step joins at once, instead of waiting for the slowest row of every other problem.
 
-The cache lives in buffers with room for the longest remaining generation (`reserved_cache`): a step
-writes its column in place, where ``DynamicCache`` would copy the whole cache to append it (a step of
-32 rows x 800 columns on CPU: 371 -> 267 ms, `benchmarks/decode_cache.py`); joins and trims, which
-rebuild the batch anyway, copy it.
+The cache lives in buffers with spare rows and columns (`reserved_cache`): a step writes its column in
+place, where ``DynamicCache`` would copy the whole cache to append it (a step of 32 rows x 800 columns
+on CPU: 371 -> 267 ms, `benchmarks/decode_cache.py`); joining rows are written below the batch's, and
+leaving rows are compacted away, instead of each rebuilding the whole batch's cache.
 
 A prompt's rows stay together until all have finished because a sampled prompt draws from its own
 ``torch.Generator``, one ``multinomial`` per step over its n rows (as transformers' global
@@ -42,10 +42,11 @@ import torch
 from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
 
 from rationalyst.lm.prefix_cache import cache_layers, output_cache
-from rationalyst.lm.reserved_cache import ReservedLayer, reserved_cache, with_room
+from rationalyst.lm.reserved_cache import ReservedLayer, reservable, reserved_cache, with_room
 
-#: Leading columns that are padding in every row, at which the batch drops them (attention over them
-#: costs as much as over real ones; dropping them copies the cache, so not for one or two).
+#: Leading columns that are padding in every row, at which a cache that is not in reserved buffers is
+#: cut (attention over them costs as much as over real ones; cutting copies such a cache, so not for one
+#: or two). A cache in reserved buffers drops any number in place.
 TRIM_COLUMNS = 16
 
 
@@ -117,6 +118,12 @@ def _warpers(temperature: float, top_p: float) -> list[Any]:
     return out
 
 
+def _in_buffers(cache: Any) -> bool:
+    """Whether every layer of ``cache`` is a `ReservedLayer` (rows and columns change in place)."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(isinstance(layer, ReservedLayer) for layer in layers)
+
+
 def _pad_left(tensor: torch.Tensor, columns: int, value: int, dim: int = 1) -> torch.Tensor:
     if columns <= 0:
         return tensor
@@ -182,7 +189,13 @@ class DecodeSession:
             target = max(width, self.attention.shape[1])
             mine, theirs = target - self.attention.shape[1], target - width
             room = max([self._remaining()] + [g.max_new_tokens for g in groups])
-            self.past = self._joined_cache(past, rows, mine, theirs, target - 1, room)
+            if self.past is not None and past is not None and reservable(self.past) and reservable(past):
+                if not _in_buffers(self.past):  # a fresh prefill: into buffers (whose room the rows then grow)
+                    self.past = with_room(self.past, room)
+                for layer, (keys, values) in zip(self.past.layers, cache_layers(past)):
+                    layer.append_rows(keys, values, room)
+            else:
+                self.past = self._joined_cache(past, rows, mine, theirs, target - 1, room)
             self.attention = torch.cat([_pad_left(self.attention, mine, 0), _pad_left(attention, theirs, 0)])
             self.sequences = torch.cat(
                 [_pad_left(self.sequences, mine, self.pad_id), _pad_left(input_ids, theirs, self.pad_id)]
@@ -290,7 +303,11 @@ class DecodeSession:
             return done
         if done:
             index = torch.tensor(keep, device=self.device)
-            self.past.batch_select_indices(index)
+            if _in_buffers(self.past):
+                for layer in self.past.layers:
+                    layer.keep_rows(keep)
+            else:
+                self.past.batch_select_indices(index)
             self.attention, self.sequences = self.attention[index], self.sequences[index]
             self.step_input, self.positions, self.unfinished = self.step_input[index], self.positions[index], self.unfinished[index]
             self.prompts = live
@@ -302,8 +319,13 @@ class DecodeSession:
         """Drop the leading columns that are padding in every row (left behind by rows that left)."""
         empty = int((self.attention.sum(0) > 0).long().argmax())
         layers = cache_layers(self.past)
-        if empty < TRIM_COLUMNS or layers is None:
+        in_place = _in_buffers(self.past)
+        if empty == 0 or layers is None or (empty < TRIM_COLUMNS and not in_place):
             return
         self.attention, self.sequences = self.attention[:, empty:], self.sequences[:, empty:]
-        self.past = DynamicCache(ddp_cache_data=[(k[:, :, empty:], v[:, :, empty:]) for k, v in layers])
+        if in_place:
+            for layer in self.past.layers:
+                layer.drop_leading(empty)
+        else:
+            self.past = DynamicCache(ddp_cache_data=[(k[:, :, empty:], v[:, :, empty:]) for k, v in layers])
 
