@@ -5,11 +5,11 @@ starts. `DecodeSession` makes the same tokens as ``generate`` (same cache, same 
 processing, a finished row fed the pad token) with two differences, the two halves of continuous
 batching at the token level:
 
-- a prompt's rows leave the batch as soon as all n of its samples have finished
-  (``DynamicCache.batch_select_indices``);
-- new prompts join between two steps (`DecodeSession.join`): their prefilled cache is left-padded to the
-  batch's width (or the batch's to theirs) and appended, and from the next step they decode with the
-  rest. In the batched step search a problem whose rationale and candidates are done is scored and
+- a prompt's rows leave the batch as soon as all n of its samples have finished (the rows after them
+  move up: `ReservedLayer.keep_rows`);
+- new prompts join between two steps (`DecodeSession.join`): their prefilled cache is written below the
+  batch's, left-padded to the batch's width (or the batch's padded to theirs: `ReservedLayer.append_rows`),
+  and from the next step they decode with the rest. In the batched step search a problem whose rationale and candidates are done is scored and
   its next step joins at once, instead of waiting for the slowest row of every other problem.
 
 The cache lives in buffers with spare rows and columns (`reserved_cache`): a step writes its column in
