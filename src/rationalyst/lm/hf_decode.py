@@ -9,8 +9,9 @@ batching at the token level:
   move up: `ReservedLayer.keep_rows`);
 - new prompts join between two steps (`DecodeSession.join`): their prefilled cache is written below the
   batch's, left-padded to the batch's width (or the batch's padded to theirs: `ReservedLayer.append_rows`),
-  and from the next step they decode with the rest. In the batched step search a problem whose rationale and candidates are done is scored and
-  its next step joins at once, instead of waiting for the slowest row of every other problem.
+  and from the next step they decode with the rest. In the batched step search a problem whose
+  rationale and candidates are done is scored and its next step joins at once, instead of waiting for
+  the slowest row of every other problem.
 
 The cache lives in buffers with spare rows and columns (`reserved_cache`): a step writes its column in
 place, where ``DynamicCache`` would copy the whole cache to append it (a step of 32 rows x 800 columns
