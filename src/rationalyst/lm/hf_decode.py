@@ -43,7 +43,7 @@ import torch
 from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
 
 from rationalyst.lm.prefix_cache import cache_layers, output_cache
-from rationalyst.lm.reserved_cache import ReservedLayer, reservable, reserved_cache, with_room
+from rationalyst.lm.reserved_cache import ReservedLayer, in_buffers, reservable, reserved_cache, with_room
 
 #: Leading columns that are padding in every row, at which a cache that is not in reserved buffers is
 #: cut (attention over them costs as much as over real ones; cutting copies such a cache, so not for one
@@ -119,12 +119,6 @@ def _warpers(temperature: float, top_p: float) -> list[Any]:
     return out
 
 
-def _in_buffers(cache: Any) -> bool:
-    """Whether every layer of ``cache`` is a `ReservedLayer` (rows and columns change in place)."""
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(isinstance(layer, ReservedLayer) for layer in layers)
-
-
 def _pad_left(tensor: torch.Tensor, columns: int, value: int, dim: int = 1) -> torch.Tensor:
     if columns <= 0:
         return tensor
@@ -191,7 +185,7 @@ class DecodeSession:
             mine, theirs = target - self.attention.shape[1], target - width
             room = max([self._remaining()] + [g.max_new_tokens for g in groups])
             if self.past is not None and past is not None and reservable(self.past) and reservable(past):
-                if not _in_buffers(self.past):  # a fresh prefill: into buffers (whose room the rows then grow)
+                if not in_buffers(self.past):  # a fresh prefill: into buffers (whose room the rows then grow)
                     self.past = with_room(self.past, room)
                 for layer, (keys, values) in zip(self.past.layers, cache_layers(past)):
                     layer.append_rows(keys, values, room)
@@ -304,7 +298,7 @@ class DecodeSession:
             return done
         if done:
             index = torch.tensor(keep, device=self.device)
-            if _in_buffers(self.past):
+            if in_buffers(self.past):
                 for layer in self.past.layers:
                     layer.keep_rows(keep)
             else:
@@ -320,7 +314,7 @@ class DecodeSession:
         """Drop the leading columns that are padding in every row (left behind by rows that left)."""
         empty = int((self.attention.sum(0) > 0).long().argmax())
         layers = cache_layers(self.past)
-        in_place = _in_buffers(self.past)
+        in_place = in_buffers(self.past)
         if empty == 0 or layers is None or (empty < TRIM_COLUMNS and not in_place):
             return
         self.attention, self.sequences = self.attention[:, empty:], self.sequences[:, empty:]

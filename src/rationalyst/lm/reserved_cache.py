@@ -162,6 +162,12 @@ def reservable(cache: Any) -> bool:
     )
 
 
+def in_buffers(cache: Any) -> bool:
+    """Whether every layer of ``cache`` is already a `ReservedLayer` (rows and columns change in place)."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(isinstance(layer, ReservedLayer) for layer in layers)
+
+
 def with_room(cache: Any, room: int) -> Any:
     """``cache`` with at least ``room`` free columns in every layer (its layers replaced in place by
     `ReservedLayer` copies where they have less); a cache that is not `reservable` comes back as is."""
