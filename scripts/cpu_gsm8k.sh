@@ -11,8 +11,12 @@
 # (train.min_delta, no re-scoring; one epoch), and the one whose rationales let the scorer rank the gold
 # next step above wrong ones by the larger margin (benchmarks/dev_step_gain.py, 30 dev problems x 2
 # steps, a wrong computation and a skipped step each) is evaluated.
-# Outputs under runs/cpu-gsm8k (not committed: weights and traces); the report is written to
-# docs/results/cpu-gsm8k/, the dev gains and PRM800K AUROCs to runs/cpu-gsm8k/*.txt.
+# The evaluations that need no trained model run first (cot both ways, the untrained rationalist, the
+# baselines), then mining and training, then everything with the trained rationalist.
+# Outputs under runs/cpu-gsm8k; the report is written to docs/results/cpu-gsm8k/, the dev gains and
+# PRM800K AUROCs to runs/cpu-gsm8k/*.txt. After every step, the run's text (stage outputs, traces, figure
+# files; no weights) is copied to docs/results/cpu-gsm8k/kept/ (scripts/kept_runs.py), which is committed:
+# on a new machine the script first copies it back, so a day's work carries over (training reruns).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -31,8 +35,34 @@ once() {
     cat "$file"
 }
 
+KEPT=docs/results/cpu-gsm8k/kept
+keep() { "$BIN/python" scripts/kept_runs.py keep "$OUT" "$KEPT"; }
+"$BIN/python" scripts/kept_runs.py restore "$OUT" "$KEPT"
+# The evaluation as the recipe sets it, with --set overrides (`rationalyst eval --config` reads a whole-run
+# recipe's eval section); every run resumes problem by problem.
+evaluate() { "$BIN/rationalyst" eval --config "$RECIPE" "$@"; keep; }
+
+step "select (the evaluation's contamination guard reads the selected documents)"
+"$BIN/rationalyst" run "$RECIPE" --until select
+keep
+
+step "cot with the packaged few-shot prompt, the 200"
+evaluate --set "output=$OUT/eval-cot" --set "methods=[cot]"
+
+step "cot in the agent's own zero-shot chat format (one user turn; the whole turn, up to 640 tokens), the 200"
+evaluate --set "output=$OUT/eval-zero-shot" --set benchmarks.0.demos=zero-shot --set "methods=[cot]" \
+    --set search.max_solution_tokens=640
+
+step "implicit with the untrained base model as rationalist, the 200"
+evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set "methods=[implicit]"
+
+step "the baselines that need no rationalist, the first 100 of the 200"
+evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
+    --set "methods=[random, self-consistency, self-ppl]"
+
 step "select, extract, filter, train (tau 0)"
 "$BIN/rationalyst" run "$RECIPE" --until train
+keep
 
 step "a rationalist trained at the paper's tau 1.2 on the same filter run (one epoch: tau 0's dev loss was flat after 40 of its 186 steps)"
 "$BIN/rationalyst" train --config "$RECIPE" --set "output=$OUT/train-tau1.2" --set min_delta=1.2 --set epochs=1
@@ -43,7 +73,8 @@ for who in base tau0 tau1.2; do
     once "$OUT/dev-$who.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
         --data "$DATA" --rationalist "$spec" --scorer "$BASE" --problems 30 --steps 2 --save "$OUT/dev-$who.jsonl"
 done
-CHOSEN=$("$BIN/python" - "$OUT" <<'EOF'
+keep
+CHOSEN=$("$BIN/python" - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
 def discrimination(who):  # the mean margin of gold over wrong steps after the rationale: what the search ranks by
@@ -51,7 +82,7 @@ def discrimination(who):  # the mean margin of gold over wrong steps after the r
     return sum(margins) / len(margins)
 best = max(("tau0", "train"), ("tau1.2", "train-tau1.2"), key=lambda c: discrimination(c[0]))
 print(f"{out}/{best[1]}/merged")
-EOF
+PY
 )
 echo "chosen rationalist: $CHOSEN" | tee "$OUT/chosen-rationalist.txt"
 
@@ -62,25 +93,18 @@ for who in base tau0; do
         --data "$DATA" --rationalist "$spec" --scorer "$AGENT" --problems 30 --steps 2 \
         --save "$OUT/dev-$who-agent-scorer.jsonl"
 done
+keep
 TRAINED="hf:$CHOSEN"
 
-step "cot (the packaged few-shot prompt) and implicit (the chosen rationalist), the 200"
-"$BIN/rationalyst" run "$RECIPE" --set "eval.rationalist.spec=$TRAINED"
+step "implicit with the chosen (trained) rationalist, the 200"
+evaluate --set "output=$OUT/eval-trained" --set "rationalist.spec=$TRAINED" --set "methods=[implicit]"
 
-step "cot in the agent's own zero-shot chat format, the 200"
-"$BIN/rationalyst" eval --config "$RECIPE" --set "output=$OUT/eval-zero-shot" \
-    --set benchmarks.0.demos=zero-shot --set "methods=[cot]"
-
-step "implicit with the untrained base model as rationalist, the 200"
-"$BIN/rationalyst" eval --config "$RECIPE" --set "output=$OUT/eval-untrained" \
-    --set "rationalist.spec=$BASE" --set "methods=[implicit]"
-
-step "the other methods, the first 100 of the 200"
-"$BIN/rationalyst" eval --config "$RECIPE" --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
-    --set "rationalist.spec=$TRAINED" --set "methods=[random, self-consistency, self-ppl, explicit, best-of-n]"
+step "the baselines that use the trained rationalist, the first 100"
+evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
+    --set "rationalist.spec=$TRAINED" --set "methods=[explicit, best-of-n]"
 
 step "implicit (the chosen rationalist) with the agent as scorer, the first 100"
-"$BIN/rationalyst" eval --config "$RECIPE" --set "output=$OUT/eval-agent-scorer" --set benchmarks.0.limit=100 \
+evaluate --set "output=$OUT/eval-agent-scorer" --set benchmarks.0.limit=100 \
     --set "rationalist.spec=$TRAINED" --set "scorer.spec=$AGENT" --set "methods=[implicit]"
 
 step "PRM800K: AUROC of the step scores, trained vs untrained rationalist (the scorer alone is in both)"
@@ -89,6 +113,7 @@ for who in trained untrained; do
     once "$OUT/auroc-$who.txt" "$BIN/python" benchmarks/prm800k_auroc.py --rationalist "$spec" --scorer "$BASE" \
         --limit 200 --save "$OUT/auroc-$who.jsonl"
 done
+keep
 
 step "report"
 "$BIN/rationalyst" report "$OUT" --output docs/results/cpu-gsm8k

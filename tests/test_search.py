@@ -242,9 +242,35 @@ def test_zero_shot_demos_give_the_agent_only_the_instruction_and_the_question(tm
     pool.add(default_model)
     (summary,) = eval_stage.run(config, pool)
     assert summary.problems == 1
+    # One user turn, instruction then question: how chat models are prompted zero-shot.
     expected = default_model.tokenizer.apply_chat_template(
-        [{"role": "system", "content": load_solve_prompt(items[0].family).instruction},
-         {"role": "user", "content": format_question(items[0])}],
+        [{"role": "user", "content": load_solve_prompt(items[0].family).instruction + "\n\n" + format_question(items[0])}],
         add_generation_prompt=True, tokenize=False,
     )
     assert seen and seen[0] == expected
+
+
+# A chat model's zero-shot answer: paragraphs set apart by blank lines, an equation over three lines.
+CHAT_SOLUTION = "First, 2 + 3 = 5.\n\n1. Then\n\\[\n5 \\times 4 = 20\n\\]\n" + "\n".join(f"{i}." for i in range(2, 20)) + "\nThe answer is \\(\\boxed{20}\\)."
+
+
+@pytest.mark.parametrize("zero_shot", [True, False])
+def test_cot_reads_a_zero_shot_answer_to_the_end_of_the_turn(items, default_model, zero_shot):
+    from rationalyst.data.solve_prompts import load_solve_prompt
+    from rationalyst.lm.base import Completion
+    from rationalyst.search.methods import chain_of_thought
+
+    solve = load_solve_prompt("arithmetic")
+    roles = Roles.of(default_model, solve_prompt=solve.model_copy(update={"demos": []}) if zero_shot else solve)
+    item = items[0].model_copy(update={"answer": "20"})
+    program = chain_of_thought(item, roles, SETTINGS, 3)
+    (call,) = program.send(None)
+    with pytest.raises(StopIteration) as done:
+        program.send([[Completion(CHAT_SOLUTION, [1] * 9, [0.0] * 9, "stop")]])
+    trace = done.value.value
+    if zero_shot:  # the whole turn, however many lines and blank lines, up to its answer
+        assert call.params.stop == ()
+        assert trace["correct"] and trace["prediction"] == "20" and len(trace["steps"]) == 24
+    else:  # after demos a solution is one block of at most max_steps lines
+        assert call.params.stop == ("\n\n",)
+        assert not trace["correct"] and len(trace["steps"]) == SETTINGS.max_steps

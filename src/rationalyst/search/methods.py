@@ -69,8 +69,9 @@ def guided_search(heuristic: str) -> Method:
     return run
 
 
-def split_steps(text: str, item: BenchmarkItem, max_steps: int) -> tuple[list[str], str]:
-    """A whole solution's lines as steps, cut after the first that states a final answer."""
+def split_steps(text: str, item: BenchmarkItem, max_steps: int | None) -> tuple[list[str], str]:
+    """A whole solution's lines as steps, cut after the first that states a final answer (and after
+    ``max_steps`` lines, unless None)."""
     steps = []
     for line in text.splitlines():
         if line.strip():
@@ -85,16 +86,23 @@ def split_steps(text: str, item: BenchmarkItem, max_steps: int) -> tuple[list[st
 def sample_solutions(
     item: BenchmarkItem, roles: Roles, settings: SearchSettings, n: int, temperature: float, seed: int, tag: str
 ):
-    """``n`` whole solutions from the agent: (the text as a candidate, its steps, why it stopped)."""
+    """``n`` whole solutions from the agent: (the text as a candidate, its steps, why it stopped).
+
+    After demos a solution is one block of lines, ended by a blank line (or the turn) and cut at
+    ``max_steps`` lines, the search's budget. A zero-shot chat answer is the agent's whole turn: such
+    models set their steps apart by blank lines and equations over several lines, so only
+    ``max_solution_tokens`` bounds it.
+    """
+    zero_shot = roles.solve_prompt is not None and not roles.solve_prompt.demos
     params = SamplingParams(
         n=n, temperature=temperature, top_p=settings.top_p, max_new_tokens=settings.max_solution_tokens,
-        stop=("\n\n",), seed=derive_seed(seed, item.id, tag),
+        stop=() if zero_shot else ("\n\n",), seed=derive_seed(seed, item.id, tag),
     )
     prompt = prompts.agent_prompt(roles.agent, item, [], solve=roles.solve_prompt)
     out: list[tuple[Candidate, list[str], str]] = []
     (completions,) = yield from ask(Generate("agent", prompt, params))
     for completion in completions:
-        steps, stop = split_steps(completion.text, item, settings.max_steps)
+        steps, stop = split_steps(completion.text, item, None if zero_shot else settings.max_steps)
         out.append((Candidate("\n".join(steps), len(completion.token_ids)), steps, stop))
     return out
 

@@ -43,8 +43,11 @@ trajectory_text = item_trajectory
 
 def agent_messages(item: BenchmarkItem, solve: SolvePrompt | None = None) -> list[Message]:
     """The few-shot chat that asks the agent to solve ``item`` step by step (``solve``: its prompt,
-    default the packaged one of the item's family)."""
+    default the packaged one of the item's family); without demos, the instruction and the question as
+    one user turn, as instruction-tuned models are prompted zero-shot."""
     solve = solve or load_solve_prompt(item.family)
+    if not solve.demos:  # zero-shot: the chat models' own format, one user turn (they follow it better)
+        return [{"role": "user", "content": f"{solve.instruction}\n\n{format_question(item)}"}]
     messages: list[Message] = [{"role": "system", "content": solve.instruction}]
     for demo in solve.demos:
         messages.append({"role": "user", "content": format_question_text(demo.question, demo.choices)})
