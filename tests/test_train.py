@@ -256,6 +256,28 @@ def test_lora_training_lowers_loss_and_improves_dev_loglik(trained):
     assert split["counts"]["not_kept"] == 10 and split["counts"]["kept"] == 40
 
 
+def test_a_finished_training_is_not_redone_unless_its_config_or_records_change(trained, monkeypatch):
+    from rationalyst.stages import train as train_stage
+
+    class LoadedAModel(Exception):
+        pass
+
+    def no_loading(*_a, **_k):
+        raise LoadedAModel
+
+    monkeypatch.setattr(train_stage, "base_model_folder", no_loading)
+    tmp = trained.output.parent
+    again = train_stage.run(_config(tmp, logging_steps=4))  # an execution field only
+    assert again.to_json() == trained.to_json()
+    with pytest.raises(LoadedAModel):
+        train_stage.run(_config(tmp, learning_rate=1e-3))
+    records = tmp / "records.jsonl"
+    moved = tmp / "more-records.jsonl"
+    moved.write_text(records.read_text() + json.dumps({**fixture_records()[0], "doc_id": "new", "id": "new"}) + "\n")
+    with pytest.raises(LoadedAModel):
+        train_stage.run(_config(tmp, input=moved, output=trained.output))
+
+
 def test_adapter_weights_moved_from_init(trained):
     from safetensors.torch import load_file
 

@@ -62,8 +62,9 @@ class BenchmarkRef(StrictModel):
         "packaged",
         description="The agent's few-shot demos: the 'packaged' hand-written ones of the family, 'train': "
         "search.demo_count worked solutions drawn (seeded) from the benchmark's train split, one step per line "
-        "(the paper's), or 'zero-shot': none, only the family's instruction and the question in the agent's own "
-        "chat template (some instruction-tuned models solve better so than after demos).",
+        "(the paper's), or 'zero-shot': none, only the family's instruction and the question as one user turn of the "
+        "agent's own chat template, a whole solution being the agent's whole turn (some instruction-tuned models "
+        "solve better so than after demos).",
     )
     train_source: str | None = Field(
         None, description="The benchmark's train split, for demos: train (default: its train file in the benchmarks folder)."

@@ -47,6 +47,7 @@ The paper's setting (Llama-3-8B-Instruct, full fine-tune, 2 GPUs; see the recipe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -59,7 +60,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from rationalyst.config import StrictModel, load_config
+from rationalyst.config import StrictModel, config_hash, load_config
 from rationalyst.data.rationale_text import (
     INSTRUCTION_FILE,
     RationalistFormat,
@@ -448,6 +449,11 @@ def run(config: TrainConfig) -> TrainResult:
         config.rationalist_format, load_instruction(config.instruction_file) if config.instruction_file else None
     )
     records, counts = read_kept_records(config.input, config.min_delta)
+    fingerprint = training_fingerprint(config, records)
+    finished = finished_result(output, fingerprint)
+    if finished is not None:
+        log.info("%s is trained already on these records with this config: nothing to do", output)
+        return finished
     train_records, dev_records = split_by_document(records, config.dev_fraction, config.seed)
     if not train_records:
         raise InputError("no training records after the train/dev split")
@@ -593,8 +599,32 @@ def run(config: TrainConfig) -> TrainResult:
         counts=counts,
     )
     if main_process:
-        (output / SUMMARY_FILE).write_text(json.dumps(result.to_json(), indent=2) + "\n", "utf-8")
+        summary = {**result.to_json(), "fingerprint": fingerprint}
+        (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
     return result
+
+
+def training_fingerprint(config: TrainConfig, records: list[dict]) -> str:
+    """What decides the trained weights: the config's result fields and the records read (the input
+    folder may hold a newer filter run than the one trained on)."""
+    payload = json.dumps([config_hash(config), records], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def finished_result(output: Path, fingerprint: str) -> TrainResult | None:
+    """The stored result when ``output`` holds a finished training with ``fingerprint`` and its merged
+    model is there; a second run then loads nothing (the final evaluation and merge take minutes)."""
+    try:
+        stored = json.loads((output / SUMMARY_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.pop("fingerprint", None) != fingerprint:
+        return None
+    if not (Path(stored["merged"]) / "config.json").is_file():
+        return None
+    adapter = stored.get("adapter")
+    return TrainResult(**{**stored, "output": Path(stored["output"]), "merged": Path(stored["merged"]),
+                          "adapter": Path(adapter) if adapter else None})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
