@@ -11,7 +11,7 @@
 # (train.min_delta, no re-scoring; one epoch), and the one whose rationales let the scorer rank the gold
 # next step above wrong ones by the larger margin (benchmarks/dev_step_gain.py, 30 dev problems x 2
 # steps, a wrong computation and a skipped step each) is evaluated.
-# The evaluations that need no trained model run first (cot both ways, the untrained rationalist, the
+# The evaluations that need no trained model run first (cot three ways, the untrained rationalist, the
 # baselines), then mining and training, then everything with the trained rationalist.
 # Outputs under runs/cpu-gsm8k; the report is written to docs/results/cpu-gsm8k/, the dev gains and
 # PRM800K AUROCs to runs/cpu-gsm8k/*.txt. After every step, the run's text (stage outputs, traces, figure
@@ -52,6 +52,10 @@ evaluate --set "output=$OUT/eval-cot" --set "methods=[cot]"
 step "cot in the agent's own zero-shot chat format (one user turn; the whole turn, up to 640 tokens), the 200"
 evaluate --set "output=$OUT/eval-zero-shot" --set benchmarks.0.demos=zero-shot --set "methods=[cot]" \
     --set search.max_solution_tokens=640
+
+step "cot zero-shot with the instruction Qwen2.5 models are documented with (their own format), the 200"
+evaluate --set "output=$OUT/eval-zero-shot-qwen" --set benchmarks.0.demos=zero-shot --set "methods=[cot]" \
+    --set benchmarks.0.solve_prompts=recipes/prompts/qwen-zero-shot --set search.max_solution_tokens=640
 
 step "implicit with the untrained base model as rationalist, the 200"
 evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set "methods=[implicit]"

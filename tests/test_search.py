@@ -250,6 +250,38 @@ def test_zero_shot_demos_give_the_agent_only_the_instruction_and_the_question(tm
     assert seen and seen[0] == expected
 
 
+def test_an_agent_s_own_prompt_file_replaces_the_packaged_one(tmp_path, default_model, items, monkeypatch):
+    from rationalyst.data.solve_prompts import format_question
+    from rationalyst.errors import RationalystError
+    from rationalyst.lm.hf_stream import HFStream
+
+    seen = []
+    add = HFStream.add
+    monkeypatch.setattr(HFStream, "add", lambda self, p, *a: seen.extend(p) or add(self, p, *a))
+    own = "Please reason step by step, and put your final answer within \\boxed{}."
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "arithmetic.yaml").write_text(f"instruction: '{own}'\ndemos: []\n")
+    pool = ModelPool()
+    pool.add(default_model)
+
+    def config(folder, methods=("cot",)):
+        return eval_stage.EvalConfig(
+            benchmarks=[{"name": "gsm8k", "source": str(FIXTURES / "gsm8k.jsonl"), "limit": 1, "demos": "zero-shot",
+                         "solve_prompts": str(folder)}],
+            methods=list(methods), output=tmp_path / "out", search=SETTINGS.model_copy(update={"max_solution_tokens": 8}), seed=7,
+        )
+
+    (summary,) = eval_stage.run(config(tmp_path / "prompts"), pool)
+    assert summary.problems == 1
+    assert seen[0] == default_model.tokenizer.apply_chat_template(
+        [{"role": "user", "content": own + "\n\n" + format_question(items[0])}], add_generation_prompt=True, tokenize=False,
+    )
+    seen.clear()
+    with pytest.raises(RationalystError, match="elsewhere.arithmetic.yaml"):
+        eval_stage.run(config(tmp_path / "elsewhere", methods=("cot", "implicit")), pool)
+    assert seen == []  # failed before any problem was solved
+
+
 # A chat model's zero-shot answer: paragraphs set apart by blank lines, an equation over three lines.
 CHAT_SOLUTION = "First, 2 + 3 = 5.\n\n1. Then\n\\[\n5 \\times 4 = 20\n\\]\n" + "\n".join(f"{i}." for i in range(2, 20)) + "\nThe answer is \\(\\boxed{20}\\)."
 

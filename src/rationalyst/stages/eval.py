@@ -66,6 +66,12 @@ class BenchmarkRef(StrictModel):
         "agent's own chat template, a whole solution being the agent's whole turn (some instruction-tuned models "
         "solve better so than after demos).",
     )
+    solve_prompts: Path | None = Field(
+        None,
+        description="A folder of the agent's prompt files, <family>.yaml (instruction and demos, as the packaged "
+        "rationalyst/prompts/solve/ ones), read in place of the packaged one for 'packaged' and 'zero-shot' demos: "
+        "e.g. an agent model's own zero-shot instruction.",
+    )
     train_source: str | None = Field(
         None, description="The benchmark's train split, for demos: train (default: its train file in the benchmarks folder)."
     )
@@ -275,6 +281,8 @@ def run(config: EvalConfig, pool: ModelPool | None = None) -> list[EvalSummary]:
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmarks: each benchmark may appear once, got {names}")
     loaded = {ref.name: _load_items(ref) for ref in config.benchmarks}
+    # Every prompt is read before any problem is solved: a bad prompt file fails the run in seconds.
+    agent_prompts = {ref.name: _agent_prompt(config, ref, loaded[ref.name][0]) for ref in config.benchmarks}
     overlaps: dict[str, Any] = {}
     if config.training_data:
         from rationalyst.stages import guard
@@ -290,14 +298,18 @@ def run(config: EvalConfig, pool: ModelPool | None = None) -> list[EvalSummary]:
         items, skipped = loaded[ref.name]
         split = benchmark_split(ref.name, ref.source)
         extra = {"split": split, "train_split": split == "train", "contamination": overlaps.get(ref.name)}
-        solve_prompt = None
-        if ref.demos == "train":
-            solve_prompt = _train_demos(config, ref, items)
-        elif ref.demos == "zero-shot":
-            solve_prompt = _zero_shot(ref)
         for method in config.methods:
-            summaries.append(_run_one(config, ref, method, items, skipped, pool, extra, solve_prompt))
+            summaries.append(_run_one(config, ref, method, items, skipped, pool, extra, agent_prompts[ref.name]))
     return summaries
+
+
+def _agent_prompt(config: EvalConfig, ref: BenchmarkRef, items: list[BenchmarkItem]):
+    """The agent's prompt for ``ref`` (None: the family's packaged one)."""
+    if ref.demos == "train":
+        return _train_demos(config, ref, items)
+    if ref.demos == "zero-shot":
+        return _zero_shot(ref)
+    return _solve_prompt(ref) if ref.solve_prompts is not None else None
 
 
 def _train_demos(config: EvalConfig, ref: BenchmarkRef, items: list[BenchmarkItem]):
@@ -314,12 +326,17 @@ def _train_demos(config: EvalConfig, ref: BenchmarkRef, items: list[BenchmarkIte
     return train_demo_prompt(spec.family, train, settings.demo_count, settings.demo_seed, exclude={i.id for i in items})
 
 
-def _zero_shot(ref: BenchmarkRef):
-    """The family's packaged instruction without demos (``demos: zero-shot``)."""
+def _solve_prompt(ref: BenchmarkRef):
+    """The family's prompt: from ``ref.solve_prompts`` when set, else the packaged one."""
     from rationalyst.data.benchmarks import BENCHMARKS
     from rationalyst.data.solve_prompts import load_solve_prompt
 
-    return load_solve_prompt(BENCHMARKS[ref.name].family).model_copy(update={"demos": []})
+    return load_solve_prompt(BENCHMARKS[ref.name].family, ref.solve_prompts)
+
+
+def _zero_shot(ref: BenchmarkRef):
+    """The family's instruction without demos (``demos: zero-shot``)."""
+    return _solve_prompt(ref).model_copy(update={"demos": []})
 
 
 def check_split(ref: BenchmarkRef) -> str | None:
