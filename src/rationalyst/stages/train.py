@@ -14,7 +14,9 @@ Records are split into train and dev by document (``doc_id``, seeded), so no doc
 both sides. Training uses the plain transformers `Trainer` with our own tokenization and collator:
 LoRA through PEFT by default (fits a CPU), full fine-tuning with ``full_finetune: true``; bf16 and
 gradient checkpointing are switches for GPUs. Checkpoints go to ``<output>/checkpoints``; a run that
-was killed resumes from the last one when started again with the same output.
+was killed resumes from the last one when started again with the same output, and one that finished
+is not redone when started again with the same config and records (``summary.json`` holds their
+fingerprint).
 
 Output layout::
 
