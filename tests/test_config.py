@@ -167,3 +167,16 @@ def test_fields_added_later_leave_the_hash_of_earlier_runs_alone_while_at_their_
     assert config_hash(SearchSettings()) == hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert config_hash(SearchSettings(dvts_budget=12)) != config_hash(SearchSettings())
     assert config_hash(SearchSettings(implicit_prm_beta=1.0)) != config_hash(SearchSettings())
+
+
+def test_an_eval_run_made_before_solve_prompts_existed_keeps_its_hash():
+    """The literal was computed by the code before the field was added (commit 527f3f3): finished and
+    half-done runs stay finished and resumable across the upgrade while the field is unset."""
+    from rationalyst.config import config_hash
+    from rationalyst.stages.eval import EvalRunConfig
+
+    values = {"benchmark": {"name": "gsm8k", "limit": 5, "demos": "zero-shot"}, "method": "cot",
+              "agent": {"spec": "builtin:smollm2-135m"}, "search": {}, "seed": 3}
+    assert config_hash(EvalRunConfig.model_validate(values)) == "a02dc17a1fcd3161"
+    values["benchmark"]["solve_prompts"] = "my-prompts"
+    assert config_hash(EvalRunConfig.model_validate(values)) != "a02dc17a1fcd3161"

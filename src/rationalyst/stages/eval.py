@@ -72,6 +72,9 @@ class BenchmarkRef(StrictModel):
         "rationalyst/prompts/solve/ ones), read in place of the packaged one for 'packaged' and 'zero-shot' demos: "
         "e.g. an agent model's own zero-shot instruction.",
     )
+    # Runs made before solve_prompts existed stay finished (or resumable) while it is unset.
+    added_fields = frozenset({"solve_prompts"})
+
     train_source: str | None = Field(
         None, description="The benchmark's train split, for demos: train (default: its train file in the benchmarks folder)."
     )
