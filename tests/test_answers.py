@@ -43,6 +43,7 @@ ARITHMETIC_EXTRACT = [
     ("The answer is 0.5.", "0.5"),
     ("The answer is .5", ".5"),
     ("The answer is (7).", "7"),
+    ("\\[\n\\text{The answer is } -5\n\\]", "-5"),  # the marker inside \text{}, as Qwen writes it
     ("So \\boxed{42}.", "42"),
     ("So \\boxed{\\$1,000}.", "1000"),
     ("So \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),

@@ -66,7 +66,7 @@ _HASHES = re.compile(r"####\s*")
 _NUMBER = re.compile(
     r"(?P<num>[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|[-−]?\.\d+)(?P<pct>\s*\\?%)?"
 )
-_NUMBER_PREFIX = re.compile(r"(?:\*\*|\$|\\\$|\\\(|\(|\s|\\boxed\{|\{)*")
+_NUMBER_PREFIX = re.compile(r"(?:\*\*|\$|\\\$|\\\(|\(|\s|\\boxed\{|\{|\})*")
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
 _LETTER_AFTER_MARKER = re.compile(
     r"(?:\*\*)?(?:(?i:option|choice)\s+)?(?:\*\*)?"
