@@ -9,8 +9,9 @@ What counts as a stated answer, per family (see `rationalyst.data.benchmarks.FAM
 * ``arithmetic`` (GSM8K-style): a number right after "The answer is" / "Answer:" (optionally after
   ``$``, ``\\$``, ``**``, ``(`` or the brace closing ``\\text{The answer is }``), after ``####``, or
   inside ``\\boxed{}``. Thousands separators and currency signs are dropped (``"$1,000.50"`` ->
-  ``"1000.50"``), a sentence's final period is not part of the number, a fraction ``3/4`` and a percent sign are kept. Words between the marker and the
-  number ("The answer is twelve", "The answer is that she has 12") do not count, nor does a number
+  ``"1000.50"``), a sentence's final period is not part of the number, a fraction ``3/4`` and a percent
+  sign are kept. Words between the marker and the number ("The answer is twelve", "The answer is that
+  she has 12") do not count, nor does a number
   that a comparison follows ("The answer is 5 times larger", "3 more than Tom").
 * ``math`` (MATH): the content of the last complete ``\\boxed{...}`` (balanced braces); failing that,
   the rest of the sentence after "The answer is", without ``$`` delimiters and the final period;
