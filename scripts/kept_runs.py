@@ -22,11 +22,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from rationalyst.pipeline import STAGES, STATE_FILE
+
 #: Directories holding model weights (the train stage and its variants) and what is rebuilt anyway.
 LEFT_OUT = ("train", "report")
-#: Pipeline stages whose outputs are kept; the pipeline's state keeps only these.
-KEPT_STAGES = ("corpus", "select", "extract", "filter")
-STATE_FILE = "pipeline.json"
+#: Pipeline stages whose outputs are kept (those before training); the pipeline's state keeps only these.
+KEPT_STAGES = STAGES[: STAGES.index("train")]
 
 
 def _left_out(relative: Path) -> bool:
