@@ -13,6 +13,7 @@ import importlib.util
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import get_args
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ import torch
 from rationalyst.errors import RationalystError
 from rationalyst.lm import SamplingParams, ScoreRequest
 from rationalyst.lm.boundary import SplitSequence
+from rationalyst.lm.precision import DtypeName
 from rationalyst.lm.tokenization import HFTextCodec
 from rationalyst.lm.vllm import (
     VLLMModel,
@@ -159,6 +161,8 @@ VLLM_LLM_INIT_PARAMS = frozenset({
     "kv_cache_memory_bytes", "compilation_config", "logits_processors",
 })
 VLLM_ENGINE_ARGS_USED = frozenset({"max_model_len", "enable_prefix_caching", "max_num_seqs", "block_size"})
+# ``ModelDType`` of vllm/config/model.py (the same stored versions): the dtype names ``LLM(dtype=...)`` takes.
+VLLM_MODEL_DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
 
 
 class StandInVLLMError(ValueError):
@@ -208,6 +212,8 @@ class StandInLLM:
             raise TypeError(f"LLM got unexpected keyword arguments {sorted(unknown)}")
         if not 0 < kwargs.get("gpu_memory_utilization", 0.9) <= 1:
             raise StandInVLLMError("gpu_memory_utilization must be in (0, 1]")
+        if kwargs.get("dtype", "auto") not in VLLM_MODEL_DTYPES:
+            raise StandInVLLMError(f"dtype {kwargs['dtype']!r} is not one of {sorted(VLLM_MODEL_DTYPES)}")
         self.model, self.kwargs = model, kwargs
         self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=kwargs.get("max_model_len", 2048)))
         StandInLLM.instances.append(self)
@@ -337,6 +343,19 @@ def test_load_passes_only_llm_kwargs_vllm_has(monkeypatch, default_model):
     (llm,) = StandInLLM.instances
     assert llm.model == "/nowhere/model" and llm.kwargs["max_model_len"] == 512 and llm.kwargs["tensor_parallel_size"] == 2
     assert model.codec.max_length == 512 and model.engine is llm
+
+
+@pytest.mark.parametrize("dtype", get_args(DtypeName))
+def test_every_dtype_a_config_accepts_is_one_vllm_takes(monkeypatch, default_model, dtype):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", _stand_in_vllm())
+    monkeypatch.setattr(HFTextCodec, "from_pretrained",
+                        classmethod(lambda cls, path, name="", max_length=None: HFTextCodec(default_model.tokenizer, name=name, max_length=max_length)))
+    StandInLLM.instances.clear()
+    VLLMModel.load("/nowhere/model", dtype=dtype)
+    (llm,) = StandInLLM.instances
+    assert llm.kwargs["dtype"] == ("bfloat16" if dtype == "fastest" else dtype)
 
 
 def test_missing_vllm_names_the_install_command(monkeypatch):

@@ -41,6 +41,7 @@ from rationalyst.lm.base import (
 from rationalyst.lm.boundary import SplitSequence, shared_prefix_length
 from rationalyst.lm.hf_decode import DecodeSession, RowGroup
 from rationalyst.lm.hf_stream import HFStream
+from rationalyst.lm.precision import resolve_dtype
 from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, cache_layers, common_prefix_length, output_cache
 from rationalyst.lm.tokenization import HFTextCodec
 
@@ -55,15 +56,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise RationalystError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
 
 
 class HFModel(LanguageModel):

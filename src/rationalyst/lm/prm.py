@@ -31,6 +31,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rationalyst.config import StrictModel
 from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.lm.precision import DtypeName
 
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -50,7 +51,7 @@ class PrmConfig(StrictModel):
     prompt: Literal["plain", "chat"] = Field("plain", description="plain: the question and a newline; chat: the tokenizer's chat template (Qwen2.5-Math-PRM).")
     system: str = Field(QWEN_PRM_SYSTEM, description="prompt: chat: the system message.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
+    dtype: DtypeName = Field("auto", description="Weights dtype (see ModelConfig.dtype).")
     batch_size: int = Field(8, ge=1, description="Sequences per forward pass.")
 
     execution_fields = frozenset({"device", "batch_size"})
@@ -105,7 +106,8 @@ class ProcessRewardModel:
     def load(cls, config: PrmConfig) -> ProcessRewardModel:
         from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-        from rationalyst.lm.hf import resolve_device, resolve_dtype
+        from rationalyst.lm.hf import resolve_device
+        from rationalyst.lm.precision import resolve_dtype
 
         path = config.spec.removeprefix("hf:")
         device = resolve_device(config.device)

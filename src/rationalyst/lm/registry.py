@@ -20,6 +20,7 @@ from rationalyst.config import StrictModel
 from rationalyst.errors import ModelNotFoundError, RationalystError
 from rationalyst.lm.base import Embedder, LanguageModel
 from rationalyst.lm.builtin import builtin_path, get_builtin
+from rationalyst.lm.precision import DtypeName
 
 LM_SCHEMES = ("hf", "gguf", "llamacpp", "builtin", "vllm", "openai")
 EMBEDDER_SCHEMES = ("st", "builtin")
@@ -30,8 +31,10 @@ class ModelConfig(StrictModel):
 
     spec: str = Field(description="Backend spec, e.g. builtin:smollm2-135m, hf:<dir>, gguf:<file>.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype for hf; auto = bfloat16 on CUDA, float32 on CPU."
+    dtype: DtypeName = Field(
+        "auto",
+        description="Weights dtype for hf; auto = bfloat16 on CUDA, float32 on CPU; fastest = bfloat16 on CUDA "
+        "and on CPUs that compute it natively (AVX512-BF16, AMX), else float32 (rationalyst.lm.precision).",
     )
     batch_size: int = Field(8, ge=1, description="Sequences per forward pass.")
     n_ctx: int = Field(4096, ge=16, description="Context window for llamacpp.")

@@ -205,7 +205,7 @@ class VLLMModel(LanguageModel):
         options: dict[str, Any] = dict(
             model=model,
             tokenizer=tokenizer or model,
-            dtype=dtype,
+            dtype="bfloat16" if dtype == "fastest" else dtype,  # vLLM runs on GPUs: bfloat16 is the fastest
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             seed=seed,

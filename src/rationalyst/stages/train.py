@@ -236,10 +236,13 @@ def _load_model(folder: str, config: TrainConfig) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from rationalyst.lm.precision import resolve_dtype
+
     # Mixed precision keeps float32 master weights; an explicit dtype in `base` wins.
-    dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-        config.base.dtype
-    ]
+    if config.base.dtype == "auto":
+        dtype = torch.float32
+    else:
+        dtype = resolve_dtype(config.base.dtype, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
 
 

@@ -1,0 +1,47 @@
+"""`dtype` names: what each means on which hardware (rationalyst.lm.precision)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rationalyst.errors import RationalystError
+from rationalyst.lm import precision
+from rationalyst.lm.precision import resolve_dtype
+from rationalyst.lm.registry import ModelConfig
+from rationalyst.preflight import _dtype_bytes
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_fastest_is_bfloat16_only_where_the_cpu_has_it(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_dtype("fastest", CPU) == (torch.bfloat16 if native else torch.float32)
+    assert resolve_dtype("fastest", CUDA) == torch.bfloat16
+    # auto never depends on the CPU: scores stay float32 on every machine
+    assert resolve_dtype("auto", CPU) == torch.float32
+    assert resolve_dtype("auto", CUDA) == torch.bfloat16
+
+
+def test_amx_alone_counts_as_native(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert precision.cpu_has_native_bf16()
+
+
+def test_named_dtypes_are_taken_literally_and_unknown_ones_refused():
+    assert resolve_dtype("bfloat16", CPU) == torch.bfloat16
+    assert resolve_dtype("float16", CUDA) == torch.float16
+    assert resolve_dtype("float32", CUDA) == torch.float32
+    with pytest.raises(RationalystError, match="fastest"):
+        resolve_dtype("fp8", CPU)
+
+
+def test_a_config_accepts_fastest_and_the_memory_check_sizes_it(monkeypatch):
+    config = ModelConfig(spec="builtin:smollm2-135m", dtype="fastest")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert _dtype_bytes(config, on_gpu=False) == 4 and _dtype_bytes(config, on_gpu=True) == 2
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert _dtype_bytes(config, on_gpu=False) == 2
