@@ -11,8 +11,9 @@
 # (train.min_delta, no re-scoring; one epoch), and the one whose rationales let the scorer rank the gold
 # next step above wrong ones by the larger margin (benchmarks/dev_step_gain.py, 30 dev problems x 2
 # steps, a wrong computation and a skipped step each) is evaluated.
-# The evaluations that need no trained model run first (cot three ways, the untrained rationalist, the
-# baselines), then mining and training, then everything with the trained rationalist.
+# First the evaluations that the trained rationalist is compared with (cot three ways, the untrained
+# rationalist), then mining and training (about 45 min for tau 0 in float32), the trained rationalist on the
+# 200, then the other baselines and ablations (first 100), the PRM800K AUROCs and the report.
 # Outputs under runs/cpu-gsm8k; the report is written to docs/results/cpu-gsm8k/, the dev gains and
 # PRM800K AUROCs to runs/cpu-gsm8k/*.txt. After every step, the run's text (stage outputs, traces, figure
 # files; no weights) is copied to docs/results/cpu-gsm8k/kept/ (scripts/kept_runs.py), which is committed:
@@ -60,10 +61,6 @@ evaluate --set "output=$OUT/eval-zero-shot-qwen" --set benchmarks.0.demos=zero-s
 step "implicit with the untrained base model as rationalist, the 200"
 evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set "methods=[implicit]"
 
-step "the baselines that need no rationalist, the first 100 of the 200"
-evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
-    --set "methods=[random, self-consistency, self-ppl]"
-
 step "select, extract, filter, train (tau 0)"
 "$BIN/rationalyst" run "$RECIPE" --until train
 keep
@@ -78,11 +75,12 @@ train_tau12() {
 [ -s "$OUT/dev-tau1.2.txt" ] || train_tau12
 
 step "tau on the dev slice: how well each rationalist's rationales let the scorer tell gold steps from wrong ones"
-for who in base tau0 tau1.2; do
-    case $who in base) spec=$BASE ;; tau0) spec="hf:$OUT/train/merged" ;; tau1.2) spec="hf:$OUT/train-tau1.2/merged" ;; esac
-    once "$OUT/dev-$who.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
-        --data "$DATA" --rationalist "$spec" --scorer "$BASE" --problems 30 --steps 2 --save "$OUT/dev-$who.jsonl"
-done
+dev_gain() {  # dev_gain WHO SPEC SCORER SUFFIX
+    once "$OUT/dev-$1$4.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
+        --data "$DATA" --rationalist "$2" --scorer "$3" --problems 30 --steps 2 --save "$OUT/dev-$1$4.jsonl"
+}
+dev_gain tau0 "hf:$OUT/train/merged" "$BASE" ""
+dev_gain tau1.2 "hf:$OUT/train-tau1.2/merged" "$BASE" ""
 keep
 CHOSEN=$("$BIN/python" - "$OUT" <<'PY'
 import json, sys
@@ -97,18 +95,20 @@ PY
 echo "chosen rationalist: $CHOSEN" | tee "$OUT/chosen-rationalist.txt"
 [ -e "$CHOSEN/config.json" ] || train_tau12
 
-step "the scorer's choice on the dev slice: the same measure with the agent's 1.5B model as scorer"
-for who in base tau0; do
-    case $who in base) spec=$BASE ;; tau0) spec="hf:$OUT/train/merged" ;; esac
-    once "$OUT/dev-$who-agent-scorer.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
-        --data "$DATA" --rationalist "$spec" --scorer "$AGENT" --problems 30 --steps 2 \
-        --save "$OUT/dev-$who-agent-scorer.jsonl"
-done
-keep
 TRAINED="hf:$CHOSEN"
 
 step "implicit with the chosen (trained) rationalist, the 200"
 evaluate --set "output=$OUT/eval-trained" --set "rationalist.spec=$TRAINED" --set "methods=[implicit]"
+
+step "the dev slice without a rationalist's training (the base) and with the agent's 1.5B model as scorer"
+dev_gain base "$BASE" "$BASE" ""
+dev_gain base "$BASE" "$AGENT" -agent-scorer
+dev_gain tau0 "hf:$OUT/train/merged" "$AGENT" -agent-scorer
+keep
+
+step "the baselines that need no rationalist, the first 100 of the 200"
+evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
+    --set "methods=[random, self-consistency, self-ppl]"
 
 step "the baselines that use the trained rationalist, the first 100"
 evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
