@@ -37,8 +37,11 @@ once() {
 }
 
 KEPT=docs/results/cpu-gsm8k/kept
+DEV_OUT=runs/cpu-gsm8k-dev      # search runs on the dev slice: settings tried, kept apart from the reported runs
+DEV_KEPT=docs/results/cpu-gsm8k/kept-dev
 keep() { "$BIN/python" scripts/kept_runs.py keep "$OUT" "$KEPT"; }
 "$BIN/python" scripts/kept_runs.py restore "$OUT" "$KEPT"
+"$BIN/python" scripts/kept_runs.py restore "$DEV_OUT" "$DEV_KEPT"
 # The evaluation as the recipe sets it, with --set overrides (`rationalyst eval --config` reads a whole-run
 # recipe's eval section); every run resumes problem by problem.
 evaluate() { "$BIN/rationalyst" eval --config "$RECIPE" "$@"; keep; }
@@ -117,6 +120,20 @@ evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
 step "implicit (the chosen rationalist) with the agent as scorer, the first 100"
 evaluate --set "output=$OUT/eval-agent-scorer" --set benchmarks.0.limit=100 \
     --set "rationalist.spec=$TRAINED" --set "scorer.spec=$AGENT" --set "methods=[implicit]"
+
+step "what was tried to make the rationalist help: implicit on the first 40 dev problems (settings, not results)"
+DEV_IDS="benchmarks.0.ids=[$(grep -v '^#' recipes/cpu-gsm8k.dev-ids.txt | head -40 | paste -sd, -)]"
+dev_search() {  # dev_search NAME RATIONALIST [--set FIELD=VALUE ...]
+    local name=$1 spec=$2; shift 2
+    "$BIN/rationalyst" eval --config "$RECIPE" --set "output=$DEV_OUT/$name" --set "$DEV_IDS" \
+        --set "rationalist.spec=$spec" --set "methods=[implicit]" "$@"
+    "$BIN/python" scripts/kept_runs.py keep "$DEV_OUT" "$DEV_KEPT"
+}
+dev_search untrained "$BASE"
+dev_search trained "$TRAINED"
+dev_search trained-5-candidates "$TRAINED" --set search.n_candidates=5
+dev_search trained-discount-0.9 "$TRAINED" --set search.discount=0.9
+"$BIN/rationalyst" report "$DEV_OUT" --output docs/results/cpu-gsm8k/dev
 
 step "PRM800K: AUROC of the step scores, trained vs untrained rationalist (the scorer alone is in both)"
 for who in trained untrained; do
