@@ -271,9 +271,9 @@ def _hf_token_file() -> bool:
 
 def _dtype_bytes(config: ModelConfig, on_gpu: bool, default_gpu: str = "bfloat16") -> int:
     if config.dtype == "fastest":  # bfloat16 on GPUs; on a CPU whatever it runs fastest
-        from rationalyst.lm.precision import cpu_has_native_bf16
+        from rationalyst.lm.precision import fastest_is_bfloat16
 
-        return 2 if on_gpu or cpu_has_native_bf16() else 4
+        return 2 if fastest_is_bfloat16(on_gpu) else 4
     if config.dtype != "auto":
         return DTYPE_BYTES[config.dtype]
     return DTYPE_BYTES[default_gpu] if on_gpu else 4

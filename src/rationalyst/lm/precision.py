@@ -32,6 +32,11 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
+def fastest_is_bfloat16(on_gpu: bool) -> bool:
+    """Whether ``fastest`` means bfloat16: on a GPU always, on a CPU where it is native."""
+    return on_gpu or cpu_has_native_bf16()
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The torch dtype a config's ``dtype`` name means on ``device``.
 
@@ -43,8 +48,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype == "fastest":
-        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-        return torch.bfloat16 if native else torch.float32
+        return torch.bfloat16 if fastest_is_bfloat16(device.type == "cuda") else torch.float32
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
