@@ -11,6 +11,9 @@
 # (train.min_delta, no re-scoring; one epoch), and the one whose rationales let the scorer rank the gold
 # next step above wrong ones by the larger margin (benchmarks/dev_step_gain.py, 30 dev problems x 2
 # steps, a wrong computation and a skipped step each) is evaluated.
+# The step format of every search run (one line a step after the packaged few-shot demos, or the agent's
+# own zero-shot chat answer cut into paragraphs) is chosen the same way, on the first 40 dev problems: the
+# untrained base as rationalist in each format, the one with more right answers (lines on a tie).
 # First the evaluations that the trained rationalist is compared with (cot three ways, the untrained
 # rationalist), then mining and training (about 45 min for tau 0 in float32), the trained rationalist on the
 # 200, then the other baselines and ablations (first 100), the PRM800K AUROCs and the report.
@@ -57,12 +60,39 @@ step "cot in the agent's own zero-shot chat format (one user turn; the whole tur
 evaluate --set "output=$OUT/eval-zero-shot" --set benchmarks.0.demos=zero-shot --set "methods=[cot]" \
     --set search.max_solution_tokens=640
 
+# The agent's own format: the instruction Qwen2.5 models are documented with, zero-shot (the whole turn, up
+# to 640 tokens).
+QWEN_ZERO_SHOT=(--set benchmarks.0.demos=zero-shot --set benchmarks.0.solve_prompts=recipes/prompts/qwen-zero-shot
+                --set search.max_solution_tokens=640)
 step "cot zero-shot with the instruction Qwen2.5 models are documented with (their own format), the 200"
-evaluate --set "output=$OUT/eval-zero-shot-qwen" --set benchmarks.0.demos=zero-shot --set "methods=[cot]" \
-    --set benchmarks.0.solve_prompts=recipes/prompts/qwen-zero-shot --set search.max_solution_tokens=640
+evaluate --set "output=$OUT/eval-zero-shot-qwen" --set "methods=[cot]" "${QWEN_ZERO_SHOT[@]}"
+
+step "the step format on the first 40 dev problems: the untrained base as rationalist, lines vs paragraphs"
+DEV_IDS="benchmarks.0.ids=[$(grep -v '^#' recipes/cpu-gsm8k.dev-ids.txt | head -40 | paste -sd, -)]"
+dev_search() {  # dev_search NAME RATIONALIST [--set FIELD=VALUE ...]: a search run on the dev slice
+    local name=$1 spec=$2; shift 2
+    "$BIN/rationalyst" eval --config "$RECIPE" --set "output=$DEV_OUT/$name" --set "$DEV_IDS" \
+        --set "rationalist.spec=$spec" --set "methods=[implicit]" "$@"
+    "$BIN/python" scripts/kept_runs.py keep "$DEV_OUT" "$DEV_KEPT"
+}
+# Steps in the agent's own format: each blank-line separated block of its zero-shot answer (up to 160
+# tokens: an equation over several lines fits).
+PARAGRAPHS=("${QWEN_ZERO_SHOT[@]}" --set search.step_format=paragraphs --set search.max_step_tokens=160)
+dev_search untrained-paragraphs "$BASE" "${PARAGRAPHS[@]}"
+dev_search cot-zero-shot-qwen "$BASE" --set "methods=[cot]" "${QWEN_ZERO_SHOT[@]}"
+dev_search untrained "$BASE"
+FORMAT=$("$BIN/python" - "$DEV_OUT" <<'PY'
+import json, pathlib, sys
+def right(name):
+    return sum(json.loads(l)["correct"] for f in pathlib.Path(sys.argv[1], name).rglob("part-*.jsonl") for l in open(f))
+print("paragraphs" if right("untrained-paragraphs") > right("untrained") else "lines")
+PY
+)
+echo "step format: $FORMAT" | tee "$OUT/chosen-format.txt"
+STEPS=(); [ "$FORMAT" = paragraphs ] && STEPS=("${PARAGRAPHS[@]}")
 
 step "implicit with the untrained base model as rationalist, the 200"
-evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set "methods=[implicit]"
+evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set "methods=[implicit]" "${STEPS[@]}"
 
 step "select, extract, filter, train (tau 0)"
 "$BIN/rationalyst" run "$RECIPE" --until train
@@ -101,7 +131,7 @@ echo "chosen rationalist: $CHOSEN" | tee "$OUT/chosen-rationalist.txt"
 TRAINED="hf:$CHOSEN"
 
 step "implicit with the chosen (trained) rationalist, the 200"
-evaluate --set "output=$OUT/eval-trained" --set "rationalist.spec=$TRAINED" --set "methods=[implicit]"
+evaluate --set "output=$OUT/eval-trained" --set "rationalist.spec=$TRAINED" --set "methods=[implicit]" "${STEPS[@]}"
 
 step "the dev slice without a rationalist's training (the base) and with the agent's 1.5B model as scorer"
 dev_gain base "$BASE" "$BASE" ""
@@ -111,28 +141,20 @@ keep
 
 step "the baselines that need no rationalist, the first 100 of the 200"
 evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
-    --set "methods=[random, self-consistency, self-ppl]"
+    --set "methods=[random, self-consistency, self-ppl]" "${STEPS[@]}"
 
 step "the baselines that use the trained rationalist, the first 100"
 evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
-    --set "rationalist.spec=$TRAINED" --set "methods=[explicit, best-of-n]"
+    --set "rationalist.spec=$TRAINED" --set "methods=[explicit, best-of-n]" "${STEPS[@]}"
 
 step "implicit (the chosen rationalist) with the agent as scorer, the first 100"
 evaluate --set "output=$OUT/eval-agent-scorer" --set benchmarks.0.limit=100 \
-    --set "rationalist.spec=$TRAINED" --set "scorer.spec=$AGENT" --set "methods=[implicit]"
+    --set "rationalist.spec=$TRAINED" --set "scorer.spec=$AGENT" --set "methods=[implicit]" "${STEPS[@]}"
 
 step "what was tried to make the rationalist help: implicit on the first 40 dev problems (settings, not results)"
-DEV_IDS="benchmarks.0.ids=[$(grep -v '^#' recipes/cpu-gsm8k.dev-ids.txt | head -40 | paste -sd, -)]"
-dev_search() {  # dev_search NAME RATIONALIST [--set FIELD=VALUE ...]
-    local name=$1 spec=$2; shift 2
-    "$BIN/rationalyst" eval --config "$RECIPE" --set "output=$DEV_OUT/$name" --set "$DEV_IDS" \
-        --set "rationalist.spec=$spec" --set "methods=[implicit]" "$@"
-    "$BIN/python" scripts/kept_runs.py keep "$DEV_OUT" "$DEV_KEPT"
-}
-dev_search untrained "$BASE"
-dev_search trained "$TRAINED"
-dev_search trained-5-candidates "$TRAINED" --set search.n_candidates=5
-dev_search trained-discount-0.9 "$TRAINED" --set search.discount=0.9
+dev_search "trained-$FORMAT" "$TRAINED" "${STEPS[@]}"
+dev_search "trained-$FORMAT-5-candidates" "$TRAINED" --set search.n_candidates=5 "${STEPS[@]}"
+dev_search "trained-$FORMAT-discount-0.9" "$TRAINED" --set search.discount=0.9 "${STEPS[@]}"
 "$BIN/rationalyst" report "$DEV_OUT" --output docs/results/cpu-gsm8k/dev
 
 step "PRM800K: AUROC of the step scores, trained vs untrained rationalist (the scorer alone is in both)"

@@ -154,19 +154,20 @@ def test_execution_settings_do_not_change_the_hash():
 
 
 def test_fields_added_later_leave_the_hash_of_earlier_runs_alone_while_at_their_default():
-    """A run made before `dvts_budget` and `implicit_prm_beta` existed keeps its hash after the upgrade
-    (reference: the payload hashed by hand without them); setting one changes it."""
+    """A run made before `dvts_budget`, `implicit_prm_beta` and `step_format` existed keeps its hash after
+    the upgrade (reference: the payload hashed by hand without them); setting one changes it."""
     import hashlib
     import json
 
     from rationalyst.config import config_hash
     from rationalyst.search.settings import SearchSettings
 
-    before = {k: v for k, v in SearchSettings().model_dump().items() if k not in ("dvts_budget", "implicit_prm_beta")}
+    before = {k: v for k, v in SearchSettings().model_dump().items() if k not in ("dvts_budget", "implicit_prm_beta", "step_format")}
     payload = json.dumps(before, sort_keys=True, separators=(",", ":"), default=str)
     assert config_hash(SearchSettings()) == hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert config_hash(SearchSettings(dvts_budget=12)) != config_hash(SearchSettings())
     assert config_hash(SearchSettings(implicit_prm_beta=1.0)) != config_hash(SearchSettings())
+    assert config_hash(SearchSettings(step_format="paragraphs")) != config_hash(SearchSettings())
 
 
 def test_an_eval_run_made_before_solve_prompts_existed_keeps_its_hash():

@@ -306,3 +306,79 @@ def test_cot_reads_a_zero_shot_answer_to_the_end_of_the_turn(items, default_mode
     else:  # after demos a solution is one block of at most max_steps lines
         assert call.params.stop == ("\n\n",)
         assert not trace["correct"] and len(trace["steps"]) == SETTINGS.max_steps
+
+
+def test_split_steps_as_paragraphs_keeps_an_equation_over_several_lines_in_one_step(items):
+    item = items[0].model_copy(update={"answer": "20"})
+    text = "First, 2 + 3 = 5.\n\n1. Then\n\\[\n5 \\times 4 = 20\n\\]\n  \nSo the answer is \\(\\boxed{20}\\).\n\nMore."
+    steps, stop = split_steps(text, item, None, "paragraphs")
+    assert steps == ["First, 2 + 3 = 5.", "1. Then\n\\[\n5 \\times 4 = 20\n\\]", "So the answer is \\(\\boxed{20}\\)."]
+    assert stop == "answer"
+    assert split_steps("a\nb\n\nc\n\nd", item, 2, "paragraphs") == (["a\nb", "c"], "max_steps")
+
+
+PARAGRAPHS = SETTINGS.model_copy(update={"step_format": "paragraphs", "max_step_tokens": 20})
+
+
+@pytest.fixture(scope="module")
+def paragraph_run(tmp_path_factory, default_model):
+    """Implicit with the agent zero-shot and paragraph steps, 2 problems, through the eval stage."""
+    config = eval_stage.EvalConfig(
+        benchmarks=[{"name": "gsm8k", "source": str(FIXTURES / "gsm8k.jsonl"), "limit": 2, "demos": "zero-shot"}],
+        methods=["implicit"], output=tmp_path_factory.mktemp("paragraphs"), search=PARAGRAPHS, seed=7,
+    )
+    pool = ModelPool()
+    pool.add(default_model)
+    (summary,) = eval_stage.run(config, pool)
+    return list(read_records(summary.path))
+
+
+def test_paragraph_steps_are_sampled_until_a_blank_line_and_set_apart_by_one(items, default_model):
+    from rationalyst.data.solve_prompts import format_question, load_solve_prompt
+    from rationalyst.search.heuristics import StepContext
+
+    solve = load_solve_prompt("arithmetic").model_copy(update={"demos": []})
+    roles = Roles.of(default_model, solve_prompt=solve)
+    done = ["First, 2 + 3 = 5.", "Then\n\\[\n5 \\times 4 = 20\n\\]"]
+    program = StepContext(items[0], done, roles, PARAGRAPHS, 3).propose()
+    (call,) = program.send(None)
+    # Written out by hand: the user turn, then each step followed by a blank line.
+    turn = default_model.tokenizer.apply_chat_template(
+        [{"role": "user", "content": solve.instruction + "\n\n" + format_question(items[0])}],
+        add_generation_prompt=True, tokenize=False,
+    )
+    assert call.params.stop == ("\n\n",)
+    assert call.prompt == turn + "First, 2 + 3 = 5.\n\nThen\n\\[\n5 \\times 4 = 20\n\\]\n\n"
+    assert call.role == "agent"
+
+
+def test_paragraph_implicit_scores_equal_a_plain_recomputation(paragraph_run, items, default_model):
+    """In paragraphs, each score = mean log-prob of the candidate after the question and the steps so far,
+    each followed by a blank line, and the rationale as a paragraph of its own, by full passes."""
+    by_id = {t["id"]: t for t in paragraph_run}
+    instruction = (files("rationalyst") / "prompts" / "train" / "instruction.txt").read_text("utf-8").strip()
+    params = SamplingParams(max_new_tokens=PARAGRAPHS.max_rationale_tokens, stop=RATIONALE_STOP)
+    checked = 0
+    for trace, item in ((by_id[item.id], item) for item in items[:2]):
+        steps_so_far: list[str] = []
+        for step in trace["steps"]:
+            trajectory = item.question + "\n\n" + "".join(s + "\n\n" for s in steps_so_far)
+            context = trajectory + step["rationale"] + "\n\n"
+            texts = [c["text"] for c in step["candidates"]]
+            reference = [s.mean for s in default_model.score_full_passes(context, texts)]
+            assert [c["score"] for c in step["candidates"]] == pytest.approx(reference, abs=1e-4)
+            prompt = [{"role": "user", "content": instruction + "\n\n" + trajectory.rstrip()}]
+            assert default_model.generate([prompt], params)[0][0].text.strip() == step["rationale"]
+            steps_so_far.append(texts[step["chosen"]])
+            checked += 1
+    assert checked >= 2
+
+
+def test_paragraph_steps_need_a_zero_shot_prompt(tmp_path):
+    from rationalyst.search.solve import SolveConfig
+
+    with pytest.raises(ValueError, match="demos: zero-shot on gsm8k"):
+        eval_stage.EvalConfig(benchmarks=["gsm8k"], output=tmp_path, search={"step_format": "paragraphs"})
+    with pytest.raises(ValueError, match="step_format"):
+        SolveConfig(search={"step_format": "paragraphs"})
+    eval_stage.EvalConfig(benchmarks=[{"name": "gsm8k", "demos": "zero-shot"}], output=tmp_path, search={"step_format": "paragraphs"})

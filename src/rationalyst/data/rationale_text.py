@@ -50,19 +50,21 @@ _DOLLAR_OR_BREAK = re.compile(r"(?<!\\)\$|(?<=[.!?])\s+(?=[A-Z0-9\\$])")
 # ============================================================================ documents and trajectories
 
 
-def steps_text(steps: list[str]) -> str:
-    """The steps as solution lines, each ending in a newline."""
-    return "".join(f"{step}\n" for step in steps)
+def steps_text(steps: list[str], separator: str = "\n") -> str:
+    """The steps as solution text, each followed by ``separator``: a newline (one step per line), or a
+    blank line where the steps are paragraphs (``"\n\n"``, a chat model's own answer format)."""
+    return "".join(f"{step}{separator}" for step in steps)
 
 
-def trajectory_text(question_text: str, steps: list[str]) -> str:
-    """The question (with options, as `format_question_text` writes it) and the steps so far."""
-    return f"{question_text}\n{steps_text(steps)}"
+def trajectory_text(question_text: str, steps: list[str], separator: str = "\n") -> str:
+    """The question (with options, as `format_question_text` writes it) and the steps so far, each
+    followed by ``separator`` (as `steps_text`)."""
+    return f"{question_text}{separator}{steps_text(steps, separator)}"
 
 
-def item_trajectory(item: BenchmarkItem, steps: list[str]) -> str:
+def item_trajectory(item: BenchmarkItem, steps: list[str], separator: str = "\n") -> str:
     """`trajectory_text` of a benchmark item."""
-    return trajectory_text(format_question(item), steps)
+    return trajectory_text(format_question(item), steps, separator)
 
 
 def answer_statement(item: BenchmarkItem) -> str:

@@ -96,7 +96,9 @@ class StepContext:
         """The rationalist's rationale for the trajectory so far (greedy; written once per step)."""
         if self._rationale is None:
             params = SamplingParams(max_new_tokens=self.settings.max_rationale_tokens, stop=RATIONALE_STOP)
-            prompt = prompts.rationalist_prompt(self.item, self.steps, self.roles.rationalist_instruction)
+            prompt = prompts.rationalist_prompt(
+                self.item, self.steps, self.roles.rationalist_instruction, self.settings.step_separator
+            )
             (completions,) = yield from ask(Generate("rationalist", prompt, params))
             self._rationale = completions[0].text.strip()
         return self._rationale
@@ -104,20 +106,26 @@ class StepContext:
     def propose(
         self, rationale: str | None = None, n: int | None = None, step_rationales: list[str | None] | None = None
     ) -> Generator[list[Call], list[Any], list[Candidate]]:
-        """Sample the agent's candidate next steps (empty ones dropped: the agent ended its answer)."""
+        """Sample the agent's candidate next steps, each ended by the step separator (a line, or a
+        paragraph); empty ones are dropped (the agent ended its answer)."""
         params = SamplingParams(
             n=n or self.settings.n_candidates,
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
             max_new_tokens=self.settings.max_step_tokens,
-            stop=("\n",),
+            stop=(self.settings.step_separator,),
             seed=derive_seed(self.seed, self.item.id, *self.steps),
         )
         prompt = prompts.agent_prompt(
-            self.roles.agent, self.item, self.steps, rationale, step_rationales, self.roles.solve_prompt
+            self.roles.agent, self.item, self.steps, rationale, step_rationales, self.roles.solve_prompt,
+            self.settings.step_separator,
         )
         (completions,) = yield from ask(Generate("agent", prompt, params))
         return [Candidate(c.text.strip(), len(c.token_ids)) for c in completions if c.text.strip()]
+
+    def scorer_context(self, rationale: str | None) -> str:
+        """The scorer's context for the next step: the trajectory (and ``rationale``, when given)."""
+        return prompts.scorer_context(self.item, self.steps, rationale, self.settings.step_separator)
 
     def score_candidates(
         self, role: str, context: str, candidates: list[Candidate]
@@ -147,7 +155,7 @@ def implicit(ctx: StepContext):
     rationale, candidates = yield from gather([ctx.rationale(), ctx.propose()])
     if not candidates:
         return StepDecision(rationale, [], [], 0)
-    context = prompts.scorer_context(ctx.item, ctx.steps, rationale)
+    context = ctx.scorer_context(rationale)
     scores = yield from ctx.score_candidates("scorer", context, candidates)
     return StepDecision(rationale, candidates, list(scores), _argmax(scores))
 
@@ -171,7 +179,7 @@ def self_ppl(ctx: StepContext):
     candidates = yield from ctx.propose()
     if not candidates:
         return StepDecision(None, [], [], 0)
-    context = prompts.scorer_context(ctx.item, ctx.steps, None)
+    context = ctx.scorer_context(None)
     scores = yield from ctx.score_candidates("rationalist", context, candidates)
     return StepDecision(None, candidates, list(scores), _argmax(scores))
 
@@ -187,7 +195,7 @@ def llm_judge(ctx: StepContext):
     if not candidates:
         return StepDecision(None, [], [], 0)
     params = SamplingParams(max_new_tokens=ctx.settings.judge_max_tokens)
-    replies = yield from ask(*[Generate("judge", prompts.judge_prompt(ctx.item, ctx.steps, c.text), params) for c in candidates])
+    replies = yield from ask(*[Generate("judge", prompts.judge_prompt(ctx.item, ctx.steps, c.text, ctx.settings.step_separator), params) for c in candidates])
     ratings = [parse_judge_rating(r[0].text) for r in replies]
     scores = [float(r) if r is not None else None for r in ratings]
     return StepDecision(None, candidates, scores, _argmax(scores), judge_parse_failures=ratings.count(None))
@@ -212,7 +220,7 @@ def implicit_prm(ctx: StepContext):
     if not candidates:
         return StepDecision(None, [], [], 0)
     unique = list(dict.fromkeys(c.text for c in candidates))
-    request = ScoreRequest(prompts.scorer_context(ctx.item, ctx.steps, None), unique)
+    request = ScoreRequest(ctx.scorer_context(None), unique)
     theta, reference = yield from ask(Score("rationalist", request), Score("scorer", request))
     by_text = {
         text: implicit_process_reward(t, r, ctx.settings.implicit_prm_beta) for text, t, r in zip(unique, theta, reference)

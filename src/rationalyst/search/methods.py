@@ -20,6 +20,7 @@ signature ``method(item, roles, settings, seed) -> trace`` (a batch of one):
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -69,13 +70,19 @@ def guided_search(heuristic: str) -> Method:
     return run
 
 
-def split_steps(text: str, item: BenchmarkItem, max_steps: int | None) -> tuple[list[str], str]:
-    """A whole solution's lines as steps, cut after the first that states a final answer (and after
-    ``max_steps`` lines, unless None)."""
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+def split_steps(
+    text: str, item: BenchmarkItem, max_steps: int | None, step_format: str = "lines"
+) -> tuple[list[str], str]:
+    """A whole solution's steps (its lines, or its blank-line separated paragraphs), cut after the first
+    that states a final answer (and after ``max_steps`` steps, unless None)."""
+    pieces = _BLANK_LINE.split(text) if step_format == "paragraphs" else text.splitlines()
     steps = []
-    for line in text.splitlines():
-        if line.strip():
-            steps.append(line.strip())
+    for piece in pieces:
+        if piece.strip():
+            steps.append(piece.strip())
             if has_final_answer(steps[-1], item):
                 return steps, "answer"
         if len(steps) == max_steps:
@@ -91,24 +98,24 @@ def sample_solutions(
     After demos a solution is one block of lines, ended by a blank line (or the turn) and cut at
     ``max_steps`` lines, the search's budget. A zero-shot chat answer is the agent's whole turn: such
     models set their steps apart by blank lines and equations over several lines, so only
-    ``max_solution_tokens`` bounds it.
+    ``max_solution_tokens`` bounds it. Its steps are lines or paragraphs by ``step_format``.
     """
     zero_shot = roles.solve_prompt is not None and not roles.solve_prompt.demos
     params = SamplingParams(
         n=n, temperature=temperature, top_p=settings.top_p, max_new_tokens=settings.max_solution_tokens,
         stop=() if zero_shot else ("\n\n",), seed=derive_seed(seed, item.id, tag),
     )
-    prompt = prompts.agent_prompt(roles.agent, item, [], solve=roles.solve_prompt)
+    prompt = prompts.agent_prompt(roles.agent, item, [], solve=roles.solve_prompt, separator=settings.step_separator)
     out: list[tuple[Candidate, list[str], str]] = []
     (completions,) = yield from ask(Generate("agent", prompt, params))
     for completion in completions:
-        steps, stop = split_steps(completion.text, item, None if zero_shot else settings.max_steps)
-        out.append((Candidate("\n".join(steps), len(completion.token_ids)), steps, stop))
+        steps, stop = split_steps(completion.text, item, None if zero_shot else settings.max_steps, settings.step_format)
+        out.append((Candidate(settings.step_separator.join(steps), len(completion.token_ids)), steps, stop))
     return out
 
 
 def chain_of_thought(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
-    """Baseline: one greedy solution, recorded one line per step."""
+    """Baseline: one greedy solution, recorded one step (line or paragraph) per step record."""
     started = time.perf_counter()
     (candidate, steps, stop), = yield from sample_solutions(item, roles, settings, 1, 0.0, seed, "cot")
     records = [step_record(None, [Candidate(s, 0)], [None], 0) for s in steps]

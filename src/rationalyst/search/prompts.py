@@ -2,7 +2,9 @@
 
 * agent: the task family's few-shot chat (``prompts/solve/<family>.yaml``: an instruction, demos whose
   solutions have one step per line), then the question; the steps chosen so far continue the
-  assistant turn, one per line, so the next sampled line is the next step.
+  assistant turn, one per line, so the next sampled line is the next step. Zero-shot (no demos), the
+  instruction and the question are one user turn, and the steps may be paragraphs (``step_format``):
+  each chosen step is followed by a blank line, and the next sampled block is the next step.
 * rationalist: exactly its training prompt (`data.rationale_text.rationalist_messages`) with the
   question and the steps so far as the text whose next rationale it writes, and the instruction the
   model was trained with (`Roles.rationalist_instruction`).
@@ -12,7 +14,8 @@
 * judge: ``prompts/search/judge.txt``.
 
 Every prompt of a problem extends the same prompt of its previous step, which is what lets the
-backends reuse the trajectory's KV from step to step.
+backends reuse the trajectory's KV from step to step. ``separator`` is what follows each step in all of
+them (`SearchSettings.step_separator`: a newline, or a blank line between paragraphs).
 """
 
 from __future__ import annotations
@@ -74,11 +77,13 @@ def agent_prompt(
     rationale: str | None = None,
     step_rationales: list[str | None] | None = None,
     solve: SolvePrompt | None = None,
+    separator: str = "\n",
 ) -> str:
     """The agent's prompt for its next step.
 
     Explicit supervision puts rationales in the agent's view, each as one more line of the solution
-    (placed inline, a small agent often just ends the line): ``rationale`` before the step to write, and
+    (placed inline, a small agent often just ends the line; a paragraph of its own between paragraph
+    steps): ``rationale`` before the step to write, and
     ``step_rationales[i]`` (when given) before step i, so the agent keeps the earlier rationales in its
     context as the paper's agent does.
     """
@@ -92,22 +97,25 @@ def agent_prompt(
         for step, earlier in zip(steps, step_rationales):
             lines += [earlier.strip()] if earlier and earlier.strip() else []
             lines.append(step)
-        text = prefix + steps_text(lines)
+        text = prefix + steps_text(lines, separator)
     else:
-        text = prefix + steps_text(steps)
-    return f"{text}{rationale.strip()}\n" if rationale and rationale.strip() else text
+        text = prefix + steps_text(steps, separator)
+    return f"{text}{rationale.strip()}{separator}" if rationale and rationale.strip() else text
 
 
-def rationalist_prompt(item: BenchmarkItem, steps: list[str], instruction: str | None) -> list[Message]:
+def rationalist_prompt(
+    item: BenchmarkItem, steps: list[str], instruction: str | None, separator: str = "\n"
+) -> list[Message]:
     """The rationalist's prompt: the trajectory so far with the instruction it was trained with."""
-    return rationalist_messages(trajectory_text(item, steps), instruction)
+    return rationalist_messages(trajectory_text(item, steps, separator), instruction)
 
 
-def scorer_context(item: BenchmarkItem, steps: list[str], rationale: str | None) -> str:
+def scorer_context(item: BenchmarkItem, steps: list[str], rationale: str | None, separator: str = "\n") -> str:
     """The scorer's context: the trajectory, with the rationale inserted as Stage 3 inserts it (on a
-    line of its own before the candidate step) when there is one."""
-    # The trajectory ends in a newline, so the candidate (the scored text) is left as it is.
-    return scoring_texts(trajectory_text(item, steps), rationale, "").with_rationale
+    line of its own before the candidate step, or a paragraph of its own between paragraphs) when there
+    is one."""
+    # The trajectory ends in the separator, so the candidate (the scored text) is left as it is.
+    return scoring_texts(trajectory_text(item, steps, separator), rationale, "").with_rationale
 
 
 def prm_request(item: BenchmarkItem, steps: list[str]) -> RewardRequest:
@@ -115,10 +123,11 @@ def prm_request(item: BenchmarkItem, steps: list[str]) -> RewardRequest:
     return RewardRequest(format_question(item), list(steps))
 
 
-def judge_prompt(item: BenchmarkItem, steps: list[str], candidate: str) -> list[Message]:
+def judge_prompt(item: BenchmarkItem, steps: list[str], candidate: str, separator: str = "\n") -> list[Message]:
     """The llm-judge baseline's question about one candidate step."""
     content = _judge_template().format(
-        question=format_question(item), steps=steps_text(steps).strip() or "(no steps yet)", candidate=candidate
+        question=format_question(item), steps=steps_text(steps, separator).strip() or "(no steps yet)",
+        candidate=candidate,
     )
     return [{"role": "user", "content": content}]
 

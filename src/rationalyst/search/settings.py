@@ -47,4 +47,17 @@ class SearchSettings(StrictModel):
         "paper's agent), or show only the 'current' one.",
     )
 
-    added_fields = frozenset({"implicit_prm_beta", "dvts_budget"})
+    step_format: Literal["lines", "paragraphs"] = Field(
+        "lines",
+        description="What one step is: 'lines' (one line, the packaged few-shot prompts' format) or "
+        "'paragraphs' (a block ended by a blank line: the format chat models answer in zero-shot, equations over "
+        "several lines; needs demos: zero-shot). Candidates stop at the step's end, and every prompt (agent, "
+        "rationalist, scorer) sets the steps apart the same way.",
+    )
+
+    added_fields = frozenset({"implicit_prm_beta", "dvts_budget", "step_format"})
+
+    @property
+    def step_separator(self) -> str:
+        """What follows each step in every prompt: a newline, or a blank line for paragraphs."""
+        return "\n\n" if self.step_format == "paragraphs" else "\n"

@@ -27,6 +27,13 @@ class SolveConfig(RolesConfig):
         require_prm(self, [self.method])
         return self
 
+    @model_validator(mode="after")
+    def _lines_only(self) -> SolveConfig:
+        # One question is solved after the family's packaged demos, whose steps are lines.
+        if self.search.step_format != "lines":
+            raise ValueError("search.step_format: a single question is solved after few-shot demos (one step per line); use lines")
+        return self
+
 
 def question_item(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "") -> BenchmarkItem:
     """A question outside any benchmark as the search's item (its answer "?" when none is given)."""

@@ -51,12 +51,16 @@ def verify_program(
     """`verify_steps` as a program (`batch`)."""
     if not steps:
         return []
-    nan = float("nan")
+    nan, separator = float("nan"), settings.step_separator
+
+    def context(i: int, rationale: str | None) -> str:  # the scorer's context for step i
+        return prompts.scorer_context(item, steps[:i], rationale, separator)
+
     if verifier == "prm":
         (rewards,) = yield from ask(Reward("prm", prompts.prm_request(item, steps)))
         return [StepVerdict("", r, nan) for r in rewards]
     if verifier == "implicit-prm":
-        requests = [ScoreRequest(prompts.scorer_context(item, steps[:i], None), [steps[i]]) for i in range(len(steps))]
+        requests = [ScoreRequest(context(i, None), [steps[i]]) for i in range(len(steps))]
         scored = yield from ask(*[Score(role, r) for role in ("rationalist", "scorer") for r in requests])
         theta, reference = scored[: len(steps)], scored[len(steps) :]
         beta = settings.implicit_prm_beta
@@ -65,14 +69,12 @@ def verify_program(
         raise ValueError(f"unknown verifier {verifier!r}: use implicit, prm or implicit-prm")
     params = SamplingParams(max_new_tokens=settings.max_rationale_tokens, stop=RATIONALE_STOP)
     instruction = roles.rationalist_instruction
-    rationale_prompts = [prompts.rationalist_prompt(item, steps[:i], instruction) for i in range(len(steps))]
+    rationale_prompts = [prompts.rationalist_prompt(item, steps[:i], instruction, separator) for i in range(len(steps))]
     written = yield from ask(*[Generate("rationalist", prompt, params) for prompt in rationale_prompts])
     rationales = [row[0].text.strip() for row in written]
-    requests = [
-        ScoreRequest(prompts.scorer_context(item, steps[:i], rationales[i]), [steps[i]]) for i in range(len(steps))
-    ]
+    requests = [ScoreRequest(context(i, rationales[i]), [steps[i]]) for i in range(len(steps))]
     if without:
-        requests += [ScoreRequest(prompts.scorer_context(item, steps[:i], None), [steps[i]]) for i in range(len(steps))]
+        requests += [ScoreRequest(context(i, None), [steps[i]]) for i in range(len(steps))]
     scored = yield from ask(*[Score("scorer", request) for request in requests])
     scores = [step_score(row[0], settings.discount) for row in scored]
     plain = scores[len(steps) :] if without else [float("nan")] * len(steps)

@@ -121,6 +121,18 @@ class EvalConfig(RolesConfig):
         require_prm(self, self.methods)
         return self
 
+    @model_validator(mode="after")
+    def _paragraphs_only_zero_shot(self) -> EvalConfig:
+        # Demos teach one step per line: after them an agent never writes the blank line a paragraph ends at.
+        if self.search.step_format == "paragraphs":
+            few_shot = [b.name for b in self.benchmarks if b.demos != "zero-shot"]
+            if few_shot:
+                raise ValueError(
+                    "search.step_format: paragraphs is the zero-shot chat format; set demos: zero-shot on "
+                    f"{', '.join(few_shot)} (their demos have one step per line), or use step_format: lines"
+                )
+        return self
+
 
 class EvalRunConfig(StrictModel):
     """What decides one (benchmark, method) run's results: its config hash covers exactly this."""
