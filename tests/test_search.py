@@ -91,27 +91,35 @@ def test_random_and_implicit_choose_among_the_same_candidates(eval_run):
         assert all(c["score"] is None for c in first_random["candidates"])
 
 
-def test_implicit_scores_equal_a_plain_recomputation(eval_run, items, default_model):
-    """Every implicit score = mean log-prob of the candidate after trajectory + rationale, by full passes."""
-    _, _, traces = eval_run
-    by_id = {t["id"]: t for t in traces["implicit"]}
+def check_implicit_scores(traces, items, model, separator: str, max_rationale_tokens: int) -> int:
+    """Every implicit score = mean log-prob of the candidate after trajectory + rationale, by full passes,
+    with the texts written out by hand: the question, each step so far followed by ``separator`` (a line
+    break, or a blank line between paragraphs), the rationale as a line (paragraph) of its own. Returns
+    the number of steps checked."""
+    by_id = {t["id"]: t for t in traces}
+    instruction = (files("rationalyst") / "prompts" / "train" / "instruction.txt").read_text("utf-8").strip()
+    params = SamplingParams(max_new_tokens=max_rationale_tokens, stop=RATIONALE_STOP)
+    checked = 0
     for trace, item in ((by_id[item.id], item) for item in items):
         steps_so_far: list[str] = []
         for step in trace["steps"]:
-            # Written out by hand: the question, the steps so far one per line, the rationale on its own line.
-            trajectory = item.question + "\n" + "".join(s + "\n" for s in steps_so_far)
-            context = trajectory + step["rationale"] + "\n"
+            trajectory = item.question + separator + "".join(s + separator for s in steps_so_far)
+            context = trajectory + step["rationale"] + separator
             texts = [c["text"] for c in step["candidates"]]
-            reference = [s.mean for s in default_model.score_full_passes(context, texts)]
+            reference = [s.mean for s in model.score_full_passes(context, texts)]
             assert [c["score"] for c in step["candidates"]] == pytest.approx(reference, abs=1e-4)
             assert step["chosen"] == max(range(len(texts)), key=lambda j: (reference[j], -j))
             # The rationale is the rationalist's greedy output for that trajectory.
-            params = SamplingParams(max_new_tokens=SETTINGS.max_rationale_tokens, stop=RATIONALE_STOP)
-            instruction = (files("rationalyst") / "prompts" / "train" / "instruction.txt").read_text("utf-8").strip()
             prompt = [{"role": "user", "content": instruction + "\n\n" + trajectory.rstrip()}]
-            again = default_model.generate([prompt], params)[0][0]
-            assert again.text.strip() == step["rationale"]
+            assert model.generate([prompt], params)[0][0].text.strip() == step["rationale"]
             steps_so_far.append(texts[step["chosen"]])
+            checked += 1
+    return checked
+
+
+def test_implicit_scores_equal_a_plain_recomputation(eval_run, items, default_model):
+    _, _, traces = eval_run
+    assert check_implicit_scores(traces["implicit"], items, default_model, "\n", SETTINGS.max_rationale_tokens) >= 3
 
 
 def test_a_resumed_eval_redoes_only_missing_problems(eval_run, default_model):
@@ -353,24 +361,7 @@ def test_paragraph_steps_are_sampled_until_a_blank_line_and_set_apart_by_one(ite
 
 
 def test_paragraph_implicit_scores_equal_a_plain_recomputation(paragraph_run, items, default_model):
-    """In paragraphs, each score = mean log-prob of the candidate after the question and the steps so far,
-    each followed by a blank line, and the rationale as a paragraph of its own, by full passes."""
-    by_id = {t["id"]: t for t in paragraph_run}
-    instruction = (files("rationalyst") / "prompts" / "train" / "instruction.txt").read_text("utf-8").strip()
-    params = SamplingParams(max_new_tokens=PARAGRAPHS.max_rationale_tokens, stop=RATIONALE_STOP)
-    checked = 0
-    for trace, item in ((by_id[item.id], item) for item in items[:2]):
-        steps_so_far: list[str] = []
-        for step in trace["steps"]:
-            trajectory = item.question + "\n\n" + "".join(s + "\n\n" for s in steps_so_far)
-            context = trajectory + step["rationale"] + "\n\n"
-            texts = [c["text"] for c in step["candidates"]]
-            reference = [s.mean for s in default_model.score_full_passes(context, texts)]
-            assert [c["score"] for c in step["candidates"]] == pytest.approx(reference, abs=1e-4)
-            prompt = [{"role": "user", "content": instruction + "\n\n" + trajectory.rstrip()}]
-            assert default_model.generate([prompt], params)[0][0].text.strip() == step["rationale"]
-            steps_so_far.append(texts[step["chosen"]])
-            checked += 1
+    checked = check_implicit_scores(paragraph_run, items[:2], default_model, "\n\n", PARAGRAPHS.max_rationale_tokens)
     assert checked >= 2
 
 
