@@ -195,7 +195,10 @@ def llm_judge(ctx: StepContext):
     if not candidates:
         return StepDecision(None, [], [], 0)
     params = SamplingParams(max_new_tokens=ctx.settings.judge_max_tokens)
-    replies = yield from ask(*[Generate("judge", prompts.judge_prompt(ctx.item, ctx.steps, c.text, ctx.settings.step_separator), params) for c in candidates])
+    separator = ctx.settings.step_separator
+    replies = yield from ask(
+        *[Generate("judge", prompts.judge_prompt(ctx.item, ctx.steps, c.text, separator), params) for c in candidates]
+    )
     ratings = [parse_judge_rating(r[0].text) for r in replies]
     scores = [float(r) if r is not None else None for r in ratings]
     return StepDecision(None, candidates, scores, _argmax(scores), judge_parse_failures=ratings.count(None))
