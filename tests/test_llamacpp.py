@@ -173,6 +173,31 @@ def test_generation_stops_and_logprobs_are_the_models(lc):
     assert compared >= 1
 
 
+def test_skipping_logprobs_changes_no_sample_and_no_later_score(lc):
+    """``logprobs=False`` skips the re-evaluation of the sampled tokens: the same tokens come out, and
+    what the cache is left holding changes neither the next step's samples nor a score after them."""
+
+    def search_step(want: bool):
+        params = SamplingParams(n=3, temperature=1.0, max_new_tokens=16, stop=("\n",), seed=11, logprobs=want)
+        prompt = "Question: Tom has 3 apples and buys 4 more.\nSolution:"
+        first = lc.generate([prompt], params)[0]
+        # The cache now ends in the last sample's tokens: scored first, where reusing them would show.
+        scores = lc.score_many([ScoreRequest(prompt, [c.text for c in reversed(first)])])[0]
+        context = prompt + first[1].text + "\n"
+        second = lc.generate([context], params)[0]
+        scores += lc.score_many([ScoreRequest(context, [c.text for c in reversed(second)])])[0]
+        return first + second, scores
+
+    without, scores_without = search_step(False)
+    with_logprobs, scores_with = search_step(True)
+    assert [c.token_ids for c in without] == [c.token_ids for c in with_logprobs]
+    assert [c.text for c in without] == [c.text for c in with_logprobs]
+    assert all(c.logprobs == [] for c in without)
+    assert all(len(c.logprobs) == len(c.token_ids) for c in with_logprobs)
+    for a, b in zip(scores_without, scores_with):
+        assert a.token_ids == b.token_ids and _max_abs(a.logprobs, b.logprobs) <= 1e-9
+
+
 # ----------------------------------------------------------------------------- prompts and errors
 
 

@@ -34,6 +34,12 @@ class SamplingParams(BaseModel):
     max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per completion.")
     stop: tuple[str, ...] = Field((), description="Generation stops at the first of these strings.")
     seed: int | None = Field(None, description="Seed for reproducible sampling.")
+    logprobs: bool = Field(
+        True,
+        description="Whether the caller reads `Completion.logprobs`. False lets a backend that pays extra for them "
+        "leave them empty (llamacpp: one batched re-evaluation of the sampled tokens, about a tenth of its "
+        "sampling time); the tokens sampled are the same either way.",
+    )
 
     @property
     def greedy(self) -> bool:

@@ -350,8 +350,10 @@ class LlamaCppModel(LanguageModel):
             llm.eval([token])  # one-token batches: their cache is not reused (`_trusted` stays put)
         # The raw model's log-probs of the sampled tokens, from one batched evaluation after the
         # prompt: exactly what `score` computes (the sampler's temperature and top-p do not enter).
+        # Skipped when the caller does not read them: the next call's rewind treats the one-token
+        # evaluations of the loop as untrusted either way, so later samples and scores do not change.
         logprobs: list[float] = []
-        if tokens:
+        if tokens and params.logprobs:
             self._eval_to([*prompt, *tokens])
             logprobs = self._logprobs([*prompt, *tokens], len(prompt))
         text = b"".join(self._piece(t, special=False) for t in tokens).decode("utf-8", errors="replace")

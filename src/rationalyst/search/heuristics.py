@@ -95,7 +95,9 @@ class StepContext:
     def rationale(self) -> Generator[list[Call], list[Any], str]:
         """The rationalist's rationale for the trajectory so far (greedy; written once per step)."""
         if self._rationale is None:
-            params = SamplingParams(max_new_tokens=self.settings.max_rationale_tokens, stop=RATIONALE_STOP)
+            params = SamplingParams(
+                max_new_tokens=self.settings.max_rationale_tokens, stop=RATIONALE_STOP, logprobs=False
+            )
             prompt = prompts.rationalist_prompt(
                 self.item, self.steps, self.roles.rationalist_instruction, self.settings.step_separator
             )
@@ -115,6 +117,7 @@ class StepContext:
             max_new_tokens=self.settings.max_step_tokens,
             stop=(self.settings.step_separator,),
             seed=derive_seed(self.seed, self.item.id, *self.steps),
+            logprobs=False,
         )
         prompt = prompts.agent_prompt(
             self.roles.agent, self.item, self.steps, rationale, step_rationales, self.roles.solve_prompt,
@@ -194,7 +197,7 @@ def llm_judge(ctx: StepContext):
     candidates = yield from ctx.propose()
     if not candidates:
         return StepDecision(None, [], [], 0)
-    params = SamplingParams(max_new_tokens=ctx.settings.judge_max_tokens)
+    params = SamplingParams(max_new_tokens=ctx.settings.judge_max_tokens, logprobs=False)
     separator = ctx.settings.step_separator
     replies = yield from ask(
         *[Generate("judge", prompts.judge_prompt(ctx.item, ctx.steps, c.text, separator), params) for c in candidates]

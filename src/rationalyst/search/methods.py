@@ -103,7 +103,7 @@ def sample_solutions(
     zero_shot = roles.solve_prompt is not None and not roles.solve_prompt.demos
     params = SamplingParams(
         n=n, temperature=temperature, top_p=settings.top_p, max_new_tokens=settings.max_solution_tokens,
-        stop=() if zero_shot else ("\n\n",), seed=derive_seed(seed, item.id, tag),
+        stop=() if zero_shot else ("\n\n",), seed=derive_seed(seed, item.id, tag), logprobs=False,
     )
     prompt = prompts.agent_prompt(roles.agent, item, [], solve=roles.solve_prompt, separator=settings.step_separator)
     out: list[tuple[Candidate, list[str], str]] = []

@@ -67,7 +67,7 @@ def verify_program(
         return [StepVerdict("", implicit_process_reward(t[0], r[0], beta), nan) for t, r in zip(theta, reference)]
     if verifier != "implicit":
         raise ValueError(f"unknown verifier {verifier!r}: use implicit, prm or implicit-prm")
-    params = SamplingParams(max_new_tokens=settings.max_rationale_tokens, stop=RATIONALE_STOP)
+    params = SamplingParams(max_new_tokens=settings.max_rationale_tokens, stop=RATIONALE_STOP, logprobs=False)
     instruction = roles.rationalist_instruction
     rationale_prompts = [prompts.rationalist_prompt(item, steps[:i], instruction, separator) for i in range(len(steps))]
     written = yield from ask(*[Generate("rationalist", prompt, params) for prompt in rationale_prompts])
