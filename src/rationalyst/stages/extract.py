@@ -404,8 +404,9 @@ class ExtractWorker:
 
     def _params(self, max_new_tokens: int, stop: tuple[str, ...]) -> SamplingParams:
         c = self.config
-        return SamplingParams(
-            temperature=c.temperature, top_p=c.top_p, seed=c.seed, max_new_tokens=max_new_tokens, stop=stop
+        return SamplingParams(  # the extractor's text is all that is read: no log-probs
+            temperature=c.temperature, top_p=c.top_p, seed=c.seed, max_new_tokens=max_new_tokens, stop=stop,
+            logprobs=False,
         )
 
     def process(self, docs: Sequence[Document]) -> list[DocResult]:
