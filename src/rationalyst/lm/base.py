@@ -37,8 +37,8 @@ class SamplingParams(BaseModel):
     logprobs: bool = Field(
         True,
         description="Whether the caller reads `Completion.logprobs`. False lets a backend that pays extra for them "
-        "leave them empty (llamacpp: one batched re-evaluation of the sampled tokens, about a tenth of its "
-        "sampling time); the tokens sampled are the same either way.",
+        "leave them empty (llamacpp: one batched re-evaluation of the sampled tokens, about a quarter of a search "
+        "step's time with the 1.5B agent, benchmarks/llamacpp_sampling.py); the tokens sampled are the same either way.",
     )
 
     @property
@@ -53,7 +53,8 @@ class Completion:
     ``text`` excludes the end-of-sequence token and is cut before the first stop string;
     ``token_ids`` and ``logprobs`` cover every generated token up to (and including) the token that
     completed the stop string, without the end-of-sequence token. ``logprobs`` are the model's own
-    log-probabilities (log-softmax of the raw logits), not those of the temperature-scaled sampler.
+    log-probabilities (log-softmax of the raw logits), not those of the temperature-scaled sampler;
+    they may be empty where the request said it would not read them (``SamplingParams.logprobs``).
     """
 
     text: str

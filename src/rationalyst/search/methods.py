@@ -105,7 +105,7 @@ def sample_solutions(
         n=n, temperature=temperature, top_p=settings.top_p, max_new_tokens=settings.max_solution_tokens,
         stop=() if zero_shot else ("\n\n",), seed=derive_seed(seed, item.id, tag), logprobs=False,
     )
-    prompt = prompts.agent_prompt(roles.agent, item, [], solve=roles.solve_prompt, separator=settings.step_separator)
+    prompt = prompts.agent_prompt(roles.agent, item, [], solve=roles.solve_prompt)
     out: list[tuple[Candidate, list[str], str]] = []
     (completions,) = yield from ask(Generate("agent", prompt, params))
     for completion in completions:
