@@ -19,10 +19,14 @@ default model, while batches of two or more tokens agree exactly however the wor
 evaluation here therefore covers at least two tokens, and the cache of a one-token step is never
 reused, so a score does not depend on what the cache happened to hold.
 
-Sampling is a token loop of our own over the raw logits (temperature, then top-p, as transformers
-samples; one-token steps), so the exact token ids are known; their log-probs are then recomputed by
-one batched evaluation, the path `score_many` uses, so a completion's log-probs equal its score after
-the prompt.
+Sampling runs in a second context on the same weights with one KV stream per row, so up to
+``batch_size`` rows (the samples of all the call's prompts) decode in one forward pass per token
+(`llamacpp_streams`: temperature, then top-p, as transformers samples). llama.cpp's kernels round
+differently by the number of rows in a batch, so at ``batch_size`` > 1 a sample can change with what
+decodes beside it; at ``batch_size`` 1 rows decode one at a time, as llama-cpp-python's own loop does.
+The scoring context above is left untouched by generation. When the caller reads them, the sampled
+tokens' log-probs are recomputed by one batched evaluation in the scoring context, the path
+`score_many` uses, so a completion's log-probs equal its score after the prompt.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from rationalyst.lm.base import (
     ScoreRequest,
 )
 from rationalyst.lm.boundary import SplitSequence, count_context_tokens
+from rationalyst.lm.llamacpp_streams import StreamDecoder
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +95,13 @@ class LlamaCppModel(LanguageModel):
     """A GGUF model run by llama-cpp-python, behind the `LanguageModel` contract."""
 
     def __init__(
-        self, path: str | Path, *, name: str = "", n_ctx: int = 4096, n_threads: int | None = None
+        self,
+        path: str | Path,
+        *,
+        name: str = "",
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        batch_size: int = 8,
     ) -> None:
         try:
             import llama_cpp
@@ -124,6 +135,10 @@ class LlamaCppModel(LanguageModel):
         self._template: Any = None
         self._trusted = 0  # leading cache positions whose logits came from multi-token batches
         self._lock = threading.RLock()
+        if batch_size < 1:
+            raise RationalystError(f"{self.name}: batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size  # rows sampled together (KV streams of the generation context)
+        self._decoder: StreamDecoder | None = None  # opened by the first `generate`
 
     # ----------------------------------------------------------------------------- vocabulary
 
@@ -298,11 +313,19 @@ class LlamaCppModel(LanguageModel):
 
     # ----------------------------------------------------------------------------- generation
 
+    def _streams(self) -> StreamDecoder:
+        if self._decoder is None:
+            self._decoder = StreamDecoder(
+                self._lc, self.llm.model, self.llm.context_params, n_streams=self.batch_size, n_ctx=self.n_ctx
+            )
+        return self._decoder
+
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        """Sample ``params.n`` completions per prompt.
+        """Sample ``params.n`` completions per prompt, up to ``batch_size`` rows decoding together.
 
         Sample *k* of the call (counting across prompts) draws from ``numpy.random.default_rng(seed + k)``;
-        with no seed, a random base seed is drawn.
+        with no seed, a random base seed is drawn. At ``batch_size`` 1 a sample's tokens do not depend
+        on the other prompts of the call; above, they may in the last bits (see `llamacpp_streams`).
         """
         encoded = [self._encode(p) for p in prompts]
         for ids in encoded:
@@ -312,46 +335,19 @@ class LlamaCppModel(LanguageModel):
                     f"is over n_ctx={self.n_ctx}"
                 )
         base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32)
-        results: list[list[Completion]] = []
-        k = 0
         with self._lock:
-            for ids in encoded:
-                completions = []
-                for _ in range(params.n):
-                    completions.append(self._sample(ids, params, np.random.default_rng(base + k)))
-                    k += 1
-                results.append(completions)
-        return results
+            sampled = self._streams().sample(
+                encoded, params, base, is_end=self._is_end, piece=lambda t: self._piece(t, special=False)
+            )
+            return [
+                [self._completion(ids, s.token_ids, s.finish_reason, params) for s in row]
+                for ids, row in zip(encoded, sampled)
+            ]
 
-    def _sample(self, prompt: list[int], params: SamplingParams, rng: np.random.Generator) -> Completion:
-        """One completion: a token loop over the raw logits, sampled as transformers samples.
-
-        The loop is ours rather than `Llama.generate`'s so that the semantics match the `hf` backend
-        (temperature first, then top-p on the tempered distribution; no top-k or min-p) and the exact
-        token ids are known.
-        """
-        llm = self.llm
-        self._eval_to(prompt)  # reuses whatever prefix the cache holds
-        tokens: list[int] = []
-        text_bytes = b""
-        finish = "length"
-        while True:
-            token = _draw(llm.scores[llm.n_tokens - 1], params, rng)
-            if self._is_end(token):
-                finish = "stop"
-                break
-            tokens.append(token)
-            if params.stop:
-                text_bytes += self._piece(token, special=False)
-                if _first_stop(text_bytes.decode("utf-8", errors="replace"), params.stop) >= 0:
-                    break
-            if len(tokens) >= params.max_new_tokens:
-                break
-            llm.eval([token])  # one-token batches: their cache is not reused (`_trusted` stays put)
-        # The raw model's log-probs of the sampled tokens, from one batched evaluation after the
-        # prompt: exactly what `score` computes (the sampler's temperature and top-p do not enter).
-        # Skipped when the caller does not read them: the next call's rewind treats the one-token
-        # evaluations of the loop as untrusted either way, so later samples and scores do not change.
+    def _completion(self, prompt: list[int], tokens: list[int], finish: str, params: SamplingParams) -> Completion:
+        """A sample's text (cut at the first stop string) and, when asked for, the raw model's log-probs
+        of its tokens, from one batched evaluation after the prompt: exactly what `score` computes (the
+        sampler's temperature and top-p do not enter)."""
         logprobs: list[float] = []
         if tokens and params.logprobs:
             self._eval_to([*prompt, *tokens])
@@ -361,24 +357,6 @@ class LlamaCppModel(LanguageModel):
         if cut >= 0:
             text, finish = text[:cut], "stop"
         return Completion(text=text, token_ids=tokens, logprobs=logprobs, finish_reason=finish)
-
-
-def _draw(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-    """Sample a token id: greedy, or temperature, then nucleus (top-p) on the tempered distribution."""
-    if params.greedy:
-        return int(np.argmax(logits))
-    x = np.asarray(logits, dtype=np.float64) / params.temperature
-    probs = np.exp(x - x.max())
-    probs /= probs.sum()
-    if params.top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        cumulative = np.cumsum(probs[order])
-        keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
-        kept = np.zeros_like(probs)
-        kept[keep] = probs[keep]
-        probs = kept / kept.sum()
-    cdf = np.cumsum(probs)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int:

@@ -35,7 +35,9 @@ class ModelConfig(StrictModel):
         description="Weights dtype for hf; auto = bfloat16 on CUDA, float32 on CPU; fastest = bfloat16 on CUDA "
         "and on CPUs that compute it natively (AVX512-BF16, AMX), else float32 (rationalyst.lm.precision).",
     )
-    batch_size: int = Field(8, ge=1, description="Sequences per forward pass.")
+    batch_size: int = Field(
+        8, ge=1, description="Sequences per forward pass (llamacpp: rows sampled together, one KV stream each)."
+    )
     n_ctx: int = Field(4096, ge=16, description="Context window for llamacpp.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp (default: all).")
     prefix_cache: int = Field(
@@ -140,7 +142,8 @@ def load_model(spec: str | ModelConfig, **overrides) -> LanguageModel:
         from rationalyst.lm.llamacpp import LlamaCppModel
 
         return LlamaCppModel(
-            resolve_gguf(target), name=config.spec, n_ctx=config.n_ctx, n_threads=config.n_threads
+            resolve_gguf(target), name=config.spec, n_ctx=config.n_ctx, n_threads=config.n_threads,
+            batch_size=config.batch_size,
         )
 
     from rationalyst.lm.gguf_cache import converted_gguf
