@@ -443,3 +443,52 @@ def test_openai_backend_through_llama_cpp_server_chat_stops_n_seeds_and_errors(l
     assert [c.text for c in other] != [c.text for c in first]
     with pytest.raises(RationalystError, match="HTTP 4"):
         remote.generate(["x" * 8000], SamplingParams(max_new_tokens=8))  # over the server's n_ctx of 1024
+
+
+# ----------------------------------------------------------------------------- the batched search
+
+
+def test_batched_search_streams_on_llama_cpp_and_traces_do_not_depend_on_the_batch(lc):
+    """The batched search hands llama.cpp generations to its stream (`LlamaCppStream`): with one stream
+    (batch_size 1) a problem's trace at batch_problems 3 is its trace at batch_problems 1, and a later
+    step joined while other problems were still decoding; at batch_size 8 every problem is solved."""
+    from pathlib import Path
+
+    from rationalyst.data.benchmarks import load_benchmark
+    from rationalyst.lm.llamacpp import LlamaCppStream
+    from rationalyst.search.methods import solve_many
+    from rationalyst.search.roles import Roles
+    from rationalyst.search.settings import SearchSettings
+    from tests.references import trace_without_timings
+
+    settings = SearchSettings(n_candidates=3, max_steps=2, max_step_tokens=14, max_rationale_tokens=12)
+    items = load_benchmark("gsm8k", Path(__file__).parent / "fixtures" / "benchmarks" / "gsm8k.jsonl", limit=3)
+    one = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=1)
+    joins = []
+    add = LlamaCppStream.add
+
+    def spy(self, prompts, params, tags):
+        joins.append((self.busy, len(prompts)))
+        return add(self, prompts, params, tags)
+
+    alone = {i.id: trace_without_timings(t) for i, t in solve_many("implicit", items, Roles.of(one), settings, 7, 1)}
+    LlamaCppStream.add = spy
+    try:
+        together = {i.id: t for i, t in solve_many("implicit", items, Roles.of(one), settings, 7, 3)}
+    finally:
+        LlamaCppStream.add = add
+    assert {k: trace_without_timings(t) for k, t in together.items()} == alone
+    assert any(busy for busy, _ in joins)  # a step joined a running decode loop
+    # What the stream hands back is what `generate_seeded` samples.
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8)
+    prompts, seeds = ["Count: 1, 2,", "The sky is"], [11, 22]
+    stream = one.open_stream()
+    stream.add(prompts, [params.model_copy(update={"seed": s}) for s in seeds], ["a", "b"])
+    streamed = {}
+    while stream.busy:
+        streamed.update({tag: [c.token_ids for c in samples] for tag, samples, _ in stream.step()})
+    seeded = one.generate_seeded(prompts, params, seeds)
+    assert [streamed["a"], streamed["b"]] == [[c.token_ids for c in r] for r in seeded]
+    wide = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=8)
+    traces = [t for _, t in solve_many("implicit", items, Roles.of(wide), settings, 7, 3)]
+    assert len(traces) == 3 and all(isinstance(t, dict) and t["steps"] for t in traces)

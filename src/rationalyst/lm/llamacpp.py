@@ -36,6 +36,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -316,9 +317,21 @@ class LlamaCppModel(LanguageModel):
     def _streams(self) -> StreamDecoder:
         if self._decoder is None:
             self._decoder = StreamDecoder(
-                self._lc, self.llm.model, self.llm.context_params, n_streams=self.batch_size, n_ctx=self.n_ctx
+                self._lc, self.llm.model, self.llm.context_params, n_streams=self.batch_size, n_ctx=self.n_ctx,
+                is_end=self._is_end, piece=lambda t: self._piece(t, special=False),
             )
         return self._decoder
+
+    def _encode_for(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[int]]:
+        """The prompts' token ids; raises before any sampling if one would not fit in ``n_ctx``."""
+        encoded = [self._encode(p) for p in prompts]
+        for ids, p in zip(encoded, params):
+            if len(ids) + p.max_new_tokens > self.n_ctx:
+                raise RationalystError(
+                    f"{self.name}: prompt of {len(ids)} tokens + {p.max_new_tokens} new tokens "
+                    f"is over n_ctx={self.n_ctx}"
+                )
+        return encoded
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         """Sample ``params.n`` completions per prompt, up to ``batch_size`` rows decoding together.
@@ -327,22 +340,41 @@ class LlamaCppModel(LanguageModel):
         with no seed, a random base seed is drawn. At ``batch_size`` 1 a sample's tokens do not depend
         on the other prompts of the call; above, they may in the last bits (see `llamacpp_streams`).
         """
-        encoded = [self._encode(p) for p in prompts]
-        for ids in encoded:
-            if len(ids) + params.max_new_tokens > self.n_ctx:
-                raise RationalystError(
-                    f"{self.name}: prompt of {len(ids)} tokens + {params.max_new_tokens} new tokens "
-                    f"is over n_ctx={self.n_ctx}"
-                )
-        base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32)
+        seeds = None if params.seed is None else [params.seed + p * params.n for p in range(len(prompts))]
+        return self._sample_all(prompts, [params] * len(prompts), seeds)
+
+    def generate_seeded(
+        self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
+    ) -> list[list[Completion]]:
+        """Prompt *i* sampled as ``generate([prompts[i]], params)`` with seed ``seeds[i]``, all rows in one
+        decode loop."""
+        return self.generate_mixed(prompts, [params.model_copy(update={"seed": s}) for s in seeds])
+
+    def generate_mixed(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Completion]]:
+        """Prompt *i* sampled by its own ``params[i]`` (sample *s* from ``default_rng(seed + s)``), all rows
+        in one decode loop."""
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
+        return self._sample_all(prompts, params, [p.seed for p in params])
+
+    def _sample_all(
+        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams], seeds: Sequence[int | None] | None
+    ) -> list[list[Completion]]:
+        encoded = self._encode_for(prompts, params)
+        if seeds is None:  # one random base for the call, sample k seeded base + k
+            base = _random_seed()
+            seeds = [base + sum(p.n for p in params[:i]) for i in range(len(prompts))]
+        seeds = [s if s is not None else _random_seed() for s in seeds]
         with self._lock:
-            sampled = self._streams().sample(
-                encoded, params, base, is_end=self._is_end, piece=lambda t: self._piece(t, special=False)
-            )
+            sampled = self._streams().sample_each(encoded, params, seeds)
             return [
-                [self._completion(ids, s.token_ids, s.finish_reason, params) for s in row]
-                for ids, row in zip(encoded, sampled)
+                [self._completion(ids, s.token_ids, s.finish_reason, p) for s in row]
+                for ids, p, row in zip(encoded, params, sampled)
             ]
+
+    def open_stream(self) -> LlamaCppStream:
+        """A decode loop that prompts may join at any step (as `HFModel.open_stream`), for the batched search."""
+        return LlamaCppStream(self)
 
     def _completion(self, prompt: list[int], tokens: list[int], finish: str, params: SamplingParams) -> Completion:
         """A sample's text (cut at the first stop string) and, when asked for, the raw model's log-probs
@@ -357,6 +389,44 @@ class LlamaCppModel(LanguageModel):
         if cut >= 0:
             text, finish = text[:cut], "stop"
         return Completion(text=text, token_ids=tokens, logprobs=logprobs, finish_reason=finish)
+
+
+class LlamaCppStream:
+    """Continuous batching on llama.cpp for the batched search (`search.batch`): prompts added at any
+    time join the stream decoder's loop as streams free up, and `step` hands back each prompt's samples
+    the step they finish, with the seconds spent on them (prefill plus a share of each step)."""
+
+    def __init__(self, model: LlamaCppModel) -> None:
+        self.model = model
+        self.decoder = model._streams()
+        self.prompts: dict[Any, tuple[list[int], SamplingParams]] = {}
+
+    @property
+    def busy(self) -> bool:
+        return self.decoder.busy
+
+    def add(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams], tags: Sequence[Any]) -> None:
+        """Queue ``prompts``, each sampled by its own params and known by its (hashable, unique) tag.
+        Raises `RationalystError` before queueing any if one is too long."""
+        encoded = self.model._encode_for(prompts, params)
+        for ids, p, tag in zip(encoded, params, tags):
+            self.prompts[tag] = (ids, p)
+            self.decoder.add(ids, p, p.seed if p.seed is not None else _random_seed(), tag)
+
+    def step(self) -> list[tuple[Any, list[Completion], float]]:
+        """One forward pass of every active row; the prompts that finished, as (tag, samples, seconds)."""
+        with self.model._lock:
+            out = []
+            for tag, samples, seconds in self.decoder.step():
+                ids, p = self.prompts.pop(tag)
+                start = time.perf_counter()
+                completions = [self.model._completion(ids, s.token_ids, s.finish_reason, p) for s in samples]
+                out.append((tag, completions, seconds + time.perf_counter() - start))
+            return out
+
+
+def _random_seed() -> int:
+    return random.SystemRandom().randrange(2**31)
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int:

@@ -31,6 +31,7 @@ attention path). Streams are reused least-recently-used first.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,19 +49,35 @@ _TOP_P_SHORTLIST = 64
 
 @dataclass
 class SampledTokens:
-    """One completion's token ids, why it ended (``stop`` or ``length``), and whether a stop string did it."""
+    """One completion's token ids and why it ended (``stop``: end token or stop string; ``length``)."""
 
     token_ids: list[int]
     finish_reason: str
 
 
 @dataclass
+class _Request:
+    """A prompt's samples: sample *s* draws from ``default_rng(seed + s)``."""
+
+    tag: Any
+    ids: list[int]
+    params: SamplingParams
+    seed: int
+    waiting: deque[int]  # samples not started yet
+    results: list[SampledTokens | None]
+    seconds: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return all(r is not None for r in self.results)
+
+
+@dataclass
 class _Row:
-    prompt: int
+    request: _Request
     sample: int
     stream: int
     rng: np.random.Generator
-    start: int  # prompt length: the first sampled token's position
     tokens: list[int] = field(default_factory=list)
     text: bytes = b""
     pending: int = -1  # the sampled token the next step evaluates
@@ -69,7 +86,18 @@ class _Row:
 class StreamDecoder:
     """A llama.cpp context with ``n_streams`` KV streams on a loaded model."""
 
-    def __init__(self, lc: Any, model: Any, base_params: Any, *, n_streams: int, n_ctx: int, n_batch: int = 512):
+    def __init__(
+        self,
+        lc: Any,
+        model: Any,
+        base_params: Any,
+        *,
+        n_streams: int,
+        n_ctx: int,
+        is_end: Callable[[int], bool],
+        piece: Callable[[int], bytes],
+        n_batch: int = 512,
+    ):
         """``base_params``: the scoring context's ``llama_context_params``; everything but the stream
         layout is copied from it (flash attention, KV types, threads), since a different attention path
         alone moves the logits of the default model by up to 1.6."""
@@ -101,6 +129,10 @@ class StreamDecoder:
         self._stamp = [0] * n_streams
         self._clock = 0
         self.forwarded = 0  # tokens evaluated, for measurement
+        self._is_end = is_end
+        self._piece = piece  # a token's bytes as text (no special-token text)
+        self._queue: deque[_Request] = deque()
+        self._active: list[_Row] = []
 
     def close(self) -> None:
         if self._ctx:
@@ -164,81 +196,124 @@ class StreamDecoder:
         self._held[target] = list(self._held[source])
         self._touch(target)
 
-    # ----------------------------------------------------------------------------- sampling
+    # ----------------------------------------------------------------------------- the decode loop
 
-    def sample(
-        self,
-        prompts: Sequence[Sequence[int]],
-        params: SamplingParams,
-        base_seed: int,
-        *,
-        is_end: Callable[[int], bool],
-        piece: Callable[[int], bytes],
+    @property
+    def busy(self) -> bool:
+        """Whether any request is decoding or waiting for a stream."""
+        return bool(self._active or self._queue)
+
+    def add(self, ids: Sequence[int], params: SamplingParams, seed: int, tag: Any) -> None:
+        """Queue ``params.n`` samples of prompt ``ids`` (sample *s* seeded ``seed + s``), known by ``tag``;
+        they start at the next `step` as streams free up."""
+        request = _Request(tag, list(ids), params, seed, deque(range(params.n)), [None] * params.n)
+        self._queue.append(request)
+
+    def step(self) -> list[tuple[Any, list[SampledTokens], float]]:
+        """Start what fits, then one forward pass of every active row; the requests that finished, as
+        (tag, samples, seconds: their prefills and their rows' share of each step)."""
+        finished: list[_Request] = []
+        self._admit(finished)
+        if self._active:
+            start = time.perf_counter()
+            # Position of the pending token: after the prompt and the tokens already evaluated.
+            self._decode([(r.pending, len(r.request.ids) + len(r.tokens) - 1, r.stream, True) for r in self._active])
+            logits = np.stack([self._logits(i) for i in range(len(self._active))])
+            tokens = [0] * len(self._active)
+            for params, rows in _by_sampler(self._active).items():
+                drawn = draw_tokens(logits[rows], params, [self._active[i].rng for i in rows])
+                for i, token in zip(rows, drawn):
+                    tokens[i] = token
+            share = (time.perf_counter() - start) / len(self._active)
+            still = []
+            for row, token in zip(self._active, tokens):
+                row.request.seconds += share
+                if self._take(row, token):
+                    still.append(row)
+                elif row.request.done:
+                    finished.append(row.request)
+            self._active = still
+        return [(r.tag, [x for x in r.results if x is not None], r.seconds) for r in finished]
+
+    def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams, base_seed: int) -> list[list[SampledTokens]]:
+        """``params.n`` samples of every prompt; sample *k* of the call (counting across prompts) draws
+        from ``default_rng(base_seed + k)``."""
+        return self.sample_each(prompts, [params] * len(prompts), [base_seed + p * params.n for p in range(len(prompts))])
+
+    def sample_each(
+        self, prompts: Sequence[Sequence[int]], params: Sequence[SamplingParams], seeds: Sequence[int]
     ) -> list[list[SampledTokens]]:
-        """``params.n`` samples of every prompt; sample *k* of the call draws from ``default_rng(base_seed + k)``.
+        """Prompt *i*'s ``params[i].n`` samples, sample *s* seeded ``seeds[i] + s``: run to the end."""
+        out: list[list[SampledTokens]] = [[] for _ in prompts]
+        tags = [object() for _ in prompts]
+        where = {id(tag): i for i, tag in enumerate(tags)}
+        for ids, p, seed, tag in zip(prompts, params, seeds, tags):
+            self.add(ids, p, seed, tag)
+        while self.busy:
+            for tag, samples, _ in self.step():
+                out[where[id(tag)]] = samples
+        return out
 
-        Rows join as streams free up (a prompt's samples may start at different steps) and leave the
-        step they finish. At one stream, rows run one after another.
-        """
-        n = params.n
-        waiting = deque((p, s) for p in range(len(prompts)) for s in range(n))
-        results: list[list[SampledTokens | None]] = [[None] * n for _ in prompts]
-        active: list[_Row] = []
+    def _admit(self, finished: list[_Request]) -> None:
+        """Start waiting samples in free streams, a request's samples together where they fit: its prompt
+        prefilled into the free stream holding its longest prefix and copied to the others."""
+        busy = {row.stream for row in self._active}
+        free = [s for s in range(self.n_streams) if s not in busy]
+        while self._queue and free:
+            request = self._queue[0]
+            samples = [request.waiting.popleft() for _ in range(min(len(request.waiting), len(free)))]
+            if not request.waiting:
+                self._queue.popleft()
+            start = time.perf_counter()
+            home = max(free, key=lambda s: (_common_prefix(self._held[s], request.ids), -self._stamp[s]))
+            free.remove(home)
+            logits = self._prefill(home, request.ids)
+            free.sort(key=lambda s: self._stamp[s])
+            streams = [home]
+            for _ in samples[1:]:
+                streams.append(free.pop(0))
+                self._copy(home, streams[-1])
+            rngs = [np.random.default_rng(request.seed + s) for s in samples]
+            first = draw_tokens(np.broadcast_to(logits, (len(samples), logits.shape[0])), request.params, rngs)
+            request.seconds += time.perf_counter() - start
+            for sample, stream, token, rng in zip(samples, streams, first, rngs):
+                row = _Row(request, sample, stream, rng)
+                if self._take(row, token):
+                    self._active.append(row)
+                else:
+                    free.append(stream)
+                    if request.done:
+                        finished.append(request)
 
-        def finish(row: _Row, reason: str) -> None:
-            results[row.prompt][row.sample] = SampledTokens(row.tokens, reason)
-
-        def take(row: _Row, token: int) -> bool:
-            """Add a drawn token to the row; True while the row goes on."""
-            if is_end(token):
-                finish(row, "stop")
-                return False
+    def _take(self, row: _Row, token: int) -> bool:
+        """Add a drawn token to ``row``; True while the row goes on, else its sample is recorded."""
+        params = row.request.params
+        reason = None
+        if self._is_end(token):
+            reason = "stop"
+        else:
             row.tokens.append(token)
             if params.stop:
-                row.text += piece(token)
+                row.text += self._piece(token)
                 if _has_stop(row.text, params.stop):
-                    finish(row, "stop")
-                    return False
-            if len(row.tokens) >= params.max_new_tokens:
-                finish(row, "length")
-                return False
+                    reason = "stop"
+            if reason is None and len(row.tokens) >= params.max_new_tokens:
+                reason = "length"
+        if reason is None:
             row.pending = token
             return True
+        row.request.results[row.sample] = SampledTokens(row.tokens, reason)
+        return False
 
-        while waiting or active:
-            busy = {row.stream for row in active}
-            free = [s for s in range(self.n_streams) if s not in busy]
-            while waiting and free:
-                p = waiting[0][0]
-                joining = []
-                while waiting and waiting[0][0] == p and len(joining) < len(free):
-                    joining.append(waiting.popleft()[1])
-                ids = prompts[p]
-                home = max(free, key=lambda s: (_common_prefix(self._held[s], ids), -self._stamp[s]))
-                free.remove(home)
-                logits = self._prefill(home, ids)
-                free.sort(key=lambda s: self._stamp[s])
-                streams = [home]
-                for _ in joining[1:]:
-                    target = free.pop(0)
-                    self._copy(home, target)
-                    streams.append(target)
-                rngs = [np.random.default_rng(base_seed + p * n + s) for s in joining]
-                first = draw_tokens(np.broadcast_to(logits, (len(joining), logits.shape[0])), params, rngs)
-                for s, stream, token, rng in zip(joining, streams, first, rngs):
-                    row = _Row(prompt=p, sample=s, stream=stream, rng=rng, start=len(ids))
-                    if take(row, token):
-                        active.append(row)
-                    else:
-                        free.append(stream)
-            if not active:
-                continue
-            # Position of the pending token: after the prompt and the tokens already evaluated.
-            self._decode([(row.pending, row.start + len(row.tokens) - 1, row.stream, True) for row in active])
-            logits = np.stack([self._logits(i) for i in range(len(active))])
-            tokens = draw_tokens(logits, params, [row.rng for row in active])
-            active = [row for row, token in zip(active, tokens) if take(row, token)]
-        return [[r for r in row if r is not None] for row in results]
+
+def _by_sampler(rows: Sequence[_Row]) -> dict[SamplingParams, list[int]]:
+    """Row indices grouped by what their draw depends on (temperature, top-p; greedy or not)."""
+    groups: dict[SamplingParams, list[int]] = {}
+    for i, row in enumerate(rows):
+        p = row.request.params
+        key = SamplingParams(temperature=p.temperature, top_p=p.top_p, max_new_tokens=1)
+        groups.setdefault(key, []).append(i)
+    return groups
 
 
 def draw_tokens(logits: np.ndarray, params: SamplingParams, rngs: Sequence[np.random.Generator]) -> list[int]:
