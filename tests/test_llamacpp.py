@@ -492,3 +492,23 @@ def test_batched_search_streams_on_llama_cpp_and_traces_do_not_depend_on_the_bat
     wide = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=8)
     traces = [t for _, t in solve_many("implicit", items, Roles.of(wide), settings, 7, 3)]
     assert len(traces) == 3 and all(isinstance(t, dict) and t["steps"] for t in traces)
+
+
+def test_a_stream_and_a_generate_share_the_kv_streams():
+    """A `generate` between the steps of an open stream takes the free KV streams and leaves the
+    stream's rows alone; with every stream taken it says so instead of waiting forever; a dropped
+    stream frees its streams."""
+    model = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=2)
+    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=6, seed=5)
+    want = model.generate(["Once upon a time"], params)[0][0].token_ids
+    stream = model.open_stream()
+    stream.add(["Count: 1, 2,"], [params], ["count"])
+    first = stream.step()  # the row is decoding in one stream
+    assert first == [] and stream.busy
+    assert model.generate(["Once upon a time"], params)[0][0].token_ids == want  # in the other stream
+    stream.add(["The sky is"], [params], ["sky"])
+    stream.step()  # both streams are this stream's now
+    with pytest.raises(RationalystError, match="KV streams are taken"):
+        model.generate(["Once upon a time"], params)
+    del stream
+    assert model.generate(["Once upon a time"], params)[0][0].token_ids == want

@@ -398,12 +398,12 @@ class LlamaCppStream:
 
     def __init__(self, model: LlamaCppModel) -> None:
         self.model = model
-        self.decoder = model._streams()
+        self.loop = model._streams().loop()
         self.prompts: dict[Any, tuple[list[int], SamplingParams]] = {}
 
     @property
     def busy(self) -> bool:
-        return self.decoder.busy
+        return self.loop.busy
 
     def add(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams], tags: Sequence[Any]) -> None:
         """Queue ``prompts``, each sampled by its own params and known by its (hashable, unique) tag.
@@ -411,13 +411,13 @@ class LlamaCppStream:
         encoded = self.model._encode_for(prompts, params)
         for ids, p, tag in zip(encoded, params, tags):
             self.prompts[tag] = (ids, p)
-            self.decoder.add(ids, p, p.seed if p.seed is not None else _random_seed(), tag)
+            self.loop.add(ids, p, p.seed if p.seed is not None else _random_seed(), tag)
 
     def step(self) -> list[tuple[Any, list[Completion], float]]:
         """One forward pass of every active row; the prompts that finished, as (tag, samples, seconds)."""
         with self.model._lock:
             out = []
-            for tag, samples, seconds in self.decoder.step():
+            for tag, samples, seconds in self.loop.step():
                 ids, p = self.prompts.pop(tag)
                 start = time.perf_counter()
                 completions = [self.model._completion(ids, s.token_ids, s.finish_reason, p) for s in samples]

@@ -32,6 +32,7 @@ attention path). Streams are reused least-recently-used first.
 from __future__ import annotations
 
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,10 +130,9 @@ class StreamDecoder:
         self._stamp = [0] * n_streams
         self._clock = 0
         self.forwarded = 0  # tokens evaluated, for measurement
-        self._is_end = is_end
-        self._piece = piece  # a token's bytes as text (no special-token text)
-        self._queue: deque[_Request] = deque()
-        self._active: list[_Row] = []
+        self.is_end = is_end
+        self.piece = piece  # a token's bytes as text (no special-token text)
+        self._loops: weakref.WeakSet[DecodeLoop] = weakref.WeakSet()  # a dropped loop frees its streams
 
     def close(self) -> None:
         if self._ctx:
@@ -196,44 +196,18 @@ class StreamDecoder:
         self._held[target] = list(self._held[source])
         self._touch(target)
 
-    # ----------------------------------------------------------------------------- the decode loop
+    # ----------------------------------------------------------------------------- decode loops
 
-    @property
-    def busy(self) -> bool:
-        """Whether any request is decoding or waiting for a stream."""
-        return bool(self._active or self._queue)
+    def loop(self) -> DecodeLoop:
+        """A new decode loop on these streams (several may live at once; each takes free streams)."""
+        loop = DecodeLoop(self)
+        self._loops.add(loop)
+        return loop
 
-    def add(self, ids: Sequence[int], params: SamplingParams, seed: int, tag: Any) -> None:
-        """Queue ``params.n`` samples of prompt ``ids`` (sample *s* seeded ``seed + s``), known by ``tag``;
-        they start at the next `step` as streams free up."""
-        request = _Request(tag, list(ids), params, seed, deque(range(params.n)), [None] * params.n)
-        self._queue.append(request)
-
-    def step(self) -> list[tuple[Any, list[SampledTokens], float]]:
-        """Start what fits, then one forward pass of every active row; the requests that finished, as
-        (tag, samples, seconds: their prefills and their rows' share of each step)."""
-        finished: list[_Request] = []
-        self._admit(finished)
-        if self._active:
-            start = time.perf_counter()
-            # Position of the pending token: after the prompt and the tokens already evaluated.
-            self._decode([(r.pending, len(r.request.ids) + len(r.tokens) - 1, r.stream, True) for r in self._active])
-            logits = np.stack([self._logits(i) for i in range(len(self._active))])
-            tokens = [0] * len(self._active)
-            for params, rows in _by_sampler(self._active).items():
-                drawn = draw_tokens(logits[rows], params, [self._active[i].rng for i in rows])
-                for i, token in zip(rows, drawn):
-                    tokens[i] = token
-            share = (time.perf_counter() - start) / len(self._active)
-            still = []
-            for row, token in zip(self._active, tokens):
-                row.request.seconds += share
-                if self._take(row, token):
-                    still.append(row)
-                elif row.request.done:
-                    finished.append(row.request)
-            self._active = still
-        return [(r.tag, [x for x in r.results if x is not None], r.seconds) for r in finished]
+    def free_streams(self) -> list[int]:
+        """Streams no live loop's row is decoding in."""
+        used = {row.stream for loop in self._loops for row in loop.active}
+        return [s for s in range(self.n_streams) if s not in used]
 
     def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams, base_seed: int) -> list[list[SampledTokens]]:
         """``params.n`` samples of every prompt; sample *k* of the call (counting across prompts) draws
@@ -244,42 +218,94 @@ class StreamDecoder:
         self, prompts: Sequence[Sequence[int]], params: Sequence[SamplingParams], seeds: Sequence[int]
     ) -> list[list[SampledTokens]]:
         """Prompt *i*'s ``params[i].n`` samples, sample *s* seeded ``seeds[i] + s``: run to the end."""
+        loop = self.loop()
+        for i, (ids, p, seed) in enumerate(zip(prompts, params, seeds)):
+            loop.add(ids, p, seed, i)
         out: list[list[SampledTokens]] = [[] for _ in prompts]
-        tags = [object() for _ in prompts]
-        where = {id(tag): i for i, tag in enumerate(tags)}
-        for ids, p, seed, tag in zip(prompts, params, seeds, tags):
-            self.add(ids, p, seed, tag)
-        while self.busy:
-            for tag, samples, _ in self.step():
-                out[where[id(tag)]] = samples
+        while loop.busy:
+            for i, samples, _ in loop.step():
+                out[i] = samples
         return out
+
+
+class DecodeLoop:
+    """Requests decoding together on a `StreamDecoder`'s streams: `add` at any time, `step` one forward
+    pass at a time (continuous batching, as vLLM's ``add_request`` / ``step``). Rows join as streams free
+    up (a request's samples may start at different steps) and leave the step they finish; at one
+    stream, rows run one after another."""
+
+    def __init__(self, decoder: StreamDecoder) -> None:
+        self.decoder = decoder
+        self.queue: deque[_Request] = deque()
+        self.active: list[_Row] = []
+
+    @property
+    def busy(self) -> bool:
+        """Whether any request is decoding or waiting for a stream."""
+        return bool(self.active or self.queue)
+
+    def add(self, ids: Sequence[int], params: SamplingParams, seed: int, tag: Any) -> None:
+        """Queue ``params.n`` samples of prompt ``ids`` (sample *s* seeded ``seed + s``), known by ``tag``;
+        they start at the next `step` as streams free up."""
+        self.queue.append(_Request(tag, list(ids), params, seed, deque(range(params.n)), [None] * params.n))
+
+    def step(self) -> list[tuple[Any, list[SampledTokens], float]]:
+        """Start what fits, then one forward pass of every active row; the requests that finished, as
+        (tag, samples, seconds: their prefills and their rows' share of each step)."""
+        d = self.decoder
+        finished: list[_Request] = []
+        self._admit(finished)
+        if self.active:
+            start = time.perf_counter()
+            # Position of the pending token: after the prompt and the tokens already evaluated.
+            d._decode([(r.pending, len(r.request.ids) + len(r.tokens) - 1, r.stream, True) for r in self.active])
+            logits = np.stack([d._logits(i) for i in range(len(self.active))])
+            tokens = [0] * len(self.active)
+            for params, rows in _by_sampler(self.active).items():
+                drawn = draw_tokens(logits[rows], params, [self.active[i].rng for i in rows])
+                for i, token in zip(rows, drawn):
+                    tokens[i] = token
+            share = (time.perf_counter() - start) / len(self.active)
+            still = []
+            for row, token in zip(self.active, tokens):
+                row.request.seconds += share
+                if self._take(row, token):
+                    still.append(row)
+                elif row.request.done:
+                    finished.append(row.request)
+            self.active = still
+        return [(r.tag, [x for x in r.results if x is not None], r.seconds) for r in finished]
 
     def _admit(self, finished: list[_Request]) -> None:
         """Start waiting samples in free streams, a request's samples together where they fit: its prompt
         prefilled into the free stream holding its longest prefix and copied to the others."""
-        busy = {row.stream for row in self._active}
-        free = [s for s in range(self.n_streams) if s not in busy]
-        while self._queue and free:
-            request = self._queue[0]
+        d = self.decoder
+        free = d.free_streams()
+        if self.queue and not free and not self.active:
+            raise RationalystError(
+                f"llamacpp: all {d.n_streams} KV streams are taken by another decode loop; raise batch_size"
+            )
+        while self.queue and free:
+            request = self.queue[0]
             samples = [request.waiting.popleft() for _ in range(min(len(request.waiting), len(free)))]
             if not request.waiting:
-                self._queue.popleft()
+                self.queue.popleft()
             start = time.perf_counter()
-            home = max(free, key=lambda s: (_common_prefix(self._held[s], request.ids), -self._stamp[s]))
+            home = max(free, key=lambda s: (_common_prefix(d._held[s], request.ids), -d._stamp[s]))
             free.remove(home)
-            logits = self._prefill(home, request.ids)
-            free.sort(key=lambda s: self._stamp[s])
+            logits = d._prefill(home, request.ids)
+            free.sort(key=lambda s: d._stamp[s])
             streams = [home]
             for _ in samples[1:]:
                 streams.append(free.pop(0))
-                self._copy(home, streams[-1])
+                d._copy(home, streams[-1])
             rngs = [np.random.default_rng(request.seed + s) for s in samples]
             first = draw_tokens(np.broadcast_to(logits, (len(samples), logits.shape[0])), request.params, rngs)
             request.seconds += time.perf_counter() - start
             for sample, stream, token, rng in zip(samples, streams, first, rngs):
                 row = _Row(request, sample, stream, rng)
                 if self._take(row, token):
-                    self._active.append(row)
+                    self.active.append(row)
                 else:
                     free.append(stream)
                     if request.done:
@@ -289,12 +315,12 @@ class StreamDecoder:
         """Add a drawn token to ``row``; True while the row goes on, else its sample is recorded."""
         params = row.request.params
         reason = None
-        if self._is_end(token):
+        if self.decoder.is_end(token):
             reason = "stop"
         else:
             row.tokens.append(token)
             if params.stop:
-                row.text += self._piece(token)
+                row.text += self.decoder.piece(token)
                 if _has_stop(row.text, params.stop):
                     reason = "stop"
             if reason is None and len(row.tokens) >= params.max_new_tokens:

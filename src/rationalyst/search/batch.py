@@ -18,8 +18,8 @@ problems that start late fall into step with the others instead of doubling the 
 that finishes is handed out at once and a new one from the queue takes its place (continuous
 batching at problem level).
 
-An engine that offers a stream (`HFModel.open_stream`: continuous batching at the token level, as
-vLLM's ``add_request`` / ``step``) takes generations as soon as a problem asks for them instead of in
+An engine that offers a stream (`HFModel.open_stream`, `LlamaCppModel.open_stream`: continuous
+batching at the token level, as vLLM's ``add_request`` / ``step``) takes generations as soon as a problem asks for them instead of in
 rounds: its decode loop runs one step at a time, a problem whose generations finish goes on to its
 scores at once (with those of any other problem that finished in the same step), and its next step
 joins the loop while the other problems are still decoding. A round would wait for the slowest
