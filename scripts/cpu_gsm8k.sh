@@ -72,7 +72,7 @@ DEV_IDS="benchmarks.0.ids=[$(grep -v '^#' recipes/cpu-gsm8k.dev-ids.txt | head -
 dev_search() {  # dev_search NAME RATIONALIST [--set FIELD=VALUE ...]: a search run on the dev slice
     local name=$1 spec=$2; shift 2
     "$BIN/rationalyst" eval --config "$RECIPE" --set "output=$DEV_OUT/$name" --set "$DEV_IDS" \
-        --set "rationalist.spec=$spec" --set "methods=[implicit]" "$@"
+        --set "rationalist.spec=$spec" --set rationalist.batch_size=32 --set "methods=[implicit]" "$@"
     "$BIN/python" scripts/kept_runs.py keep "$DEV_OUT" "$DEV_KEPT"
 }
 # Steps in the agent's own format: each blank-line separated block of its zero-shot answer (up to 160
@@ -92,7 +92,8 @@ echo "step format: $FORMAT" | tee "$OUT/chosen-format.txt"
 STEPS=(); [ "$FORMAT" = paragraphs ] && STEPS=("${PARAGRAPHS[@]}")
 
 step "implicit with the untrained base model as rationalist, the 200"
-evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set "methods=[implicit]" "${STEPS[@]}"
+evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set rationalist.batch_size=32 \
+    --set "methods=[implicit]" "${STEPS[@]}"
 
 step "select, extract, filter, train (tau 0)"
 "$BIN/rationalyst" run "$RECIPE" --until train
