@@ -512,3 +512,23 @@ def test_a_stream_and_a_generate_share_the_kv_streams():
         model.generate(["Once upon a time"], params)
     del stream
     assert model.generate(["Once upon a time"], params)[0][0].token_ids == want
+
+
+def test_a_problem_s_next_step_extends_its_kept_prompt_after_other_problems_ran():
+    """Copies are overwritten first, so one stream keeps each problem's last prompt: after a problem of
+    one sample, another of three and a third of two (4 streams), the first problem's next step
+    evaluates only its new tokens (at least two), not its prompt again. (Least-recently-used alone
+    would overwrite the first problem's stream, the oldest.)"""
+    model = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=4)
+    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=8, stop=("\n",), seed=3, logprobs=False)
+    first = STORY
+    sample = model.generate([first], params)[0][0].text
+    model.generate(["Question: Tom has 3 apples and buys 4 more.\nSolution:"], params.model_copy(update={"n": 3}))
+    model.generate([CHAT], params.model_copy(update={"n": 2}))
+    step = first + sample + "\n"
+    before, after = model._encode(first), model._encode(step)
+    shared = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), len(before))
+    counted = model._decoder.forwarded
+    (only,) = model.generate([step], params)
+    prefill = model._decoder.forwarded - counted - max(len(only[0].token_ids) - 1, 0)
+    assert prefill == max(len(after) - shared, 2)

@@ -26,7 +26,8 @@ Prefix reuse: a stream keeps its prompt after a call. A prompt is prefilled into
 holds its longest prefix (the previous prompt of the same problem, usually) and copied into the
 streams of its other samples, so each step evaluates only its new tokens; a prompt chunk never leaves
 a one-token tail. Only prefilled positions are reused, never the KV a decode step wrote (the other
-attention path). Streams are reused least-recently-used first.
+attention path). Streams holding a prompt that another stream also holds are overwritten first, then
+the least recently used, so one copy of each problem's last prompt survives for its next step.
 """
 
 from __future__ import annotations
@@ -190,6 +191,25 @@ class StreamDecoder:
         self._touch(stream)
         return self._logits(-1)
 
+    def home_for(self, ids: Sequence[int], free: Sequence[int]) -> int:
+        """The free stream to prefill ``ids`` into: one whose whole prompt ``ids`` extends (the same
+        problem's previous step: nothing is lost by overwriting it), the longest such; else the first to
+        overwrite by `eviction_order`."""
+        extended = [s for s in free if self._held[s] and _common_prefix(self._held[s], ids) == len(self._held[s])]
+        if extended:
+            return max(extended, key=lambda s: len(self._held[s]))
+        return min(free, key=self.eviction_order)
+
+    def eviction_order(self, stream: int) -> tuple[bool, int]:
+        """Sort key of the free streams to overwrite first: those whose prompt another stream also holds
+        (the copies a request made for its samples), then the least recently used; so each problem's
+        last prompt stays in one stream for its next step to extend."""
+        held = self._held[stream]
+        alone = bool(held) and not any(
+            other is not held and other == held for s, other in enumerate(self._held) if s != stream
+        )
+        return (alone, self._stamp[stream])
+
     def _copy(self, source: int, target: int) -> None:
         self._lc.llama_memory_seq_rm(self._memory, target, -1, -1)
         self._lc.llama_memory_seq_cp(self._memory, source, target, -1, -1)
@@ -291,10 +311,10 @@ class DecodeLoop:
             if not request.waiting:
                 self.queue.popleft()
             start = time.perf_counter()
-            home = max(free, key=lambda s: (_common_prefix(d._held[s], request.ids), -d._stamp[s]))
+            home = d.home_for(request.ids, free)
             free.remove(home)
             logits = d._prefill(home, request.ids)
-            free.sort(key=lambda s: d._stamp[s])
+            free.sort(key=d.eviction_order)
             streams = [home]
             for _ in samples[1:]:
                 streams.append(free.pop(0))
