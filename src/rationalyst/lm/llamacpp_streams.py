@@ -298,7 +298,7 @@ class DecodeLoop:
 
     def _admit(self, finished: list[_Request]) -> None:
         """Start waiting samples in free streams, a request's samples together where they fit: its prompt
-        prefilled into the free stream holding its longest prefix and copied to the others."""
+        prefilled into the free stream `StreamDecoder.home_for` picks and copied to the others."""
         d = self.decoder
         free = d.free_streams()
         if self.queue and not free and not self.active:
