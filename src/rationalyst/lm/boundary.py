@@ -58,3 +58,12 @@ def shared_prefix_length(sequences: Sequence[SplitSequence]) -> int:
     while n < limit and all(s.token_ids[n] == first[n] for s in sequences[1:]):
         n += 1
     return n
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading token ids ``a`` and ``b`` share (the prefix a KV cache of ``a`` can serve ``b``)."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

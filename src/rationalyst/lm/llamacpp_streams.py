@@ -43,6 +43,7 @@ import numpy as np
 
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import SamplingParams
+from rationalyst.lm.boundary import common_prefix_length
 
 # How many of the most probable tokens top-p first looks among; it sorts the whole vocabulary only
 # when these do not reach top_p (a near-flat distribution).
@@ -175,7 +176,7 @@ class StreamDecoder:
     def _prefill(self, stream: int, ids: Sequence[int]) -> np.ndarray:
         """Make ``stream`` hold ``ids`` (evaluating only what it does not hold) and return the last logits."""
         held = self._held[stream]
-        common = _common_prefix(held, ids)
+        common = common_prefix_length(held, ids)
         common = min(common, max(len(ids) - 2, 0))  # evaluate at least two tokens (a one-token batch
         # takes the one-row kernel path, and its KV would differ from a prefill's)
         self._lc.llama_memory_seq_rm(self._memory, stream, common, -1)
@@ -195,7 +196,7 @@ class StreamDecoder:
         """The free stream to prefill ``ids`` into: one whose whole prompt ``ids`` extends (the same
         problem's previous step: nothing is lost by overwriting it), the longest such; else the first to
         overwrite by `eviction_order`."""
-        extended = [s for s in free if self._held[s] and _common_prefix(self._held[s], ids) == len(self._held[s])]
+        extended = [s for s in free if self._held[s] and common_prefix_length(self._held[s], ids) == len(self._held[s])]
         if extended:
             return max(extended, key=lambda s: len(self._held[s]))
         return min(free, key=self.eviction_order)
@@ -401,14 +402,6 @@ def _nucleus(weights: np.ndarray, total: float, top_p: float) -> np.ndarray:
         cumulative = np.cumsum(weights[order]) / total
         cut = min(int(np.searchsorted(cumulative, top_p)), len(order) - 1)
     return np.sort(order[: cut + 1])
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    m = min(len(a), len(b))
-    if m == 0:
-        return 0
-    differ = np.flatnonzero(np.asarray(a[:m]) != np.asarray(b[:m]))
-    return int(differ[0]) if differ.size else m
 
 
 def _has_stop(text: bytes, stops: Sequence[str]) -> bool:

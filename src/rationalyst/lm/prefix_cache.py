@@ -30,16 +30,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading token ids ``a`` and ``b`` share."""
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    x = torch.as_tensor(a[:n])
-    y = torch.as_tensor(b[:n])
-    differ = (x != y).nonzero()
-    return int(differ[0, 0]) if len(differ) else n
+from rationalyst.lm.boundary import common_prefix_length
 
 
 def cache_argument(model: Any) -> str:
