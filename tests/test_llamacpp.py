@@ -15,6 +15,7 @@ pytest.importorskip("llama_cpp")
 
 from rationalyst.errors import ModelNotFoundError, RationalystError  # noqa: E402
 from rationalyst.lm import SamplingParams, ScoreRequest, load_model  # noqa: E402
+from rationalyst.lm.boundary import common_prefix_length  # noqa: E402
 from rationalyst.lm.llamacpp import LlamaCppModel  # noqa: E402
 from rationalyst.lm.registry import resolve_gguf  # noqa: E402
 
@@ -532,3 +533,69 @@ def test_a_problem_s_next_step_extends_its_kept_prompt_after_other_problems_ran(
     (only,) = model.generate([step], params)
     prefill = model._decoder.forwarded - counted - max(len(only[0].token_ids) - 1, 0)
     assert prefill == max(len(after) - shared, 2)
+
+
+
+INSTRUCTIONS = (
+    "You are a careful tutor. Read the problem, think about which quantities it gives and which it asks "
+    "for, then write the next step of the solution as one short sentence.\n\n"
+)
+
+
+
+def _greedy_gaps(lc: LlamaCppModel, model: LlamaCppModel, prompt, tokens: list[int]) -> list[float]:
+    """How far below the argmax of a fresh one-sequence evaluation of prompt + the tokens before it each
+    greedy token's logit is: 0 for the first (a prefill's logits), within DECODE_TOL after it."""
+    ids = model._encode(prompt)
+    rows = _full_evaluation_logits(lc, ids + tokens)[len(ids) - 1 : len(ids) - 1 + len(tokens)]
+    return (rows.max(axis=1) - rows[np.arange(len(rows)), tokens]).tolist()
+
+
+def test_prompts_of_a_batch_borrow_the_prefix_another_stream_holds(lc):
+    """Three prompts sharing a long instruction start in three empty streams: the first is prefilled
+    whole, the others copy a stream holding their prefix and evaluate only what they share with no
+    earlier prompt (counted from the token ids); their greedy tokens are a fresh evaluation's."""
+    prompts = [INSTRUCTIONS + f"Problem: {p}\nStep:" for p in (
+        "Tom has 3 apples and buys 4 more.", "A train travels 60 km in 2 hours.", "Tom has 3 pears and eats one.")]
+    counting = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=4)
+    ids = [counting._encode(p) for p in prompts]
+    minimum = len(ids[0]) + sum(
+        len(ids[i]) - max(common_prefix_length(ids[i], ids[j]) for j in range(i)) for i in (1, 2))
+    assert minimum < sum(map(len, ids)) - 80  # the instruction is shared
+    counting.generate(prompts, SamplingParams(max_new_tokens=1, logprobs=False))  # prefills only
+    assert counting._decoder.forwarded == minimum
+    model = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=4)
+    gaps = []
+    for prompt, (completion,) in zip(prompts, model.generate(prompts, SamplingParams(max_new_tokens=16))):
+        row = _greedy_gaps(lc, model, prompt, completion.token_ids)
+        assert row[0] == 0.0
+        gaps += row
+    assert len(gaps) >= 30 and max(gaps) <= DECODE_TOL
+    assert np.mean(np.asarray(gaps) == 0.0) >= 0.9  # mostly the exact argmax
+
+
+def test_a_prompt_borrows_a_busy_stream_s_prompt_but_not_its_decoded_cells(lc):
+    """A problem's next prompt, added while its first sample still decodes in the only stream holding
+    the shared prompt, is copied from that busy stream and evaluates only its new tokens; the cells the
+    busy row decoded past its prompt are dropped, so its greedy tokens are a fresh evaluation's."""
+    model = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=2)
+    first = INSTRUCTIONS + "Problem: A train travels 60 km in 2 hours. How far does it go in 5 hours?\nStep:"
+    later = first + " The train goes 30 km an hour.\nStep:"
+    stream = model.open_stream()
+    stream.add([first], [SamplingParams(max_new_tokens=40, logprobs=False)], ["first"])
+    for _ in range(8):  # the first row decodes past its prompt
+        assert stream.step() == []
+    counted = model._decoder.forwarded
+    stream.add([later], [SamplingParams(max_new_tokens=16, logprobs=False)], ["later"])
+    stream.step()
+    step_cost = model._decoder.forwarded - counted
+    done = {}
+    while stream.busy:
+        done.update({tag: samples for tag, samples, *_ in stream.step()})
+    (completion,) = done["later"]
+    held, wanted = model._encode(first), model._encode(later)
+    # The later prompt's new tokens, then one decode step of the first row and of the later one.
+    assert step_cost == len(wanted) - common_prefix_length(held, wanted) + 1 + bool(completion.token_ids)
+    gaps = _greedy_gaps(lc, model, later, completion.token_ids)
+    assert len(gaps) >= 8 and gaps[0] == 0.0 and max(gaps) <= DECODE_TOL
+    assert np.mean(np.asarray(gaps) == 0.0) >= 0.9  # mostly the exact argmax

@@ -25,7 +25,9 @@ What a row's logits depend on (measured on this machine's build):
 Prefix reuse: a stream keeps its prompt after a call. A prompt is prefilled into the free stream that
 holds its longest prefix (the previous prompt of the same problem, usually) and copied into the
 streams of its other samples, so each step evaluates only its new tokens; a prompt chunk never leaves
-a one-token tail. Only prefilled positions are reused, never the KV a decode step wrote (the other
+a one-token tail. Where another stream, busy or free, holds a longer prefix (the instructions and
+demonstrations every prompt of a batch shares, a document's earlier insertion point), that stream is
+copied in first. Only prefilled positions are reused, never the KV a decode step wrote (the other
 attention path). Streams holding a prompt that another stream also holds are overwritten first, then
 the least recently used, so one copy of each problem's last prompt survives for its next step.
 """
@@ -48,6 +50,11 @@ from rationalyst.lm.boundary import common_prefix_length
 # How many of the most probable tokens top-p first looks among; it sorts the whole vocabulary only
 # when these do not reach top_p (a near-flat distribution).
 _TOP_P_SHORTLIST = 64
+
+# Least number of prompt tokens another stream must hold beyond what the home stream holds for its
+# cache to be copied in first. A copy moves a whole stream (n_ctx cells: ~117 MB for the 1.5B agent at
+# 4096, some tens of milliseconds on this machine) where a prefill costs about 10 ms a token.
+_MIN_BORROWED_TOKENS = 16
 
 
 @dataclass
@@ -129,6 +136,9 @@ class StreamDecoder:
         self.n_streams = n_streams
         self.n_ctx = int(lc.llama_n_ctx_seq(self._ctx))
         self._held: list[list[int]] = [[] for _ in range(n_streams)]
+        # Streams a copy was queued into: llama.cpp moves the cells at the next decode, so until then
+        # they are not read from.
+        self._unsettled: set[int] = set()
         self._stamp = [0] * n_streams
         self._clock = 0
         self.forwarded = 0  # tokens evaluated, for measurement
@@ -163,6 +173,7 @@ class StreamDecoder:
         rc = int(self._lc.llama_decode(self._ctx, batch))
         if rc != 0:
             raise RationalystError(f"llamacpp: llama_decode failed with code {rc} ({len(entries)} tokens)")
+        self._unsettled.clear()
         self.forwarded += len(entries)
 
     def _logits(self, i: int) -> np.ndarray:
@@ -192,6 +203,24 @@ class StreamDecoder:
         self._touch(stream)
         return self._logits(-1)
 
+    def borrow_prefix(self, home: int, ids: Sequence[int]) -> int | None:
+        """Copy into ``home`` the stream, busy or free, whose prefilled prompt shares the longest prefix
+        with ``ids``, when that is at least `_MIN_BORROWED_TOKENS` more than ``home`` holds; returns it
+        (None when nothing is copied). The prompts of a batch share their instructions and
+        demonstrations, and a document's later insertion points extend its earlier ones: without this,
+        every stream a batch starts in would prefill them again. Only prompt positions are kept (the
+        prefill trims the copy at the shared prefix, dropping a busy stream's decoded cells)."""
+        best, longest = None, common_prefix_length(self._held[home], ids) + _MIN_BORROWED_TOKENS - 1
+        for stream, held in enumerate(self._held):
+            if stream == home or stream in self._unsettled or len(held) <= longest:
+                continue
+            shared = common_prefix_length(held, ids)
+            if shared > longest:
+                best, longest = stream, shared
+        if best is not None:
+            self._copy(best, home)
+        return best
+
     def home_for(self, ids: Sequence[int], free: Sequence[int]) -> int:
         """The free stream to prefill ``ids`` into: one whose whole prompt ``ids`` extends (the same
         problem's previous step: nothing is lost by overwriting it), the longest such; else the first to
@@ -212,9 +241,12 @@ class StreamDecoder:
         return (alone, self._stamp[stream])
 
     def _copy(self, source: int, target: int) -> None:
+        """Queue a copy of ``source``'s cells into ``target`` (across streams llama.cpp copies the whole
+        stream at the next decode)."""
         self._lc.llama_memory_seq_rm(self._memory, target, -1, -1)
         self._lc.llama_memory_seq_cp(self._memory, source, target, -1, -1)
         self._held[target] = list(self._held[source])
+        self._unsettled.add(target)
         self._touch(target)
 
     # ----------------------------------------------------------------------------- decode loops
@@ -314,6 +346,7 @@ class DecodeLoop:
             start = time.perf_counter()
             home = d.home_for(request.ids, free)
             free.remove(home)
+            d.borrow_prefix(home, request.ids)
             logits = d._prefill(home, request.ids)
             free.sort(key=d.eviction_order)
             streams = [home]
