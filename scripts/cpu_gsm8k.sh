@@ -14,9 +14,11 @@
 # The step format of every search run (one line a step after the packaged few-shot demos, or the agent's
 # own zero-shot chat answer cut into paragraphs) is chosen the same way, on the first 40 dev problems: the
 # untrained base as rationalist in each format, the one with more right answers (lines on a tie).
-# First the evaluations that the trained rationalist is compared with (cot three ways, the untrained
-# rationalist), then mining and training (about 45 min for tau 0 in float32), the trained rationalist on the
-# 200, then the other baselines and ablations (first 100), the PRM800K AUROCs and the report.
+# First cot three ways and the step-format choice, then mining and training (extraction about 45 min at
+# batch_size 24, tau 0 about 45 min in float32), the trained rationalist on the 200, the untrained
+# rationalist on the 200 (the paired comparisons), then the other baselines and ablations (first 100),
+# the PRM800K AUROCs and the report. (Mining comes before the untrained 200 so that a partial run holds
+# the trained rationalist's result first.)
 # Outputs under runs/cpu-gsm8k; the report is written to docs/results/cpu-gsm8k/, the dev gains and
 # PRM800K AUROCs to runs/cpu-gsm8k/*.txt. After every step, the run's text (stage outputs, traces, figure
 # files; no weights) is copied to docs/results/cpu-gsm8k/kept/ (scripts/kept_runs.py), which is committed:
@@ -91,10 +93,6 @@ PY
 echo "step format: $FORMAT" | tee "$OUT/chosen-format.txt"
 STEPS=(); [ "$FORMAT" = paragraphs ] && STEPS=("${PARAGRAPHS[@]}")
 
-step "implicit with the untrained base model as rationalist, the 200"
-evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set rationalist.batch_size=32 \
-    --set "methods=[implicit]" "${STEPS[@]}"
-
 step "select, extract, filter, train (tau 0)"
 "$BIN/rationalyst" run "$RECIPE" --until train
 keep
@@ -133,6 +131,10 @@ TRAINED="hf:$CHOSEN"
 
 step "implicit with the chosen (trained) rationalist, the 200"
 evaluate --set "output=$OUT/eval-trained" --set "rationalist.spec=$TRAINED" --set "methods=[implicit]" "${STEPS[@]}"
+
+step "implicit with the untrained base model as rationalist, the 200"
+evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set rationalist.batch_size=32 \
+    --set "methods=[implicit]" "${STEPS[@]}"
 
 step "the dev slice without a rationalist's training (the base) and with the agent's 1.5B model as scorer"
 dev_gain base "$BASE" "$BASE" ""
