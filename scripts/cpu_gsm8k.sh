@@ -93,6 +93,26 @@ PY
 echo "step format: $FORMAT" | tee "$OUT/chosen-format.txt"
 STEPS=(); [ "$FORMAT" = paragraphs ] && STEPS=("${PARAGRAPHS[@]}")
 
+# How many problems side by side, measured on dev problems 41-72 (not on the 200): the untrained base in
+# the chosen format at batch_problems 8 (24 agent rows) and 16 (48 rows). The agent's rows decode far
+# below a full batch's rate at 8 (problems are at different phases); 16 is used from here on if its
+# cost a problem (seconds.total of the traces: each problem's share of the engines' time, so a resumed
+# run measures the same) is at least 10% lower.
+step "throughput on dev problems 41-72: batch_problems 8 against 16, the untrained base in the chosen format"
+NEXT_IDS="benchmarks.0.ids=[$(grep -v '^#' recipes/cpu-gsm8k.dev-ids.txt | sed -n 41,72p | paste -sd, -)]"
+dev_search "throughput-b8" "$BASE" --set "$NEXT_IDS" "${STEPS[@]}"
+dev_search "throughput-b16" "$BASE" --set "$NEXT_IDS" --set batch_problems=16 --set agent.batch_size=48 "${STEPS[@]}"
+BATCH_SIZE=$("$BIN/python" - "$DEV_OUT" <<'PY'
+import json, pathlib, sys
+def cost(name):
+    traces = [json.loads(l) for f in pathlib.Path(sys.argv[1], name).rglob("part-*.jsonl") for l in open(f)]
+    return sum(t["seconds"]["total"] for t in traces) / len(traces)
+print(16 if cost("throughput-b16") < 0.9 * cost("throughput-b8") else 8)
+PY
+)
+echo "batch_problems: $BATCH_SIZE" | tee "$OUT/chosen-batch.txt"
+[ "$BATCH_SIZE" = 16 ] && STEPS+=(--set batch_problems=16 --set agent.batch_size=48 --set rationalist.batch_size=32)
+
 step "select, extract, filter, train (tau 0)"
 "$BIN/rationalyst" run "$RECIPE" --until train
 keep
