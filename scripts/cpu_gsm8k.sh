@@ -97,11 +97,14 @@ STEPS=(); [ "$FORMAT" = paragraphs ] && STEPS=("${PARAGRAPHS[@]}")
 # the chosen format at batch_problems 8 (24 agent rows) and 16 (48 rows). The agent's rows decode far
 # below a full batch's rate at 8 (problems are at different phases); 16 is used from here on if its
 # cost a problem (seconds.total of the traces: each problem's share of the engines' time, so a resumed
-# run measures the same) is at least 10% lower.
+# run measures the same) is at least 10% lower. Only the cost is read: one of these problems
+# (gsm8k-train-37) shares a 13-gram with a mined GSM8K train problem (4051, a near-duplicate), which the
+# guard reports; it is let through here, as no accuracy of these runs is used.
 step "throughput on dev problems 41-72: batch_problems 8 against 16, the untrained base in the chosen format"
 NEXT_IDS="benchmarks.0.ids=[$(grep -v '^#' recipes/cpu-gsm8k.dev-ids.txt | sed -n 41,72p | paste -sd, -)]"
-dev_search "throughput-b8" "$BASE" --set "$NEXT_IDS" "${STEPS[@]}"
-dev_search "throughput-b16" "$BASE" --set "$NEXT_IDS" --set batch_problems=16 --set agent.batch_size=48 "${STEPS[@]}"
+dev_search "throughput-b8" "$BASE" --set "$NEXT_IDS" --set allow_contamination=true "${STEPS[@]}"
+dev_search "throughput-b16" "$BASE" --set "$NEXT_IDS" --set allow_contamination=true --set batch_problems=16 \
+    --set agent.batch_size=48 "${STEPS[@]}"
 BATCH_SIZE=$("$BIN/python" - "$DEV_OUT" <<'PY'
 import json, pathlib, sys
 def cost(name):
