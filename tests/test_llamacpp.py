@@ -599,3 +599,22 @@ def test_a_prompt_borrows_a_busy_stream_s_prompt_but_not_its_decoded_cells(lc):
     gaps = _greedy_gaps(lc, model, later, completion.token_ids)
     assert len(gaps) >= 8 and gaps[0] == 0.0 and max(gaps) <= DECODE_TOL
     assert np.mean(np.asarray(gaps) == 0.0) >= 0.9  # mostly the exact argmax
+
+
+def test_a_decode_step_lists_its_rows_in_stream_order():
+    """llama.cpp puts only rows of consecutive stream ids, in batch order, into one pass over the
+    weights: a step whose rows were admitted out of stream order (a problem's next prompt goes back to
+    its stream 3, a new prompt to the least recently used stream 0) still lists them in stream order."""
+    model = LlamaCppModel(resolve_gguf(SPEC), n_ctx=1024, batch_size=4)
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, seed=2, logprobs=False)
+    prompts = [f"Question {i}: what is {i} + {i}?\nAnswer:" for i in range(4)]
+    model.generate(prompts, params)  # streams 0-3 hold these, stream 3 the most recent
+    decoder = model._decoder
+    assert decoder._held[3] == model._encode(prompts[3])
+    orders = []
+    real = decoder._decode
+    decoder._decode = lambda entries: (orders.append([e[2] for e in entries]), real(entries))[1]
+    model.generate([prompts[3] + " 6.\nQuestion: and 7 + 1?\nAnswer:", "A new story begins"], params)
+    steps = [o for o in orders if len(o) == 2 and len(set(o)) == 2]
+    assert steps and all(o == sorted(o) for o in steps)
+    assert {s for o in steps for s in o} == {0, 3}

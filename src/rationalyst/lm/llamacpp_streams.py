@@ -310,6 +310,11 @@ class DecodeLoop:
         self._admit(finished)
         if self.active:
             start = time.perf_counter()
+            # In stream order: with one KV stream per sequence llama.cpp puts only rows of consecutive
+            # stream ids, in batch order, into one micro-batch (one pass over the weights); rows out of
+            # order split the step into several passes (measured: 12 rows in scattered streams 1.0 s,
+            # in 12 consecutive streams 0.32 s on the 1.5B).
+            self.active.sort(key=lambda r: r.stream)
             # Position of the pending token: after the prompt and the tokens already evaluated.
             d._decode([(r.pending, len(r.request.ids) + len(r.tokens) - 1, r.stream, True) for r in self.active])
             logits = np.stack([d._logits(i) for i in range(len(self.active))])
