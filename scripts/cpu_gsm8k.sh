@@ -95,7 +95,8 @@ STEPS=(); [ "$FORMAT" = paragraphs ] && STEPS=("${PARAGRAPHS[@]}")
 
 # How many problems side by side, measured on dev problems 41-72 (not on the 200): the untrained base in
 # the chosen format at batch_problems 8 (24 agent rows) and 16 (48 rows). The agent's rows decode far
-# below a full batch's rate at 8 (problems are at different phases); 16 is used from here on if its
+# below a full batch's rate at 8 (measured since: rows in scattered KV streams take several passes of
+# llama.cpp, see docs/results/cpu-gsm8k.md); 16 is used from here on if its
 # cost a problem (seconds.total of the traces: each problem's share of the engines' time, so a resumed
 # run measures the same) is at least 10% lower. Only the cost is read: one of these problems
 # (gsm8k-train-37) shares a 13-gram with a mined GSM8K train problem (4051, a near-duplicate), which the

@@ -535,12 +535,10 @@ def test_a_problem_s_next_step_extends_its_kept_prompt_after_other_problems_ran(
     assert prefill == max(len(after) - shared, 2)
 
 
-
 INSTRUCTIONS = (
     "You are a careful tutor. Read the problem, think about which quantities it gives and which it asks "
     "for, then write the next step of the solution as one short sentence.\n\n"
 )
-
 
 
 def _greedy_gaps(lc: LlamaCppModel, model: LlamaCppModel, prompt, tokens: list[int]) -> list[float]:
