@@ -185,7 +185,9 @@ class StreamDecoder:
         self._stamp[stream] = self._clock
 
     def _prefill(self, stream: int, ids: Sequence[int]) -> np.ndarray:
-        """Make ``stream`` hold ``ids`` (evaluating only what it does not hold) and return the last logits."""
+        """Make ``stream`` hold ``ids`` (evaluating only what neither it nor, via `_borrow_prefix`, another
+        stream holds) and return the last logits."""
+        self._borrow_prefix(stream, ids)
         held = self._held[stream]
         common = common_prefix_length(held, ids)
         common = min(common, max(len(ids) - 2, 0))  # evaluate at least two tokens (a one-token batch
@@ -203,10 +205,9 @@ class StreamDecoder:
         self._touch(stream)
         return self._logits(-1)
 
-    def borrow_prefix(self, home: int, ids: Sequence[int]) -> int | None:
+    def _borrow_prefix(self, home: int, ids: Sequence[int]) -> None:
         """Copy into ``home`` the stream, busy or free, whose prefilled prompt shares the longest prefix
-        with ``ids``, when that is at least `_MIN_BORROWED_TOKENS` more than ``home`` holds; returns it
-        (None when nothing is copied). The prompts of a batch share their instructions and
+        with ``ids``, when that is at least `_MIN_BORROWED_TOKENS` more than ``home`` holds. The prompts of a batch share their instructions and
         demonstrations, and a document's later insertion points extend its earlier ones: without this,
         every stream a batch starts in would prefill them again. Only prompt positions are kept (the
         prefill trims the copy at the shared prefix, dropping a busy stream's decoded cells)."""
@@ -219,7 +220,6 @@ class StreamDecoder:
                 best, longest = stream, shared
         if best is not None:
             self._copy(best, home)
-        return best
 
     def home_for(self, ids: Sequence[int], free: Sequence[int]) -> int:
         """The free stream to prefill ``ids`` into: one whose whole prompt ``ids`` extends (the same
@@ -351,7 +351,6 @@ class DecodeLoop:
             start = time.perf_counter()
             home = d.home_for(request.ids, free)
             free.remove(home)
-            d.borrow_prefix(home, request.ids)
             logits = d._prefill(home, request.ids)
             free.sort(key=d.eviction_order)
             streams = [home]
