@@ -25,6 +25,12 @@ step with the first digit of its last number changed (a wrong computation) and t
 mean token log-prob minus the wrong one's; the figures are the mean margin with the rationale (what the
 implicit search ranks by), the same without (the scorer alone), and how often the gold step came first.
 
+Two controls separate what a rationale says from the fact that a line is inserted: ``--fixed-rationale
+TEXT`` scores every step after the same neutral line (no rationalist runs), and ``--shuffle`` after a
+rationale the rationalist wrote for another problem's step (a line of the rationalist's kind that says
+nothing about this problem). If a control moves the margins as much as the rationalist's own
+rationales do, the insertion, not their content, is what the scorer reacts to.
+
 ``--save`` writes each step's gain and margins, for paired comparisons of two rationalists on the same steps.
 """
 
@@ -80,12 +86,24 @@ def distractors(steps: list[str], k: int) -> dict[str, str]:
     return out
 
 
+def other_problems_rationales(rationales: list[str], problem_ids: list[str]) -> list[str]:
+    """Each case's rationale replaced by one written for another problem: the list rotated by the most
+    cases any problem has (the cases of a problem are consecutive), so no case keeps its own problem's."""
+    shift = max(problem_ids.count(i) for i in set(problem_ids))
+    if len(set(problem_ids)) < 2 or len(rationales) < 2 * shift:
+        raise SystemExit("--shuffle needs at least two problems (and twice as many steps as one problem has)")
+    return [rationales[(i + shift) % len(rationales)] for i in range(len(rationales))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ids", type=Path, required=True, help="File of dev problem ids, one a line.")
     parser.add_argument("--data", required=True, help="The benchmark file holding them (GSM8K train).")
     parser.add_argument("--benchmark", default="gsm8k")
-    parser.add_argument("--rationalist", required=True)
+    parser.add_argument("--rationalist", help="The rationalist's spec (not with --fixed-rationale).")
+    control = parser.add_mutually_exclusive_group()
+    control.add_argument("--fixed-rationale", metavar="TEXT", help="Control: every step after this line instead.")
+    control.add_argument("--shuffle", action="store_true", help="Control: each step after another problem's rationale.")
     parser.add_argument("--scorer", required=True)
     parser.add_argument("--problems", type=int, default=30, help="The first N dev ids.")
     parser.add_argument("--steps", type=int, default=2, help="Gold steps per problem (the first ones).")
@@ -93,6 +111,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--save", type=Path)
     args = parser.parse_args()
+    if (args.rationalist is None) == (args.fixed_rationale is None):
+        parser.error("give either --rationalist or --fixed-rationale")
     wanted = read_ids(args.ids)[: args.problems]
     by_id = {item.id: item for item in load_benchmark(args.benchmark, args.data)}
     missing = [i for i in wanted if i not in by_id]
@@ -103,23 +123,32 @@ def main() -> None:
         steps = solution_steps(item) or []
         cases += [(item, steps[:k], steps[k], distractors(steps, k)) for k in range(min(args.steps, len(steps)))]
     scorer = load_model(args.scorer)
-    rationalist = scorer if args.rationalist == args.scorer else load_model(args.rationalist)
-    roles = Roles.of(rationalist, rationalist, scorer)
-    params = SamplingParams(max_new_tokens=args.max_rationale_tokens, stop=RATIONALE_STOP)
     started = time.perf_counter()
+    if args.fixed_rationale is not None:
+        all_rationales = [args.fixed_rationale.strip()] * len(cases)
+    else:
+        rationalist = scorer if args.rationalist == args.scorer else load_model(args.rationalist)
+        roles = Roles.of(rationalist, rationalist, scorer)
+        params = SamplingParams(max_new_tokens=args.max_rationale_tokens, stop=RATIONALE_STOP)
+        all_rationales = []
+        for start in range(0, len(cases), args.batch):
+            written = roles.rationalist.generate([
+                prompts.rationalist_prompt(item, before, roles.rationalist_instruction)
+                for item, before, _, _ in cases[start : start + args.batch]
+            ], params)
+            all_rationales += [out[0].text.strip() for out in written]
+        if args.shuffle:
+            all_rationales = other_problems_rationales(all_rationales, [item.id for item, *_ in cases])
     rows = []
     for start in range(0, len(cases), args.batch):
         batch = cases[start : start + args.batch]
-        written = roles.rationalist.generate(
-            [prompts.rationalist_prompt(item, before, roles.rationalist_instruction) for item, before, _, _ in batch], params
-        )
-        rationales = [out[0].text.strip() for out in written]
+        rationales = all_rationales[start : start + args.batch]
         requests = [
             ScoreRequest(prompts.scorer_context(item, before, r), [step, *wrong.values()])
             for (item, before, step, wrong), r in zip(batch, rationales)
         ]
         requests += [ScoreRequest(prompts.scorer_context(item, before, None), [step, *wrong.values()]) for item, before, step, wrong in batch]
-        scores = [[s.mean for s in row] for row in roles.scorer.score_many(requests)]
+        scores = [[s.mean for s in row] for row in scorer.score_many(requests)]
         for k, ((item, before, step, wrong), rationale) in enumerate(zip(batch, rationales)):
             (with_r, *wrong_with), (without, *wrong_without) = scores[k], scores[len(batch) + k]
             rows.append({
@@ -131,8 +160,9 @@ def main() -> None:
     seconds = time.perf_counter() - started
     gains = [r["gain"] for r in rows]
     mean, low, high = mean_interval(gains)
-    print(f"{len(rows)} gold steps of {len(wanted)} dev problems, rationalist {args.rationalist}, scorer {args.scorer}, "
-          f"{seconds:.0f} s")
+    source = f"the fixed line {args.fixed_rationale!r}" if args.fixed_rationale is not None else (
+        f"rationalist {args.rationalist}" + (", each step after another problem's rationale" if args.shuffle else ""))
+    print(f"{len(rows)} gold steps of {len(wanted)} dev problems, {source}, scorer {args.scorer}, {seconds:.0f} s")
     print(f"mean gain in the gold step's mean token log-prob: {mean:+.4f} [95% bootstrap {low:+.4f}, {high:+.4f}]")
     print(f"steps made more probable by the rationale: {sum(g > 0 for g in gains)}/{len(gains)}")
     for kind in ("wrong number", "skipped step", "all"):

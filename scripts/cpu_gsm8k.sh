@@ -131,12 +131,13 @@ train_tau12() {
 [ -s "$OUT/dev-tau1.2.txt" ] || train_tau12
 
 step "tau on the dev slice: how well each rationalist's rationales let the scorer tell gold steps from wrong ones"
-dev_gain() {  # dev_gain WHO SPEC SCORER SUFFIX
-    once "$OUT/dev-$1$4.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
-        --data "$DATA" --rationalist "$2" --scorer "$3" --problems 30 --steps 2 --save "$OUT/dev-$1$4.jsonl"
+dev_gain() {  # dev_gain NAME SCORER ARGS...: benchmarks/dev_step_gain.py on the dev slice, kept in dev-NAME.txt
+    local name=$1 scorer=$2; shift 2
+    once "$OUT/dev-$name.txt" "$BIN/python" benchmarks/dev_step_gain.py --ids recipes/cpu-gsm8k.dev-ids.txt \
+        --data "$DATA" --scorer "$scorer" --problems 30 --steps 2 --save "$OUT/dev-$name.jsonl" "$@"
 }
-dev_gain tau0 "hf:$OUT/train/merged" "$BASE" ""
-dev_gain tau1.2 "hf:$OUT/train-tau1.2/merged" "$BASE" ""
+dev_gain tau0 "$BASE" --rationalist "hf:$OUT/train/merged"
+dev_gain tau1.2 "$BASE" --rationalist "hf:$OUT/train-tau1.2/merged"
 keep
 CHOSEN=$("$BIN/python" - "$OUT" <<'PY'
 import json, sys
@@ -153,6 +154,16 @@ echo "chosen rationalist: $CHOSEN" | tee "$OUT/chosen-rationalist.txt"
 
 TRAINED="hf:$CHOSEN"
 
+# What the scorer reacts to (the dev slice; read, not used for any choice): the untrained base's rationales,
+# and two controls, every step after the same neutral line and after the chosen rationalist's rationale
+# for another problem's step. If the controls move the margins as much as the rationales, it is the
+# inserted line, not what it says.
+step "the dev slice: the base's rationales, a fixed neutral line, another problem's rationale"
+dev_gain base "$BASE" --rationalist "$BASE"
+dev_gain fixed-line "$BASE" --fixed-rationale "Let's work out the next step."
+dev_gain chosen-shuffled "$BASE" --rationalist "$TRAINED" --shuffle
+keep
+
 step "implicit with the chosen (trained) rationalist, the 200"
 evaluate --set "output=$OUT/eval-trained" --set "rationalist.spec=$TRAINED" --set "methods=[implicit]" "${STEPS[@]}"
 
@@ -160,10 +171,9 @@ step "implicit with the untrained base model as rationalist, the 200"
 evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set rationalist.batch_size=32 \
     --set "methods=[implicit]" "${STEPS[@]}"
 
-step "the dev slice without a rationalist's training (the base) and with the agent's 1.5B model as scorer"
-dev_gain base "$BASE" "$BASE" ""
-dev_gain base "$BASE" "$AGENT" -agent-scorer
-dev_gain tau0 "hf:$OUT/train/merged" "$AGENT" -agent-scorer
+step "the dev slice with the agent's 1.5B model as scorer"
+dev_gain base-agent-scorer "$AGENT" --rationalist "$BASE"
+dev_gain tau0-agent-scorer "$AGENT" --rationalist "hf:$OUT/train/merged"
 keep
 
 step "the baselines that need no rationalist, the first 100 of the 200"
