@@ -174,6 +174,14 @@ evaluate --set "output=$OUT/eval-untrained" --set "rationalist.spec=$BASE" --set
 step "the dev slice with the agent's 1.5B model as scorer"
 dev_gain base-agent-scorer "$AGENT" --rationalist "$BASE"
 dev_gain tau0-agent-scorer "$AGENT" --rationalist "hf:$OUT/train/merged"
+
+# The amount of data: tau 0's rationalist trained on half of its training documents (the same dev split,
+# the same steps a record), on the dev slice beside the full one. Trained only where its figure is missing.
+if [ ! -s "$OUT/dev-tau0-half-data.txt" ]; then
+    step "a rationalist trained on half the mined documents (tau 0)"
+    "$BIN/rationalyst" train --config "$RECIPE" --set "output=$OUT/train-half-data" --set train_documents_fraction=0.5
+fi
+dev_gain tau0-half-data "$BASE" --rationalist "hf:$OUT/train-half-data/merged"
 keep
 
 step "the baselines that need no rationalist, the first 100 of the 200"

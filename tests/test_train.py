@@ -18,7 +18,7 @@ from rationalyst.config import load_config
 from rationalyst.errors import InputError
 from rationalyst.data.rationale_text import load_instruction
 from rationalyst.lm.registry import base_model_folder
-from rationalyst.stages.train import TrainConfig, read_kept_records, split_by_document
+from rationalyst.stages.train import TrainConfig, read_kept_records, split_by_document, subsample_documents
 from rationalyst.stages.training_data import IGNORE_INDEX, ChatEncoder, PadCollator
 
 RECIPES = Path(str(resources.files("rationalyst").joinpath("recipes")))
@@ -111,6 +111,18 @@ def test_split_by_document_is_disjoint_and_seeded():
     assert [r["id"] for r in again] == [r["id"] for r in train]
     other, _ = split_by_document(records, 0.25, seed=4)
     assert {r["doc_id"] for r in other} != train_docs
+
+
+def test_a_fraction_of_the_documents_is_seeded_and_keeps_each_document_whole():
+    records = [r for r in fixture_records(n_docs=20) if r["kept"]]
+    half = subsample_documents(records, 0.5, seed=3)
+    chosen = {r["doc_id"] for r in half}
+    assert len(chosen) == 10
+    assert half == [r for r in records if r["doc_id"] in chosen]  # all of a chosen document, in order
+    assert subsample_documents(records, 0.5, seed=3) == half
+    assert {r["doc_id"] for r in subsample_documents(records, 0.5, seed=4)} != chosen
+    assert subsample_documents(records, 1.0, seed=3) == records
+    assert len({r["doc_id"] for r in subsample_documents(records, 0.01, seed=3)}) == 1
 
 
 def _unmasked(example) -> list[int]:
@@ -269,6 +281,10 @@ def test_a_finished_training_is_not_redone_unless_its_config_or_records_change(t
     tmp = trained.output.parent
     again = train_stage.run(_config(tmp, logging_steps=4))  # an execution field only
     assert again.to_json() == trained.to_json()
+    # A field added later, at its default, leaves the finished training finished.
+    assert train_stage.run(_config(tmp, train_documents_fraction=1.0)).to_json() == trained.to_json()
+    with pytest.raises(LoadedAModel):
+        train_stage.run(_config(tmp, train_documents_fraction=0.5))
     with pytest.raises(LoadedAModel):
         train_stage.run(_config(tmp, learning_rate=1e-3))
     records = tmp / "records.jsonl"
@@ -276,6 +292,36 @@ def test_a_finished_training_is_not_redone_unless_its_config_or_records_change(t
     moved.write_text(records.read_text() + json.dumps({**fixture_records()[0], "doc_id": "new", "id": "new"}) + "\n")
     with pytest.raises(LoadedAModel):
         train_stage.run(_config(tmp, input=moved, output=trained.output))
+
+
+def test_training_encodes_a_fraction_of_the_training_documents_and_the_same_dev(tmp_path, monkeypatch):
+    from rationalyst.stages import train as train_stage
+
+    class Encoded(Exception):
+        pass
+
+    def encoded(fraction: float) -> tuple[list[dict], list[dict]]:
+        """The train and dev records `run` would encode at ``fraction``."""
+        seen: list[list[dict]] = []
+
+        def spy(encoder, records):
+            seen.append(list(records))
+            if len(seen) == 2:
+                raise Encoded
+            return [], {"too_long": 0, "truncated": 0}
+
+        monkeypatch.setattr(train_stage, "encode_records", spy)
+        (tmp_path / str(fraction)).mkdir()
+        with pytest.raises(Encoded):
+            train_stage.run(_config(tmp_path / str(fraction), train_documents_fraction=fraction))
+        return seen[0], seen[1]
+
+    full, full_dev = encoded(1.0)
+    half, half_dev = encoded(0.5)
+    full_docs, half_docs = {r["doc_id"] for r in full}, {r["doc_id"] for r in half}
+    assert half_dev == full_dev and not half_docs & {r["doc_id"] for r in full_dev}
+    assert half_docs < full_docs and len(half_docs) == round(len(full_docs) / 2)
+    assert half == [r for r in full if r["doc_id"] in half_docs]
 
 
 def test_adapter_weights_moved_from_init(trained):

@@ -141,6 +141,11 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_length: int = Field(1024, ge=16, description="Most tokens per sequence; the context is cut on the left to fit.")
     dev_fraction: float = Field(0.1, ge=0, lt=1, description="Fraction of documents (doc_ids) held out for dev.")
+    train_documents_fraction: float = Field(
+        1.0, gt=0, le=1,
+        description="Train on this fraction of the training documents (a seeded subset; the dev split is "
+        "unchanged): how the rationalist depends on the amount of mined data.",
+    )
     max_dev_records: int = Field(200, ge=0, description="At most this many dev records for the before/after log-likelihood.")
     seed: int = Field(0, description="Seed for the split, the adapter init and data order.")
     bf16: bool | None = Field(None, description="bf16 mixed precision; None = on when a CUDA GPU supports it.")
@@ -154,6 +159,7 @@ class TrainConfig(StrictModel):
     execution_fields = frozenset(
         {"output", "save_steps", "save_total_limit", "logging_steps", "dataloader_num_workers", "overwrite"}
     )
+    added_fields = frozenset({"train_documents_fraction"})  # at its default, a finished training stays finished
 
 
 # ============================================================================ data
@@ -206,6 +212,17 @@ def split_by_document(records: Sequence[dict], dev_fraction: float, seed: int) -
     train = [r for r in records if r["doc_id"] not in dev_docs]
     dev = [r for r in records if r["doc_id"] in dev_docs]
     return train, dev
+
+
+def subsample_documents(records: Sequence[dict], fraction: float, seed: int) -> list[dict]:
+    """The records of a seeded ``fraction`` of their documents (at least one), in their order: a smaller
+    mining run's training set, with every record of a chosen document kept together."""
+    if fraction >= 1:
+        return list(records)
+    doc_ids = sorted({r["doc_id"] for r in records})
+    random.Random(seed).shuffle(doc_ids)
+    chosen = set(doc_ids[: max(1, round(len(doc_ids) * fraction))])
+    return [r for r in records if r["doc_id"] in chosen]
 
 
 
@@ -460,6 +477,7 @@ def run(config: TrainConfig) -> TrainResult:
         log.info("%s is trained already on these records with this config: nothing to do", output)
         return finished
     train_records, dev_records = split_by_document(records, config.dev_fraction, config.seed)
+    train_records = subsample_documents(train_records, config.train_documents_fraction, config.seed)
     if not train_records:
         raise InputError("no training records after the train/dev split")
 
