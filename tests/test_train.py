@@ -237,6 +237,7 @@ def _config(tmp_path: Path, **values) -> TrainConfig:
         max_length=128,
         dev_fraction=0.2,
         logging_steps=2,
+        eval_steps=4,
         save_steps=4,
         max_dev_records=8,
         base={"spec": "builtin:smollm2-135m", "device": "cpu"},
@@ -261,7 +262,8 @@ def test_lora_training_lowers_loss_and_improves_dev_loglik(trained):
     assert trained.first_train_loss is not None and trained.last_train_loss < trained.first_train_loss
     assert trained.dev_loglik_after > trained.dev_loglik_before
     rows = [json.loads(x) for x in (trained.output / "metrics.jsonl").read_text().splitlines()]
-    assert any("loss" in r for r in rows) and any("eval_loss" in r for r in rows)
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 4, 6, 8]  # logging_steps 2, and the first
+    assert sorted({r["step"] for r in rows if "eval_loss" in r}) == [4, 8]  # eval_steps 4
     assert (trained.output / "loss.png").stat().st_size > 1000
     split = json.loads((trained.output / "split.json").read_text())
     assert not set(split["train_doc_ids"]) & set(split["dev_doc_ids"])
@@ -279,7 +281,7 @@ def test_a_finished_training_is_not_redone_unless_its_config_or_records_change(t
 
     monkeypatch.setattr(train_stage, "base_model_folder", no_loading)
     tmp = trained.output.parent
-    again = train_stage.run(_config(tmp, logging_steps=4))  # an execution field only
+    again = train_stage.run(_config(tmp, logging_steps=4, eval_steps=8))  # execution fields only
     assert again.to_json() == trained.to_json()
     # A field added later, at its default, leaves the finished training finished.
     assert train_stage.run(_config(tmp, train_documents_fraction=1.0)).to_json() == trained.to_json()

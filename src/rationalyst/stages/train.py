@@ -153,11 +153,17 @@ class TrainConfig(StrictModel):
     save_steps: int = Field(200, ge=1, description="Save a checkpoint every this many steps.")
     save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted).")
     logging_steps: int = Field(10, ge=1, description="Log train loss and evaluate dev loss every this many steps.")
+    eval_steps: int | None = Field(
+        None, ge=1,
+        description="Evaluate dev loss every this many steps instead (None: every logging_steps). On a CPU an "
+        "evaluation of the dev records can cost as much as several training steps.",
+    )
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
     overwrite: bool = Field(False, description="Ignore existing checkpoints in output and start over.")
 
     execution_fields = frozenset(
-        {"output", "save_steps", "save_total_limit", "logging_steps", "dataloader_num_workers", "overwrite"}
+        {"output", "save_steps", "save_total_limit", "logging_steps", "eval_steps", "dataloader_num_workers",
+         "overwrite"}
     )
     added_fields = frozenset({"train_documents_fraction"})  # at its default, a finished training stays finished
 
@@ -542,7 +548,7 @@ def run(config: TrainConfig) -> TrainResult:
         logging_steps=config.logging_steps,
         logging_first_step=True,
         eval_strategy="steps" if dev_examples else "no",
-        eval_steps=config.logging_steps,
+        eval_steps=config.eval_steps or config.logging_steps,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
