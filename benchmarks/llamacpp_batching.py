@@ -14,7 +14,7 @@ two steps each, on the same model:
 The first two take the same one-row kernel path; batch_size N rounds differently (llama.cpp's kernels
 pick their path by the number of rows), and on repacked weights (Q4_K) so does a prompt prefilled in
 other chunks, so some samples differ between the three ways: counted, not asserted.
-Prints seconds, tokens/s and tokens forwarded for each, and ``ratio: X`` (one sequence over batch_size
+Prints seconds, tokens/s, tokens forwarded and rows moved into consecutive KV streams for each, and ``ratio: X`` (one sequence over batch_size
 N: the speed-up the search gets).
 
     OMP_NUM_THREADS=2 python benchmarks/llamacpp_batching.py --model builtin:qwen2.5-coder-1.5b
@@ -72,12 +72,12 @@ def main() -> None:
         prompts = first_prompts(model)
         model.generate(prompts[:1], params.model_copy(update={"max_new_tokens": 2}))  # open the streams
         start = time.perf_counter()
-        forwarded = model._decoder.forwarded
+        forwarded, moved = model._decoder.forwarded, model._decoder.moved
         step1 = model.generate(prompts, params)
         step2 = model.generate([p + r[0].text + "\n\n" for p, r in zip(prompts, step1)], params)
         seconds = time.perf_counter() - start
         tokens = [c.token_ids for r in step1 + step2 for c in r]
-        results[size] = (seconds, tokens, model._decoder.forwarded - forwarded)
+        results[size] = (seconds, tokens, model._decoder.forwarded - forwarded, model._decoder.moved - moved)
         del model
 
     model = load_model(f"llamacpp:{args.model}")
@@ -105,10 +105,10 @@ def main() -> None:
     print(f"model: {args.model}   2 search steps of {len(problems)} problems x 3 candidates (<= {args.tokens} tokens)")
     print(f"one sequence (before):  {one_seconds:7.1f} s  {one_tokens / one_seconds:5.1f} tokens/s  "
           f"{one_tokens} sampled, {one_forwarded} forwarded")
-    for size, (seconds, samples, forwarded) in results.items():
+    for size, (seconds, samples, forwarded, moved) in results.items():
         sampled = sum(len(t) for t in samples)
         print(f"batch_size {size:<3}:          {seconds:7.1f} s  {sampled / seconds:5.1f} tokens/s  "
-              f"{sampled} sampled, {forwarded} forwarded")
+              f"{sampled} sampled, {forwarded} forwarded, {moved} rows moved")
     print(f"samples that differ from batch_size 1: one sequence {differ_one}, batch_size {rows} {differ} "
           f"(of {len(one_samples)})")
     print(f"ratio: {one_seconds / results[rows][0]:.2f}  (batch_size 1 over {rows}: {results[1][0] / results[rows][0]:.2f})")

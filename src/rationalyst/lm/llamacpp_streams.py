@@ -148,6 +148,7 @@ class StreamDecoder:
         self._stamp = [0] * n_streams
         self._clock = 0
         self.forwarded = 0  # tokens evaluated, for measurement
+        self.moved = 0  # rows moved into a run of consecutive streams (`DecodeLoop._gather`), for measurement
         self.is_end = is_end
         self.piece = piece  # a token's bytes as text (no special-token text)
         self._loops: weakref.WeakSet[DecodeLoop] = weakref.WeakSet()  # a dropped loop frees its streams
@@ -370,6 +371,7 @@ class DecodeLoop:
         for row, hole in zip([r for r in self.active if r.stream not in run], holes):
             d._copy(row.stream, hole)
             row.stream = hole
+            d.moved += 1
 
     def _admit(self, finished: list[_Request]) -> None:
         """Start waiting samples in free streams, a request's samples together where they fit: its prompt
