@@ -355,13 +355,14 @@ class DecodeLoop:
         if max(mine) - min(mine) + 1 == width:
             return
         others = {row.stream for loop in d._loops if loop is not self for row in loop.active}
+        kept_alone = {s: d.eviction_order(s)[0] for s in range(d.n_streams) if s not in mine and s not in others}
         best: tuple[int, int, int] | None = None
         for first in range(d.n_streams - width + 1):
             run = range(first, first + width)
             if any(s in others for s in run):
                 continue
             holes = [s for s in run if s not in mine]
-            cost = (len(holes), sum(d.eviction_order(s)[0] for s in holes), first)
+            cost = (len(holes), sum(kept_alone[s] for s in holes), first)
             if best is None or cost < best:
                 best = cost
         if best is None or best[0] == 0:
