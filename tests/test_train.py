@@ -443,6 +443,19 @@ def test_resume_from_last_checkpoint(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 4
 
 
+def test_a_resumed_run_logs_evaluates_and_saves_at_its_own_steps(tmp_path):
+    """logging_steps, eval_steps and save_steps are execution fields: a run resumed with other values
+    follows them (transformers alone would keep the checkpoint's)."""
+    from rationalyst.stages.train import run
+
+    run(_config(tmp_path, max_steps=2, save_steps=1, logging_steps=1, eval_steps=1))
+    second = run(_config(tmp_path, max_steps=6, save_steps=3, logging_steps=1, eval_steps=2))
+    assert second.resumed_from is not None and second.resumed_from.endswith("checkpoint-2")
+    rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in rows if "eval_loss" in r}) == [1, 2, 4, 6]
+    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-6"]
+
+
 def test_sigkill_then_resume_through_the_command_line(tmp_path):
     """A real kill: the module's command line is SIGKILLed after its 2nd checkpoint, then rerun."""
     from rationalyst.stages.train import last_checkpoint

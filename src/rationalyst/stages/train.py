@@ -351,6 +351,20 @@ def _metrics_callback(path: Path, start_step: int):
     return MetricsCallback()
 
 
+def _cadence_callback():
+    from transformers import TrainerCallback
+
+    class CadenceFromArguments(TrainerCallback):
+        """Log, evaluate and save at this run's steps after a resume too: transformers keeps the steps
+        stored in the checkpoint's trainer state, while here they are execution fields that a resumed
+        run may change (a CPU run that evaluates too often, say)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            state.compute_steps(args, state.max_steps)
+
+    return CadenceFromArguments()
+
+
 def _free_trainer(trainer: Any) -> None:
     """Drop the references the trainer's accelerator keeps (model, optimizer, scheduler, data loaders)
     and the trainer's own, so their GPU memory can be returned."""
@@ -576,7 +590,7 @@ def run(config: TrainConfig) -> TrainResult:
         train_dataset=ExampleDataset(train_examples),
         eval_dataset=ExampleDataset(dev_examples) if dev_examples else None,
         data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=[_metrics_callback(output / METRICS_FILE, start_step)],
+        callbacks=[_metrics_callback(output / METRICS_FILE, start_step), _cadence_callback()],
     )
     trainer.train(resume_from_checkpoint=resume)
     dev_loss = trainer.evaluate()["eval_loss"] if dev_examples else None
