@@ -200,6 +200,9 @@ step "what was tried to make the rationalist help: implicit on the first 40 dev 
 dev_search "trained-$FORMAT" "$TRAINED" "${STEPS[@]}"
 dev_search "trained-$FORMAT-5-candidates" "$TRAINED" --set search.n_candidates=5 "${STEPS[@]}"
 dev_search "trained-$FORMAT-discount-0.9" "$TRAINED" --set search.discount=0.9 "${STEPS[@]}"
+# The candidates' temperature: greedy cot beats the search on the reported problems so far, so is it the
+# sampling (0.7) or the choice? A cooler agent, the same rationalist and scorer.
+dev_search "trained-$FORMAT-temperature-0.3" "$TRAINED" --set search.temperature=0.3 "${STEPS[@]}"
 "$BIN/rationalyst" report "$DEV_OUT" --output docs/results/cpu-gsm8k/dev
 
 step "PRM800K: AUROC of the step scores, trained vs untrained rationalist (the scorer alone is in both)"
