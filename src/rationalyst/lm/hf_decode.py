@@ -21,8 +21,8 @@ leaving rows are compacted away, instead of each rebuilding the whole batch's ca
 A prompt's rows stay together until all have finished because a sampled prompt draws from its own
 ``torch.Generator``, one ``multinomial`` per step over its n rows (as transformers' global
 ``multinomial`` would for that prompt alone, so a batch of one reproduces ``torch.manual_seed(seed)``
-sampling): dropping a single row would change what that generator hands out next, and so the
-prompt's samples. Which other prompts share the batch, and when they came, changes nothing but float
+sampling; on CPU the same draws come faster from `rationalyst.lm.sampling.draw_one`): dropping a
+single row would change what that generator hands out next, and so the prompt's samples. Which other prompts share the batch, and when they came, changes nothing but float
 rounding. The distribution is the one transformers samples from (temperature, then top-p, then
 softmax; no top-k), computed once per step for all rows that share those settings; only the draws are
 per prompt.
@@ -44,6 +44,7 @@ from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
 
 from rationalyst.lm.prefix_cache import cache_layers, output_cache
 from rationalyst.lm.reserved_cache import ReservedLayer, in_buffers, reservable, reserved_cache, with_room
+from rationalyst.lm.sampling import draw_one
 
 #: Leading columns that are padding in every row, at which a cache that is not in reserved buffers is
 #: cut (attention over them costs as much as over real ones; cutting copies such a cache, so not for one
@@ -260,7 +261,7 @@ class DecodeSession:
                 scores = warp(self.sequences[index], scores)
             probs = torch.nn.functional.softmax(scores, dim=-1)
             drawn = torch.cat([
-                torch.multinomial(probs[start:end], num_samples=1, generator=generator) for start, end, generator in draws
+                draw_one(probs[start:end], generator) for start, end, generator in draws
             ]).squeeze(1)
             chosen[index] = drawn
         chosen = torch.where(self.unfinished, chosen, torch.full_like(chosen, self.pad_id))
