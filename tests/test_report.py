@@ -321,3 +321,50 @@ def test_prm_best_of_n_weights_by_probability_not_by_its_exponential(tmp_path):
     got = {p.label: p.accuracy for p in scaling.curves(run)}
     assert got["best-of-n-prm weighted@4"] == 0.0 and got["best-of-n-prm majority@4"] == 1.0
     assert got["best-of-n-prm best-of-n@4"] == 0.0
+
+
+def test_choices_between_different_answers_against_a_random_pick(tmp_path):
+    """Best-of-n samples (the chosen one scored highest) whose answers are right, wrong or missing; the
+    counts, a random pick's expectation and its tail probability worked out by hand below."""
+    from types import SimpleNamespace
+
+    from rationalyst.report.answer_steps import answer_steps
+
+    errored = _sampled("p8", "3", ["3", "4"], [-0.5, -0.1])
+    errored["error"] = "timeout after 60 s"
+    records = [
+        _sampled("p1", "4", ["5", "4", "4", "7"], [-0.1, -0.9, -0.8, -0.2]),  # mixed: chose 5, 2 of 4 right
+        _sampled("p2", "10", ["10", "3", None, "3"], [-0.3, -0.2, -0.1, -0.4]),  # mixed: chose no answer, 1 of 4
+        _sampled("p3", "6", ["6", "6", "6"], [-0.3, -0.2, -0.1]),  # all right
+        _sampled("p4", "8", ["1", None], [-0.3, -0.2]),  # none right
+        _sampled("p5", "2", [None, None], [-0.3, -0.2]),  # no answer stated: not an answer step
+        _sampled("p6", "9", ["9"], [-0.3]),  # one candidate: no choice
+        _sampled("p7", "3", ["3", "4"], [-0.1, -0.5]),  # mixed: chose 3, 1 of 2 right
+        errored,  # failed: not counted
+    ]
+    write_eval_run(tmp_path / "gsm8k" / "best-of-n", "gsm8k", "best-of-n", records)
+    (found,) = collect(tmp_path).answer_steps
+    assert (found.steps, found.all_right, found.none_right, found.mixed, found.any_right, found.chosen_right) == (5, 1, 1, 3, 4, 1)
+    assert found.expected == pytest.approx(0.5 + 0.25 + 0.5)
+    assert found.p_value == pytest.approx(1 - 0.5 * 0.75 * 0.5)  # P(a random pick is right at least once)
+    text = build_report(tmp_path, tmp_path / "report").markdown.read_text()
+    assert "## Choices between different answers" in text
+    assert "| gsm8k | best-of-n | 5 | 1 | 1 | 3 | 4 | 1 | 1.2 | 0.812 |" in text
+    (run,) = collect(tmp_path).eval_runs
+    assert answer_steps(SimpleNamespace(benchmark="my-own-benchmark", label="x", traces=run.traces)) is None
+
+
+def test_the_random_pick_s_tail_is_the_poisson_binomial():
+    """Against enumerating every outcome of the independent picks."""
+    from itertools import product
+
+    from rationalyst.report.answer_steps import at_least
+
+    chances = [0.5, 1 / 3, 0.25, 2 / 3, 0.9]
+    for k in range(len(chances) + 2):
+        brute = sum(
+            math.prod(p if hit else 1 - p for p, hit in zip(chances, outcome))
+            for outcome in product([False, True], repeat=len(chances)) if sum(outcome) >= k
+        )
+        assert at_least(chances, k) == pytest.approx(brute, abs=1e-12), k
+    assert at_least([], 0) == 1.0 and at_least([], 1) == 0.0

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rationalyst.errors import InputError, RationalystError
+from rationalyst.report.answer_steps import AnswerSteps, all_answer_steps
 from rationalyst.report.paired import PairedOutcome, benchmark_pairs, paired_outcomes
 from rationalyst.search.methods import METHODS
 from rationalyst.search.roles import ROLES, SUPERVISION_ROLES
@@ -435,6 +436,7 @@ class Collection:
     comparisons: list[Comparison]
     mining_runs: list[MiningRun]
     paired: list[PairedOutcome] = field(default_factory=list)
+    answer_steps: list[AnswerSteps] = field(default_factory=list)
 
     @property
     def benchmarks(self) -> list[str]:
@@ -462,4 +464,6 @@ def collect(root: Path, *, skip: Iterable[Path] = (), max_documents: int = 1000)
         )
     eval_runs = read_eval_runs(by_stage["eval"])
     mining = [read_mining_run(f, _extract_for(f, by_stage["extract"]), max_documents) for f in by_stage["filter"]]
-    return Collection(root, eval_runs, comparisons(eval_runs), mining, paired_outcomes(eval_runs))
+    return Collection(
+        root, eval_runs, comparisons(eval_runs), mining, paired_outcomes(eval_runs), all_answer_steps(eval_runs)
+    )

@@ -1,4 +1,4 @@
-"""``report.md``: accuracy with 95% intervals, cost per problem, where methods chose differently, mining."""
+"""``report.md``: accuracy with 95% intervals, cost per problem, where methods chose differently, choices between different answers, mining."""
 
 from __future__ import annotations
 
@@ -85,6 +85,23 @@ def evaluation_data(runs: list) -> list[str]:
             table(["benchmark", "split", "13-gram overlap with training text"], rows)]
 
 
+def answer_steps(found: list) -> list[str]:
+    """The choices between candidates that state different answers, against a random pick."""
+    if not found:
+        return []
+    return ["", "## Choices between different answers", "", (
+        "Steps whose candidates (two or more) state final answers: all right, none right, or mixed; at the "
+        "mixed ones, how often the method chose a right candidate, what a uniformly random pick would "
+        "expect (the sum of right / candidates over those steps), and the exact one-sided p-value of a "
+        "random pick doing at least as well. Best-of-n and self-consistency have one such step, their "
+        "samples (any right = pass@N); a step-by-step search has the steps where answers are stated. "
+        "Few mixed steps mean the answer was settled before the last choice."), "",
+        table(["benchmark", "method", "answer steps", "all right", "none right", "mixed", "any right",
+               "chosen right (mixed)", "random pick expects", "p (random >= chosen)"],
+              [[a.benchmark, a.label, a.steps, a.all_right, a.none_right, a.mixed, a.any_right, a.chosen_right,
+                num(a.expected, 1), f"{a.p_value:.3g}" if a.mixed else "-"] for a in found])]
+
+
 def render(collection: Collection, plots: dict[str, str]) -> str:
     """The Markdown report; ``plots`` maps a plot's key (accuracy, cost, deltas:<rel>) to its file name."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -146,6 +163,7 @@ def render(collection: Collection, plots: dict[str, str]) -> str:
             [[c.benchmark, c.a, c.b, c.both, c.comparable, len(c.differ), c.a_only_right, c.b_only_right, c.both_right, c.both_wrong]
              for c in collection.comparisons],
         ))
+    out += answer_steps(collection.answer_steps)
     for run in collection.mining_runs:
         out += ["", f"## Mining: `{run.info.rel}` ({status(run.complete)})", ""]
         extract = f"; rationales not yet scored come from `{run.extract.rel}`" if run.extract else ""
