@@ -46,6 +46,7 @@ from pathlib import Path
 from rationalyst.data.benchmarks import load_benchmark
 from rationalyst.data.rationale_text import solution_steps
 from rationalyst.lm import SamplingParams, ScoreRequest, load_model
+from rationalyst.lm.registry import ModelConfig
 from rationalyst.search import prompts
 from rationalyst.search.heuristics import RATIONALE_STOP
 from rationalyst.search.roles import Roles
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="The benchmark file holding them (GSM8K train).")
     parser.add_argument("--benchmark", default="gsm8k")
     parser.add_argument("--rationalist", help="The rationalist's spec (not with --fixed-rationale).")
+    parser.add_argument("--rationalist-lora", help="With a llamacpp: rationalist, its trained adapter (ModelConfig.lora).")
     control = parser.add_mutually_exclusive_group()
     control.add_argument("--fixed-rationale", metavar="TEXT", help="Control: every step after this line instead.")
     control.add_argument("--shuffle", action="store_true", help="Control: each step after another problem's rationale.")
@@ -127,7 +129,10 @@ def main() -> None:
     if args.fixed_rationale is not None:
         all_rationales = [args.fixed_rationale.strip()] * len(cases)
     else:
-        rationalist = scorer if args.rationalist == args.scorer else load_model(args.rationalist)
+        if args.rationalist == args.scorer and args.rationalist_lora is None:
+            rationalist = scorer
+        else:
+            rationalist = load_model(ModelConfig(spec=args.rationalist, lora=args.rationalist_lora))
         roles = Roles.of(rationalist, rationalist, scorer)
         params = SamplingParams(max_new_tokens=args.max_rationale_tokens, stop=RATIONALE_STOP)
         all_rationales = []

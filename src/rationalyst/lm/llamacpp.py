@@ -103,7 +103,9 @@ class LlamaCppModel(LanguageModel):
         n_ctx: int = 4096,
         n_threads: int | None = None,
         batch_size: int = 8,
+        lora: str | Path | None = None,
     ) -> None:
+        """``lora``: a GGUF LoRA file applied to the model (`lm.gguf_lora` writes one from a trained adapter)."""
         try:
             import llama_cpp
         except ImportError:
@@ -113,6 +115,8 @@ class LlamaCppModel(LanguageModel):
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file not found: {path}")
         threads = n_threads or os.cpu_count() or 1
+        if lora is not None and not Path(lora).is_file():
+            raise ModelNotFoundError(f"GGUF LoRA file not found: {lora}")
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(path),
@@ -121,9 +125,12 @@ class LlamaCppModel(LanguageModel):
                 n_threads_batch=threads,
                 logits_all=True,
                 verbose=False,
+                lora_path=None if lora is None else str(lora),
             )
         except (ValueError, RuntimeError) as exc:
-            raise ModelNotFoundError(f"cannot load GGUF file {str(path)!r}: {exc}") from None
+            what = f"GGUF file {str(path)!r}" + (f" with LoRA {str(lora)!r}" if lora is not None else "")
+            raise ModelNotFoundError(f"cannot load {what}: {exc}") from None
+        self.lora = None if lora is None else Path(lora)
         self.name = name or f"llamacpp:{path}"
         self.path = path
         # llama.cpp may round the context up, but Llama's token and logit buffers keep the size asked.
@@ -319,6 +326,7 @@ class LlamaCppModel(LanguageModel):
             self._decoder = StreamDecoder(
                 self._lc, self.llm.model, self.llm.context_params, n_streams=self.batch_size, n_ctx=self.n_ctx,
                 is_end=self._is_end, piece=lambda t: self._piece(t, special=False),
+                lora=(self.llm._lora_adapter, self.llm.lora_scale) if self.lora is not None else None,
             )
         return self._decoder
 

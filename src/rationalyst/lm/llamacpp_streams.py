@@ -40,6 +40,7 @@ whole-stream copy each) and lists them in stream order: one pass a step, not one
 
 from __future__ import annotations
 
+import ctypes
 import time
 import weakref
 from collections import deque
@@ -113,10 +114,12 @@ class StreamDecoder:
         is_end: Callable[[int], bool],
         piece: Callable[[int], bytes],
         n_batch: int = 512,
+        lora: tuple[Any, float] | None = None,
     ):
         """``base_params``: the scoring context's ``llama_context_params``; everything but the stream
         layout is copied from it (flash attention, KV types, threads), since a different attention path
-        alone moves the logits of the default model by up to 1.6."""
+        alone moves the logits of the default model by up to 1.6. ``lora``: the model's LoRA adapter and
+        its scale, set on this context as on the scoring one (an adapter belongs to a context)."""
         if n_streams > int(lc.llama_max_parallel_sequences()):
             raise RationalystError(
                 f"llamacpp: batch_size {n_streams} is over llama.cpp's "
@@ -135,6 +138,12 @@ class StreamDecoder:
                 f"llamacpp: cannot open a context of {n_streams} streams of {n_ctx} tokens (out of memory?); "
                 "lower batch_size or n_ctx"
             )
+        if lora is not None:
+            adapters = (lc.llama_adapter_lora_p_ctypes * 1)(lora[0])
+            scales = (ctypes.c_float * 1)(lora[1])
+            if lc.llama_set_adapters_lora(self._ctx, adapters, 1, scales):
+                lc.llama_free(self._ctx)
+                raise RationalystError("llamacpp: cannot set the LoRA adapter on the streams' context")
         self._memory = lc.llama_get_memory(self._ctx)
         self._n_vocab = int(lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model)))
         self._chunk = int(params.n_ubatch)

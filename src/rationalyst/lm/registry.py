@@ -40,6 +40,12 @@ class ModelConfig(StrictModel):
     )
     n_ctx: int = Field(4096, ge=16, description="Context window for llamacpp.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp (default: all).")
+    lora: str | None = Field(
+        None,
+        description="llamacpp: a LoRA applied to the GGUF: the adapter folder `rationalyst train` wrote (its "
+        "`adapter`, trained on this GGUF through builtin: or gguf:; converted once to a GGUF LoRA beside it) "
+        "or a GGUF LoRA file.",
+    )
     prefix_cache: int = Field(
         4, ge=0, description="hf: KV caches of recent prompts kept for reuse by prompts that extend them (0 = off)."
     )
@@ -60,6 +66,7 @@ class ModelConfig(StrictModel):
     timeout_s: float = Field(120.0, gt=0, description="openai: seconds one request may take.")
     max_retries: int = Field(3, ge=0, description="openai: retries on 5xx, 429 and connection errors.")
 
+    added_fields = frozenset({"lora"})  # unset, the runs made before it keep their hash (finished stays finished)
     execution_fields = frozenset(
         {
             "device", "batch_size", "n_threads", "prefix_cache", "tensor_parallel_size",
@@ -101,6 +108,18 @@ def resolve_gguf(target: str) -> Path:
     return path
 
 
+def _lora_file(lora: str, gguf: Path) -> Path:
+    """A GGUF LoRA file as given, or the one written from a PEFT adapter folder for ``gguf``."""
+    path = Path(lora).expanduser()
+    if path.is_dir():
+        from rationalyst.lm.gguf_lora import lora_gguf
+
+        return lora_gguf(path, gguf)
+    if not path.is_file():
+        raise ModelNotFoundError(f"lora not found: {lora} (an adapter folder or a GGUF LoRA file)")
+    return path
+
+
 def base_model_folder(spec: str | ModelConfig) -> str:
     """A local folder (or hub id) that transformers can load and train: ``hf:`` gives its target, GGUF
     specs (``builtin:``, ``gguf:``) are converted once to a cached safetensors folder."""
@@ -138,12 +157,18 @@ def load_model(spec: str | ModelConfig, **overrides) -> LanguageModel:
             target, name=config.spec, tokenizer=config.tokenizer, api_key_env=config.api_key_env,
             concurrency=config.concurrency, timeout_s=config.timeout_s, max_retries=config.max_retries,
         )
+    if config.lora is not None and scheme != "llamacpp":
+        raise RationalystError(
+            f"{config.spec}: lora is applied by the llamacpp backend only (llamacpp:<file.gguf> or "
+            "llamacpp:builtin:<name>); for transformers use the merged model, hf:<train output>/merged"
+        )
     if scheme == "llamacpp":
         from rationalyst.lm.llamacpp import LlamaCppModel
 
+        gguf = resolve_gguf(target)
         return LlamaCppModel(
-            resolve_gguf(target), name=config.spec, n_ctx=config.n_ctx, n_threads=config.n_threads,
-            batch_size=config.batch_size,
+            gguf, name=config.spec if config.lora is None else f"{config.spec}+lora:{config.lora}", n_ctx=config.n_ctx, n_threads=config.n_threads,
+            batch_size=config.batch_size, lora=None if config.lora is None else _lora_file(config.lora, gguf),
         )
 
     from rationalyst.lm.gguf_cache import converted_gguf

@@ -67,11 +67,11 @@ def require_prm(config: RolesConfig, methods: list[str]) -> None:
 
 
 def engine_key(config: ModelConfig) -> str:
-    """What decides the loaded engine: the weights (spec, dtype), where they live (device) and how text
-    becomes tokens (tokenizer, n_ctx). Roles that differ only in how the engine is driven (batch size,
+    """What decides the loaded engine: the weights (spec, dtype, the LoRA applied to them), where they live
+    (device) and how text becomes tokens (tokenizer, n_ctx). Roles that differ only in how the engine is driven (batch size,
     prefix cache, GPU memory share, request settings) share one engine: on a GPU a second copy of an 8B
     model may not fit, and vLLM refuses to start a second engine in the memory the first one holds."""
-    return "|".join(str(v) for v in (config.spec, config.dtype, config.device, config.tokenizer, config.n_ctx))
+    return "|".join(str(v) for v in (config.spec, config.lora, config.dtype, config.device, config.tokenizer, config.n_ctx))
 
 
 class ModelPool:
