@@ -160,6 +160,6 @@ def test_an_adapter_of_other_weights_or_kinds_is_refused(case, tmp_path):
         load_model(ModelConfig(spec=f"llamacpp:{spec}", lora=str(other)))
     with pytest.raises(ModelNotFoundError, match="lora not found"):
         load_model(ModelConfig(spec=f"llamacpp:{spec}", lora=str(tmp_path / "missing")))
-    with pytest.raises(RationalystError, match="llamacpp backend only"):
-        load_model(ModelConfig(spec=spec, lora=str(adapter)))
+    with pytest.raises(ValueError, match="llamacpp backend only"):  # when the recipe loads, before any model
+        ModelConfig(spec=spec, lora=str(adapter))
     assert engine_key(ModelConfig(spec=f"llamacpp:{spec}", lora=str(adapter))) != engine_key(ModelConfig(spec=f"llamacpp:{spec}"))

@@ -79,6 +79,15 @@ class ModelConfig(StrictModel):
     def _from_spec_string(cls, value):
         return {"spec": value} if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _lora_on_llamacpp(self) -> ModelConfig:
+        if self.lora is not None and not self.spec.startswith("llamacpp:"):
+            raise ValueError(
+                f"lora is applied by the llamacpp backend only (llamacpp:<file.gguf> or llamacpp:builtin:<name>), "
+                f"not to {self.spec!r}; for transformers use the merged model, hf:<train output>/merged"
+            )
+        return self
+
 
 def _split_spec(spec: str, allowed: tuple[str, ...]) -> tuple[str, str]:
     scheme, sep, target = spec.partition(":")
@@ -157,18 +166,14 @@ def load_model(spec: str | ModelConfig, **overrides) -> LanguageModel:
             target, name=config.spec, tokenizer=config.tokenizer, api_key_env=config.api_key_env,
             concurrency=config.concurrency, timeout_s=config.timeout_s, max_retries=config.max_retries,
         )
-    if config.lora is not None and scheme != "llamacpp":
-        raise RationalystError(
-            f"{config.spec}: lora is applied by the llamacpp backend only (llamacpp:<file.gguf> or "
-            "llamacpp:builtin:<name>); for transformers use the merged model, hf:<train output>/merged"
-        )
     if scheme == "llamacpp":
         from rationalyst.lm.llamacpp import LlamaCppModel
 
         gguf = resolve_gguf(target)
+        lora = None if config.lora is None else _lora_file(config.lora, gguf)
         return LlamaCppModel(
-            gguf, name=config.spec if config.lora is None else f"{config.spec}+lora:{config.lora}", n_ctx=config.n_ctx, n_threads=config.n_threads,
-            batch_size=config.batch_size, lora=None if config.lora is None else _lora_file(config.lora, gguf),
+            gguf, name=config.spec if lora is None else f"{config.spec}+lora:{config.lora}", n_ctx=config.n_ctx,
+            n_threads=config.n_threads, batch_size=config.batch_size, lora=lora,
         )
 
     from rationalyst.lm.gguf_cache import converted_gguf
