@@ -2,7 +2,7 @@
 
 The adapter is made by PEFT on the dequantized weights of a GGUF (what `rationalyst train` trains on),
 with random A and B (PEFT starts B at zero, which would test nothing), saved, and merged by PEFT into
-a transformers model: the reference. llama.cpp loads the GGUF with the exported LoRA; its log-probs
+a transformers model: the reference (the benchmark's maker, benchmarks/lora_llamacpp.py, r 8, alpha 16). llama.cpp loads the GGUF with the exported LoRA; its log-probs
 must agree with the merged model's as closely as the plain GGUF agrees with its dequantized copy
 (tests/test_llamacpp.py's tolerances), and must not agree with the merged model without the LoRA.
 The default model is ``llama`` (query and key rows permuted in the GGUF); Qwen2.5-Coder-0.5B, where
@@ -13,8 +13,10 @@ Run with ``pytest tests/test_llamacpp_lora.py -m llamacpp``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,11 +28,11 @@ pytest.importorskip("llama_cpp")
 from rationalyst.errors import ModelNotFoundError, RationalystError  # noqa: E402
 from rationalyst.lm import SamplingParams, ScoreRequest, load_model  # noqa: E402
 from rationalyst.lm.builtin import get_builtin, installed_parts  # noqa: E402
-from rationalyst.lm.registry import ModelConfig, base_model_folder  # noqa: E402
+from rationalyst.lm.registry import ModelConfig  # noqa: E402
 from rationalyst.search.pool import engine_key  # noqa: E402
 from tests.test_llamacpp import DECODE_TOL, HF_TOL_MAX, HF_TOL_MEAN, _full_evaluation_logits  # noqa: E402
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = [
     ScoreRequest("Question: What is 6 * 7?\nAnswer:", [" 42", " 43", "\n\nThe answer is 42.", " blue"]),
     ScoreRequest("The capital of France is", [" Paris", " London", " Paris.\n\nIt is big."]),
@@ -39,18 +41,15 @@ REQUESTS = [
 
 
 def make_adapter(spec: str, folder, scale: float):
-    """(adapter folder, merged transformers model) of a random LoRA (r 8, alpha 16) on ``spec``'s weights."""
-    from peft import LoraConfig, get_peft_model
+    """(adapter folder, merged transformers model) of a random LoRA (r 8, alpha 16) on ``spec``'s weights:
+    the benchmark's own maker (`benchmarks/lora_llamacpp.py`), its merged folder read back."""
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_model_folder(spec), dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS))
-    generator = torch.Generator().manual_seed(0)
-    for name, parameter in model.named_parameters():
-        if "lora_" in name:
-            parameter.data = torch.randn(parameter.shape, generator=generator) * scale
-    model.save_pretrained(folder / "adapter")
-    return folder / "adapter", model.merge_and_unload().eval()
+    loader = importlib.util.spec_from_file_location("lora_llamacpp", ROOT / "benchmarks" / "lora_llamacpp.py")
+    benchmark = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(benchmark)
+    adapter, merged = benchmark.random_adapter(spec, folder, scale)
+    return adapter, AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
 
 
 def merged_logprobs(model, tokens: list[int], n_context: int) -> list[float]:
