@@ -22,10 +22,10 @@ A prompt's rows stay together until all have finished because a sampled prompt d
 ``torch.Generator``, one ``multinomial`` per step over its n rows (as transformers' global
 ``multinomial`` would for that prompt alone, so a batch of one reproduces ``torch.manual_seed(seed)``
 sampling; on CPU the same draws come faster from `rationalyst.lm.sampling.draw_one`): dropping a
-single row would change what that generator hands out next, and so the prompt's samples. Which other prompts share the batch, and when they came, changes nothing but float
-rounding. The distribution is the one transformers samples from (temperature, then top-p, then
-softmax; no top-k), computed once per step for all rows that share those settings; only the draws are
-per prompt.
+single row would change what that generator hands out next, and so the prompt's samples. Which other
+prompts share the batch, and when they came, changes nothing but float rounding. The distribution is
+the one transformers samples from (temperature, then top-p, then softmax; no top-k), computed once per
+step for all rows that share those settings; only the draws are per prompt.
 
 Each prompt brings its own decoding (`RowGroup`: samples, greedy or drawn from its own generator, token
 limit, stop strings), so one loop carries calls that differ in all of these: the rationales (greedy,
