@@ -140,7 +140,9 @@ def _write(config: dict[str, Any], weights: Path, base_gguf: Path, out: Path) ->
         base_name = name.removeprefix("base_model.model.").replace(f".lora_{part.upper()}.weight", ".weight")
         target = names.get_name(base_name, try_suffixes=(".weight",))
         if target is None or target.startswith(("token_embd", "output.")):
-            raise RationalystError(f"{weights}: no GGUF weight of {arch} for {base_name!r} (adapted embeddings cannot be exported)")
+            raise RationalystError(
+                f"{weights}: no GGUF weight of {arch} for {base_name!r} (adapted embeddings cannot be exported)"
+            )
         pairs.setdefault(target, {})[part] = tensor.float()
     writer = gguf.GGUFWriter(str(out), arch)
     writer.add_type(gguf.GGUFType.ADAPTER)
