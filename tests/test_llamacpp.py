@@ -62,6 +62,14 @@ def _text(lc: LlamaCppModel, ids: list[int]) -> str:
     return b"".join(lc._piece(t, special=False) for t in ids).decode("utf-8", errors="replace")
 
 
+def test_the_installed_build_has_no_amx_kernels():
+    """`make llamacpp` compiles llama.cpp without ggml's AMX kernels, which segfault on some x86 machines
+    (this one among them, in the first evaluation); `warn_if_amx` names such a build."""
+    import llama_cpp
+
+    assert "AMX_INT8 = 1" not in llama_cpp.llama_print_system_info().decode()
+
+
 # ----------------------------------------------------------------------------- scoring
 
 

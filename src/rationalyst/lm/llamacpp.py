@@ -61,8 +61,31 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = (
     "the llamacpp backend needs llama-cpp-python; install it with:\n"
     "  pip install 'rationalyst[llamacpp]'\n"
-    "(there is no prebuilt wheel: pip compiles llama.cpp from source, about 5 minutes)"
+    "(there is no prebuilt wheel: pip compiles llama.cpp from source, about 5 minutes; in a checkout,\n"
+    "`make llamacpp` compiles it without ggml's AMX kernels, which crash on some x86 machines)"
 )
+
+AMX_HINT = (
+    "this llama-cpp-python build runs matrix products on ggml's AMX kernels (AMX_INT8 = 1), which crash "
+    "with a segmentation fault in the first evaluation on some Sapphire Rapids machines "
+    "(ggml_backend_amx_mul_mat, ggml-org/llama.cpp#20824; measured here). If a run dies without a "
+    "traceback, rebuild without them (`make llamacpp` does):\n"
+    "  CMAKE_ARGS='-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8' "
+    "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python"
+)
+_amx_warned = False
+
+
+def warn_if_amx(system_info: str) -> bool:
+    """Warn once per process when llama.cpp was built with its AMX kernels (see `AMX_HINT`): a crash
+    there kills the process before Python can say why, so the remedy is logged beforehand."""
+    global _amx_warned
+    if "AMX_INT8 = 1" not in system_info:
+        return False
+    if not _amx_warned:
+        log.warning(AMX_HINT)
+        _amx_warned = True
+    return True
 
 
 def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -111,6 +134,7 @@ class LlamaCppModel(LanguageModel):
         except ImportError:
             raise ModelNotFoundError(INSTALL_HINT) from None
         self._lc = llama_cpp
+        warn_if_amx(llama_cpp.llama_print_system_info().decode(errors="replace"))
         path = Path(path).expanduser()
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file not found: {path}")
