@@ -3,7 +3,7 @@
 # problems? Every step below resumes where a killed run stopped (stages, then problem by problem), so
 # the whole script can be started again after any interruption; it takes many hours on 2 CPU cores.
 #
-#   make models-cpu test-llamacpp          # once: the two Qwen builtins, llama-cpp-python compiled
+#   make models-cpu llamacpp               # once: the two Qwen builtins, llama-cpp-python compiled (no AMX)
 #   nohup bash scripts/cpu_gsm8k.sh > runs/cpu-gsm8k.log 2>&1 &     (or: make cpu-gsm8k)
 #
 # tau is chosen on the dev slice (recipes/cpu-gsm8k.dev-ids.txt), never on the reported problems: a
