@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from rationalyst.lm import SamplingParams, load_model
+from rationalyst.lm.boundary import common_prefix_length
 from rationalyst.lm.llamacpp_streams import draw_tokens
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}.\n\n"
@@ -81,6 +82,7 @@ def main() -> None:
         del model
 
     model = load_model(f"llamacpp:{args.model}")
+    one_sequence = OneSequenceSampler(model)
     prompts = first_prompts(model)
     start = time.perf_counter()
     one_tokens, one_forwarded, one_samples = 0, 0, []
@@ -90,7 +92,7 @@ def main() -> None:
             first_text = None
             for sample in range(3):
                 rng = np.random.default_rng(params.seed + k * 3 + sample)
-                ids, forwarded = _one_sequence_sample(model, prompt, params, rng)
+                ids, forwarded = one_sequence.sample(prompt, params, rng)
                 one_samples.append(ids)
                 one_tokens += len(ids)
                 one_forwarded += forwarded
@@ -114,26 +116,44 @@ def main() -> None:
     print(f"ratio: {one_seconds / results[rows][0]:.2f}  (batch_size 1 over {rows}: {results[1][0] / results[rows][0]:.2f})")
 
 
-def _one_sequence_sample(model, prompt: str, params: SamplingParams, rng) -> tuple[list[int], int]:
-    """The pre-stream sampler: one-token `Llama.eval` steps in the single-sequence context."""
-    llm = model.llm
-    ids = model._encode(prompt)
-    held = list(llm.input_ids[: min(llm.n_tokens, model._trusted)])
-    common = next((i for i, (a, b) in enumerate(zip(held, ids)) if a != b), min(len(held), len(ids)))
-    forwarded = len(ids) - (common - 1 if len(ids) - common == 1 else common)
-    model._eval_to(ids)
-    tokens, text = [], b""
-    while True:
-        (token,) = draw_tokens(llm.scores[llm.n_tokens - 1][None, :], params, [rng])
-        if model._is_end(token):
-            break
-        tokens.append(token)
-        text += model._piece(token, special=False)
-        if b"\n\n" in text or len(tokens) >= params.max_new_tokens:
-            break
-        llm.eval([token])
-        forwarded += 1
-    return tokens, forwarded
+class OneSequenceSampler:
+    """The pre-stream sampler: llama-cpp-python's single-sequence context (logits for every position),
+    the prompt evaluated after rewinding to the prefix it shares with the previous prompt (never into
+    a one-token batch, never past the prompt: one-token steps use another kernel path), then one-token
+    `Llama.eval` steps."""
+
+    def __init__(self, model) -> None:
+        import llama_cpp
+
+        threads = int(model.llm.context_params.n_threads)
+        self.model = model
+        self.llm = llama_cpp.Llama(model_path=str(model.path), n_ctx=model.n_ctx, n_threads=threads,
+                                   n_threads_batch=threads, logits_all=True, verbose=False)
+        self.prompt: list[int] = []  # the prompt last evaluated, whose cache is reused
+
+    def sample(self, prompt: str, params: SamplingParams, rng) -> tuple[list[int], int]:
+        """One sample's tokens and the tokens forwarded for it."""
+        llm, model = self.llm, self.model
+        ids = model._encode(prompt)
+        common = common_prefix_length(self.prompt, ids)
+        if len(ids) - common == 1 and common > 0:
+            common -= 1
+        llm.n_tokens = common
+        llm.eval(ids[common:])
+        self.prompt = ids
+        forwarded = len(ids) - common
+        tokens, text = [], b""
+        while True:
+            (token,) = draw_tokens(llm.scores[llm.n_tokens - 1][None, :], params, [rng])
+            if model._is_end(token):
+                break
+            tokens.append(token)
+            text += model._piece(token, special=False)
+            if b"\n\n" in text or len(tokens) >= params.max_new_tokens:
+                break
+            llm.eval([token])
+            forwarded += 1
+        return tokens, forwarded
 
 
 if __name__ == "__main__":

@@ -102,6 +102,60 @@ def test_shared_prefix_scoring_equals_full_passes(lc):
         assert _max_abs(got.logprobs, ref.logprobs) <= 1e-4
 
 
+def test_scores_are_llama_cpp_pythons_own_logits(lc):
+    """The scoring context asks llama.cpp for output rows only at the scored positions; the log-probs
+    equal a log-softmax over llama-cpp-python's own every-position logits (`Llama.eval` with
+    ``logits_all``), whatever the cache held before each continuation."""
+    compared = 0
+    for request, scores in zip(REQUESTS, lc.score_many(REQUESTS)):
+        for continuation, got in zip(request.continuations, scores):
+            seq = lc.split(request.context, continuation)
+            logits = _full_evaluation_logits(lc, seq.token_ids)
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            want = [logp[i - 1, seq.token_ids[i]] for i in range(seq.n_context, len(seq.token_ids))]
+            assert got.token_ids == seq.continuation_ids
+            assert _max_abs(got.logprobs, want) <= 1e-9, continuation
+            compared += len(want)
+    assert compared >= 40
+
+
+def test_scoring_evaluates_and_projects_only_what_it_needs(lc, monkeypatch):
+    """K continuations of one context: the context is evaluated once, each continuation costs only its
+    own tokens (a one-token one, none), and only the positions whose next token is scored get an
+    output row (the vocabulary projection). Counted at llama_decode from the token ids."""
+    import rationalyst.lm.llamacpp as backend
+
+    seen: list[tuple[int, int]] = []  # (tokens, output rows) of each llama_decode
+
+    def counting(lc_module, ctx, batch, entries):
+        seen.append((len(entries), sum(bool(e[3]) for e in entries)))
+        return real(lc_module, ctx, batch, entries)
+
+    real = backend.decode_entries
+    monkeypatch.setattr(backend, "decode_entries", counting)
+    context = "A short story.\nOnce upon a time, in a small village by the sea, there lived"
+    continuations = [" an old fisherman who told stories.", " a girl.", " three cats and a dog", " one"]
+    seqs = [lc.split(context, c) for c in continuations]
+    assert len({s.token_ids[s.n_context] for s in seqs}) == 4  # no continuation tokens shared
+    n_context = seqs[0].n_context
+    cont_lengths = [len(s.continuation_ids) for s in seqs]
+    assert cont_lengths[-1] == 1
+    lc._rewind(0)
+    scores = lc.score(context, continuations)
+    assert sum(t for t, _ in seen) == n_context + sum(cont_lengths[:3])
+    # The first continuation's rows, then every other continuation's but its first token's.
+    assert sum(o for _, o in seen) == cont_lengths[0] + sum(n - 1 for n in cont_lengths[1:3])
+    assert [len(s.logprobs) for s in scores] == cont_lengths
+    # The cache holds the third (the one-token fourth evaluated nothing): scoring it again evaluates
+    # nothing, scoring the second again only its tokens (the row after the context is kept).
+    seen.clear()
+    assert lc.score(context, continuations[2:3])[0].logprobs == scores[2].logprobs
+    assert seen == []
+    assert lc.score(context, continuations[1:2])[0].logprobs == scores[1].logprobs
+    assert seen == [(cont_lengths[1], cont_lengths[1] - 1)]
+
+
 def test_boundary_and_empty_context(lc):
     # "Hello " + "world": the space merges into "Ġworld", which straddles the boundary and is scored.
     seq = lc.split("Hello ", "world")
@@ -182,13 +236,32 @@ def test_generation_stops_and_logprobs_are_the_models(lc):
     assert compared >= 1
 
 
+_REFERENCES: dict[tuple, object] = {}
+
+
+def _reference_llama(model: LlamaCppModel):
+    """llama-cpp-python's own single-sequence evaluator on ``model``'s GGUF (and LoRA) with logits for
+    every position (``logits_all``, `Llama.eval`, `Llama.scores`): none of the backend's code."""
+    import llama_cpp
+
+    key = (str(model.path), str(model.lora), model.n_ctx)
+    if key not in _REFERENCES:
+        threads = int(model.llm.context_params.n_threads)
+        _REFERENCES[key] = llama_cpp.Llama(
+            model_path=str(model.path), n_ctx=model.n_ctx, n_threads=threads, n_threads_batch=threads,
+            logits_all=True, verbose=False, lora_path=None if model.lora is None else str(model.lora),
+        )
+    return _REFERENCES[key]
+
+
 def _full_evaluation_logits(lc: LlamaCppModel, ids: list[int]) -> np.ndarray:
-    """Logits after every token of ``ids``, from a fresh evaluation in the scoring context (one sequence,
-    multi-token batches): the reference the stream decoder's rows must equal."""
-    lc._rewind(0)
-    lc._eval(ids)
-    lc._trusted = 0
-    return np.array(lc.llm.scores[: len(ids)], dtype=np.float64)
+    """Logits after every token of ``ids``, from a fresh evaluation by llama-cpp-python itself (one
+    sequence, one multi-token batch): the reference the scores and the stream decoder's rows must equal."""
+    assert len(ids) % 512 != 1  # no one-token tail batch (another kernel path)
+    ref = _reference_llama(lc)
+    ref.reset()
+    ref.eval(ids)
+    return np.array(ref.scores[: len(ids)], dtype=np.float64)
 
 
 def _reference_draw(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
@@ -239,22 +312,22 @@ def _one_sequence_samples(lc: LlamaCppModel, prompt, params: SamplingParams, fir
     """The reference sampler: llama-cpp-python's single-sequence `Llama.eval`, one token a step after a
     fresh prefill, drawing with the plain sampler above."""
     ids = lc._encode(prompt)
+    ref = _reference_llama(lc)
     samples = []
     for s in range(params.n):
         rng = np.random.default_rng(first_seed + s)
-        lc._rewind(0)
-        lc._eval(ids)
-        lc._trusted = 0
+        ref.reset()
+        ref.eval(ids)
         tokens: list[int] = []
         while True:
-            row = np.asarray(lc.llm.scores[lc.llm.n_tokens - 1], dtype=np.float64)
+            row = np.asarray(ref.scores[ref.n_tokens - 1], dtype=np.float64)
             token = _reference_draw(row, params.temperature, params.top_p, rng)
             if lc._is_end(token):
                 break
             tokens.append(token)
             if len(tokens) >= params.max_new_tokens:
                 break
-            lc.llm.eval([token])
+            ref.eval([token])
         samples.append(tokens)
     return samples
 

@@ -2,14 +2,18 @@
 
 It keeps the `hf` backend's contract and semantics, with three engine-specific choices:
 
-* **Log-probs come from the raw logits, never from the completion API.** The model is opened with
-  ``logits_all=True``; `Llama.eval` then leaves one row of logits per evaluated position in
-  ``Llama.scores`` (row *i* holds the logits after token *i*), and a float64 log-softmax over those
-  rows gives the log-probs. (``create_completion(echo=True, logprobs=...)`` returns wrong values.)
-* **The KV cache is reused by rewinding.** llama.cpp keeps one sequence; setting ``n_tokens`` back to
-  *k* and calling `eval` drops the cache past *k* and evaluates only the new tokens. Before every
-  evaluation the cache is rewound to the longest prefix it shares with the wanted tokens, so a
-  request's context is evaluated once and each continuation costs only its own tokens.
+* **Log-probs come from the raw logits, never from the completion API.** The scoring context is
+  driven by ``llama_decode`` with an output row asked for exactly at the positions whose next token
+  is scored (the last context token and the continuation's), and a float64 log-softmax over those
+  rows gives the log-probs. `Llama.eval` with ``logits_all=True`` would project every position of
+  the context onto the vocabulary as well, and keep an ``n_ctx`` x vocabulary float32 array (2.5 GB
+  for Qwen2.5 at 4,096 tokens); the rows asked for are the same (bit for bit on the default model and
+  Qwen2.5-Coder 0.5B; within 5e-7 in log-prob on the 1.5B, whose projection tiles its rows).
+  (``create_completion(echo=True, logprobs=...)`` returns wrong values.)
+* **The KV cache is reused by rewinding.** llama.cpp keeps one sequence; the cache past the longest
+  prefix it shares with the wanted tokens (at most the context) is dropped and only the rest is
+  evaluated, so a request's context is evaluated once and each continuation costs only its own tokens
+  (the output row after the context is kept).
 * **Offsets are bytes.** llama.cpp tokenizes UTF-8 bytes, so the boundary rule (`boundary`) splits the
   joined text at ``len(context.encode())`` using each token's byte length.
 
@@ -37,6 +41,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -53,8 +58,8 @@ from rationalyst.lm.base import (
     SamplingParams,
     ScoreRequest,
 )
-from rationalyst.lm.boundary import SplitSequence, count_context_tokens
-from rationalyst.lm.llamacpp_streams import StreamDecoder
+from rationalyst.lm.boundary import SplitSequence, common_prefix_length, count_context_tokens
+from rationalyst.lm.llamacpp_streams import StreamDecoder, decode_entries
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +152,6 @@ class LlamaCppModel(LanguageModel):
                 n_ctx=n_ctx,
                 n_threads=threads,
                 n_threads_batch=threads,
-                logits_all=True,
                 verbose=False,
                 lora_path=None if lora is None else str(lora),
             )
@@ -165,7 +169,22 @@ class LlamaCppModel(LanguageModel):
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self.bos_id is not None
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._template: Any = None
-        self._trusted = 0  # leading cache positions whose logits came from multi-token batches
+        # The scoring context, driven by `llama_decode` directly (`Llama.eval` outputs logits for every
+        # position or only the last): the tokens its KV cache holds, and how many of them came from
+        # multi-token batches.
+        self._ctx = self.llm.ctx
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._chunk = int(self.llm.n_batch)
+        self._batch = llama_cpp.llama_batch_init(self._chunk, 0, 1)
+        weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
+        self._held: list[int] = []
+        self._trusted = 0
+        # Position p: the log-prob of token ``_next_token[p]`` after the held tokens up to p, where
+        # computed (the token is -1 where not).
+        self._next_logprob = np.full(self.n_ctx, np.nan)
+        self._next_token = np.full(self.n_ctx, -1, dtype=np.int64)
+        self._boundary: tuple[int, np.ndarray] | None = None  # (position, log-softmax row after it)
         self._lock = threading.RLock()
         if batch_size < 1:
             raise RationalystError(f"{self.name}: batch_size must be at least 1, got {batch_size}")
@@ -262,52 +281,73 @@ class LlamaCppModel(LanguageModel):
     # ----------------------------------------------------------------------------- evaluation
 
     def _rewind(self, n: int) -> None:
-        """Keep only the first ``n`` evaluated tokens; the next `eval` drops the KV cache past them."""
-        self.llm.n_tokens = n
+        """Keep only the first ``n`` evaluated tokens: the KV cache past them, and the log-probs that
+        came from logits after them, are dropped."""
+        if n < len(self._held):
+            self._lc.llama_memory_seq_rm(self._memory, -1, n, -1)
+            del self._held[n:]
+        self._next_token[n:] = -1
+        if self._boundary is not None and self._boundary[0] >= n:
+            self._boundary = None
         self._trusted = min(self._trusted, n)
 
-    def _eval(self, tokens: Sequence[int]) -> None:
-        """`Llama.eval` in chunks of at most ``n_batch`` tokens, none of them a single token.
+    def _eval(self, ids: Sequence[int], start: int, score_from: int) -> None:
+        """Evaluate ``ids[start:]`` after the held ``ids[:start]``, in chunks of at most ``n_batch``
+        tokens, none of them a single token, and keep the log-prob of every token from position
+        ``score_from + 1`` on given the ones before it.
 
         llama.cpp computes a one-token batch by another kernel path whose logits differ from a batch's
         (see the module notes); batches of two or more tokens agree exactly, so a score never depends
-        on how the work was split or what the cache held.
+        on how the work was split or what the cache held. Only the positions whose next token is scored
+        get an output row (no projection onto the vocabulary for the rest: most of a scored sequence is
+        its context); the rows asked for equal those of an evaluation that outputs every position (see
+        the module notes).
         """
-        size = max(int(self.llm.n_batch), 2)
-        i = 0
-        while i < len(tokens):
-            take = min(size, len(tokens) - i)
-            if len(tokens) - i - take == 1:
+        size = max(self._chunk, 2)
+        i = start
+        while i < len(ids):
+            take = min(size, len(ids) - i)
+            if len(ids) - i - take == 1:
                 take -= 1
-            self.llm.eval(list(tokens[i : i + take]))
+            wanted = range(max(i, score_from), min(i + take, len(ids) - 1))
+            entries = [(ids[p], p, 0, p in wanted) for p in range(i, i + take)]
+            decode_entries(self._lc, self._ctx, self._batch, entries)
+            self._held.extend(ids[i : i + take])
+            if wanted:
+                out = self._lc.llama_get_logits(self._ctx)
+                rows = log_softmax_rows(np.ctypeslib.as_array(out, shape=(len(wanted), self._n_vocab)))
+                targets = np.asarray(ids[wanted.start + 1 : wanted.stop + 1], dtype=np.intp)
+                self._next_logprob[wanted.start : wanted.stop] = rows[np.arange(len(targets)), targets]
+                self._next_token[wanted.start : wanted.stop] = targets
+                if score_from in wanted:
+                    self._boundary = (score_from, rows[score_from - wanted.start])
             i += take
 
-    def _eval_to(self, ids: Sequence[int]) -> None:
-        """Make the model hold exactly ``ids``, evaluating only what its cache does not already hold.
-
-        Rows ``[0, n_tokens)`` of ``llm.scores`` are the logits after ``llm.input_ids[:n_tokens]``,
-        since every `eval` writes the rows of what it evaluates; the first ``_trusted`` of them also
-        came from multi-token batches (see `_eval`), and only those are reused.
-        """
-        llm = self.llm
-        held = llm.input_ids[: min(llm.n_tokens, self._trusted)]
-        m = min(len(held), len(ids))
-        differ = np.flatnonzero(held[:m] != np.asarray(ids[:m], dtype=held.dtype))
-        common = int(differ[0]) if differ.size else m
-        if len(ids) - common == 1 and common > 0:
-            common -= 1  # evaluate two tokens rather than one
-        self._rewind(common)
-        if common < len(ids):
-            self._eval(ids[common:])
-        self._trusted = len(ids) if len(ids) >= 2 else 0
-
     def _logprobs(self, ids: Sequence[int], start: int) -> list[float]:
-        """Log-probs of ``ids[start:]``, each from the logits one position earlier (all held)."""
+        """Log-probs of ``ids[start:]`` (``start`` >= 1), each given the tokens before it.
+
+        Only what the cache cannot serve is evaluated: its KV covers the longest prefix it shares with
+        ``ids`` (of its first ``_trusted`` positions, which came from multi-token batches, see `_eval`),
+        and a log-prob kept from an earlier evaluation serves where that prefix covers the logits and
+        the token is the same. The log-softmax row after the last context scored is kept whole, so
+        each further continuation of the same context costs only its own tokens (a one-token one,
+        none), as before the rows were chosen.
+        """
         if start >= len(ids):
             return []
-        rows = log_softmax_rows(self.llm.scores[start - 1 : len(ids) - 1])
-        targets = np.asarray(ids[start:], dtype=np.intp)
-        return rows[np.arange(len(targets)), targets].tolist()
+        common = common_prefix_length(self._held[: self._trusted], ids)
+        if self._boundary is not None and self._boundary[0] == start - 1 < common:
+            self._next_logprob[start - 1] = self._boundary[1][ids[start]]
+            self._next_token[start - 1] = ids[start]
+        positions = np.arange(start - 1, len(ids) - 1)
+        served = (positions < common) & (self._next_token[start - 1 : len(ids) - 1] == np.asarray(ids[start:]))
+        if not served.all():
+            # From the first log-prob not served (at least two tokens before the end), or where the KV ends.
+            first = min(int(positions[np.argmin(served)]), common)
+            self._rewind(first)
+            self._eval(ids, first, score_from=start - 1)
+            self._trusted = len(ids)
+        return self._next_logprob[start - 1 : len(ids) - 1].tolist()
 
     def _score(self, seq: SplitSequence) -> ContinuationScore:
         targets = seq.continuation_ids
@@ -323,11 +363,8 @@ class LlamaCppModel(LanguageModel):
             for request in requests:
                 scores = []
                 for continuation in request.continuations:
-                    seq = self.split(request.context, continuation)
-                    # Rewinds to the prefix shared with what was evaluated last (the request's
-                    # context, and any leading tokens shared with the previous continuation).
-                    self._eval_to(seq.token_ids)
-                    scores.append(self._score(seq))
+                    # Rewinds to the prefix shared with what was evaluated last (the request's context).
+                    scores.append(self._score(self.split(request.context, continuation)))
                 results.append(scores)
             return results
 
@@ -336,11 +373,8 @@ class LlamaCppModel(LanguageModel):
         with self._lock:
             scores = []
             for continuation in continuations:
-                seq = self.split(context, continuation)
                 self._rewind(0)
-                self._eval(seq.token_ids)
-                self._trusted = len(seq.token_ids) if len(seq.token_ids) >= 2 else 0
-                scores.append(self._score(seq))
+                scores.append(self._score(self.split(context, continuation)))
             return scores
 
     # ----------------------------------------------------------------------------- generation
@@ -414,7 +448,6 @@ class LlamaCppModel(LanguageModel):
         sampler's temperature and top-p do not enter)."""
         logprobs: list[float] = []
         if tokens and params.logprobs:
-            self._eval_to([*prompt, *tokens])
             logprobs = self._logprobs([*prompt, *tokens], len(prompt))
         text = b"".join(self._piece(t, special=False) for t in tokens).decode("utf-8", errors="replace")
         cut = _first_stop(text, params.stop)

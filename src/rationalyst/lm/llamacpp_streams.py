@@ -100,6 +100,23 @@ class _Row:
     pending: int = -1  # the sampled token the next step evaluates
 
 
+def decode_entries(lc: Any, ctx: Any, batch: Any, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+    """One `llama_decode` on ``ctx`` of (token, position, stream, want logits) entries, through ``batch``
+    (a ``llama_batch_init`` batch of at least ``len(entries)`` tokens). Only the entries that want
+    logits get an output row (``llama_get_logits`` lists them in entry order); the others cost no
+    output projection."""
+    batch.n_tokens = len(entries)
+    for i, (token, pos, stream, logits) in enumerate(entries):
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = stream
+        batch.logits[i] = logits
+    rc = int(lc.llama_decode(ctx, batch))
+    if rc != 0:
+        raise RationalystError(f"llamacpp: llama_decode failed with code {rc} ({len(entries)} tokens)")
+
+
 class StreamDecoder:
     """A llama.cpp context with ``n_streams`` KV streams on a loaded model."""
 
@@ -178,17 +195,7 @@ class StreamDecoder:
 
     def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
         """One `llama_decode` of (token, position, stream, want logits) entries."""
-        batch = self._batch
-        batch.n_tokens = len(entries)
-        for i, (token, pos, stream, logits) in enumerate(entries):
-            batch.token[i] = token
-            batch.pos[i] = pos
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = stream
-            batch.logits[i] = logits
-        rc = int(self._lc.llama_decode(self._ctx, batch))
-        if rc != 0:
-            raise RationalystError(f"llamacpp: llama_decode failed with code {rc} ({len(entries)} tokens)")
+        decode_entries(self._lc, self._ctx, self._batch, entries)
         self._unsettled.clear()
         self.forwarded += len(entries)
 
