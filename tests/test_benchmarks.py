@@ -348,7 +348,14 @@ def test_hub_source_parsing():
 
 
 def test_hub_unavailable_offline_is_a_clear_error(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub
+
+    # As a process started with HF_HUB_OFFLINE=1 sees it: the libraries read the variable when imported,
+    # and online they would try the hub (here unreachable: 20 s of retries) before failing.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(RationalystError) as err:
         load_benchmark("gsm8k", "hf:")
