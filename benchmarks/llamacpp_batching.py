@@ -116,6 +116,16 @@ def main() -> None:
     print(f"ratio: {one_seconds / results[rows][0]:.2f}  (batch_size 1 over {rows}: {results[1][0] / results[rows][0]:.2f})")
 
 
+def every_position_llama(model):
+    """llama-cpp-python's own `Llama` on ``model``'s GGUF with its settings, logits for every position
+    (``logits_all``): how the backend evaluated before it drove ``llama_decode`` itself."""
+    import llama_cpp
+
+    threads = int(model.llm.context_params.n_threads)
+    return llama_cpp.Llama(model_path=str(model.path), n_ctx=model.n_ctx, n_threads=threads,
+                           n_threads_batch=threads, logits_all=True, verbose=False)
+
+
 class OneSequenceSampler:
     """The pre-stream sampler: llama-cpp-python's single-sequence context (logits for every position),
     the prompt evaluated after rewinding to the prefix it shares with the previous prompt (never into
@@ -123,12 +133,8 @@ class OneSequenceSampler:
     `Llama.eval` steps."""
 
     def __init__(self, model) -> None:
-        import llama_cpp
-
-        threads = int(model.llm.context_params.n_threads)
         self.model = model
-        self.llm = llama_cpp.Llama(model_path=str(model.path), n_ctx=model.n_ctx, n_threads=threads,
-                                   n_threads_batch=threads, logits_all=True, verbose=False)
+        self.llm = every_position_llama(model)
         self.prompt: list[int] = []  # the prompt last evaluated, whose cache is reused
 
     def sample(self, prompt: str, params: SamplingParams, rng) -> tuple[list[int], int]:

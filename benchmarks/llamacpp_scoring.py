@@ -23,6 +23,7 @@ import argparse
 import os
 
 import numpy as np
+from llamacpp_batching import every_position_llama
 from score_throughput import PARAGRAPH, STEPS, timed
 
 import rationalyst.lm.llamacpp as backend
@@ -34,11 +35,7 @@ class EveryPositionScorer:
     """The backend's scoring before: `Llama.eval` with ``logits_all``, the cache rewound to the context."""
 
     def __init__(self, model) -> None:
-        import llama_cpp
-
-        threads = int(model.llm.context_params.n_threads)
-        self.llm = llama_cpp.Llama(model_path=str(model.path), n_ctx=model.n_ctx, n_threads=threads,
-                                   n_threads_batch=threads, logits_all=True, verbose=False)
+        self.llm = every_position_llama(model)
         self.evaluated = 0
 
     def score(self, seqs) -> list[list[float]]:

@@ -170,8 +170,8 @@ class LlamaCppModel(LanguageModel):
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._template: Any = None
         # The scoring context, driven by `llama_decode` directly (`Llama.eval` outputs logits for every
-        # position or only the last): the tokens its KV cache holds, and how many of them came from
-        # multi-token batches.
+        # position or only the last): the tokens its KV cache holds, every one written by a multi-token
+        # batch (see `_eval`).
         self._ctx = self.llm.ctx
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -179,7 +179,6 @@ class LlamaCppModel(LanguageModel):
         self._batch = llama_cpp.llama_batch_init(self._chunk, 0, 1)
         weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
         self._held: list[int] = []
-        self._trusted = 0
         # Position p: the log-prob of token ``_next_token[p]`` after the held tokens up to p, where
         # computed (the token is -1 where not).
         self._next_logprob = np.full(self.n_ctx, np.nan)
@@ -289,7 +288,6 @@ class LlamaCppModel(LanguageModel):
         self._next_token[n:] = -1
         if self._boundary is not None and self._boundary[0] >= n:
             self._boundary = None
-        self._trusted = min(self._trusted, n)
 
     def _eval(self, ids: Sequence[int], start: int, score_from: int) -> None:
         """Evaluate ``ids[start:]`` after the held ``ids[:start]``, in chunks of at most ``n_batch``
@@ -327,15 +325,14 @@ class LlamaCppModel(LanguageModel):
         """Log-probs of ``ids[start:]`` (``start`` >= 1), each given the tokens before it.
 
         Only what the cache cannot serve is evaluated: its KV covers the longest prefix it shares with
-        ``ids`` (of its first ``_trusted`` positions, which came from multi-token batches, see `_eval`),
-        and a log-prob kept from an earlier evaluation serves where that prefix covers the logits and
-        the token is the same. The log-softmax row after the last context scored is kept whole, so
+        ``ids``, and a log-prob kept from an earlier evaluation serves where that prefix covers the
+        logits and the token is the same. The log-softmax row after the last context scored is kept whole, so
         each further continuation of the same context costs only its own tokens (a one-token one,
         none), as before the rows were chosen.
         """
         if start >= len(ids):
             return []
-        common = common_prefix_length(self._held[: self._trusted], ids)
+        common = common_prefix_length(self._held, ids)
         if self._boundary is not None and self._boundary[0] == start - 1 < common:
             self._next_logprob[start - 1] = self._boundary[1][ids[start]]
             self._next_token[start - 1] = ids[start]
@@ -346,7 +343,6 @@ class LlamaCppModel(LanguageModel):
             first = min(int(positions[np.argmin(served)]), common)
             self._rewind(first)
             self._eval(ids, first, score_from=start - 1)
-            self._trusted = len(ids)
         return self._next_logprob[start - 1 : len(ids) - 1].tolist()
 
     def _score(self, seq: SplitSequence) -> ContinuationScore:
