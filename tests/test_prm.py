@@ -97,8 +97,10 @@ def test_prm_settings_that_cannot_be_read_are_clear_errors(tmp_path, default_mod
         ProcessRewardModel.load(PrmConfig(spec=f"hf:{folder}", convention="label-tokens", tag="+"))
     with pytest.raises(ValueError, match="hf:<hub id or folder>"):
         PrmConfig(spec="gguf:/x.gguf")
-    with pytest.raises(RationalystError, match="cannot load PRM"):
+    with pytest.raises(RationalystError, match="PRM folder not found: .*missing"):
         ProcessRewardModel.load(PrmConfig(spec=f"hf:{tmp_path / 'missing'}"))
+    with pytest.raises(RationalystError, match="PRM folder .* has no config.json"):
+        ProcessRewardModel.load(PrmConfig(spec=f"hf:{tmp_path}"))
 
 
 def test_implicit_prm_is_beta_times_the_log_ratio_summed_over_the_step(default_model):

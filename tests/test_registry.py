@@ -11,6 +11,7 @@ from rationalyst.errors import ModelNotFoundError, RationalystError
 from rationalyst.lm import builtin, load_embedder, load_model
 from rationalyst.lm.builtin import BuiltinModel, builtin_path
 from rationalyst.lm.gguf_cache import converted_gguf
+from rationalyst.lm.model_location import could_be_hub_id
 
 
 def test_bad_specs_are_clear_errors():
@@ -24,6 +25,23 @@ def test_bad_specs_are_clear_errors():
         load_model("gguf:/no/such/file.gguf")
     with pytest.raises(RationalystError, match="not a sentence embedder"):
         load_embedder("builtin:smollm2-135m")
+
+
+def test_a_missing_model_folder_is_named_as_such_not_read_as_a_hub_id(tmp_path):
+    """A target that can only be a folder (path syntax, or more than namespace/name) is checked before
+    transformers reads it as a hub id and complains about repo-id syntax."""
+    with pytest.raises(ModelNotFoundError, match="model folder not found: runs/x/train/merged"):
+        load_model("hf:runs/x/train/merged")
+    with pytest.raises(ModelNotFoundError, match=r"model folder not found: \./merged"):
+        load_model("hf:./merged")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match="is a file, not a model folder"):
+        load_model(f"hf:{weights}")
+    with pytest.raises(ModelNotFoundError, match="sentence embedder folder not found"):
+        load_embedder(f"st:{tmp_path / 'none'}")
+    assert could_be_hub_id("Qwen/Qwen2.5-1.5B-Instruct") and could_be_hub_id("gpt2")
+    assert not any(map(could_be_hub_id, ["a/b/c", "./a", "../a", "/abs/a", "~/a", "a/../b", "a b"]))
 
 
 def test_default_model_is_located_without_importing_its_package():

@@ -18,7 +18,7 @@ from typing import get_args
 import pytest
 import torch
 
-from rationalyst.errors import RationalystError
+from rationalyst.errors import ModelNotFoundError, RationalystError
 from rationalyst.lm import SamplingParams, ScoreRequest
 from rationalyst.lm.boundary import SplitSequence
 from rationalyst.lm.precision import DtypeName
@@ -339,9 +339,12 @@ def test_load_passes_only_llm_kwargs_vllm_has(monkeypatch, default_model):
     monkeypatch.setattr(HFTextCodec, "from_pretrained",
                         classmethod(lambda cls, path, name="", max_length=None: HFTextCodec(default_model.tokenizer, name=name, max_length=max_length)))
     StandInLLM.instances.clear()
-    model = VLLMModel.load("/nowhere/model", tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512)
+    with pytest.raises(ModelNotFoundError, match="model folder not found: /nowhere/model"):
+        VLLMModel.load("/nowhere/model")  # refused in a second, before the engine starts
+    assert StandInLLM.instances == []
+    model = VLLMModel.load("org/model", tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512)
     (llm,) = StandInLLM.instances
-    assert llm.model == "/nowhere/model" and llm.kwargs["max_model_len"] == 512 and llm.kwargs["tensor_parallel_size"] == 2
+    assert llm.model == "org/model" and llm.kwargs["max_model_len"] == 512 and llm.kwargs["tensor_parallel_size"] == 2
     assert model.codec.max_length == 512 and model.engine is llm
 
 
@@ -353,7 +356,7 @@ def test_every_dtype_a_config_accepts_is_one_vllm_takes(monkeypatch, default_mod
     monkeypatch.setattr(HFTextCodec, "from_pretrained",
                         classmethod(lambda cls, path, name="", max_length=None: HFTextCodec(default_model.tokenizer, name=name, max_length=max_length)))
     StandInLLM.instances.clear()
-    VLLMModel.load("/nowhere/model", dtype=dtype)
+    VLLMModel.load("org/model", dtype=dtype)
     (llm,) = StandInLLM.instances
     assert llm.kwargs["dtype"] == ("bfloat16" if dtype == "fastest" else dtype)
 
@@ -361,7 +364,6 @@ def test_every_dtype_a_config_accepts_is_one_vllm_takes(monkeypatch, default_mod
 def test_missing_vllm_names_the_install_command(monkeypatch):
     if HAS_VLLM:
         pytest.skip("vLLM is installed")
-    from rationalyst.errors import ModelNotFoundError
     from rationalyst.lm import load_model
 
     with pytest.raises(ModelNotFoundError, match=r"pip install 'rationalyst\[vllm\]'"):

@@ -31,6 +31,7 @@ from typing import Any
 
 from rationalyst.errors import RationalystError
 from rationalyst.lm.registry import ModelConfig
+from rationalyst.lm.model_location import could_be_hub_id
 
 GB = 1024**3
 OVERHEAD = 1.2  # weights x this = an engine's GPU memory (activations, caches, CUDA context)
@@ -191,10 +192,6 @@ def _params_from_name(name: str) -> float | None:
     return float(m.group(1)) * (1e9 if m.group(2).lower() == "b" else 1e6)
 
 
-def _looks_like_hub_id(target: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", target)) and not target.startswith((".", "/", "~"))
-
-
 def _hub_cached_config(repo: str) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -237,9 +234,9 @@ def model_info(spec: str, produced: dict[Path, str] | None = None) -> ModelInfo:
             return ModelInfo(spec, None, f"written by the {stage} stage", produced_by=stage)
     if scheme == "st" and not path.exists():
         params = _params_from_name(target) or 0.11e9  # sentence embedders: ~110M parameters
-        cached = _hub_cached_config(target) if _looks_like_hub_id(target) else None
+        cached = _hub_cached_config(target) if could_be_hub_id(target) else None
         where = "hub id (in the local cache)" if cached else "hub id (downloaded at run time)"
-        if not _looks_like_hub_id(target):
+        if not could_be_hub_id(target):
             return ModelInfo(spec, None, "local path", problem=f"{target} not found: give an existing folder or a hub id")
         return ModelInfo(spec, params, where)
     if path.exists():
@@ -248,8 +245,8 @@ def model_info(spec: str, produced: dict[Path, str] | None = None) -> ModelInfo:
             weights = sum(f.stat().st_size for f in path.glob("*.safetensors"))
             params = weights / 2 if weights else None  # bf16 checkpoints
         return ModelInfo(spec, params, "local folder")
-    if not _looks_like_hub_id(target):
-        return ModelInfo(spec, None, "local path", problem=f"{target} not found: give an existing folder or a hub id (org/name)")
+    if not could_be_hub_id(target):
+        return ModelInfo(spec, None, "local path", problem=f"{target} not found: give an existing folder or a hub id (name or org/name)")
     gated = target.startswith(GATED_PREFIXES)
     cached = _hub_cached_config(target)
     params = (_params_from_config(cached) if cached else None) or _params_from_name(target)

@@ -41,6 +41,7 @@ from rationalyst.lm.base import (
 from rationalyst.lm.boundary import SplitSequence, shared_prefix_length
 from rationalyst.lm.hf_decode import DecodeSession, RowGroup
 from rationalyst.lm.hf_stream import HFStream
+from rationalyst.lm.model_location import not_found_hint, require_model_location
 from rationalyst.lm.precision import resolve_dtype
 from rationalyst.lm.prefix_cache import PrefixCache, cache_argument, cache_layers, common_prefix_length, output_cache
 from rationalyst.lm.tokenization import HFTextCodec
@@ -100,12 +101,13 @@ class HFModel(LanguageModel):
     ) -> HFModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        require_model_location(str(path))
         dev = resolve_device(device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, dev))
         except OSError as exc:
-            raise ModelNotFoundError(f"cannot load model {str(path)!r}: {exc}") from None
+            raise ModelNotFoundError(f"cannot load model {str(path)!r}: {exc}{not_found_hint(str(path))}") from None
         return cls(
             model.to(dev), tokenizer, name=name or f"hf:{path}", batch_size=batch_size, prefix_cache=prefix_cache
         )

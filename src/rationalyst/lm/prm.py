@@ -32,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 from rationalyst.config import StrictModel
 from rationalyst.errors import ModelNotFoundError, RationalystError
 from rationalyst.lm.precision import DtypeName
+from rationalyst.lm.model_location import not_found_hint, require_model_location
 
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -110,13 +111,14 @@ class ProcessRewardModel:
         from rationalyst.lm.precision import resolve_dtype
 
         path = config.spec.removeprefix("hf:")
+        require_model_location(path, "PRM")
         device = resolve_device(config.device)
         auto = AutoModelForTokenClassification if config.convention == "token-classification" else AutoModelForCausalLM
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = auto.from_pretrained(path, dtype=resolve_dtype(config.dtype, device))
         except OSError as exc:
-            raise ModelNotFoundError(f"cannot load PRM {path!r}: {exc}") from None
+            raise ModelNotFoundError(f"cannot load PRM {path!r}: {exc}{not_found_hint(path)}") from None
         return cls(model.to(device), tokenizer, config)
 
     def _encode(self, text: str) -> list[int]:

@@ -19,6 +19,7 @@ from rationalyst.config import StrictModel
 from rationalyst.errors import ModelNotFoundError, RationalystError
 from rationalyst.lm.base import Embedder, LanguageModel
 from rationalyst.lm.builtin import builtin_path, get_builtin
+from rationalyst.lm.model_location import require_model_location
 from rationalyst.lm.precision import DtypeName
 
 LM_SCHEMES = ("hf", "gguf", "llamacpp", "builtin", "vllm", "openai")
@@ -135,6 +136,7 @@ def base_model_folder(spec: str | ModelConfig) -> str:
     spec = spec.spec if isinstance(spec, ModelConfig) else spec
     scheme, _, target = spec.partition(":")
     if scheme == "hf" and target:
+        require_model_location(target)
         return target
     if scheme in ("builtin", "gguf") and target:
         from rationalyst.lm.gguf_cache import converted_gguf

@@ -57,6 +57,7 @@ from rationalyst.lm.base import (
     ScoreRequest,
 )
 from rationalyst.lm.boundary import SplitSequence
+from rationalyst.lm.model_location import require_model_location
 from rationalyst.lm.tokenization import HFTextCodec
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class VLLMModel(LanguageModel):
             import vllm
         except ImportError:
             raise ModelNotFoundError(INSTALL_HINT) from None
+        require_model_location(model)  # before the engine spends a minute starting on a mistyped folder
         options: dict[str, Any] = dict(
             model=model,
             tokenizer=tokenizer or model,
