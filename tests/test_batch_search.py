@@ -208,6 +208,7 @@ eval_stage.run(eval_stage.EvalConfig(
 """
 
 
+@pytest.mark.slow
 def test_a_killed_batched_eval_resumes_with_nothing_lost_or_twice(tmp_path):
     out = tmp_path / "eval"
     source = str(FIXTURES / "gsm8k.jsonl")
@@ -241,6 +242,7 @@ def test_engines_too_narrow_for_a_round_are_named(default_model):
     assert eval_stage.narrow_engines(apart, 5, 2, ("rationalist", "scorer")) == [("agent+scorer", 8, 10), ("rationalist", 4, 5)]
 
 
+@pytest.mark.slow
 def test_on_the_openai_backend_a_problem_s_trace_does_not_depend_on_its_batch(default_model):
     """Against the project's own server: the openai backend seeds each request, so batch 1 and 3 agree."""
     uvicorn = pytest.importorskip("uvicorn")

@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from rationalyst.cli import app
@@ -61,6 +62,7 @@ extract.run(extract.ExtractConfig(input=sys.argv[1], output=sys.argv[2], batch_s
 """
 
 
+@pytest.mark.slow
 def test_extract_killed_with_sigkill_resumes_to_the_uninterrupted_records(default_model, tmp_path):
     out = tmp_path / "killed"
     # Kill once the first document is finished (its summary shard exists), mid-run.

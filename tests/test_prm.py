@@ -176,6 +176,7 @@ def test_dvts_never_samples_more_than_its_budget(default_model, budget, width, s
     assert len(set(counting.seeds[0])) == subtrees
 
 
+@pytest.mark.slow
 def test_prm_methods_run_in_eval_verify_and_the_guided_chat_model(tmp_path, default_model):
     """Every PRM-ranked method through `rationalyst eval`, the PRM through `verify`, and `prm` as the
     search behind `serve --guided`; a recipe that needs a PRM and names none fails when it loads."""

@@ -358,6 +358,7 @@ def test_instruction_is_saved_beside_the_model_and_read_back_by_the_search(train
     assert rationalist_instruction(f"hf:{custom}") is None
 
 
+@pytest.mark.slow
 def test_warmup_ratio_warms_up_on_this_transformers(tmp_path):
     """Four steps with half of them warming up (ceil(4 * 0.5) = 2 steps, linear from 0): the learning
     rates the steps ran with are 0, half the peak, then the peak. Ignored warmup would run step 1 at
@@ -380,6 +381,7 @@ def test_paper_release_profile_trains_on_the_text_alone(tmp_path, tokenizer):
     )
 
 
+@pytest.mark.slow
 def test_model_loads_after_the_training_arguments_and_is_freed_before_the_merged_reload(tmp_path, monkeypatch):
     """Under accelerate launch, TrainingArguments set up the distributed state and DeepSpeed's config that
     transformers' loading reads (ZeRO-3 init, FSDP cpu_ram_efficient_loading): the model must load after
@@ -427,6 +429,7 @@ def test_model_loads_after_the_training_arguments_and_is_freed_before_the_merged
     assert alive_at_reload == [False]
 
 
+@pytest.mark.slow
 def test_resume_from_last_checkpoint(tmp_path):
     from rationalyst.stages.train import run
 
@@ -443,6 +446,7 @@ def test_resume_from_last_checkpoint(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 4
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_evaluates_and_saves_at_its_own_steps(tmp_path):
     """logging_steps, eval_steps and save_steps are execution fields: a run resumed with other values
     follows them (transformers alone would keep the checkpoint's)."""
@@ -456,6 +460,7 @@ def test_a_resumed_run_logs_evaluates_and_saves_at_its_own_steps(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-6"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_through_the_command_line(tmp_path):
     """A real kill: the module's command line is SIGKILLed after its 2nd checkpoint, then rerun."""
     from rationalyst.stages.train import last_checkpoint

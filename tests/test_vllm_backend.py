@@ -332,7 +332,13 @@ def test_temperature_over_two_is_refused_before_the_engine(default_model):
     assert len(model.generate(["Hi"], SamplingParams(n=2, temperature=2.0, max_new_tokens=2))[0]) == 2
 
 
-def test_load_passes_only_llm_kwargs_vllm_has(monkeypatch, default_model):
+def _local_model_folder(tmp_path):
+    """A folder the backend accepts as a local model (vLLM itself is the stand-in, so no weights)."""
+    (tmp_path / "config.json").write_text("{}")
+    return str(tmp_path)
+
+
+def test_load_passes_only_llm_kwargs_vllm_has(monkeypatch, tmp_path, default_model):
     import sys
 
     monkeypatch.setitem(sys.modules, "vllm", _stand_in_vllm())
@@ -342,21 +348,22 @@ def test_load_passes_only_llm_kwargs_vllm_has(monkeypatch, default_model):
     with pytest.raises(ModelNotFoundError, match="model folder not found: /nowhere/model"):
         VLLMModel.load("/nowhere/model")  # refused in a second, before the engine starts
     assert StandInLLM.instances == []
-    model = VLLMModel.load("org/model", tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512)
+    folder = _local_model_folder(tmp_path)
+    model = VLLMModel.load(folder, tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=512)
     (llm,) = StandInLLM.instances
-    assert llm.model == "org/model" and llm.kwargs["max_model_len"] == 512 and llm.kwargs["tensor_parallel_size"] == 2
+    assert llm.model == folder and llm.kwargs["max_model_len"] == 512 and llm.kwargs["tensor_parallel_size"] == 2
     assert model.codec.max_length == 512 and model.engine is llm
 
 
 @pytest.mark.parametrize("dtype", get_args(DtypeName))
-def test_every_dtype_a_config_accepts_is_one_vllm_takes(monkeypatch, default_model, dtype):
+def test_every_dtype_a_config_accepts_is_one_vllm_takes(monkeypatch, tmp_path, default_model, dtype):
     import sys
 
     monkeypatch.setitem(sys.modules, "vllm", _stand_in_vllm())
     monkeypatch.setattr(HFTextCodec, "from_pretrained",
                         classmethod(lambda cls, path, name="", max_length=None: HFTextCodec(default_model.tokenizer, name=name, max_length=max_length)))
     StandInLLM.instances.clear()
-    VLLMModel.load("org/model", dtype=dtype)
+    VLLMModel.load(_local_model_folder(tmp_path), dtype=dtype)
     (llm,) = StandInLLM.instances
     assert llm.kwargs["dtype"] == ("bfloat16" if dtype == "fastest" else dtype)
 
