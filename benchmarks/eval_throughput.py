@@ -13,7 +13,7 @@ make at batch 1 and at batch 256, from the measured calls per problem. With an h
 streams its generations (continuous batching): each batch of prompts joining the decode loop counts
 as one engine call, and the decode steps are timed apart.
 
-    OMP_NUM_THREADS=2 python benchmarks/eval_throughput.py [--problems 32] [--batches 1,8,16]
+    OMP_NUM_THREADS=2 python benchmarks/eval_throughput.py [--problems 32] [--batches 1,8,16] [--dtype fastest]
 
 On a GPU machine without the weights (scripts/device_check.sh carries no model): ``--random-weights
 FOLDER`` builds the model from FOLDER's config.json with seeded random weights (its tokenizer files
@@ -175,6 +175,8 @@ def problems(benchmark: str | None, count: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_LM)
+    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU), fastest (bfloat16 where the CPU "
+                        "computes it natively: AVX512-BF16/AMX), float32, bfloat16, float16.")
     parser.add_argument("--random-weights", metavar="FOLDER", help="Random weights of FOLDER's config (no weights needed).")
     parser.add_argument("--benchmark", metavar="NAME=FILE", help="Problems from a file (default: generated word problems).")
     parser.add_argument("--problems", type=int, default=32)
@@ -182,8 +184,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="Steps per problem at most (default: the search's).")
     args = parser.parse_args()
     items = problems(args.benchmark, args.problems)
-    model = random_weights_model(args.random_weights) if args.random_weights else load_model(args.model)
-    print(f"model {model.name} on {getattr(model, 'device', '?')}, {len(items)} problems", flush=True)
+    model = random_weights_model(args.random_weights) if args.random_weights else load_model(args.model, dtype=args.dtype)
+    dtype = getattr(getattr(model, "model", None), "dtype", "?")
+    print(f"model {model.name} on {getattr(model, 'device', '?')} in {dtype}, {len(items)} problems", flush=True)
     settings = SearchSettings(**({"max_steps": args.max_steps} if args.max_steps else {}))
     batches = [int(b) for b in args.batches.split(",")]
     results = []
