@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from rationalyst.errors import RationalystError
-from rationalyst.lm.registry import ModelConfig
 from rationalyst.lm.model_location import could_be_hub_id
+from rationalyst.lm.registry import ModelConfig
 
 GB = 1024**3
 OVERHEAD = 1.2  # weights x this = an engine's GPU memory (activations, caches, CUDA context)

@@ -31,8 +31,8 @@ from pydantic import Field, field_validator, model_validator
 
 from rationalyst.config import StrictModel
 from rationalyst.errors import ModelNotFoundError, RationalystError
-from rationalyst.lm.precision import DtypeName
 from rationalyst.lm.model_location import not_found_hint, require_model_location
+from rationalyst.lm.precision import DtypeName
 
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
