@@ -119,6 +119,9 @@ def test_gated_hub_models_are_named_when_no_token_is_there(monkeypatch, tmp_path
     assert info.gated and "is gated" in info.problem and info.params == 8e9
     assert preflight.model_info("hf:Qwen/Qwen2.5-0.5B-Instruct").problem == ""
     assert "not found" in preflight.model_info(f"hf:{tmp_path / 'missing'}").problem
+    assert "not found" in preflight.model_info("hf:runs/x/train/merged").problem  # more parts than org/name
+    single = preflight.model_info("hf:gpt2")  # a hub id without an organisation (gpt2, distilgpt2) is one too
+    assert single.where.startswith("hub id") and single.problem == ""
 
 
 def test_check_command_prints_the_table_and_exits_1_on_a_problem(tmp_path):
