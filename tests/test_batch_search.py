@@ -242,6 +242,25 @@ def test_engines_too_narrow_for_a_round_are_named(default_model):
     assert eval_stage.narrow_engines(apart, 5, 2, ("rationalist", "scorer")) == [("agent+scorer", 8, 10), ("rationalist", 4, 5)]
 
 
+def test_engines_whose_numbers_depend_on_the_batch_are_named(default_model):
+    """bfloat16 weights round a batched matmul per batch shape (an AMX CPU: 2.32 steps a problem at batch 1,
+    2.50 at 8), so eval names such an engine; float32 ones (the traces tests above) are not named."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rationalyst.lm.hf import HFModel
+
+    tok = default_model.tokenizer
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    half = HFModel(LlamaForCausalLM(config).to(torch.bfloat16), tok, name="half")
+    assert eval_stage.batch_dependent_engines(Roles.of(default_model), ("rationalist", "scorer")) == []
+    mixed = Roles.of(default_model, rationalist=half)
+    (named,) = eval_stage.batch_dependent_engines(mixed, ("rationalist", "scorer"))
+    assert named[0] == "rationalist" and "bfloat16" in named[1]
+    assert eval_stage.batch_dependent_engines(mixed, ()) == []  # random: the rationalist plays no part
+
+
 @pytest.mark.slow
 def test_on_the_openai_backend_a_problem_s_trace_does_not_depend_on_its_batch(default_model):
     """Against the project's own server: the openai backend seeds each request, so batch 1 and 3 agree."""

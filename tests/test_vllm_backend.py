@@ -272,6 +272,15 @@ def test_scores_equal_the_hf_backend(default_model):
     assert got[0][-1].logprobs == [] and math.isclose(got[0][0].sum, default_model.score(CONTEXTS[0], [" 5"])[0].sum, abs_tol=1e-4)
 
 
+def test_batch_dependence_is_declared_unless_vllm_runs_batch_invariant(default_model, monkeypatch):
+    codec = HFTextCodec(default_model.tokenizer, name="vllm:test", max_length=default_model.max_length)
+    model = VLLMModel(HFBackedEngine(default_model), codec, vllm=_stand_in_vllm(), name="vllm:test")
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
+    assert "VLLM_BATCH_INVARIANT=1" in model.batch_dependence()
+    monkeypatch.setenv("VLLM_BATCH_INVARIANT", "1")
+    assert model.batch_dependence() is None
+
+
 def test_generate_sends_hf_token_ids_and_per_prompt_seeds(default_model):
     codec = HFTextCodec(default_model.tokenizer, name="vllm:test")
     eos = default_model.tokenizer.eos_token_id

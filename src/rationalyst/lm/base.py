@@ -167,6 +167,12 @@ class LanguageModel(abc.ABC):
             i += len(r.pairs)
         return out
 
+    def batch_dependence(self) -> str | None:
+        """Why this engine's numbers for a prompt can depend on the other rows of its batch (then a
+        problem's trace can change with ``batch_problems``), or None where they cannot: per-request
+        seeds make the samples a row's own, but not the rounding of a batched matmul."""
+        return None
+
     def render(self, prompt: Prompt) -> str:
         """The exact text the model sees for a prompt (chat messages through its chat template)."""
         if isinstance(prompt, str):

@@ -43,6 +43,7 @@ types where vLLM is installed and against stand-ins of the same shape elsewhere.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -219,6 +220,13 @@ class VLLMModel(LanguageModel):
         name = name or f"vllm:{model}"
         codec = HFTextCodec.from_pretrained(tokenizer or model, name=name, max_length=limit)
         return cls(engine, codec, vllm=vllm, name=name, end_ids=codec.eos_ids(_generation_eos(model)))
+
+    def batch_dependence(self) -> str | None:
+        """vLLM's kernels (split reductions, chunked prefill) depend on the batch unless its batch-invariant
+        mode is on (``VLLM_BATCH_INVARIANT=1``, beta, GPUs of compute capability 8.0 or higher)."""
+        if os.environ.get("VLLM_BATCH_INVARIANT") == "1":
+            return None
+        return "vLLM's kernels depend on the batch unless VLLM_BATCH_INVARIANT=1 is set before it starts"
 
     def render(self, prompt: Prompt) -> str:
         return self.codec.render(prompt)

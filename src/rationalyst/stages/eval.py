@@ -106,7 +106,9 @@ class EvalConfig(RolesConfig):
     batch_problems: int | None = Field(
         None, ge=1,
         description="Problems solved side by side, their calls batched into shared engine calls (default: by "
-        "the agent's backend, `default_batch_problems`). Changes speed, not results.",
+        "the agent's backend, `default_batch_problems`). Changes speed, not results, where every engine is "
+        "batch-invariant (float32 hf, llamacpp, per-request seeds); eval warns where one is not (half-precision "
+        "hf weights, vLLM without VLLM_BATCH_INVARIANT=1).",
     )
 
     execution_fields = frozenset({"overwrite", "shard_size", "training_data", "allow_contamination", "batch_problems"})
@@ -245,17 +247,34 @@ def narrow_engines(roles: Roles, batch: int, n_candidates: int, used: tuple[str,
     Each as (its roles, its batch_size, the rows of a round)."""
     from rationalyst.lm.hf import HFModel
 
-    engines: dict[int, tuple[Any, list[str]]] = {}
-    for role in ("agent", *(r for r in ("rationalist", "scorer") if r in used)):
-        engine = getattr(roles, role).model
-        engines.setdefault(id(engine), (engine, []))[1].append(role)
     out = []
-    for engine, played in engines.values():
+    for engine, played in _engines(roles, used):
         generated = (n_candidates if "agent" in played else 0) + (1 if "rationalist" in played else 0)
         rows = batch * max(generated, n_candidates if "scorer" in played else 0)
         if isinstance(engine, HFModel) and engine.batch_size < rows:
             out.append(("+".join(played), engine.batch_size, rows))
     return out
+
+
+def batch_dependent_engines(roles: Roles, used: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The engines whose numbers for a row can depend on the rest of its batch (`batch_dependence`), as
+    (their roles, why): with them a problem's trace can change with ``batch_problems``."""
+    out = []
+    for engine, played in _engines(roles, used):
+        why = engine.batch_dependence() if engine is not None else None
+        if why:
+            out.append(("+".join(played), why))
+    return out
+
+
+def _engines(roles: Roles, used: tuple[str, ...]) -> list[tuple[Any, list[str]]]:
+    """The distinct engines of the agent and of the ``used`` roles among rationalist and scorer, each
+    with the roles it plays."""
+    engines: dict[int, tuple[Any, list[str]]] = {}
+    for role in ("agent", *(r for r in ("rationalist", "scorer") if r in used)):
+        engine = getattr(roles, role).model
+        engines.setdefault(id(engine), (engine, []))[1].append(role)
+    return list(engines.values())
 
 
 def default_batch_problems(config: EvalConfig, roles: Roles) -> int:
@@ -385,6 +404,13 @@ def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None
                     "round runs in several passes one after another; raise %s.batch_size where memory allows",
                     batch, played, rows, size, played.split("+")[0],
                 )
+            if batch > 1:
+                for played, why in batch_dependent_engines(roles, METHOD_ROLES[method]):
+                    log.warning(
+                        "batch_problems %d: a problem's trace can depend on the problems beside it, as the %s "
+                        "model's numbers do (%s); batch_problems 1 or float32 weights make runs comparable "
+                        "problem by problem", batch, played, why,
+                    )
             solved = solve_many(method, pending, roles, config.search, config.seed, batch_problems=batch)
             # Traces are written as each problem finishes (not in input order): a kill loses at most
             # the unflushed shard, and a resume solves exactly the ids not yet written.
