@@ -261,7 +261,7 @@ def batch_dependent_engines(roles: Roles, used: tuple[str, ...]) -> list[tuple[s
     (their roles, why): with them a problem's trace can change with ``batch_problems``."""
     out = []
     for engine, played in _engines(roles, used):
-        why = engine.batch_dependence() if engine is not None else None
+        why = engine.batch_dependence()
         if why:
             out.append(("+".join(played), why))
     return out
