@@ -118,18 +118,87 @@ def test_one_engine_in_both_roles_writes_rationale_and_candidates_in_one_call():
     assert not any(kind == "mixed" for kind, _ in agent.calls + rationalist.calls)
 
 
-def test_a_failing_problem_fails_alone():
-    class Picky(Scripted):
-        def generate_seeded(self, prompts, params, seeds):
-            if any("problem 3" in (p if isinstance(p, str) else p[-1]["content"]) for p in prompts):
-                from rationalyst.errors import RationalystError
+class FailsOnProblem3(Scripted):
+    """Raises ``error`` for any call holding problem 3 (p2 and p5 of `_problems`)."""
 
-                raise RationalystError("prompt over the context")
-            return super().generate_seeded(prompts, params, seeds)
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
 
-    results = dict((item.id, t) for item, t in solve_many("random", _problems(6), Roles.of(Picky()), SETTINGS, 0, 3))
+    def generate_seeded(self, prompts, params, seeds):
+        if any("problem 3" in (p if isinstance(p, str) else p[-1]["content"]) for p in prompts):
+            raise self.error
+        return super().generate_seeded(prompts, params, seeds)
+
+
+def test_a_problem_whose_prompt_is_too_long_fails_alone():
+    from rationalyst.errors import PromptTooLongError
+
+    engine = FailsOnProblem3(PromptTooLongError("prompt over the context"))
+    results = dict((item.id, t) for item, t in solve_many("random", _problems(6), Roles.of(engine), SETTINGS, 0, 3))
     failed = {k for k, t in results.items() if isinstance(t, Exception)}
     assert failed == {"p2", "p5"} and all(isinstance(results[k], dict) for k in set(results) - failed)
+
+
+def test_an_engine_error_that_is_not_a_prompt_too_long_ends_the_batch():
+    """A server down is no problem's fault: it propagates instead of failing the problems it hit."""
+    from rationalyst.lm.openai_compat import ServerError
+
+    engine = FailsOnProblem3(ServerError("cannot reach http://localhost:8000/v1 (after 4 tries)"))
+    finished = []
+    with pytest.raises(ServerError):
+        for item, trace in solve_many("random", _problems(6), Roles.of(engine), SETTINGS, 0, 3):
+            finished.append(item.id)
+    assert "p2" not in finished and "p5" not in finished
+
+
+class Outage:
+    """The default model, but a server down (`ServerError`) for any prompt holding ``marker``."""
+
+    def __init__(self, model, marker: str) -> None:
+        self.model, self.marker = model, marker
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def _check(self, prompts):
+        from rationalyst.lm.openai_compat import ServerError
+
+        if any(self.marker in str(p) for p in prompts):
+            raise ServerError("http://localhost:8000/v1: HTTP 401: invalid API key")
+
+    def generate(self, prompts, params):
+        self._check(prompts)
+        return self.model.generate(prompts, params)
+
+    def generate_seeded(self, prompts, params, seeds):
+        self._check(prompts)
+        return self.model.generate_seeded(prompts, params, seeds)
+
+
+def test_an_eval_stopped_by_a_server_down_keeps_its_traces_and_resumes_without_errors(default_model, tmp_path):
+    """No problem is written as an error trace (and counted done) for an outage: the run stops with the
+    finished traces saved, and a rerun solves exactly the rest."""
+    from rationalyst.lm.openai_compat import ServerError
+    from rationalyst.search.pool import ModelPool
+
+    items = load_benchmark("gsm8k", FIXTURES / "gsm8k.jsonl", limit=3)
+    config = eval_stage.EvalConfig(
+        benchmarks=[{"name": "gsm8k", "source": str(FIXTURES / "gsm8k.jsonl"), "limit": 3, "demos": "zero-shot"}],
+        methods=["cot"], output=tmp_path, search=SETTINGS.model_copy(update={"max_solution_tokens": 8}), seed=7,
+        shard_size=1, batch_problems=1,
+    )
+    down = ModelPool()
+    down.add(Outage(default_model, items[1].question[:40]))
+    with pytest.raises(ServerError):
+        eval_stage.run(config, down)
+    written = list(read_records(tmp_path / "gsm8k" / "cot"))
+    assert [t["id"] for t in written] == [items[0].id] and "error" not in written[0]
+    pool = ModelPool()
+    pool.add(default_model)
+    (summary,) = eval_stage.run(config, pool)
+    assert summary.problems == 3 and summary.errors == 0
+    assert sorted(t["id"] for t in read_records(tmp_path / "gsm8k" / "cot")) == sorted(i.id for i in items)
 
 
 def test_every_method_is_a_program():

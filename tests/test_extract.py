@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from rationalyst.errors import PromptTooLongError
 from rationalyst.lm import Completion, LanguageModel
+from rationalyst.lm.openai_compat import ServerError
 from rationalyst.runs import read_records, shard_paths
 from rationalyst.stages import extract
 from rationalyst.stages.extract import (
@@ -371,6 +373,52 @@ def test_complete_run_is_not_redone_and_config_change_is_refused(tmp_path):
     other = FakeModel(lambda i, p: "Other.")
     redone = extract.run(config(tmp_path, max_rationales_per_doc=1, overwrite=True), model=other)
     assert redone["rationales"] == 3
+
+
+class FailsOn(FakeModel):
+    """Raises ``error`` for any prompt holding ``marker``; answers the others."""
+
+    def __init__(self, marker: str, error: Exception):
+        super().__init__(lambda i, p: "Some reason.")
+        self.marker, self.error = marker, error
+
+    def generate(self, prompts, params):
+        if any(self.marker in json.dumps(p) for p in prompts):
+            raise self.error
+        return super().generate(prompts, params)
+
+
+def test_a_document_over_the_context_is_marked_and_the_rest_go_on(tmp_path):
+    marker = FIXTURE_DOCS["web-1"]["text"][:30]
+    model = FailsOn(marker, PromptTooLongError("prompt of 9000 tokens is over n_ctx=4096"))
+    counts = extract.run(config(tmp_path, batch_size=3), model=model)
+    summaries = {d["id"]: d["status"] for d in read_records(tmp_path / "out" / extract.DOCUMENTS_DIR)}
+    assert summaries["web-1"] == "too_long_for_model"
+    assert {summaries["gsm-1"], summaries["code-1"]} == {"ok"}
+    assert counts["documents_by_status"]["too_long_for_model"] == 1
+
+
+def test_a_server_down_stops_the_run_and_a_rerun_finishes_what_is_left(tmp_path):
+    """Only a prompt too long is the document's fault: any other model error (a server down, a missing
+    model) stops the run, no document is marked, and a rerun extracts the rest."""
+    reference = extract.run(config(tmp_path / "ref", batch_size=1), model=FakeModel(lambda i, p: "Some reason."))
+    marker = FIXTURE_DOCS["web-1"]["text"][:30]
+    down = FailsOn(marker, ServerError("cannot reach http://localhost:8000/v1/completions (after 4 tries)"))
+    with pytest.raises(ServerError):
+        extract.run(config(tmp_path, batch_size=1), model=down)
+    written = {d["id"] for d in read_records(tmp_path / "out" / extract.DOCUMENTS_DIR)}
+    assert written == {"gsm-1"}  # the document before the outage is kept; the one it hit is not marked
+    counts = extract.run(config(tmp_path, batch_size=1), model=FakeModel(lambda i, p: "Some reason."))
+    assert counts["documents_by_status"] == reference["documents_by_status"] == {"ok": 3}
+    assert counts["rationales"] == reference["rationales"]
+    ref_records = sorted(r["id"] for r in read_records(tmp_path / "ref" / "out"))
+    assert sorted(r["id"] for r in read_records(tmp_path / "out")) == ref_records
+
+
+def test_bad_prompts_dir_stops_the_run_instead_of_failing_every_document(tmp_path):
+    with pytest.raises(extract.RationalystError, match="missing"):
+        extract.run(config(tmp_path, prompts_dir=tmp_path / "missing"), model=FakeModel(lambda i, p: "x"))
+    assert not list(read_records(tmp_path / "out" / extract.DOCUMENTS_DIR))
 
 
 # ============================================================================ the real default model

@@ -104,6 +104,21 @@ def test_bad_records_are_skipped_and_counted_with_file_and_line(default_model, t
     assert lines == [2, 3, 4, 5, 6, 8] and all(e["file"].endswith("in.jsonl") for e in manifest["skipped_examples"])
 
 
+def test_repeated_and_non_string_ids_are_skipped_and_a_null_source_counts_as_unknown(default_model, tmp_path):
+    first, second, third = make_records()[:3]
+    rows = [first, first, {**second, "id": 5}, {**third, "source": None}]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    summary = filter_stage.run(FilterConfig(input=source, output=tmp_path / "out"), model=default_model)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["skipped"] == {"repeated record id": 1, "field 'id' not a non-empty string": 1}
+    assert {e["reason"]: e["line"] for e in manifest["skipped_examples"]} == {
+        "repeated record id": 2, "field 'id' not a non-empty string": 3,
+    }
+    by_source = {k: summary.kept.get(k, 0) + summary.dropped.get(k, 0) for k in set(summary.kept) | set(summary.dropped)}
+    assert by_source == {"gsm8k": 1, "unknown": 1}
+    assert sorted(r["id"] for r in read_records(tmp_path / "out")) == [first["id"], third["id"]]
+
+
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(RationalystError, match="input not found"):
         filter_stage.run(FilterConfig(input=tmp_path / "nope.jsonl", output=tmp_path / "out"))
@@ -133,3 +148,47 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_records(default_model, 
             k: v for k, v in want.items() if not isinstance(v, float)
         }
         assert all(math.isclose(record[k], want[k], abs_tol=1e-4) for k in ("score_with", "score_without", "delta"))
+
+
+class FailsOnWater:
+    """The default model, except that scoring a request about boiling water raises ``error``."""
+
+    def __init__(self, model, error: Exception):
+        self.model, self.error = model, error
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def score_in_documents(self, requests):
+        if any("boils" in r.document for r in requests):
+            raise self.error
+        return self.model.score_in_documents(requests)
+
+
+def test_a_document_too_long_for_the_scorer_is_skipped_and_the_rest_scored(default_model, tmp_path):
+    from rationalyst.errors import PromptTooLongError
+
+    source = write_jsonl(tmp_path / "rationales.jsonl", make_records())
+    model = FailsOnWater(default_model, PromptTooLongError("prompt of 9000 tokens is over the model's limit"))
+    summary = filter_stage.run(FilterConfig(input=source, output=tmp_path / "out"), model=model)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["skipped"] == {"too long for the scorer": 2}  # wiki-1's two records
+    assert sum(summary.kept.values()) + sum(summary.dropped.values()) == len(make_records()) - 2
+
+
+def test_a_server_down_stops_the_filter_and_a_rerun_scores_the_rest(default_model, tmp_path):
+    """A scorer that fails for any reason but a prompt too long stops the run: nothing is skipped as
+    too long, the documents scored before are kept, and a rerun scores exactly the rest."""
+    from rationalyst.lm.openai_compat import ServerError
+
+    source = write_jsonl(tmp_path / "rationales.jsonl", make_records())
+    out = tmp_path / "out"
+    down = FailsOnWater(default_model, ServerError("cannot reach http://localhost:8000/v1 (after 4 tries)"))
+    config = FilterConfig(input=source, output=out, shard_size=1, documents_per_batch=1)
+    with pytest.raises(ServerError):
+        filter_stage.run(config, model=down)
+    assert sorted(r["id"] for r in read_records(out)) == ["gsm8k-1:0", "gsm8k-1:1", "gsm8k-1:2"]
+    filter_stage.run(config, model=default_model)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["counts"].get("skipped")
+    assert sorted(r["id"] for r in read_records(out)) == sorted(r["id"] for r in make_records())

@@ -117,6 +117,24 @@ def test_client_errors_are_not_retried_and_quote_the_server():
     assert len(seen) == 1
 
 
+@pytest.mark.parametrize("message", [
+    "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.",  # vLLM, OpenAI
+    "the request exceeds the available context size, try increasing it",  # llama.cpp's server
+    "Requested tokens (5000) exceed context window of 4096",  # llama-cpp-python's server
+])
+def test_a_prompt_over_the_server_s_context_is_told_apart_from_other_refusals(message):
+    """Only a context overflow is the prompt's fault (a stage skips that item); other 400s stop the run."""
+    from rationalyst.errors import PromptTooLongError
+
+    model, seen = _model(lambda payload, path: (400, {"error": {"message": message}}))
+    with pytest.raises(PromptTooLongError, match="HTTP 400"):
+        model.generate(["hi"], SamplingParams())
+    other, _ = _model(lambda payload, path: (400, {"error": {"message": "unknown field: best_of"}}))
+    with pytest.raises(ServerError) as refused:
+        other.generate(["hi"], SamplingParams())
+    assert not isinstance(refused.value, PromptTooLongError)
+
+
 def test_api_key_is_sent_as_bearer_token():
     def handler(payload, path):
         return 200, {"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}

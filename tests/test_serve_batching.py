@@ -10,6 +10,7 @@ import pytest
 
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import Completion, LanguageModel, SamplingParams
+from rationalyst.lm.openai_compat import ServerError
 from rationalyst.serve.engine import ApiError, Batcher, ServerLimits
 
 
@@ -29,6 +30,8 @@ class Slow(LanguageModel):
         time.sleep(self.delay)
         if any(p == "bad" for p in prompts):
             raise RationalystError("prompt over the context")
+        if any(p == "upstream" for p in prompts):
+            raise ServerError("cannot reach http://localhost:8000/v1 (after 4 tries)")
         return [[Completion(f"{p}/{s}", [1], [0.0], "stop")] * params.n for p, s in zip(prompts, seeds)]
 
     def score_many(self, requests):
@@ -93,6 +96,15 @@ def test_requests_with_different_params_share_one_engine_call():
     for i in range(6):
         prompt = f"q{i}" * (i + 1)
         assert [c.text for c in answers[prompt][0]] == [f"{prompt}/{len(prompt)}/{8 + i % 3}"] * (1 + i % 2)
+
+
+def test_a_request_is_a_400_but_an_upstream_server_down_a_502():
+    """The client's fault (a prompt the model refuses) is a 400; a backend server that fails is a 502,
+    which a client may retry."""
+    batcher = Batcher(Slow(delay=0.0), threading.Lock())
+    answers = _concurrently(batcher, ["bad", "upstream"], SamplingParams(), ServerLimits())
+    assert answers["bad"].status == 400 and "over the context" in answers["bad"].message
+    assert answers["upstream"].status == 502 and answers["upstream"].type == "server_error"
 
 
 def test_a_full_queue_is_a_503():

@@ -18,3 +18,12 @@ class ModelNotFoundError(RationalystError):
 
 class InputError(RationalystError):
     """Input data is malformed; the message names the file, line and field."""
+
+
+class PromptTooLongError(RationalystError):
+    """One prompt does not fit the model's context window.
+
+    The one error that belongs to an item rather than to the run: a stage skips (and counts) the item
+    and goes on. Every other error of a model (server down, a refused API key, a missing file) stops
+    the run with finished work saved, so that a resume redoes the rest instead of marking it failed.
+    """

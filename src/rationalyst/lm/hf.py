@@ -27,7 +27,7 @@ import torch
 from transformers import DynamicCache, StopStringCriteria
 
 from rationalyst.console import progress
-from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.iterutils import batched
 from rationalyst.lm.base import (
     Completion,
@@ -380,7 +380,7 @@ class HFModel(LanguageModel):
     def check_room(self, prompt_tokens: int, new_tokens: int) -> None:
         """Raise if a prompt of ``prompt_tokens`` plus ``new_tokens`` would pass the model's length limit."""
         if self.max_length is not None and prompt_tokens + new_tokens > self.max_length:
-            raise RationalystError(
+            raise PromptTooLongError(
                 f"{self.name}: prompt of {prompt_tokens} tokens + {new_tokens} new tokens "
                 f"is over the model's limit of {self.max_length}"
             )

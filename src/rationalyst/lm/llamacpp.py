@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.lm.base import (
     Completion,
     ContinuationScore,
@@ -272,7 +272,7 @@ class LlamaCppModel(LanguageModel):
             ids = [self._start_id(), *ids]
             n_context = 1
         if len(ids) > self.n_ctx:
-            raise RationalystError(
+            raise PromptTooLongError(
                 f"{self.name}: context + continuation is {len(ids)} tokens, over n_ctx={self.n_ctx}"
             )
         return SplitSequence(ids, n_context)
@@ -389,7 +389,7 @@ class LlamaCppModel(LanguageModel):
         encoded = [self._encode(p) for p in prompts]
         for ids, p in zip(encoded, params):
             if len(ids) + p.max_new_tokens > self.n_ctx:
-                raise RationalystError(
+                raise PromptTooLongError(
                     f"{self.name}: prompt of {len(ids)} tokens + {p.max_new_tokens} new tokens "
                     f"is over n_ctx={self.n_ctx}"
                 )

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.lm.base import (
     Completion,
     ContinuationScore,
@@ -62,6 +62,10 @@ ECHO_TOLERANCE = 0.1
 
 _TOKEN_ID = re.compile(r"token_id:(\d+)")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+#: How servers word "the prompt does not fit": vLLM and OpenAI ("maximum context length",
+#: context_length_exceeded), llama.cpp's server (exceed_context_size_error, "available context size")
+#: and llama-cpp-python's ("exceed context window").
+_CONTEXT_OVERFLOW = re.compile(r"context length|context size|context window|context_length_exceeded", re.I)
 
 
 class ServerError(RationalystError):
@@ -148,6 +152,8 @@ class OpenAIClient:
             if response.status_code in _RETRY_STATUS and not last:
                 self._sleep(attempt, f"HTTP {response.status_code} from {url}")
                 continue
+            if response.status_code == 400 and _CONTEXT_OVERFLOW.search(message):
+                raise PromptTooLongError(f"{url}: HTTP 400: {message}")
             raise ServerError(f"{url}: HTTP {response.status_code}: {message}", response.status_code, response.text)
         raise AssertionError("unreachable")
 

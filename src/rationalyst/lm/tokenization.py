@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.lm.base import Prompt
 from rationalyst.lm.boundary import SplitSequence, count_context_tokens
 
@@ -70,7 +70,7 @@ class HFTextCodec:
         if n_context == 0:
             ids, n_context = self._start() + ids, 1
         if self.max_length is not None and len(ids) > self.max_length:
-            raise RationalystError(
+            raise PromptTooLongError(
                 f"{self.name}: context + continuation is {len(ids)} tokens, "
                 f"over the model's limit of {self.max_length}"
             )

@@ -48,7 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from rationalyst.errors import ModelNotFoundError, RationalystError
+from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.lm.base import (
     Completion,
     ContinuationScore,
@@ -269,7 +269,7 @@ class VLLMModel(LanguageModel):
         limit = self.codec.max_length
         for ids, p in zip(encoded, params):
             if limit is not None and len(ids) + p.max_new_tokens > limit:
-                raise RationalystError(
+                raise PromptTooLongError(
                     f"{self.name}: prompt of {len(ids)} tokens + {p.max_new_tokens} new tokens "
                     f"is over the model's limit of {limit}"
                 )

@@ -41,7 +41,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
-from rationalyst.errors import RationalystError
+from rationalyst.errors import PromptTooLongError, RationalystError
 from rationalyst.lm.base import Prompt, SamplingParams, ScoreRequest
 from rationalyst.lm.prm import RewardRequest
 from rationalyst.search.roles import Roles
@@ -238,8 +238,10 @@ def run_batch(
     programs: Iterable[tuple[Callable[[Roles], Program], Roles]], batch_problems: int = 1
 ) -> Iterator[tuple[int, Any]]:
     """Run ``(make_program, roles)`` pairs, up to ``batch_problems`` at once, yielding ``(index, trace)``
-    as each finishes (index: its place in ``programs``); a problem that hit a `RationalystError`
-    yields the error instead of a trace. ``roles`` meter that problem alone.
+    as each finishes (index: its place in ``programs``). A problem whose own prompt does not fit its
+    model (`PromptTooLongError`), or whose program raised a `RationalystError`, yields the error instead
+    of a trace; any other engine error (a server down) propagates, after the traces already yielded.
+    ``roles`` meter that problem alone.
 
     Generations on an engine with a stream (hf: continuous batching at the token level) go into it as
     soon as a problem asks for them; the other calls go in rounds as in the module docstring. A round
@@ -280,11 +282,11 @@ def run_batch(
         for stream, rows in batches.values():
             try:
                 _add(stream, rows)
-            except RationalystError:  # one problem's prompt can sink the join: each alone, as `_execute`
+            except PromptTooLongError:  # one problem's prompt can sink the join: each alone, as `_execute`
                 for problem in {id(p): p for p, _ in rows}.values():
                     try:
                         _add(stream, [(p, i) for p, i in rows if p is problem])
-                    except RationalystError as exc:
+                    except PromptTooLongError as exc:
                         finish(problem, exc)
 
     def step_streams() -> None:
@@ -326,16 +328,17 @@ def run_batch(
             kind, rows = _choose(waiting)
             try:
                 _execute(kind, rows)
-            except RationalystError:
+            except PromptTooLongError:
                 # One problem's prompt can sink a whole batched call: retry each problem alone, and
-                # fail only the problems whose own call fails.
+                # fail only the problems whose own call fails. Any other engine error (a server down,
+                # a refused key) ends the run: the problems it hit are not theirs to fail.
                 by_problem: dict[int, list[tuple[_Problem, int]]] = {}
                 for row in rows:
                     by_problem.setdefault(id(row[0]), []).append(row)
                 for own in by_problem.values():
                     try:
                         _execute(kind, own)
-                    except RationalystError as exc:
+                    except PromptTooLongError as exc:
                         finish(own[0][0], exc)
             chosen = {id(p) for p, _ in rows}
             for problem in list(active):

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import Completion, LanguageModel, SamplingParams
 from rationalyst.lm.boundary import count_context_tokens
+from rationalyst.lm.openai_compat import ServerError
 from rationalyst.lm.tokenization import HFTextCodec
 from rationalyst.serve.protocol import (
     AssistantMessage,
@@ -139,6 +140,8 @@ def _as_error(exc: Exception) -> ApiError:
     if isinstance(exc, ValidationError):
         err = exc.errors()[0]
         return ApiError(400, f"{'.'.join(map(str, err['loc']))}: {err['msg']}", param=str(err["loc"][0]))
+    if isinstance(exc, ServerError):  # the upstream server failed, not the request: a client may retry
+        return ApiError(502, str(exc))
     return ApiError(400, str(exc))
 
 

@@ -89,7 +89,7 @@ from rationalyst.data.extraction_text import (
     truncate_left,
 )
 from rationalyst.data.prompt_files import read_prompt_yaml
-from rationalyst.errors import RationalystError
+from rationalyst.errors import PromptTooLongError, RationalystError
 from rationalyst.executor import ExecutorConfig, map_batches
 from rationalyst.lm import LanguageModel, SamplingParams, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
@@ -412,7 +412,7 @@ class ExtractWorker:
     def process(self, docs: Sequence[Document]) -> list[DocResult]:
         try:
             return self._process(docs)
-        except RationalystError as exc:  # e.g. a prompt over the model's context: retry one by one
+        except PromptTooLongError as exc:  # only that: a missing model or a server down stops the run
             if len(docs) == 1:
                 log.warning("document %s: %s", docs[0].id, exc)
                 return [DocResult(docs[0], status="too_long_for_model")]

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from rationalyst.config import StrictModel
 from rationalyst.console import progress
-from rationalyst.errors import RationalystError
+from rationalyst.errors import PromptTooLongError
 from rationalyst.executor import ExecutorConfig, map_batches, write_records
 from rationalyst.lm import DocumentScoreRequest, LanguageModel, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
@@ -98,6 +98,8 @@ def _validate(record: Any) -> str | None:
     for name in REQUIRED_TEXT_FIELDS:
         if not isinstance(record.get(name), str):
             return f"field {name!r} missing or not a string"
+    if "id" in record and (not isinstance(record["id"], str) or not record["id"]):
+        return "field 'id' not a non-empty string"
     if not isinstance(record.get("position"), int) or isinstance(record.get("position"), bool):
         return "field 'position' missing or not an integer"
     if not record["following"].strip():
@@ -108,14 +110,21 @@ def _validate(record: Any) -> str | None:
 
 
 def read_rationale_records(path: Path, run: RunDir) -> Iterator[dict]:
-    """Stream valid records from the input; bad lines are skipped and counted with file and line."""
+    """Stream valid records from the input; bad lines and repeated ids are skipped and counted with file
+    and line. A record without a source (or a null one) counts under ``unknown``."""
+    seen: set[str] = set()
     for file, line_no, record in read_json_lines(path, run.report_skip, stage="extract"):
         problem = _validate(record)
         if problem:
             run.skip(problem, file=file, line=line_no)
             continue
-        record.setdefault("source", "unknown")
+        if not isinstance(record.get("source"), str) or not record["source"]:
+            record["source"] = "unknown"
         record.setdefault("id", f"{record['doc_id']}:{record['position']}")
+        if record["id"] in seen:
+            run.skip("repeated record id", file=file, line=line_no)
+            continue
+        seen.add(record["id"])
         yield record
 
 
@@ -143,7 +152,7 @@ class FilterWorker:
         requests = [self._request(doc) for doc in batch]
         try:
             results = self.model.score_in_documents(requests)
-        except RationalystError as exc:
+        except PromptTooLongError as exc:  # only that: any other model error stops the run, work kept
             if len(batch) == 1:
                 return [{"_skip": "too long for the scorer", "id": r["id"], "detail": str(exc)} for r in batch[0]]
             return [out for doc in batch for out in self([doc])]  # isolate the document that fails
