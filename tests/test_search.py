@@ -213,6 +213,20 @@ def test_unknown_method_is_a_clear_config_error(tmp_path):
         eval_stage.EvalConfig(benchmarks=["gsm8k"], methods=["nope"], output=tmp_path)
 
 
+def test_a_multiple_choice_question_is_solved_without_a_gold_answer(default_model):
+    """`rationalyst solve "..." --choice cat --choice dog`: no answer to check, no correctness reported."""
+    from rationalyst.errors import InputError
+    from rationalyst.search.solve import SolveConfig, solve
+
+    pool = ModelPool()
+    pool.add(default_model)
+    config = SolveConfig(method="cot", family="multiple_choice", search=SETTINGS.model_copy(update={"max_solution_tokens": 8}))
+    trace = solve(config, "Which animal barks?", ["cat", "dog"], pool=pool)
+    assert trace["gold"] is None and trace["correct"] is None and trace["choices"] == ["cat", "dog"]
+    with pytest.raises(InputError, match="choices: a arithmetic item has no options"):
+        solve(config.model_copy(update={"family": "arithmetic"}), "Which animal barks?", ["cat", "dog"], pool=pool)
+
+
 def test_verify_command_scores_each_step_and_counts_bad_records(tmp_path, default_model):
     from typer.testing import CliRunner
 
@@ -220,7 +234,8 @@ def test_verify_command_scores_each_step_and_counts_bad_records(tmp_path, defaul
 
     solutions = tmp_path / "solutions.jsonl"
     good = {"id": "s1", "question": "What is 2 + 3?", "steps": ["2 + 3 = 5.", "The answer is 5."]}
-    solutions.write_text(json.dumps(good) + "\nnot json\n" + json.dumps({"id": "s2", "question": "q", "steps": []}) + "\n")
+    bad = [{"id": "s2", "question": "q", "steps": []}, good, {**good, "id": 3}, {**good, "id": "s4", "choices": ["5", "6"]}]
+    solutions.write_text(json.dumps(good) + "\nnot json\n" + "".join(json.dumps(r) + "\n" for r in bad))
     result = CliRunner().invoke(app, ["verify", "--input", str(solutions), "--output", str(tmp_path / "out"),
                                       "--family", "arithmetic", "--set", "search.max_rationale_tokens=12"])
     assert result.exit_code == 0, result.output
@@ -231,7 +246,12 @@ def test_verify_command_scores_each_step_and_counts_bad_records(tmp_path, defaul
         context = prompts.scorer_context(item, good["steps"][:i], rationale)
         assert score == pytest.approx(default_model.score_full_passes(context, [good["steps"][i]])[0].mean, abs=1e-4)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["counts"]["skipped"] == {"malformed JSON": 1, "steps must be a non-empty list of non-empty strings": 1}
+    assert manifest["counts"]["skipped"] == {
+        "malformed JSON": 1, "steps must be a non-empty list of non-empty strings": 1, "repeated id": 1,
+        "missing id": 1, "choices: a arithmetic item has no options": 1,
+    }
+    lines = {e["reason"]: e["line"] for e in manifest["skipped_examples"]}
+    assert lines["repeated id"] == 4 and lines["choices: a arithmetic item has no options"] == 6
 
 
 def test_zero_shot_demos_give_the_agent_only_the_instruction_and_the_question(tmp_path, default_model, items, monkeypatch):

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from rationalyst.data.benchmarks import BenchmarkItem
+from rationalyst.data.benchmarks import BenchmarkItem, Family, unlabeled_item
 from rationalyst.search.methods import METHODS, check_methods
 from rationalyst.search.pool import ModelPool, RolesConfig, require_prm
 
@@ -15,7 +15,7 @@ class SolveConfig(RolesConfig):
     """`rationalyst solve`: one question, one method."""
 
     method: str = Field("implicit", description="Heuristic or baseline: " + ", ".join(METHODS) + ".")
-    family: str = Field("arithmetic", description="Task family (prompt and answer format): arithmetic, math, multiple_choice, logic.")
+    family: Family = Field("arithmetic", description="Task family (prompt and answer format): arithmetic, math, multiple_choice, logic.")
 
     @field_validator("method")
     @classmethod
@@ -36,11 +36,8 @@ class SolveConfig(RolesConfig):
 
 
 def question_item(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "") -> BenchmarkItem:
-    """A question outside any benchmark as the search's item (its answer "?" when none is given)."""
-    return BenchmarkItem(
-        id="question", benchmark="question", family=config.family, question=question, choices=choices,
-        answer=answer or "?", solution=None, meta={},
-    )
+    """A question outside any benchmark as the search's item (a placeholder answer when none is given)."""
+    return unlabeled_item(config.family, question, choices, answer)
 
 
 def solve(config: SolveConfig, question: str, choices: list[str] | None = None, answer: str = "",

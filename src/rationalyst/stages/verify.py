@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rationalyst.console import progress
-from rationalyst.data.benchmarks import BenchmarkItem
+from rationalyst.data.benchmarks import BenchmarkItem, Family, unlabeled_item
+from rationalyst.errors import InputError
 from rationalyst.runs import RunDir, read_json_lines
 from rationalyst.search.verify import verify_steps
 from rationalyst.search.pool import ModelPool, RolesConfig, require_prm
@@ -27,7 +28,7 @@ class VerifyConfig(RolesConfig):
 
     input: Path = Field(description="JSONL of {id, question, steps, choices?} records.")
     output: Path = Field(description="Run directory for the step scores.")
-    family: str = Field("math", description="Task family of the questions (how the question is written).")
+    family: Family = Field("math", description="Task family of the questions (how the question is written).")
     verifier: Literal["implicit", "prm", "implicit-prm"] = Field(
         "implicit", description="implicit (rationale, then the step's log-prob), prm (P(good) by the prm model) or "
         "implicit-prm (beta * log rationalist/scorer over the step's tokens).",
@@ -43,8 +44,8 @@ class VerifyConfig(RolesConfig):
         return self
 
 
-def _valid(record: dict[str, Any]) -> str | None:
-    """Why a record cannot be verified, or None."""
+def _item(record: dict[str, Any], family: str) -> BenchmarkItem | str:
+    """The record's question as an item, or why it cannot be verified."""
     if not isinstance(record.get("id"), str) or not record["id"]:
         return "missing id"
     if not isinstance(record.get("question"), str):
@@ -55,7 +56,10 @@ def _valid(record: dict[str, Any]) -> str | None:
     choices = record.get("choices")
     if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
         return "choices must be a list of strings"
-    return None
+    try:
+        return unlabeled_item(family, record["question"], choices, id=record["id"], benchmark="verify")
+    except InputError as exc:  # e.g. choices for a math question, none for a multiple-choice one
+        return str(exc)
 
 
 def run(config: VerifyConfig, pool: ModelPool | None = None) -> dict[str, Any]:
@@ -63,22 +67,22 @@ def run(config: VerifyConfig, pool: ModelPool | None = None) -> dict[str, Any]:
     run_dir = RunDir(config.output, config, stage="verify", mode="overwrite" if config.overwrite else "resume")
     if run_dir.is_complete():
         return run_dir.manifest()["counts"]
-    records = []
+    records, items = [], {}
     for file, line, record in read_json_lines(config.input, run_dir.report_skip, stage="verify"):
-        problem = _valid(record)
-        if problem:
-            run_dir.skip(problem, file=file, line=line)
+        item = _item(record, config.family)
+        if isinstance(item, str):
+            run_dir.skip(item, file=file, line=line)
+        elif item.id in items:
+            run_dir.skip("repeated id", file=file, line=line)
         else:
             records.append(record)
+            items[item.id] = item
     pending = list(run_dir.pending(records))
     if pending:
         roles = (pool or ModelPool()).roles(config, config.verifier)  # the step search of that heuristic
         with run_dir.writer(shard_size=20) as writer:
             for record in progress(pending, total=len(pending), description="verify"):
-                item = BenchmarkItem(
-                    id=record["id"], benchmark="verify", family=config.family, question=record["question"],
-                    choices=record.get("choices"), answer="?", solution=None, meta={},
-                )
+                item = items[record["id"]]
                 steps = [s.strip() for s in record["steps"]]
                 verdicts = verify_steps(
                     item, steps, roles, config.search, without=config.verifier == "implicit", verifier=config.verifier

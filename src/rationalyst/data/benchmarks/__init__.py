@@ -65,7 +65,16 @@ from rationalyst.data.benchmarks.generated import (
     gsm_symbolic_documents,
     write_generated_corpus,
 )
-from rationalyst.data.benchmarks.items import BENCHMARKS, FAMILIES, GENERATED, LETTERS, BenchmarkItem, BenchmarkSpec
+from rationalyst.data.benchmarks.items import (
+    BENCHMARKS,
+    FAMILIES,
+    GENERATED,
+    LETTERS,
+    BenchmarkItem,
+    BenchmarkSpec,
+    Family,
+    unlabeled_item,
+)
 from rationalyst.data.benchmarks.load import load_benchmark
 from rationalyst.data.benchmarks.rows import OnSkip
 from rationalyst.data.benchmarks.sources import (
@@ -89,6 +98,7 @@ __all__ = [
     "LETTERS",
     "BenchmarkItem",
     "BenchmarkSpec",
+    "Family",
     "HubSource",
     "OnSkip",
     "benchmark_split",
@@ -98,5 +108,6 @@ __all__ = [
     "gsm_symbolic_documents",
     "load_benchmark",
     "parse_hub_source",
+    "unlabeled_item",
     "write_generated_corpus",
 ]

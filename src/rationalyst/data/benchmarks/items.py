@@ -9,13 +9,16 @@ which decide how a final answer is stated, extracted and checked (`rationalyst.d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rationalyst.data.hub import HubSource
+from rationalyst.errors import InputError
 
-FAMILIES = ("arithmetic", "math", "multiple_choice", "logic")
+#: How a final answer is stated, extracted and checked (a config field of this type refuses a typo).
+Family = Literal["arithmetic", "math", "multiple_choice", "logic"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -83,6 +86,27 @@ class BenchmarkItem(BaseModel):
             "source": self.source,
             "meta": self.meta,
         }
+
+
+def unlabeled_item(
+    family: str, question: str, choices: list[str] | None = None, answer: str = "", *, id: str = "question",
+    benchmark: str = "question",
+) -> BenchmarkItem:
+    """An item outside any benchmark (a user's question, a solution to verify), its gold answer optional.
+
+    Without ``answer`` a placeholder that the family accepts stands in (the first option letter, or
+    "?"); the caller reports no correctness for it. Raises `InputError` naming the field at fault.
+    """
+    placeholder = "A" if choices else "?"
+    try:
+        return BenchmarkItem(
+            id=id, benchmark=benchmark, family=family, question=question, choices=choices,
+            answer=answer or placeholder, solution=None, meta={},
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = error["msg"].removeprefix("Value error, ")  # the item's own checks name their field
+        raise InputError(f"{'.'.join(map(str, error['loc']))}: {message}" if error["loc"] else message) from None
 
 
 @dataclass(frozen=True)
