@@ -27,6 +27,7 @@ def inputs(tmp_path: Path) -> Path:
     (tmp_path / "recipe.yaml").write_text("output: runs/x\nselect:\n  corpus: [c.jsonl]\n  benchmarks: [q.jsonl]\n"
                                           "  threshold: high\nextract: {}\nfilter: {}\ntrain: {}\n"
                                           "eval: {benchmarks: [gsm8k]}\n")
+    (tmp_path / "eval.yaml").write_text("output: o\nbenchmarks:\n  - {name: gsm8k, source: test.jsonl, ids: [a, b, a]}\n")
     return tmp_path
 
 
@@ -37,6 +38,10 @@ CASES = [
     (["train", "--input", "notkept.jsonl", "--output", "o"], "notkept.jsonl: no kept records to train on"),
     (["eval", "-b", "gsm8k=test.jsonl", "--output", "o"], "nothing to evaluate, no usable problem in test.jsonl"),
     (["solve", "hi", "--method", "nope"], "field method: Value error, unknown method(s) ['nope']"),
+    (["solve", "hi", "--family", "chemistry"], "field family: Input should be 'arithmetic', 'math', 'multiple_choice' or 'logic'"),
+    (["solve", "Which animal barks?", "--choice", "cat", "--choice", "dog", "--answer", "dog"],
+     "answer 'dog' is not one of the option letters AB"),
+    (["eval", "--config", "eval.yaml"], "eval.yaml, line 3, field benchmarks.0.ids: Value error, each problem once; repeated: a"),
     (["run", "recipe.yaml"], "recipe.yaml, line 5, field select.threshold"),
     (["score", "--model", "builtin:nope", "--context", "a", "b"], "unknown builtin model 'nope'"),
     (["serve", "--model", "builtin:nope"], "unknown builtin model 'nope'"),

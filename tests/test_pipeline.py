@@ -12,7 +12,7 @@ import yaml
 from rationalyst import pipeline
 from rationalyst.config import load_config
 from rationalyst.errors import RationalystError
-from rationalyst.runs import read_records
+from rationalyst.runs import read_records, shard_paths
 from rationalyst.stages import eval as eval_stage
 from tests.killing import kill_when
 
@@ -91,6 +91,50 @@ def test_rerun_skips_finished_stages_and_a_change_reruns_only_what_follows(first
     result = pipeline.run(changed)
     assert statuses(result) == {**{s: "skipped" for s in ("select", "extract", "filter", "train")}, "eval": "ran", "report": "ran"}
     assert [t["id"] for t in read_records(tmp / "run" / "eval" / "gsm8k" / "cot")] == [t["id"] for t in before]
+
+
+def test_an_added_method_runs_alone_and_finished_eval_runs_stay(first_run):
+    """An edit of the eval section alone reruns only the (benchmark, method) runs whose own config
+    changed: the finished cot and implicit runs are not wiped when a method is added."""
+    tmp, _, _, _ = first_run
+    pipeline.run(load_config(pipeline.PipelineConfig, write_recipe(tmp, tmp / "run")))
+    runs = {m: tmp / "run" / "eval" / "gsm8k" / m for m in ("cot", "implicit", "random")}
+    before = {m: {p.name: p.stat().st_mtime_ns for p in shard_paths(runs[m])} for m in ("cot", "implicit")}
+    added = write_recipe(tmp, tmp / "run", **{"eval.methods": ["cot", "implicit", "random"]})
+    result = pipeline.run(load_config(pipeline.PipelineConfig, added))
+    assert statuses(result)["eval"] == "ran"
+    after = {m: {p.name: p.stat().st_mtime_ns for p in shard_paths(runs[m])} for m in ("cot", "implicit")}
+    assert after == before and all(before.values())
+    assert len(list(read_records(runs["random"]))) == 2
+
+
+def test_eval_starts_over_whole_when_a_stage_before_it_changed(tmp_path, monkeypatch):
+    """Refresh (keep the unchanged runs) only after an edit of the eval section alone; a changed stage
+    before it (another rationalist at the same path) starts every eval run over."""
+    calls = []
+    monkeypatch.setattr(eval_stage, "run", lambda config, pool=None, refresh=False: calls.append((config.overwrite, refresh)))
+    recipe = lambda **changes: load_config(pipeline.PipelineConfig, write_recipe(tmp_path, tmp_path / "run", report=False, **changes))  # noqa: E731
+    pipeline.run(recipe(), start="eval")
+    pipeline.run(recipe(**{"eval.methods": ["cot", "random"]}), start="eval")
+    pipeline.run(recipe(**{"eval.methods": ["cot", "random"], "filter.tau": -50.0}), start="eval")
+    assert calls == [(True, False), (False, True), (True, False)]
+
+
+def test_a_section_that_is_not_a_mapping_is_named_with_its_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("output: runs\nselect: 5\nextract: {}\nfilter: {}\ntrain: {}\neval: {benchmarks: [gsm8k]}\n")
+    with pytest.raises(RationalystError, match="line 2, field select: Input should be a valid dictionary"):
+        load_config(pipeline.PipelineConfig, recipe)
+
+
+def test_one_corpus_file_not_in_a_list_stays_one_input_beside_the_generated_ones(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("output: runs\ngenerate_corpus: {}\nselect: {corpus: mydocs.jsonl, benchmarks: q.jsonl}\n"
+                      "extract: {}\nfilter: {}\ntrain: {}\neval: {benchmarks: [gsm8k]}\n")
+    config = load_config(pipeline.PipelineConfig, recipe)
+    paths = [c.path for c in config.select.corpus]
+    assert paths[0] == "mydocs.jsonl" and len(paths) == 4 and all(p.startswith("runs/corpus/") for p in paths[1:])
+    assert config.select.benchmarks == ["q.jsonl", "runs/corpus/questions.jsonl"]
 
 
 def test_unknown_stage_and_failing_stage_are_clear_errors(first_run, tmp_path):

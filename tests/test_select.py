@@ -55,6 +55,21 @@ def test_similarity_is_cosine_to_the_mean_question_and_threshold_selects(embedde
     ]
 
 
+def test_two_inputs_with_the_same_file_name_are_refused_before_any_embedding(tmp_path):
+    """a/train.jsonl and b/train.jsonl would both label their documents train.jsonl and share ids: the
+    second's documents would be dropped as repeats. Refused in seconds; each its own source: works."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "train.jsonl").write_text(CORPUS.read_text())
+    inputs = [str(tmp_path / "a" / "train.jsonl"), str(tmp_path / "b" / "train.jsonl")]
+    clash = SelectConfig(corpus=inputs, benchmarks=[str(QUESTIONS)], output=tmp_path / "out")
+    with pytest.raises(select.ConfigError, match=r"both label their documents 'train.jsonl'.*own source: label"):
+        select.run(clash, embedder=None)  # no embedder is loaded first
+    apart = [{"path": inputs[0], "source": "a"}, {"path": inputs[1], "source": "b"}]
+    labelled = SelectConfig(corpus=apart, benchmarks=[str(QUESTIONS)], output=tmp_path / "out2")
+    select.check_sources_apart(labelled)  # the fix the message names passes
+
+
 def test_paper_normalization():
     assert normalize_text("The Answer, of course, is: 42!") == "answer course 42"
 

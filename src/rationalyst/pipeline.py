@@ -12,8 +12,10 @@ under ``output``::
 Re-running a recipe skips every stage whose output is complete and whose fingerprint is unchanged;
 a stage's fingerprint hashes its own config hash with the previous stage's fingerprint, so a changed
 stage re-runs together with everything after it, and nothing else. A stage that was interrupted
-resumes its own partial work (same fingerprint) and starts over otherwise. The rationalist of the
-eval section defaults to the model the train section produces.
+resumes its own partial work (same fingerprint) and starts over otherwise. Eval is kept per
+(benchmark, method): after an edit of the eval section alone (a method added, a search setting
+changed) only the runs whose own config changed start over, and the others stay as they are. The
+rationalist of the eval section defaults to the model the train section produces.
 
 A failure stops the pipeline with a message naming the stage; every finished stage (and every
 finished shard of the failed one) stays on disk.
@@ -33,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -72,38 +74,55 @@ class GeneratedCorpus(StrictModel):
     general_text: bool = Field(True, description="Add the packaged paragraphs of general text (source: general).")
 
 
+def _listed(value: Any) -> list:
+    """A section's list field as a list: absent is empty, one entry (``corpus: docs.jsonl``) a list of one."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def wire_sections(data: Any) -> Any:
-    """Fill each section's input and output from ``output`` unless the recipe sets them."""
+    """Fill each section's input and output from ``output`` unless the recipe sets them.
+
+    A section that is not a mapping (``select: 5``) is left as written, for its field's validation to
+    report with its line.
+    """
     if not isinstance(data, dict) or "output" not in data:
         return data
     out = Path(str(data["output"]))
-    sections = {name: dict(data.get(name) or {}) for name in ("select", "extract", "filter", "train", "eval")}
-    sections["select"].setdefault("output", out / "select")
+    wired = {
+        name: dict(data.get(name) or {})
+        for name in ("select", "extract", "filter", "train", "eval")
+        if isinstance(data.get(name) or {}, dict)
+    }
+    if "select" in wired:
+        wired["select"].setdefault("output", out / "select")
     for name, previous in (("extract", "select"), ("filter", "extract"), ("train", "filter")):
-        sections[name].setdefault("input", out / previous)
-        sections[name].setdefault("output", out / name)
-    sections["eval"].setdefault("output", out / "eval")
-    sections["eval"].setdefault("training_data", [out / "select"])
-    sections["eval"].setdefault("allow_contamination", bool(data.get("allow_contamination", False)))
-    rationalist = sections["eval"].setdefault("rationalist", {})
-    if isinstance(rationalist, dict):  # a mapping without a spec: the model the train section makes
-        rationalist.setdefault("spec", f"hf:{out / 'train' / 'merged'}")
+        if name in wired:
+            wired[name].setdefault("input", out / previous)
+            wired[name].setdefault("output", out / name)
+    if "eval" in wired:
+        wired["eval"].setdefault("output", out / "eval")
+        wired["eval"].setdefault("training_data", [out / "select"])
+        wired["eval"].setdefault("allow_contamination", bool(data.get("allow_contamination", False)))
+        rationalist = wired["eval"].setdefault("rationalist", {})
+        if isinstance(rationalist, dict):  # a mapping without a spec: the model the train section makes
+            rationalist.setdefault("spec", f"hf:{out / 'train' / 'merged'}")
     generated = data.get("generate_corpus")
-    if generated is not None:
+    if generated is not None and "select" in wired:
         try:
             spec = GeneratedCorpus.model_validate(generated)
         except ValidationError:  # reported with its line by the field's own validation
-            return {**data, **sections}
+            return {**data, **wired}
         corpus_dir = out / "corpus"
         corpus = [{"path": str(corpus_dir / f"{name}.jsonl"), "source": name} for name in spec.documents]
         if spec.general_text:
             corpus.append({"path": str(corpus_dir / "general.jsonl"), "source": "general"})
-        sections["select"]["corpus"] = [*sections["select"].get("corpus", []), *corpus]
+        select = wired["select"]
+        select["corpus"] = [*_listed(select.get("corpus")), *corpus]
         if spec.questions:
-            sections["select"]["benchmarks"] = [
-                *sections["select"].get("benchmarks", []), str(corpus_dir / "questions.jsonl"),
-            ]
-    return {**data, **sections}
+            select["benchmarks"] = [*_listed(select.get("benchmarks")), str(corpus_dir / "questions.jsonl")]
+    return {**data, **wired}
 
 
 class PipelineConfig(StrictModel):
@@ -174,11 +193,15 @@ class PipelineState:
     def own_partial_work(self, stage: str, fingerprint: str) -> bool:
         return self.stages.get(stage, {}).get("fingerprint") == fingerprint
 
-    def start(self, stage: str, fingerprint: str) -> None:
+    def same_inputs(self, stage: str, upstream: str) -> bool:
+        """Whether the stage last ran on what the stages before it make now (its own section changed)."""
+        return self.stages.get(stage, {}).get("upstream") == upstream
+
+    def start(self, stage: str, fingerprint: str, upstream: str) -> None:
         # Everything after this stage was computed from its old output: forget it before changing that.
         for later in STAGES[STAGES.index(stage) + 1 :]:
             self.stages.pop(later, None)
-        self.stages[stage] = {"fingerprint": fingerprint, "complete": False}
+        self.stages[stage] = {"fingerprint": fingerprint, "upstream": upstream, "complete": False}
         self.save()
 
     def complete(self, stage: str) -> None:
@@ -187,29 +210,37 @@ class PipelineState:
         self.save()
 
 
-def _stage_runners(config: PipelineConfig) -> list[tuple[str, Any, Callable[[bool], Any]]]:
-    """(stage, its config or None, a function running it with ``overwrite``), in pipeline order."""
+#: How a stage starts: on its own earlier partial work, over it, or (eval) over only its changed runs.
+StartMode = Literal["resume", "overwrite", "refresh"]
+
+
+def _stage_runners(config: PipelineConfig) -> list[tuple[str, Any, Callable[[StartMode], Any]]]:
+    """(stage, its config or None, a function running it in a `StartMode`), in pipeline order.
+
+    ``refresh`` is for eval when only its own section changed: its runs are per (benchmark, method),
+    and only those whose own config changed start over; other stages take it as ``overwrite``."""
     from rationalyst.stages import eval as eval_stage
     from rationalyst.stages import extract, select, train
     from rationalyst.stages import filter as filter_stage
 
-    def with_overwrite(section, overwrite: bool):
-        return section.model_copy(update={"overwrite": overwrite}) if overwrite else section
+    def started(section, mode: StartMode):
+        return section if mode == "resume" else section.model_copy(update={"overwrite": True})
 
-    runners: list[tuple[str, Any, Callable[[bool], Any]]] = []
+    runners: list[tuple[str, Any, Callable[[StartMode], Any]]] = []
     if config.generate_corpus is not None:
         corpus = config.generate_corpus
-        runners.append(("corpus", corpus, lambda ow: write_generated_corpus(
+        runners.append(("corpus", corpus, lambda mode: write_generated_corpus(
             config.output / "corpus", write=atomic_write, **corpus.model_dump())))
     runners += [
-        ("select", config.select, lambda ow: select.run(with_overwrite(config.select, ow))),
-        ("extract", config.extract, lambda ow: extract.run(with_overwrite(config.extract, ow))),
-        ("filter", config.filter, lambda ow: filter_stage.run(with_overwrite(config.filter, ow))),
-        ("train", config.train, lambda ow: train.run(with_overwrite(config.train, ow))),
-        ("eval", config.eval, lambda ow: eval_stage.run(with_overwrite(config.eval, ow))),
+        ("select", config.select, lambda mode: select.run(started(config.select, mode))),
+        ("extract", config.extract, lambda mode: extract.run(started(config.extract, mode))),
+        ("filter", config.filter, lambda mode: filter_stage.run(started(config.filter, mode))),
+        ("train", config.train, lambda mode: train.run(started(config.train, mode))),
+        ("eval", config.eval, lambda mode: eval_stage.run(config.eval, refresh=True) if mode == "refresh"
+         else eval_stage.run(started(config.eval, mode))),
     ]
     if config.report:
-        runners.append(("report", None, lambda ow: _write_report(config.output)))
+        runners.append(("report", None, lambda mode: _write_report(config.output)))
     return runners
 
 
@@ -245,6 +276,7 @@ def run(
                 fingerprint = _fingerprint(fingerprint, config_hash(section))
             continue
         # The report (no section) is cheap and reads every eval run: it is always rewritten.
+        upstream = fingerprint
         if section is not None:
             fingerprint = _fingerprint(fingerprint, config_hash(section))
         if section is not None and state.is_done(stage, fingerprint):
@@ -255,12 +287,13 @@ def run(
         if stage == "select":
             _guard_corpus_inputs(config)
         resume = section is not None and state.own_partial_work(stage, fingerprint)
+        refresh = not resume and stage == "eval" and state.same_inputs(stage, upstream)
         if on_stage:
             on_stage(stage, "resuming" if resume else "running")
-        state.start(stage, fingerprint)
+        state.start(stage, fingerprint, upstream)
         started = time.perf_counter()
         try:
-            outcome = runner(not resume)
+            outcome = runner("resume" if resume else "refresh" if refresh else "overwrite")
         except RationalystError as exc:
             raise RationalystError(f"stage {stage} failed: {exc} (finished stages are kept in {config.output})") from None
         finally:

@@ -232,6 +232,21 @@ def read_corpus(
     return _read(path_or_spec, ctx, split)
 
 
+def default_sources(path_or_spec: str | os.PathLike[str]) -> set[str]:
+    """The source labels `read_corpus` gives an input's documents when it is given none: the relative
+    names of its files. Lists folders and globs, reads no record; empty for a hub dataset."""
+    spec = os.fspath(path_or_spec)
+    if not isinstance(spec, str):
+        spec = os.fsdecode(spec)
+    if spec.startswith(HF_PREFIX):
+        return set()
+    ctx = _Context(
+        text_of=lambda record: "", text_column="text", drop_fields=(), id_field=None, source=None,
+        on_skip=lambda reason, file, line, detail: None,
+    )
+    return {unit.rel for unit in _resolve(spec, ctx, None)}
+
+
 def read_questions(
     path_or_spec: str | os.PathLike[str],
     *,

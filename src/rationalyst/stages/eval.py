@@ -27,18 +27,19 @@ into each run's manifest and ``<output>/contamination.json``, and an overlap sto
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rationalyst.config import StrictModel
+from rationalyst.config import StrictModel, config_hash
 from rationalyst.console import progress
 from rationalyst.data.benchmarks import BenchmarkItem, benchmark_split, load_benchmark
 from rationalyst.errors import ConfigError, InputError, RationalystError
 from rationalyst.lm.registry import ModelConfig
-from rationalyst.runs import RunDir
+from rationalyst.runs import RunDir, run_info
 from rationalyst.lm.prm import PrmConfig
 from rationalyst.search.methods import METHOD_ROLES, METHODS, check_methods, solve_many
 from rationalyst.search.pool import ModelPool, RolesConfig, require_prm
@@ -87,6 +88,14 @@ class BenchmarkRef(StrictModel):
     @classmethod
     def _from_name(cls, value):
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("ids")
+    @classmethod
+    def _ids_once_each(cls, ids: list[str] | None) -> list[str] | None:
+        repeated = sorted(i for i, n in Counter(ids or ()).items() if n > 1)
+        if repeated:
+            raise ValueError(f"each problem once; repeated: {', '.join(repeated[:5])}")
+        return ids
 
 
 class EvalConfig(RolesConfig):
@@ -216,15 +225,6 @@ def error_trace(item: BenchmarkItem, method: str, message: str) -> dict[str, Any
     ).model_dump(exclude_unset=True)
 
 
-def solve_item(item: BenchmarkItem, method: str, roles: Roles, settings: SearchSettings, seed: int) -> dict[str, Any]:
-    """One problem's trace; a user-facing error becomes an error trace instead of ending the run."""
-    try:
-        return METHODS[method](item, roles, settings, seed)
-    except RationalystError as exc:
-        log.warning("%s %s: %s", method, item.id, exc)
-        return error_trace(item, method, str(exc))
-
-
 #: Problems side by side by the agent's backend, when ``batch_problems`` is not set. hf on CPU: 8, by
 #: measurement (benchmarks/eval_throughput.py, implicit, SmolLM2-135M, 32 problems on 2 quiet cores,
 #: generations streamed: batch 8 ran 1.85x the problems/min of batch 1 and 16 ran 1.71x; the model's
@@ -308,8 +308,12 @@ def _load_items(ref: BenchmarkRef) -> tuple[list[BenchmarkItem], list[tuple[str,
     return items, skipped
 
 
-def run(config: EvalConfig, pool: ModelPool | None = None) -> list[EvalSummary]:
-    """Evaluate every method on every benchmark; returns one summary per (benchmark, method)."""
+def run(config: EvalConfig, pool: ModelPool | None = None, *, refresh: bool = False) -> list[EvalSummary]:
+    """Evaluate every method on every benchmark; returns one summary per (benchmark, method).
+
+    ``refresh`` (the pipeline, after an edit of the eval section alone): start over only the
+    (benchmark, method) runs whose own config changed; the others resume or stay finished.
+    """
     pool = pool or ModelPool()
     names = [b.name for b in config.benchmarks]
     if len(set(names)) != len(names):
@@ -333,7 +337,7 @@ def run(config: EvalConfig, pool: ModelPool | None = None) -> list[EvalSummary]:
         split = benchmark_split(ref.name, ref.source)
         extra = {"split": split, "train_split": split == "train", "contamination": overlaps.get(ref.name)}
         for method in config.methods:
-            summaries.append(_run_one(config, ref, method, items, skipped, pool, extra, agent_prompts[ref.name]))
+            summaries.append(_run_one(config, ref, method, items, skipped, pool, extra, agent_prompts[ref.name], refresh))
     return summaries
 
 
@@ -384,11 +388,11 @@ def check_split(ref: BenchmarkRef) -> str | None:
     return split
 
 
-def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None) -> EvalSummary:
-    run_dir = RunDir(
-        config.output / ref.name / method, run_config(config, ref, method), stage="eval",
-        mode="overwrite" if config.overwrite else "resume",
-    )
+def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None, refresh=False) -> EvalSummary:
+    path, own = config.output / ref.name / method, run_config(config, ref, method)
+    stored = run_info(path)
+    changed = stored is not None and stored[0].get("config_hash") != config_hash(own)
+    run_dir = RunDir(path, own, stage="eval", mode="overwrite" if config.overwrite or (refresh and changed) else "resume")
     summary = EvalSummary(ref.name, method, path=run_dir.path)
     if not run_dir.is_complete():
         for reason, file, line in skipped:

@@ -20,15 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rationalyst.config import StrictModel
 from rationalyst.console import progress
 from rationalyst.data import Document, read_corpus, read_questions
-from rationalyst.data.corpus import benchmark_documents
-from rationalyst.errors import RationalystError
+from rationalyst.data.corpus import benchmark_documents, default_sources
+from rationalyst.errors import ConfigError, RationalystError
 from rationalyst.executor import ExecutorConfig, map_batches, write_records
 from rationalyst.lm import Embedder, load_embedder
 from rationalyst.lm.builtin import DEFAULT_EMBEDDER
@@ -77,6 +78,12 @@ class SelectConfig(StrictModel):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="local, or ray.")
 
     execution_fields = frozenset({"output", "shard_size", "overwrite", "executor"})
+
+    @field_validator("corpus", "benchmarks", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """``corpus: docs.jsonl`` (one input, not in a list) reads as a list of one."""
+        return [value] if isinstance(value, (str, dict)) else value
 
 
 _PUNCTUATION = re.compile(r"[^\w\s]+")
@@ -127,6 +134,23 @@ def input_documents(item: CorpusInput, on_skip) -> Iterator[Document]:
     return (doc for doc in docs if doc.id not in excluded)
 
 
+def check_sources_apart(config: SelectConfig) -> None:
+    """Refuse two corpus inputs whose documents would carry the same default source label (``a/train.jsonl``
+    and ``b/train.jsonl`` are both ``train.jsonl``): a document's id is its label and its id in the
+    file, so the second input's documents would be dropped as repeats of the first's."""
+    owners: dict[str, str] = {}
+    for item in config.corpus:
+        if item.source is not None or item.benchmark is not None:
+            continue
+        for label in sorted(default_sources(item.path)):
+            if label in owners and owners[label] != item.path:
+                raise ConfigError(
+                    f"select.corpus: {owners[label]} and {item.path} both label their documents {label!r} "
+                    "(the file's name), so their ids would collide; give each input its own source: label"
+                )
+            owners[label] = item.path
+
+
 def _documents(config: SelectConfig, run: RunDir) -> Iterator[Document]:
     def on_skip(reason, file, line, detail):
         run.skip(reason, file=file, line=line, detail=detail)
@@ -161,6 +185,7 @@ def run(config: SelectConfig, embedder: Embedder | None = None) -> SelectSummary
     run_dir = RunDir(config.output, config, stage="select", mode="overwrite" if config.overwrite else "resume")
     summary = SelectSummary()
     if not run_dir.is_complete():
+        check_sources_apart(config)
         local = embedder or load_embedder(config.embedder)
         reference = reference_vector(local, config, run_dir)
         pending = run_dir.pending(_unique(_documents(config, run_dir), run_dir), key=_record_id)
