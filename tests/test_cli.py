@@ -81,3 +81,27 @@ def test_user_errors_are_one_clear_line_without_traceback(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr and "unknown builtin model" in result.stderr
     result = _run_cli("generate", "hi", "--n", "0")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "n:" in result.stderr
+
+
+def test_options_given_as_zero_and_a_limit_without_benchmarks_reach_the_config(tmp_path, monkeypatch):
+    """`--tau 0` and `--seed 0` override the config's values (0 is not "unset"); `--limit` cuts the
+    config's benchmarks when none is given on the command line."""
+    from rationalyst.stages import eval as eval_stage
+    from rationalyst.stages import filter as filter_stage
+
+    seen = {}
+
+    def record(config):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr(filter_stage, "run", record)
+    monkeypatch.setattr(eval_stage, "run", record)
+    (tmp_path / "filter.yaml").write_text(f"input: {tmp_path}/in.jsonl\noutput: {tmp_path}/f\ntau: 0.5\n")
+    (tmp_path / "eval.yaml").write_text(f"benchmarks: [gsm8k, math500]\noutput: {tmp_path}/e\nseed: 7\n")
+    runner.invoke(app, ["filter", "--config", str(tmp_path / "filter.yaml"), "--tau", "0"])
+    assert seen["config"].tau == 0.0
+    runner.invoke(app, ["eval", "--config", str(tmp_path / "eval.yaml"), "--seed", "0", "--limit", "5"])
+    assert seen["config"].seed == 0 and [b.limit for b in seen["config"].benchmarks] == [5, 5]
+    runner.invoke(app, ["eval", "--config", str(tmp_path / "eval.yaml"), "-b", "gsm8k", "--limit", "3"])
+    assert [(b.name, b.limit) for b in seen["config"].benchmarks] == [("gsm8k", 3)]

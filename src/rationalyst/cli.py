@@ -163,7 +163,8 @@ def _stage_config(cls, config: Optional[Path], overrides: Optional[list[str]], s
     ``section`` is taken as that run would wire it), command-line options and ``--set`` overrides."""
     from rationalyst.config import load_config
 
-    values = {key: value for key, value in options.items() if value not in (None, False, [])}
+    # Unset options are None (flags False, lists empty); 0 is a value (`--tau 0`, `--seed 0`).
+    values = {key: value for key, value in options.items() if value is not None and value is not False and value != []}
     return load_config(cls, config, overrides or (), values, section=section, wire=_wire_pipeline)
 
 
@@ -348,7 +349,7 @@ def eval_command(
     overrides: SetOption = None,
     benchmark: Annotated[Optional[list[str]], typer.Option("--benchmark", "-b", help="NAME or NAME=FILE (repeatable): gsm8k, math, math500, ecqa, hellaswag, proofwriter, arc_challenge, mmlu_pro, gsm_symbolic.")] = None,
     method: Annotated[Optional[list[str]], typer.Option("--method", help="Heuristic or baseline (repeatable): implicit, explicit, random, self-ppl, llm-judge, cot, self-consistency, beam, best-of-n.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="First N problems of each benchmark.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="First N problems of each benchmark (given here or in the config).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Output directory (one run per benchmark and method).")] = None,
     agent: AgentOption = None,
     rationalist: RationalistOption = None,
@@ -364,6 +365,8 @@ def eval_command(
         eval_stage.EvalConfig, config, overrides, section="eval", benchmarks=_benchmark_refs(benchmark, limit), methods=method,
         output=output, overwrite=overwrite, **_role_options(agent, rationalist, scorer, candidates, seed),
     )
+    if limit is not None and not benchmark:  # the config's benchmarks, each cut to the first `limit`
+        cfg = cfg.model_copy(update={"benchmarks": [b.model_copy(update={"limit": limit}) for b in cfg.benchmarks]})
     summaries = eval_stage.run(cfg)
     rows = []
     for s in summaries:
