@@ -195,3 +195,78 @@ def test_guided_requests_that_arrive_together_are_solved_in_one_lockstep_search(
         assert answers[i] == solve(config, question, pool=pool)["solution"], i
     with pytest.raises(ApiError, match="needs a user message"):
         guided.chat(ChatCompletionRequest(model="rationalyst-guided", messages=[{"role": "system", "content": "x"}]), limits)
+
+
+class _JoinStream:
+    """A decode loop like `HFStream`'s: prompts join, each finishes after a few steps; the prompt
+    "explode" makes ``add`` raise a plain ValueError (as a torch seeding error would)."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    def add(self, prompts, params, tags):
+        if any("explode" in str(p) for p in prompts):
+            raise ValueError("Overflow when unpacking long")
+        self.pending += [[tag, p, 10] for tag, p in zip(tags, params)]
+
+    def step(self):
+        time.sleep(0.02)
+        for row in self.pending:
+            row[2] -= 1
+        done = [row for row in self.pending if row[2] <= 0]
+        self.pending = [row for row in self.pending if row[2] > 0]
+        return [(tag, [Completion("ok", [1], [0.0], "stop")] * p.n, 0.0) for tag, p, _ in done]
+
+
+class _Streaming(LanguageModel):
+    name = "streaming"
+
+    def open_stream(self):
+        return _JoinStream()
+
+    def generate(self, prompts, params):
+        raise AssertionError("a model with a stream is served through it")
+
+    def score_many(self, requests):
+        raise NotImplementedError
+
+
+def test_a_request_that_cannot_join_the_decode_loop_fails_alone_and_frees_its_place():
+    """Only that request fails (500): the ones decoding beside it finish, and its queued rows are
+    released, so the idle server does not answer 503 afterwards. A seed no engine takes is a 400."""
+    from fastapi.testclient import TestClient
+
+    from rationalyst.serve import create_app
+
+    http = TestClient(create_app({"streaming": _Streaming()}), raise_server_exceptions=False)
+    answers: dict[str, object] = {}
+
+    def ask(key, content, delay, **extra):
+        time.sleep(delay)
+        body = {"model": "streaming", "messages": [{"role": "user", "content": content}], "temperature": 1.0, **extra}
+        answers[key] = http.post("/v1/chat/completions", json=body).status_code
+
+    threads = [threading.Thread(target=ask, args=("beside", "hi", 0.0)),
+               threading.Thread(target=ask, args=("bad", "explode", 0.05))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert answers == {"beside": 200, "bad": 500}
+    # 16 prompts x 16 samples fill the queue's 256 rows exactly: a row the failed request left would make it a 503.
+    full = {"model": "streaming", "prompt": ["hi"] * 16, "n": 16, "temperature": 1.0, "max_tokens": 4}
+    assert http.post("/v1/completions", json=full).status_code == 200
+    ask("huge seed", "hi", 0.0, seed=2**64)
+    assert answers["huge seed"] == 400
+
+
+def test_a_request_over_the_queue_limit_is_a_400_not_a_retry_later():
+    batcher = Batcher(Slow(delay=0.0), threading.Lock())
+    with pytest.raises(ApiError) as refused:
+        batcher.generate([f"p{i}" for i in range(5)], SamplingParams(n=3), ServerLimits(max_queued=12))
+    assert refused.value.status == 400 and "15 sequences" in refused.value.message
+    assert batcher.generate(["p"], SamplingParams(n=3), ServerLimits(max_queued=12))

@@ -33,7 +33,7 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(128, ge=1, description="Most tokens generated per completion.")
     stop: tuple[str, ...] = Field((), description="Generation stops at the first of these strings.")
-    seed: int | None = Field(None, description="Seed for reproducible sampling.")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="Seed for reproducible sampling (what every engine takes).")
     logprobs: bool = Field(
         True,
         description="Whether the caller reads `Completion.logprobs`. False lets a backend that pays extra for them "

@@ -201,6 +201,11 @@ class Batcher(_Gatherer):
 
     def generate(self, prompts: list, params: SamplingParams, limits: ServerLimits) -> list[list[Completion]]:
         job = _Job(list(prompts), params)
+        if job.rows > limits.max_queued:  # would never fit: no retry can help
+            raise ApiError(
+                400, f"the request asks for {job.rows} sequences (prompts x n), over the server's limit of "
+                f"{limits.max_queued}; send fewer prompts or a smaller n", code="too_many_sequences",
+            )
         with self._ready:
             if self.queued_rows + job.rows > limits.max_queued:
                 raise ApiError(
@@ -259,8 +264,10 @@ class Batcher(_Gatherer):
         ]
         try:
             stream.add(job.prompts, params, [(id(job), i) for i in range(len(job.prompts))])
-        except (RationalystError, ValidationError) as exc:
-            self._answer(job, error=_as_error(exc))
+        except Exception as exc:  # noqa: BLE001 - answered to this request, not to those decoding beside it
+            if not isinstance(exc, (RationalystError, ValidationError)):
+                log.exception("a request could not join the decode loop")
+            self._answer(job, error=_as_error(exc) if isinstance(exc, (RationalystError, ValidationError)) else exc)
             return
         self.calls += 1
         waiting[id(job)] = (job, [None] * len(job.prompts))
