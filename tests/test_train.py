@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from rationalyst.config import load_config
-from rationalyst.errors import InputError
+from rationalyst.errors import InputError, RationalystError
 from rationalyst.data.rationale_text import load_instruction
 from rationalyst.lm.registry import base_model_folder
 from rationalyst.stages.train import TrainConfig, read_kept_records, split_by_document, subsample_documents
@@ -285,15 +285,45 @@ def test_a_finished_training_is_not_redone_unless_its_config_or_records_change(t
     assert again.to_json() == trained.to_json()
     # A field added later, at its default, leaves the finished training finished.
     assert train_stage.run(_config(tmp, train_documents_fraction=1.0)).to_json() == trained.to_json()
-    with pytest.raises(LoadedAModel):
+    # Another training in the same output is refused, not resumed from these checkpoints and recorded
+    # as trained (a longer one of the same training resumes: test_resume_from_last_checkpoint).
+    another = "holds a training of another config or other records; pass --overwrite"
+    with pytest.raises(RationalystError, match=another):
         train_stage.run(_config(tmp, train_documents_fraction=0.5))
-    with pytest.raises(LoadedAModel):
+    with pytest.raises(RationalystError, match=another):
         train_stage.run(_config(tmp, learning_rate=1e-3))
     records = tmp / "records.jsonl"
     moved = tmp / "more-records.jsonl"
     moved.write_text(records.read_text() + json.dumps({**fixture_records()[0], "doc_id": "new", "id": "new"}) + "\n")
-    with pytest.raises(LoadedAModel):
+    with pytest.raises(RationalystError, match=another):
         train_stage.run(_config(tmp, input=moved, output=trained.output))
+    with pytest.raises(LoadedAModel):  # elsewhere, the changed training starts
+        train_stage.run(_config(tmp, learning_rate=1e-3, output=tmp / "elsewhere"))
+
+
+def test_overwrite_deletes_the_training_s_files_and_nothing_else(tmp_path, monkeypatch):
+    """``--overwrite`` on an output that also holds the input and the user's notes keeps both."""
+    from rationalyst.stages import train as train_stage
+
+    class LoadedAModel(Exception):
+        pass
+
+    def no_loading(*_a, **_k):
+        raise LoadedAModel
+
+    monkeypatch.setattr(train_stage, "base_model_folder", no_loading)
+    out = tmp_path / "out"
+    (out / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (out / "started.json").write_text('{"resume_key": "of another training"}\n')
+    (out / "summary.json").write_text("{}\n")
+    (out / "notes.txt").write_text("mine\n")
+    records = out / "records.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in fixture_records()))
+    with pytest.raises(RationalystError, match="another config"):
+        train_stage.run(_config(tmp_path, input=records))
+    with pytest.raises(LoadedAModel):
+        train_stage.run(_config(tmp_path, input=records, overwrite=True))
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "records.jsonl"]
 
 
 def test_training_encodes_a_fraction_of_the_training_documents_and_the_same_dev(tmp_path, monkeypatch):

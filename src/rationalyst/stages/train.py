@@ -91,6 +91,8 @@ ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+#: The `resume_key` (config and records) of the training the checkpoints belong to, written when it starts.
+STARTED_FILE = "started.json"
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -476,26 +478,26 @@ def last_checkpoint(output: Path) -> str | None:
 
 
 def run(config: TrainConfig) -> TrainResult:
-    """Train the rationalist; resume from ``<output>/checkpoints`` when a checkpoint is there."""
-    import shutil
-
+    """Train the rationalist; resume from ``<output>/checkpoints`` when a checkpoint of this training
+    (same config, same records) is there, and refuse one of another."""
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
     output = Path(config.output)
-    if config.overwrite and output.exists():
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
-
     instruction = instruction_for(
         config.rationalist_format, load_instruction(config.instruction_file) if config.instruction_file else None
     )
     records, counts = read_kept_records(config.input, config.min_delta)
     fingerprint = training_fingerprint(config, records)
+    if config.overwrite:
+        remove_training(output)
     finished = finished_result(output, fingerprint)
     if finished is not None:
         log.info("%s is trained already on these records with this config: nothing to do", output)
         return finished
+    key = resume_key(config, records)
+    check_resumable(output, key)
+    output.mkdir(parents=True, exist_ok=True)
     train_records, dev_records = split_by_document(records, config.dev_fraction, config.seed)
     train_records = subsample_documents(train_records, config.train_documents_fraction, config.seed)
     if not train_records:
@@ -520,6 +522,7 @@ def run(config: TrainConfig) -> TrainResult:
 
     main_process = accelerate.PartialState().is_main_process
     if main_process:
+        (output / STARTED_FILE).write_text(json.dumps({"resume_key": key}) + "\n", "utf-8")
         (output / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), "utf-8")
         _save_prompt_profile(output, instruction)
         split = {
@@ -652,6 +655,42 @@ def training_fingerprint(config: TrainConfig, records: list[dict]) -> str:
     folder may hold a newer filter run than the one trained on)."""
     payload = json.dumps([config_hash(config), records], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def remove_training(output: Path) -> None:
+    """Delete what a training wrote in ``output`` (``--overwrite``), and nothing else that is there."""
+    import shutil
+
+    for name in (CHECKPOINTS_DIR, ADAPTER_DIR, MERGED_DIR):
+        shutil.rmtree(output / name, ignore_errors=True)
+    for name in (STARTED_FILE, SUMMARY_FILE, METRICS_FILE, INSTRUCTION_FILE, "config.yaml", "split.json",
+                 "dev_loglik_before.json", "loss.png"):
+        (output / name).unlink(missing_ok=True)
+
+
+def resume_key(config: TrainConfig, records: list[dict]) -> str:
+    """`training_fingerprint` but for the training's length (``max_steps``, ``epochs``): a longer run of
+    the same training resumes its checkpoints; any other change may not."""
+    return training_fingerprint(config.model_copy(update={"max_steps": None, "epochs": 1.0}), records)
+
+
+def check_resumable(output: Path, key: str) -> None:
+    """Refuse to resume checkpoints (and the base model's dev log-likelihood) of another training: a
+    changed config or changed records in the same output would otherwise continue the old run and
+    be recorded as the new one."""
+    if not (output / CHECKPOINTS_DIR).is_dir() and not (output / STARTED_FILE).exists():
+        return
+    try:
+        started = json.loads((output / STARTED_FILE).read_text("utf-8")).get("resume_key")
+    except (OSError, ValueError, AttributeError):
+        started = None
+    if started is None:
+        log.warning("%s holds checkpoints of a training that recorded no fingerprint; resuming them", output)
+    elif started != key:
+        raise RationalystError(
+            f"{output} holds a training of another config or other records; pass --overwrite to start over "
+            "(only the training's own files are deleted), or choose another output"
+        )
 
 
 def finished_result(output: Path, fingerprint: str) -> TrainResult | None:
