@@ -141,6 +141,8 @@ def test_bad_records_are_skipped_and_counted_with_file_and_line(tmp_path):
         {**good},  # a repeated id
         {**good, "id": "gone/1:0", "doc_id": "gone/1"},  # kept, but its document is not there
         {**good, "id": "gsm8k/1:8", "preceding": "Natalia sold 49 clips in April."},  # not the document's text
+        {**good, "id": "gsm8k/1:7", "delta": "0.8"},  # a float64 column of the Parquet copy
+        {**good, "id": "gsm8k/1:6", "tau": True},
     ]
     run = make_pipeline_run(tmp_path / "run", extra)
     summary = export.run(ExportConfig(input=run / "filter", output=tmp_path / "out", licenses={"gsm8k": "MIT"}))
@@ -149,9 +151,10 @@ def test_bad_records_are_skipped_and_counted_with_file_and_line(tmp_path):
     sft_manifest = json.loads((tmp_path / "out" / "sft" / "manifest.json").read_text())
     assert sft_manifest["counts"]["skipped"] == {
         "malformed JSON": 1, "field 'rationale' missing or not a string": 1, "duplicate id": 1,
+        "field 'delta' not a number": 1, "field 'tau' not a number": 1,
     }
     assert [(e["file"], e["line"]) for e in sft_manifest["skipped_examples"]] == [
-        (shard, first), (shard, first + 1), (shard, first + 2),
+        (shard, first), (shard, first + 1), (shard, first + 2), (shard, first + 5), (shard, first + 6),
     ]
     pre_manifest = json.loads((tmp_path / "out" / "pretrain" / "manifest.json").read_text())
     examples = {e["reason"]: (e["file"], e["line"]) for e in pre_manifest["skipped_examples"]}
@@ -187,6 +190,21 @@ def test_missing_documents_are_a_clear_error(tmp_path):
     docs.write_text("".join(json.dumps({"id": k, "source": s, "text": t}) + "\n" for k, (s, t, _) in DOCS.items()))
     export.run(ExportConfig(input=records, output=tmp_path / "out", documents=docs))
     assert {r["id"]: r["text"] for r in _jsonl(tmp_path / "out" / "pretrain" / "shards")} == EXPECTED_TEXT
+
+
+def test_an_export_with_no_usable_rationale_writes_empty_datasets(tmp_path):
+    """Every record skipped (here a text delta): the corpora, Parquet copies and datasets are empty, not
+    a crash on an empty table at the end of each rerun."""
+    import datasets
+
+    records = tmp_path / "filter.jsonl"
+    records.write_text("".join(json.dumps({**r, "delta": "0.8"}) + "\n" for r in filter_records()))
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": k, "source": s, "text": t}) + "\n" for k, (s, t, _) in DOCS.items()))
+    summary = export.run(ExportConfig(input=records, output=tmp_path / "out", documents=docs))
+    assert summary.sft_examples == 0
+    sft = datasets.load_from_disk(str(tmp_path / "out" / "sft" / "dataset"))
+    assert sft.num_rows == 0 and set(sft.features) == {"id", "doc_id", "source", "delta", "tau", "messages"}
 
 
 _CHILD = """

@@ -265,6 +265,10 @@ def _validate(record: dict[str, Any]) -> str | None:
         return "field 'rationale' is empty"
     if record.get("id") is None and (not isinstance(record.get("position"), int) or isinstance(record["position"], bool)):
         return "fields 'id' and 'position' both missing"
+    for name in ("delta", "tau"):  # float64 columns of the Parquet copy
+        value = record.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"field {name!r} not a number"
     return None
 
 
@@ -469,8 +473,9 @@ def write_dataset(run_path: Path, kind: str, parquet_files: list[Path]) -> Path:
                 [str(p) for p in parquet_files], features=features, cache_dir=str(cache), keep_in_memory=False
             )
         else:
-            dataset = datasets.Dataset.from_list([], features=features)
-        dataset.save_to_disk(str(tmp))
+            dataset = datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+        # An empty dataset saved with the default sharding has no arrow file, and load_from_disk fails on it.
+        dataset.save_to_disk(str(tmp), num_shards=1 if dataset.num_rows == 0 else None)
         del dataset
         os.replace(tmp, target)
     finally:
