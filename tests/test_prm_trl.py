@@ -35,6 +35,9 @@ def test_rows_follow_prm800k_ratings_and_leave_out_neutral_and_bad_lines(tmp_pat
         {"question": "Q1", "meta": {"prefix_steps": ["a"], "step": "c", "rating": -1}},
         {"question": "Q2", "meta": {"prefix_steps": [], "step": "d", "rating": 0}},
         {"question": "Q3", "meta": {"prefix_steps": []}},
+        {"question": "Q4", "meta": {"prefix_steps": "Add them.", "step": "e", "rating": 1}},  # not a list
+        {"question": "Q5", "meta": {"prefix_steps": ["a"], "step": "f", "rating": True}},
+        {"question": "Q6", "meta": {"prefix_steps": ["a"], "step": "g", "rating": None}},  # unrated: left out
     ]
     data.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
     skipped = []
@@ -43,7 +46,9 @@ def test_rows_follow_prm800k_ratings_and_leave_out_neutral_and_bad_lines(tmp_pat
         {"prompt": "Q1\n", "completions": ["a", "b"], "labels": [True, True]},
         {"prompt": "Q1\n", "completions": ["a", "c"], "labels": [True, False]},
     ]
-    assert ("missing question or meta.step", 4) in skipped and any(line == 5 for _, line in skipped)
+    assert ("missing question or meta.step", 4) in skipped and ("malformed JSON", 8) in skipped
+    assert ("meta.prefix_steps not a list of strings", 5) in skipped and ("meta.rating not -1, 0, 1 or null", 6) in skipped
+    assert len(skipped) == 4
 
 
 def test_trained_prm_is_read_where_trl_labels_each_step(trained):

@@ -52,12 +52,18 @@ def prm_rows(path: Path, limit: int | None = None, on_skip=None) -> list[dict[st
     on_skip = on_skip or (lambda reason, file, line: None)
     for file, line, record in read_json_lines(path, on_skip, stage="train-prm"):
         meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
-        prefix = meta.get("prefix_steps") or []
+        prefix = meta.get("prefix_steps") if meta.get("prefix_steps") is not None else []
         step, rating = meta.get("step"), meta.get("rating")
         if not isinstance(record.get("question"), str) or not isinstance(step, str) or not step.strip():
             on_skip("missing question or meta.step", file, line)
             continue
-        if rating not in (1, -1) or not all(isinstance(s, str) for s in prefix):
+        if not isinstance(prefix, list) or not all(isinstance(s, str) for s in prefix):
+            on_skip("meta.prefix_steps not a list of strings", file, line)
+            continue
+        if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or rating not in (-1, 0, 1)):
+            on_skip("meta.rating not -1, 0, 1 or null", file, line)
+            continue
+        if rating in (0, None):  # neutral or unrated (PRM800K has both): no good or bad step to learn from
             continue
         steps = [s.strip() for s in prefix] + [step.strip()]
         choices = record.get("choices") if isinstance(record.get("choices"), list) else None
