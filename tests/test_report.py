@@ -368,3 +368,11 @@ def test_the_random_pick_s_tail_is_the_poisson_binomial():
         )
         assert at_least(chances, k) == pytest.approx(brute, abs=1e-12), k
     assert at_least([], 0) == 1.0 and at_least([], 1) == 0.0
+
+
+def test_filter_runs_whose_names_read_alike_get_their_own_delta_plot():
+    from rationalyst.report.build import _slug
+
+    names = {rel: _slug(rel) for rel in (".", "filter", "a/b", "a-b", "a b", "run-1/filter")}
+    assert names["."] == "deltas" and names["filter"] == "deltas-filter" and names["a-b"] == "deltas-a-b"
+    assert len(set(names.values())) == len(names)  # a/b, a b and a-b no longer share deltas-a-b.png

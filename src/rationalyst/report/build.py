@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -30,7 +31,14 @@ class ReportResult:
 
 
 def _slug(rel: str) -> str:
-    return "deltas" if rel == "." else "deltas-" + re.sub(r"[^A-Za-z0-9._-]+", "-", rel).strip("-")
+    """The delta plot's file name for the filter run at ``rel``; where characters had to be replaced
+    (``a/b``), a hash of ``rel`` keeps it apart from a run whose name reads the same (``a-b``)."""
+    if rel == ".":
+        return "deltas"
+    plain = re.sub(r"[^A-Za-z0-9._-]+", "-", rel).strip("-")
+    if plain == rel:
+        return f"deltas-{plain}"
+    return f"deltas-{plain}-{hashlib.sha256(rel.encode()).hexdigest()[:8]}"
 
 
 def _write(path: Path, text: str) -> None:
