@@ -134,6 +134,12 @@ def test_a_stage_reads_its_section_of_a_whole_run_recipe_as_the_run_wires_it(tmp
     path.write_text(PIPELINE_RECIPE.replace("n_candidates: 2", "n_candidates: many"))
     with pytest.raises(ConfigError, match=rf"{path} \(section eval\), line 9, field search.n_candidates"):
         _stage_config(EvalConfig, path, [], section="eval")
+    # A section that is not a mapping is named as such, not read as a stage config of unknown fields.
+    path.write_text(PIPELINE_RECIPE.replace("train: {max_steps: 2}", "train: runs/train-settings.yaml"))
+    with pytest.raises(ConfigError, match=rf"^{path}, line 5, section train: must be a mapping of the train stage's fields, not str$"):
+        _stage_config(TrainConfig, path, [], section="train")
+    path.write_text(PIPELINE_RECIPE.replace("train: {max_steps: 2}", "train:"))  # empty: the defaults, as `run` reads it
+    assert str(_stage_config(TrainConfig, path, [], section="train").input) == "runs/whole/filter"
 
 
 def test_config_hash_changes_with_any_value():

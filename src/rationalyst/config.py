@@ -177,6 +177,14 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of fields, not {type(data).__name__}")
         lines = _line_map(node) if node is not None else {}
+        if section is not None and section not in cls.model_fields and section in data and data[section] is None:
+            data[section] = {}  # `train:` with nothing under it, as the pipeline reads it
+        if section is not None and section in data and section not in cls.model_fields and not isinstance(data[section], dict):
+            line = lines.get((section,))
+            raise ConfigError(
+                f"{source}{f', line {line}' if line else ''}, section {section}: must be a mapping of the "
+                f"{section} stage's fields, not {type(data[section]).__name__}"
+            )
         if section is not None and isinstance(data.get(section), dict) and section not in cls.model_fields:
             data = dict((wire(data) if wire is not None else data)[section])
             lines = {loc[1:]: line for loc, line in lines.items() if loc[:1] == (section,)}
