@@ -168,6 +168,18 @@ def test_extract_logic(text, expected):
         ("The answer is fear.", MC5, None),  # not an option's whole text
         ("The answer is \\boxed{increased workload}", MC5, "D"),
         ("The answer is Unknown.", LOGIC, "C"),
+        # Options that differ only in case (genotypes): the quoted one, not the first of the same letters.
+        ("The answer is bb × bb.", ["Bb × Bb", "BB × bb", "bb × bb", "BB × BB"], "C"),
+        ("The answer is Rr.", ["RR", "rr", "Rr"], "C"),
+        ("The answer is rR.", ["RR", "rr", "Rr"], None),  # case-free, three options read alike
+        ("The answer is A $500 fine.", ["Nothing.", "A warning.", "A $500 fine."], "C"),  # not letter A
+        ("The answer is B or C.", MC5, None),  # a hedge names no answer
+        ("The answer is B, C, or D.", MC5, None),
+        ("The answer is (B) and (C).", MC5, None),
+        ("The answer is B/C.", MC5, None),
+        ("The answer is B, because fear comes first.", MC5, "B"),
+        ("It is unlikely that the answer is D.", MC5, None),
+        ("We must decide whether the answer is True.", LOGIC, None),
     ],
 )
 def test_extract_with_item_uses_its_options(text, choices, expected):
@@ -175,6 +187,51 @@ def test_extract_with_item_uses_its_options(text, choices, expected):
     item = _item(family, "A", choices)
     assert extract_answer(text, item) == expected
     assert has_final_answer(text, item) is (expected is not None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer is 5 or 6.", None),  # a hedge, not an answer
+        ("The answer is 5, 6.", None),
+        ("The answer is 5 and 6.", None),
+        ("The answer is 5, and she keeps 2.", "5"),
+        ("The answer is 1,000 or so.", "1000"),
+        ("The answer is 3 x 4 = 12.", None),  # an expression goes on
+        ("The answer is 2 1/2.", None),  # more of a number than is read
+        ("The answer is 1 000.", None),
+        ("The answer is 1e6.", None),
+        ("If the answer is 5, then the total would be 10.", None),  # not a statement of the answer
+        ("I don't think the answer is 12.", None),
+        ("I think the answer is 12.", "12"),
+        ("If we add them, we get 12. The answer is 12.", "12"),
+    ],
+)
+def test_hedges_conditions_and_unread_numbers_state_no_arithmetic_answer(text, expected):
+    assert extract_answer(text, "arithmetic") == expected
+    assert has_final_answer(text, "arithmetic") is (expected is not None)
+
+
+@pytest.mark.parametrize(
+    ("text", "gold", "correct"),
+    [
+        ("The answer is $7$ because $x=2$.", "2", False),  # two spans: the first is the answer
+        ("The answer is $7$ because $x=2$.", "7", True),
+        ("The answer is $10$ when $n=4$.", "4", False),
+        ("So the answer is $5$, but let's double-check.", "5", True),
+        ("The answer is $\\frac{1}{2}$.", "0.5", True),
+    ],
+)
+def test_a_math_answer_is_its_first_dollar_span(text, gold, correct):
+    item = _item("math", gold)
+    assert is_correct(extract_answer(text, item), item) is correct
+
+
+def test_a_gold_written_with_one_token_arguments_parses_whole():
+    """MATH's math-test-1714: ``\\frac \\pi4 + 2 - \\sqrt2`` is pi/4 + 2 - sqrt(2), not 2."""
+    item = _item("math", "\\frac \\pi4 + 2 - \\sqrt2")
+    assert is_correct("\\frac{\\pi}{4} + 2 - \\sqrt{2}", item) and not is_correct("2", item)
+    assert is_correct("\\frac12", _item("math", "0.5"))
 
 
 def test_n_choices_overrides_the_family_default():

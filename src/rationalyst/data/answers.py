@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 
 from rationalyst.data.benchmarks import FAMILIES, LETTERS, BenchmarkItem
 from rationalyst.data.latex import boxed_spans, last_boxed
@@ -73,8 +74,23 @@ _LETTER_AFTER_MARKER = re.compile(
     r"(?:\*\*)?(?:(?i:option|choice)\s+)?(?:\*\*)?"
     r"(?:\(\s*(?P<paren>[A-Za-z])\s*\)|(?P<upper>[A-Z])(?![A-Za-z0-9])|(?P<lower>[a-z])(?=\s*[).:,;]|\s*$))"
 )
-# After a stated number, these characters mean an expression goes on ("18 + 2 = 20"): not an answer.
-_EXPRESSION_GOES_ON = re.compile(r"\s*(?:[-+/×÷=^<>]|\*(?!\*)|\\times|\\cdot|\\div)")
+# After a stated number, these characters mean an expression goes on ("18 + 2 = 20", "3 x 4 = 12"): not an answer.
+_EXPRESSION_GOES_ON = re.compile(r"\s*(?:[-+/×÷=^<>]|\*(?!\*)|\\times|\\cdot|\\div|[xX]\s*\d)")
+# After a stated number, more of a number that the pattern does not read ("2 1/2", "1 000", "1e6"): not a
+# clean answer.
+_NUMBER_GOES_ON = re.compile(r"\s\d+\s*/\s*\d|\s\d{3}(?!\d)|[eE][-+]?\d")
+# After a stated answer, another one offered beside it ("5 or 6", "B, C", "B and C", "B/C"): a hedge, not
+# an answer. A letter alone (not a word: "B, because") or a number follows the connective.
+_ALTERNATIVE_NUMBER = re.compile(r"\s*(?:,\s*(?:or\s+|and\s+)?|\s+or\s+|\s+and\s+)[-−]?(?:\\?\$)?\d")
+_ALTERNATIVE_LETTER = re.compile(
+    r"\s*[).]?\s*(?:,\s*(?:or\s+|and\s+)?|\s+or\s+|\s+and\s+|\s*/\s*)(?:\*\*)?\(?[A-Z]\)?(?![A-Za-z0-9])"
+)
+# Words just before an answer marker that make it no statement of the answer ("If the answer is 5",
+# "whether the answer is True", "I don't think the answer is 12", "unlikely that the answer is D").
+_NOT_A_STATEMENT = re.compile(
+    r"(?:\b(?:if|whether|suppose|supposing|assume|assuming|unless|not|never|unlikely)|n't)\W+(?:\w+\W+)?$",
+    re.IGNORECASE,
+)
 # After a stated number, a comparison means it is not the answer itself ("5 times larger", "3 more than").
 _COMPARISON_GOES_ON = re.compile(
     r"\s+(?:times|more|less|fewer|larger|smaller|greater|bigger|higher|lower|longer|shorter|older|younger|than)\b",
@@ -114,16 +130,25 @@ def _number(text: str) -> str | None:
     after = rest[m.end() :]
     if after[:1].isdigit() or (after[:1] in ".," and after[1:2].isdigit()):
         return None  # a malformed number such as "1,00,000" or "1.2.3": not a clean answer
-    if _EXPRESSION_GOES_ON.match(after) or _COMPARISON_GOES_ON.match(after):
+    if _EXPRESSION_GOES_ON.match(after) or _COMPARISON_GOES_ON.match(after) or _NUMBER_GOES_ON.match(after):
+        return None
+    if _ALTERNATIVE_NUMBER.match(after):
         return None
     num = m.group("num").replace("−", "-").replace(",", "")
     num = re.sub(r"\s*/\s*", "/", num)
     return num + ("%" if m.group("pct") else "")
 
 
+def _markers(text: str) -> Iterator[re.Match]:
+    """The answer markers of ``text`` that state an answer (not "if the answer is ...")."""
+    for m in _MARKER.finditer(text):
+        if not _NOT_A_STATEMENT.search(text[max(0, m.start() - 40) : m.start()]):
+            yield m
+
+
 def _arithmetic_candidates(text: str) -> list[tuple[int, str | None]]:
     found: list[tuple[int, str | None]] = []
-    for m in _MARKER.finditer(text):
+    for m in _markers(text):
         found.append((m.start(), _number(text[m.end() :])))
     for m in _HASHES.finditer(text):
         found.append((m.start(), _number(text[m.end() :])))
@@ -156,8 +181,15 @@ def _strip_math_delimiters(answer: str) -> str:
     answer = answer.strip().strip("*").strip()
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if answer.startswith(left) and answer.endswith(right) and len(answer) >= len(left) + len(right):
-            answer = answer[len(left) : len(answer) - len(right)].strip()
+            inner = answer[len(left) : len(answer) - len(right)]
+            if left.startswith("$") and re.search(r"(?<!\\)\$", inner):
+                continue  # "$7$ because $x=2$": two spans, not one
+            answer = inner.strip()
     return answer.rstrip(".").strip()
+
+
+# A stated answer that opens with a $...$ span: the span is the answer ("$5$, but let's check").
+_FIRST_DOLLAR_SPAN = re.compile(r"\s*(?:\*\*)?\s*(\$\$?)(.+?)(?<!\\)\1")
 
 
 #: A stated math answer outside $...$ with more words than this is prose ("The answer is the sum of
@@ -170,8 +202,14 @@ _LOWERCASE_WORDS_ONLY = re.compile(r"[a-z]{2,}(?:\s+[a-z]{2,})*")
 
 def _math_statement(text: str) -> str | None:
     answer = None
-    for m in _MARKER.finditer(text):
+    for m in _markers(text):
         sentence = _math_sentence(text[m.end() :])
+        span = _FIRST_DOLLAR_SPAN.match(sentence)
+        if span and span.end() < len(sentence.rstrip().rstrip("*").rstrip()):  # more follows the span
+            candidate = span.group(2).strip()
+            if candidate and "\\boxed" not in candidate:
+                answer = candidate
+            continue
         candidate = _strip_math_delimiters(sentence)
         if not candidate or "\\boxed" in candidate or "\\fbox" in candidate:  # none, or a truncated box
             continue
@@ -197,29 +235,53 @@ def _math_sentence(text: str) -> str:
 
 
 def _normalize_option_text(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().strip("\"'*`").rstrip(".!").strip().strip("\"'*`")).lower()
+    return re.sub(r"\s+", " ", text.strip().strip("\"'*`").rstrip(".!").strip().strip("\"'*`"))
+
+
+class _OptionTexts:
+    """The letter an answer names by quoting its option's text: an exact (case-kept) match first, else
+    a case-free match only where one option alone has that text ("Rr" is not "rr" or "RR")."""
+
+    def __init__(self, options: list[str]) -> None:
+        self.exact: dict[str, str] = {}
+        self.folded: dict[str, str | None] = {}
+        for i, option in enumerate(options):
+            text = _normalize_option_text(option)
+            self.exact.setdefault(text, LETTERS[i])
+            folded = text.lower()
+            self.folded[folded] = LETTERS[i] if folded not in self.folded else None
+
+    def __bool__(self) -> bool:
+        return bool(self.exact)
+
+    def letter(self, text: str) -> str | None:
+        text = _normalize_option_text(text)
+        return self.exact.get(text) or self.folded.get(text.lower())
 
 
 def _letter_candidates(text: str, n_options: int, options: list[str]) -> list[tuple[int, str | None]]:
     valid = LETTERS[:n_options]
-    by_text: dict[str, str] = {}
-    for i, option in enumerate(options[:n_options]):
-        by_text.setdefault(_normalize_option_text(option), LETTERS[i])
+    by_text = _OptionTexts(options[:n_options])
     found: list[tuple[int, str | None]] = []
-    for m in _MARKER.finditer(text):
+    for m in _markers(text):
         rest = text[m.end() :]
-        letter = None
-        lm = _LETTER_AFTER_MARKER.match(rest)
-        if lm and lm.group("upper") and _WORD_LETTER_PROSE.match(rest, lm.start("upper")):
-            lm = None
-        if lm:
-            letter = (lm.group("paren") or lm.group("upper") or lm.group("lower")).upper()
-        if letter is None and by_text:
-            letter = by_text.get(_normalize_option_text(_sentence(rest)))
+        quoted = _sentence(rest)
+        # An option quoted whole ("A $500 fine.") is that option, whatever letter its text starts with.
+        letter = by_text.letter(quoted) if by_text and len(_normalize_option_text(quoted)) > 1 else None
+        if letter is None:
+            lm = _LETTER_AFTER_MARKER.match(rest)
+            if lm and lm.group("upper") and _WORD_LETTER_PROSE.match(rest, lm.start("upper")):
+                lm = None
+            if lm and _ALTERNATIVE_LETTER.match(rest, lm.end()):
+                lm, quoted = None, ""  # "B or C": a hedge
+            if lm:
+                letter = (lm.group("paren") or lm.group("upper") or lm.group("lower")).upper()
+            elif by_text and quoted:
+                letter = by_text.letter(quoted)
         found.append((m.start(), letter if letter is not None and letter in valid else None))
     for start, _end, content in boxed_spans(text):
         inner = re.sub(r"^\\text\{(.*)\}$", r"\1", content).strip().strip("()").strip()
-        letter = inner.upper() if len(inner) == 1 and inner.isalpha() else by_text.get(_normalize_option_text(inner))
+        letter = inner.upper() if len(inner) == 1 and inner.isalpha() else (by_text.letter(inner) if by_text else None)
         found.append((start, letter if letter is not None and letter in valid else None))
     return found
 
@@ -266,7 +328,19 @@ def _parse_math(answer: str) -> list:
     from math_verify import parse
 
     timeout = VERIFY_TIMEOUT_S if _in_main_thread() else None
-    return parse("\\boxed{" + answer + "}", parsing_timeout=timeout)
+    return parse("\\boxed{" + _brace_arguments(answer) + "}", parsing_timeout=timeout)
+
+
+# TeX's one-token arguments, "\frac \pi4", "\frac12", "\sqrt2", which math-verify misreads.
+_TOKEN = r"(\\[A-Za-z]+|[0-9A-Za-z])"
+_BRACELESS_FRAC = re.compile(r"\\(d?frac|tfrac)\s*" + _TOKEN + r"\s*" + _TOKEN)
+_BRACELESS_SQRT = re.compile(r"\\sqrt\s*" + _TOKEN)
+
+
+def _brace_arguments(answer: str) -> str:
+    """``\\frac \\pi4`` -> ``\\frac{\\pi}{4}``, ``\\sqrt2`` -> ``\\sqrt{2}``; braced arguments are left as they are."""
+    answer = _BRACELESS_FRAC.sub(r"\\\1{\2}{\3}", answer)
+    return _BRACELESS_SQRT.sub(r"\\sqrt{\1}", answer)
 
 
 def _verify(gold: list, prediction: list) -> bool:
