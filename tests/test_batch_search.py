@@ -363,3 +363,54 @@ def test_on_the_openai_backend_a_problem_s_trace_does_not_depend_on_its_batch(de
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class Canned(LanguageModel):
+    """Samples ``texts`` (cycling over a call's n samples); scores a continuation ``score_of(text)`` a token."""
+
+    name = "canned"
+
+    def __init__(self, texts, score_of=lambda text: -1.0) -> None:
+        self.texts, self.score_of = texts, score_of
+
+    def generate(self, prompts, params):
+        return self.generate_seeded(prompts, params, [params.seed] * len(prompts))
+
+    def generate_seeded(self, prompts, params, seeds):
+        return [[Completion(self.texts[i % len(self.texts)], [1], [-0.1], "stop") for i in range(params.n)] for _ in prompts]
+
+    def score_many(self, requests):
+        return [[ContinuationScore([1] * 3, [self.score_of(c)] * 3) for c in r.continuations] for r in requests]
+
+
+def _item(family: str, answer: str) -> BenchmarkItem:
+    return BenchmarkItem(id="x", benchmark="t", family=family, question="How much?", answer=answer)
+
+
+@pytest.mark.parametrize(("family", "gold", "solutions", "votes", "chosen"), [
+    ("arithmetic", "18", ["The answer is 18.", "The answer is $18.00.", "The answer is 18.0", "The answer is 20.",
+                          "The answer is 20."], [3, 3, 3, 2, 2], 0),
+    ("math", "\\frac{1}{2}", ["The answer is $\\frac{1}{2}$.", "The answer is $0.5$.", "The answer is \\boxed{\\dfrac{1}{2}}",
+                              "The answer is $3$.", "The answer is $3$."], [3, 3, 3, 2, 2], 0),
+    ("arithmetic", "7", ["No idea.", "The answer is 7.", "The answer is 9.", "The answer is 9.", "The answer is 7."], [None, 2, 2, 2, 2], 1),
+])
+def test_self_consistency_counts_answers_the_grader_holds_equal_as_one(family, gold, solutions, votes, chosen):
+    """18, $18.00 and 18.0 are one answer with three votes (not three answers of one vote against 20's
+    two); on a tie the answer seen first wins."""
+    settings = SearchSettings(self_consistency_samples=5)
+    trace = METHODS["self-consistency"](_item(family, gold), Roles.of(Canned(solutions)), settings, 0)
+    assert [c["score"] for c in trace["steps"][0]["candidates"]] == votes
+    assert trace["correct"] and trace["steps"][0]["chosen"] == chosen
+
+
+@pytest.mark.parametrize("how", ["min", "mean", "product"])
+def test_best_of_n_prefers_a_solution_that_reached_an_answer(how):
+    """A solution cut short before its answer scores high on min and product (fewer steps): the one that
+    answered goes first, as in beam search and DVTS."""
+    solutions = ["She has 3 boxes of 6 eggs.", "She has 3 boxes of 6 eggs.\n3 * 6 = 18.\nThe answer is 18."]
+    model = Canned(solutions, lambda text: -0.5 if text.startswith("She") else -1.0)
+    settings = SearchSettings(best_of_n=2, aggregate=how)
+    trace = METHODS["best-of-n"](_item("arithmetic", "18"), Roles.of(model), settings, 0)
+    step = trace["steps"][0]
+    assert step["candidates"][0]["score"] > step["candidates"][1]["score"]  # the unanswered one scores higher
+    assert step["chosen"] == 1 and trace["prediction"] == "18" and trace["stop_reason"] == "answer"

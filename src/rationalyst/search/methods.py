@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rationalyst.data.answers import extract_answer, has_final_answer
+from rationalyst.data.answers import extract_answer, has_final_answer, is_correct
 from rationalyst.data.benchmarks import BenchmarkItem
 from rationalyst.lm.base import SamplingParams
 from rationalyst.search import prompts
@@ -124,21 +124,41 @@ def chain_of_thought(item: BenchmarkItem, roles: Roles, settings: SearchSettings
     return trace_record(item, "cot", steps, records, stop, roles, started)
 
 
+def _answer_groups(answers: list[str | None], item: BenchmarkItem) -> list[int | None]:
+    """Each answer's group: the index of the first answer equal to it (``18`` and ``18.0``, ``\\frac{1}{2}``
+    and ``0.5`` are one), by the grader's own equivalence; None for no answer."""
+    groups: list[int | None] = []
+    for i, answer in enumerate(answers):
+        if answer is None:
+            groups.append(None)
+            continue
+        same = next((j for j in range(i) if groups[j] == j and (answers[j] == answer or _same_answer(answers[j], answer, item))), i)
+        groups.append(same)
+    return groups
+
+
+def _same_answer(first: str, second: str, item: BenchmarkItem) -> bool:
+    if item.family in ("multiple_choice", "logic"):
+        return first == second
+    return is_correct(second, item.model_copy(update={"answer": first}))
+
+
 def self_consistency(item: BenchmarkItem, roles: Roles, settings: SearchSettings, seed: int) -> Program:
-    """Baseline: sample k solutions, answer with the most frequent parsed answer (first seen on ties)."""
+    """Baseline: sample k solutions, answer with the most frequent parsed answer (first seen on ties);
+    answers the grader holds equal (``18`` and ``18.00``) vote together."""
     started = time.perf_counter()
     samples = yield from sample_solutions(
         item, roles, settings, settings.self_consistency_samples, settings.temperature, seed, "self-consistency"
     )
     answers = [extract_answer(candidate.text, item) for candidate, _, _ in samples]
-    votes = Counter(a for a in answers if a is not None)
+    groups = _answer_groups(answers, item)
+    votes = Counter(g for g in groups if g is not None)
     chosen = 0
     if votes:
         top = max(votes.values())
-        winner = next(a for a in answers if a is not None and votes[a] == top)
-        chosen = answers.index(winner)
+        chosen = next(g for g in groups if g is not None and votes[g] == top)
     candidates = [candidate for candidate, _, _ in samples]
-    scores = [float(votes[a]) if a is not None else None for a in answers]
+    scores = [float(votes[g]) if g is not None else None for g in groups]
     _, steps, stop = samples[chosen]
     records = [step_record(None, candidates, scores, chosen)]
     return trace_record(item, "self-consistency", steps, records, stop, roles, started)
@@ -158,7 +178,10 @@ def best_of_n(verifier: str) -> MethodProgram:
         verdicts = yield from gather([verify_program(item, steps, roles, settings, verifier=verifier) for _, steps, _ in samples])
         step_scores = [[v.score for v in row] for row in verdicts]
         totals = [aggregate(s, settings.aggregate, probabilities=verifier == "prm") for s in step_scores]
-        chosen = max(range(len(samples)), key=lambda i: (totals[i], -i))
+        # A solution cut short before its answer tends to score high on min and product (fewer, earlier
+        # steps): the solutions that reached an answer go first, as in beam search and DVTS.
+        answered = [has_final_answer(candidate.text, item) for candidate, _, _ in samples]
+        chosen = max(range(len(samples)), key=lambda i: (answered[i], totals[i], -i))
         candidates = [candidate for candidate, _, _ in samples]
         records = [
             step_record(None, candidates, totals, chosen, step_scores=[[round(x, 6) for x in s] for s in step_scores])
