@@ -23,6 +23,7 @@ from rationalyst.data.answers import extract_answer, is_correct
 from rationalyst.data.benchmarks import (
     BENCHMARKS,
     FAMILIES,
+    LETTERS,
     BenchmarkItem,
     gsm_symbolic_documents,
     load_benchmark,
@@ -502,3 +503,20 @@ def test_word_problems_are_seeded_prefix_stable_and_self_consistent():
         assert is_correct(extract_answer(item.solution, item), item)  # the worked solution reaches the answer
     docs = bm.generated_documents("word_problems", 3, seed=1_000_000)
     assert [d["source"] for d in docs] == ["word_problems"] * 3 and all("The answer is" in d["text"] for d in docs)
+
+
+def test_mmlu_pro_answers_name_positions_in_the_released_option_list(tmp_path):
+    """'answer' and 'answer_index' count the options as released, "N/A" included: an "N/A" before the
+    gold moves the gold's letter, not the gold; a gold text written twice accepts both letters."""
+    rows = [
+        {"question_id": 1, "question": "Pick the prime.", "options": ["4", "N/A", "7", "9"], "answer": "C"},
+        {"question_id": 2, "question": "Pick the prime.", "options": ["4", "N/A", "7", "9"], "answer_index": 2, "answer": "C"},
+        {"question_id": 3, "question": "Pick the prime.", "options": ["4", "6", "7", "7"], "answer_index": 3, "answer": "D"},
+        {"question_id": 4, "question": "Pick the prime.", "options": ["4", "N/A", "7", "9"], "answer": "B"},  # the N/A
+    ]
+    path = tmp_path / "mmlu_pro.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items, skipped = _load("mmlu_pro", path)
+    golds = {i.id: (i.choices[LETTERS.index(i.answer)], i.acceptable_answers) for i in items}
+    assert golds == {"mmlu_pro-1": ("7", ("B",)), "mmlu_pro-2": ("7", ("B",)), "mmlu_pro-3": ("7", ("C", "D"))}
+    assert len(skipped) == 1 and skipped[0][2] == 4  # the fourth row names the N/A

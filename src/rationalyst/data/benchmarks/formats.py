@@ -309,25 +309,31 @@ def _parse_logic_llm(row: Row) -> dict[str, Any]:
 def _parse_mmlu_pro(row: Row) -> dict[str, Any]:
     d = row.data
     options = _string_list(d.get("options"), "options")
-    # The MMLU-Pro release pads some option lists with "N/A" at the end; its own evaluation drops them.
-    choices = [o for o in options if o.strip() != "N/A"]
+    # The MMLU-Pro release pads some option lists with "N/A"; its own evaluation drops them. 'answer' and
+    # 'answer_index' name positions in the list as released, so each is mapped to its place without them.
+    kept = [i for i, o in enumerate(options) if o.strip() != "N/A"]
+    place = {original: new for new, original in enumerate(kept)}
+    choices = [options[i] for i in kept]
     index = d.get("answer_index")
     letter = d.get("answer")
     if isinstance(index, int) and not isinstance(index, bool):
-        if not 0 <= index < len(options) or options[index].strip() == "N/A":
+        if index not in place:
             raise BadRow(f"field 'answer_index' {index} is not an option")
-        index = choices.index(options[index])
-        answer = LETTERS[index]
-        if isinstance(letter, str) and letter.strip() and letter.strip().upper() != answer:
+        if isinstance(letter, str) and letter.strip() and letter.strip().upper() != LETTERS[index]:
             raise BadRow(f"fields 'answer' {letter!r} and 'answer_index' {d['answer_index']} disagree")
-    elif isinstance(letter, str) and letter.strip().upper() in LETTERS[: len(choices)]:
-        answer = letter.strip().upper()
+    elif isinstance(letter, str) and letter.strip().upper() in LETTERS[: len(options)] and LETTERS.index(letter.strip().upper()) in place:
+        index = LETTERS.index(letter.strip().upper())
     else:
         raise BadRow("fields 'answer' / 'answer_index' are missing or name no option")
+    answer = LETTERS[place[index]]
+    # The gold text written twice (options C and D both "7"): either letter is right.
+    twins = [LETTERS[i] for i, choice in enumerate(choices) if choice.strip() == choices[place[index]].strip()]
     qid = _id_value(d, "question_id")
     cot = d.get("cot_content")
     meta = {"question_id": d.get("question_id"), "answer_index": LETTERS.index(answer)}
     meta.update({k: d[k] for k in ("category", "src") if k in d})
+    if len(twins) > 1:
+        meta["acceptable_answers"] = twins
     return {
         "id": _id_value(d, "id") or (f"mmlu_pro-{qid}" if qid is not None else f"mmlu_pro-{row.part}-{row.index}"),
         "question": _field(d, "question"),
