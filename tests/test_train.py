@@ -270,16 +270,23 @@ def test_lora_training_lowers_loss_and_improves_dev_loglik(trained):
     assert split["counts"]["not_kept"] == 10 and split["counts"]["kept"] == 40
 
 
-def test_a_finished_training_is_not_redone_unless_its_config_or_records_change(trained, monkeypatch):
-    from rationalyst.stages import train as train_stage
+class LoadedAModel(Exception):
+    """Raised where a training would load its base model: it got past every check before training."""
 
-    class LoadedAModel(Exception):
-        pass
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    from rationalyst.stages import train as train_stage
 
     def no_loading(*_a, **_k):
         raise LoadedAModel
 
     monkeypatch.setattr(train_stage, "base_model_folder", no_loading)
+
+
+def test_a_finished_training_is_not_redone_unless_its_config_or_records_change(trained, no_model_loading):
+    from rationalyst.stages import train as train_stage
+
     tmp = trained.output.parent
     again = train_stage.run(_config(tmp, logging_steps=4, eval_steps=8))  # execution fields only
     assert again.to_json() == trained.to_json()
@@ -301,17 +308,10 @@ def test_a_finished_training_is_not_redone_unless_its_config_or_records_change(t
         train_stage.run(_config(tmp, learning_rate=1e-3, output=tmp / "elsewhere"))
 
 
-def test_overwrite_deletes_the_training_s_files_and_nothing_else(tmp_path, monkeypatch):
+def test_overwrite_deletes_the_training_s_files_and_nothing_else(tmp_path, no_model_loading):
     """``--overwrite`` on an output that also holds the input and the user's notes keeps both."""
     from rationalyst.stages import train as train_stage
 
-    class LoadedAModel(Exception):
-        pass
-
-    def no_loading(*_a, **_k):
-        raise LoadedAModel
-
-    monkeypatch.setattr(train_stage, "base_model_folder", no_loading)
     out = tmp_path / "out"
     (out / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     (out / "started.json").write_text('{"resume_key": "of another training"}\n')
