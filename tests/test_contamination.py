@@ -154,3 +154,16 @@ def test_cpu_gsm8k_recipe_holds_its_evaluation_problems_out_of_mining():
     text = (files("rationalyst") / "recipes" / "cpu-gsm8k.dev-ids.txt").read_text("utf-8")
     dev = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert len(set(dev)) == 100 and set(dev) <= set(gsm8k.exclude_ids) and not set(dev) & set(ref.ids)
+
+
+def test_a_copy_in_another_unicode_form_is_still_an_overlap():
+    """é written as e + a combining accent (NFD), or fullwidth digits, are the same words."""
+    import unicodedata
+
+    question = "Le café coûte trois euros et le thé coûte deux euros de plus que prévu hier soir"
+    index = EvalNgrams([BenchmarkItem(id="q1", benchmark="b", family="math", question=question, answer="x")])
+    assert index.matches(unicodedata.normalize("NFD", question)) == {"q1"}
+    digits = "What is the value of x if 2x + 3 = 11 and x is a positive integer number here today"
+    index = EvalNgrams([BenchmarkItem(id="q2", benchmark="b", family="math", question=digits, answer="x")])
+    assert index.matches(digits.replace("11", "１１")) == {"q2"}
+    assert not index.matches("What is the value of y if 2y + 3 = 11 and y is a negative integer number here")

@@ -152,3 +152,38 @@ def test_a_benchmark_corpus_input_is_found_in_the_benchmarks_folder(tmp_path, mo
     assert not problems(report, "select", "corpus")
     # The same input is mined and evaluated here: the guard, which reads it, reports the overlap.
     assert problems(report, "select", "contamination guard")
+
+
+def test_corpus_paths_are_found_as_read_corpus_finds_them(tmp_path, monkeypatch):
+    """A file whose name holds [ ] is that file, a glob of folders counts the files inside, and ``~``
+    is expanded by both preflight and the reader."""
+    from rationalyst.data.corpus import read_corpus
+
+    (tmp_path / "shard[1].jsonl").write_text('{"id": "a", "text": "one"}\n')
+    (tmp_path / "part-0").mkdir()
+    (tmp_path / "part-0" / "docs.jsonl").write_text('{"id": "b", "text": "two"}\n')
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for spec in (str(tmp_path / "shard[1].jsonl"), str(tmp_path / "part-*"), "~/shard[1].jsonl"):
+        found, _, files = preflight._resolve_data(spec)
+        assert found and len(files) == 1 and len(list(read_corpus(spec))) == 1, spec
+
+
+@pytest.mark.parametrize(("workers", "per_worker", "gpus"), [(4, 1, 2), (None, 1, 0), (None, 2, 1)])
+def test_a_ray_pool_the_cluster_cannot_hold_is_a_problem_before_the_stage_starts(workers, per_worker, gpus):
+    """As `executor.plan_pool` will refuse it when the stage starts: 4 workers of 1 GPU on 2 GPUs, or a
+    GPU per worker on a cluster without one."""
+    from rationalyst.executor import ExecutorConfig
+    from rationalyst.lm.registry import ModelConfig
+
+    machine = preflight.Machine(gpus=gpus, gpu_memory_gb=80, cpu_ram_gb=256, source="given")
+    report = preflight.Report(machine)
+    executor = ExecutorConfig(kind="ray", workers=workers, gpus_per_worker=per_worker)
+    preflight._check_stage_models(report, "extract", [("extractor", ModelConfig(spec="hf:org/model-1B"))], executor, machine, {})
+    assert [p.what for p in report.problems] == ["GPUs (Ray)"]
+    assert "extract.executor" in report.problems[0].fix
+
+
+def test_a_mixture_of_experts_name_gives_no_size():
+    assert preflight._params_from_name("mistralai/Mixtral-8x7B-Instruct-v0.1") is None
+    assert preflight._params_from_name("meta-llama/Meta-Llama-3-8B") == 8e9
+    assert preflight._params_from_name("Qwen/Qwen3-30B-A3B") == 30e9

@@ -41,3 +41,13 @@ def test_deeply_nested_json_is_a_malformed_line_not_a_crash(tmp_path):
     # The train stage's reader counts them as invalid lines and trains on the rest.
     kept, counts = read_kept_records(path)
     assert [r["doc_id"] for r in kept] == ["d1", "d2"] and counts == {"not_kept": 0, "invalid": 5, "below_min_delta": 0}
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_loses_no_record(tmp_path):
+    """Some editors write a UTF-8 BOM first; the first record is read, as `read_corpus` reads it."""
+    from rationalyst.data.records import json_objects
+
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"id": "a"}\n{"id": "b"}\n')
+    skipped = []
+    assert [r["id"] for _, _, r in json_objects(path, lambda *a: skipped.append(a))] == ["a", "b"] and not skipped

@@ -66,11 +66,14 @@ class ExecutorConfig(StrictModel):
 
 
 def plan_pool(config: ExecutorConfig, resources: dict[str, float]) -> tuple[int, float]:
-    """(workers, GPUs per worker) for ``config`` on a cluster with ``resources`` (``ray.cluster_resources()``).
+    """(workers, GPUs per worker) for ``config`` on a cluster with ``resources`` (``ray.cluster_resources()``;
+    preflight, which knows the GPUs only, leaves out ``CPU``: then the CPUs bound nothing).
 
     Raises `RationalystError` when the cluster has fewer GPUs than ``min_gpus`` or cannot hold the pool.
     """
-    gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+    gpus = float(resources.get("GPU", 0))
+    cpus = float(resources["CPU"]) if "CPU" in resources else math.inf
+    have = f"{gpus:g} GPUs" + (f" and {cpus:g} CPUs" if "CPU" in resources else "")
     if gpus < config.min_gpus:
         raise RationalystError(
             f"this stage needs at least {config.min_gpus} GPUs (executor.min_gpus) and the Ray cluster has "
@@ -79,18 +82,20 @@ def plan_pool(config: ExecutorConfig, resources: dict[str, float]) -> tuple[int,
     per_worker = config.gpus_per_worker if config.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
     workers = config.workers
     if workers is None:
-        fits = math.floor(gpus / per_worker + 1e-9) if per_worker > 0 else math.floor(cpus / config.cpus_per_worker + 1e-9)
-        workers = min(fits, math.floor(cpus / config.cpus_per_worker + 1e-9))
+        by_cpus = cpus / config.cpus_per_worker + 1e-9
+        fits = gpus / per_worker + 1e-9 if per_worker > 0 else by_cpus
+        workers = min(fits, by_cpus)
+        workers = math.floor(workers) if math.isfinite(workers) else 1
         if workers < 1:
             raise RationalystError(
-                f"the Ray cluster ({gpus:g} GPUs, {cpus:g} CPUs) cannot hold one worker of {per_worker:g} GPUs and "
+                f"the Ray cluster ({have}) cannot hold one worker of {per_worker:g} GPUs and "
                 f"{config.cpus_per_worker:g} CPUs; lower executor.gpus_per_worker / cpus_per_worker or add machines"
             )
     if workers * per_worker > gpus + 1e-9 or workers * config.cpus_per_worker > cpus + 1e-9:
         raise RationalystError(
             f"executor asks for {workers} workers x ({per_worker:g} GPUs, {config.cpus_per_worker:g} CPUs) = "
             f"{workers * per_worker:g} GPUs and {workers * config.cpus_per_worker:g} CPUs; the Ray cluster has "
-            f"{gpus:g} GPUs and {cpus:g} CPUs (the actors would wait forever): lower executor.workers, or leave "
+            f"{have} (the actors would wait forever): lower executor.workers, or leave "
             "it unset to use what the cluster has"
         )
     return workers, per_worker

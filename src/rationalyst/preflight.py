@@ -186,6 +186,10 @@ def _params_from_config(path: Path) -> float | None:
 
 
 def _params_from_name(name: str) -> float | None:
+    """Parameters from a size in the name ("Llama-3-8B" -> 8e9); None when there is none, or for a
+    mixture of experts written "8x7B" (one expert's size, not the model's: Mixtral-8x7B has 46.7B)."""
+    if re.search(r"\d\s*[xX]\s*\d+(?:\.\d+)?\s*[bBmM](?![a-zA-Z])", name):
+        return None
     m = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])", name.replace("_", "-"))
     if not m:
         return None
@@ -391,10 +395,12 @@ def _resolve_data(path: str) -> tuple[bool, str, list[Path]]:
     if path.startswith("hf:"):
         return True, "hub dataset (read at run time)", []
     p = Path(path).expanduser()
-    if re.search(r"[*?\[]", path):
+    if not p.exists() and re.search(r"[*?\[]", path):  # as read_corpus: an existing "shard[1].jsonl" is a file
         import glob
 
-        files = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
+        files = []
+        for match in sorted(Path(f) for f in glob.glob(str(p), recursive=True)):
+            files += [match] if match.is_file() else sorted(f for f in match.rglob("*") if f.is_file())
         return bool(files), f"{len(files)} file(s) match", files
     if p.is_file():
         return True, "file", [p]
@@ -524,18 +530,17 @@ def _check_stage_models(report: Report, stage: str, roles: list[tuple[str, Model
     engines = [Engine(role, cfg, model_info(cfg.spec, produced)) for role, cfg in roles]
     per_worker = None
     if executor.kind == "ray":
-        gpus = machine.gpus
-        if gpus < executor.min_gpus:
-            report.add(stage, "GPUs (Ray)", f">= {executor.min_gpus} (executor.min_gpus)", str(gpus), False,
-                       f"the Ray cluster needs at least {executor.min_gpus} GPU(s): add GPUs, or lower {stage}.executor.min_gpus")
+        from rationalyst.executor import plan_pool
+
+        # The pool the stage will ask Ray for, planned as it will be (the CPUs are not known here).
+        try:
+            _, per_worker = plan_pool(executor, {"GPU": machine.gpus})
+        except RationalystError as exc:
+            workers = "as many as fit" if executor.workers is None else str(executor.workers)
+            report.add(stage, "GPUs (Ray)", f"workers: {workers}", f"{machine.gpus} GPUs", False,
+                       f"{exc} ({stage}.executor)")
             return
-        per_worker = executor.gpus_per_worker if executor.gpus_per_worker is not None else (1.0 if gpus >= 1 else None)
-        if per_worker is not None and per_worker > max(gpus, 0) and gpus:
-            report.add(stage, "GPUs (Ray)", f"{per_worker:g} per worker", str(gpus), False,
-                       f"one worker needs {per_worker:g} GPUs and the cluster has {gpus}: lower {stage}.executor.gpus_per_worker")
-            return
-        if per_worker == 0:
-            per_worker = None
+        per_worker = per_worker or None
     _check_engines(report, stage, engines, machine, per_worker_gpus=per_worker)
 
 

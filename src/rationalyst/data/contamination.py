@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -26,8 +27,9 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 def words(text: str) -> list[str]:
-    """The lower-cased words of ``text`` (runs of letters and digits)."""
-    return _WORD.findall(text.lower())
+    """The case-folded words of ``text`` (runs of letters and digits), after NFKC normalization: a copy
+    in another Unicode form (é as e + accent, fullwidth digits) has the same words."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 def _key(ngram: Iterable[str]) -> bytes:

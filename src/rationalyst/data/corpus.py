@@ -235,9 +235,7 @@ def read_corpus(
 def default_sources(path_or_spec: str | os.PathLike[str]) -> set[str]:
     """The source labels `read_corpus` gives an input's documents when it is given none: the relative
     names of its files. Lists folders and globs, reads no record; empty for a hub dataset."""
-    spec = os.fspath(path_or_spec)
-    if not isinstance(spec, str):
-        spec = os.fsdecode(spec)
+    spec = _spec(path_or_spec)
     if spec.startswith(HF_PREFIX):
         return set()
     ctx = _Context(
@@ -293,13 +291,19 @@ def read_questions(
 
 def _read(path_or_spec: str | os.PathLike[str], ctx: _Context, split: str | None) -> Iterator[Document]:
     """Check the input eagerly (raising `RationalystError`), then return the lazy document stream."""
-    spec = os.fspath(path_or_spec)
-    if not isinstance(spec, str):
-        spec = os.fsdecode(spec)
+    spec = _spec(path_or_spec)
     if spec.startswith(HF_PREFIX):
         return _read_hub(spec, ctx, split)
     units = _resolve(spec, ctx, split)
     return _read_units(units, ctx, split)
+
+
+def _spec(path_or_spec: str | os.PathLike[str]) -> str:
+    """The input as a string, ``~`` expanded (a recipe's ``~/data/x.jsonl`` reaches no shell)."""
+    spec = os.fspath(path_or_spec)
+    if not isinstance(spec, str):
+        spec = os.fsdecode(spec)
+    return spec if spec.startswith(HF_PREFIX) else os.path.expanduser(spec)
 
 
 def _resolve(spec: str, ctx: _Context, split: str | None) -> Iterable[_Unit]:

@@ -45,6 +45,8 @@ def json_objects(file: Path, on_skip: SkipReporter) -> Iterator[tuple[Path, int,
     reported (run directories of shards: `rationalyst.runs.read_json_lines`)."""
     with open(file, "rb") as f:
         for line_no, raw in enumerate(f, 1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark some editors write
+                raw = raw[3:]
             if not raw.strip():
                 continue
             try:
