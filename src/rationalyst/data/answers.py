@@ -130,9 +130,7 @@ def _number(text: str) -> str | None:
     after = rest[m.end() :]
     if after[:1].isdigit() or (after[:1] in ".," and after[1:2].isdigit()):
         return None  # a malformed number such as "1,00,000" or "1.2.3": not a clean answer
-    if _EXPRESSION_GOES_ON.match(after) or _COMPARISON_GOES_ON.match(after) or _NUMBER_GOES_ON.match(after):
-        return None
-    if _ALTERNATIVE_NUMBER.match(after):
+    if any(p.match(after) for p in (_EXPRESSION_GOES_ON, _COMPARISON_GOES_ON, _NUMBER_GOES_ON, _ALTERNATIVE_NUMBER)):
         return None
     num = m.group("num").replace("−", "-").replace(",", "")
     num = re.sub(r"\s*/\s*", "/", num)

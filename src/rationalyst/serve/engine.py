@@ -136,6 +136,12 @@ def _pieces(text: str, spans: Sequence[tuple[int, int]], start: int = 0) -> tupl
     return pieces, offsets
 
 
+def _request_error(exc: Exception) -> Exception:
+    """What a request that met ``exc`` is answered with: an `ApiError` for a user-facing error, else
+    ``exc`` itself (the app answers it as a 500 and logs it)."""
+    return _as_error(exc) if isinstance(exc, (RationalystError, ValidationError)) else exc
+
+
 def _as_error(exc: Exception) -> ApiError:
     if isinstance(exc, ValidationError):
         err = exc.errors()[0]
@@ -265,9 +271,10 @@ class Batcher(_Gatherer):
         try:
             stream.add(job.prompts, params, [(id(job), i) for i in range(len(job.prompts))])
         except Exception as exc:  # noqa: BLE001 - answered to this request, not to those decoding beside it
-            if not isinstance(exc, (RationalystError, ValidationError)):
+            error = _request_error(exc)
+            if error is exc:
                 log.exception("a request could not join the decode loop")
-            self._answer(job, error=_as_error(exc) if isinstance(exc, (RationalystError, ValidationError)) else exc)
+            self._answer(job, error=error)
             return
         self.calls += 1
         waiting[id(job)] = (job, [None] * len(job.prompts))
@@ -303,7 +310,7 @@ class Batcher(_Gatherer):
                 for job in jobs:
                     self._run([job])
                 return
-            jobs[0].error = _as_error(exc) if isinstance(exc, (RationalystError, ValidationError)) else exc
+            jobs[0].error = _request_error(exc)
             jobs[0].done.set()
             return
         at = 0
