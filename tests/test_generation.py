@@ -150,3 +150,76 @@ def test_prompts_joining_a_running_decode_loop_decode_as_each_would_alone(defaul
             end = len(sample.token_ids)
             assert end <= params.max_new_tokens and sample.token_ids == tokens[:end]
             assert max((abs(a - b) for a, b in zip(sample.logprobs, logprobs)), default=0) < 1e-4
+
+
+def _greedy_cut_at_stop(model, prompt: str, params: SamplingParams) -> tuple[list[int], str, str]:
+    """The reference, by hand: transformers' greedy ``generate`` without stop strings, cut after the first
+    token whose decoded completion (the generated tokens only, as vLLM and llama.cpp search) holds a
+    stop string: (tokens, text before the stop string, finish reason)."""
+    import torch
+
+    ids = torch.tensor([model.tokenizer(prompt)["input_ids"]])
+    out = model.model.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=params.max_new_tokens,
+        pad_token_id=model.pad_id, temperature=None, top_p=None, top_k=None,
+    )
+    tokens = out[0, ids.shape[1] :].tolist()
+    for end in range(1, len(tokens) + 1):
+        if tokens[end - 1] in model.eos_ids:
+            return tokens[: end - 1], model.tokenizer.decode(tokens[: end - 1]), "stop"
+        text = model.tokenizer.decode(tokens[:end])
+        found = [text.find(s) for s in params.stop if s in text]
+        if found:
+            return tokens[:end], text[: min(found)], "stop"
+    return tokens, model.tokenizer.decode(tokens), "length"
+
+
+def test_stop_strings_are_matched_in_the_generated_text_only(default_model):
+    """A stop string that begins in the prompt does not end a row: "...9\\n" then "1" completes "\\n1" and
+    "9\\n1" across the prompt's end, yet the completion goes on to "10\\n1" (stopped, text "10") or to its
+    limit (finish "length"); a row ended by a stop string says "stop". As the transformers reference cut by
+    hand, alone and decoded together with other prompts (the continuous-batching loop)."""
+    prompts = ["1\n2\n3\n4\n5\n6\n7\n8\n9\n", "1\n2\n3\n4\n5\n6\n7\n8\n9\n", "Count: 1, 2, 3,"]
+    params = [
+        SamplingParams(max_new_tokens=12, stop=("\n1",)),
+        SamplingParams(max_new_tokens=12, stop=("9\n1",)),
+        SamplingParams(max_new_tokens=12, stop=(", 4", ", 6")),
+    ]
+    references = [_greedy_cut_at_stop(default_model, prompt, p) for prompt, p in zip(prompts, params)]
+    assert [finish for *_, finish in references] == ["stop", "length", "stop"]
+    alone = [default_model.generate([prompt], p)[0] for prompt, p in zip(prompts, params)]
+    together = default_model.generate_mixed(prompts, params)
+    for (tokens, text, finish), (first,), (second,) in zip(references, alone, together):
+        for completion in (first, second):
+            assert (completion.token_ids, completion.text, completion.finish_reason) == (tokens, text, finish)
+
+
+def test_stop_string_checks_kept_are_bounded(default_model, monkeypatch):
+    """A server takes stop strings from its requests: the built checks (a few MiB each) are kept for the
+    `STOP_CHECKS` sets last used, not for every set ever sent; a set in use is one check, built once."""
+    from rationalyst.lm import hf
+    from rationalyst.lm.hf import HFModel
+
+    monkeypatch.setattr(hf, "STOP_CHECKS", 3)
+    model = HFModel(default_model.model, default_model.tokenizer)
+    first = model._stop_criteria(("Answer 0:",))
+    for i in range(1, 6):
+        assert model._stop_criteria(("Answer 0:",)) is first  # used again: the most recent, kept
+        model._stop_criteria((f"Answer {i}:", "\n\n"))
+        assert len(model._stop_checks) <= 3
+    assert list(model._stop_checks) == [("Answer 4:", "\n\n"), ("Answer 0:",), ("Answer 5:", "\n\n")]  # oldest first
+
+
+def test_empty_stop_strings_are_refused():
+    """An empty stop string is found at the start of every text: it would empty every completion. Refused
+    when the params are made (the CLI's --stop too), in the words of the serve protocol, which refuses a
+    request with one."""
+    from pydantic import ValidationError
+
+    from rationalyst.serve.protocol import CompletionRequest
+
+    for stop in [("",), ("\n", "")]:
+        with pytest.raises(ValidationError, match="stop strings must not be empty"):
+            SamplingParams(max_new_tokens=5, stop=stop)
+        with pytest.raises(ValidationError, match="stop strings must not be empty"):
+            CompletionRequest(model="m", prompt="The cat", stop=list(stop))

@@ -119,3 +119,76 @@ def test_document_scoring_matches_scoring_each_pair_alone(default_model):
             assert _max_diff(score, want) < 1e-4
             assert _max_diff(other, want) < 1e-4
             assert default_model.tokenizer.decode(score.token_ids).endswith(following)
+
+
+def _tiny(default_model, config):
+    """A random-weight model of ``config`` on the default model's tokenizer, behind `HFModel`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rationalyst.lm.hf import HFModel
+
+    torch.manual_seed(0)
+    return HFModel(AutoModelForCausalLM.from_config(config).eval(), default_model.tokenizer, batch_size=4)
+
+
+def _plain_forward(model, context: str, continuation: str) -> tuple[list[int], list[float]]:
+    """The reference, by hand: the continuation's ids and log-probs from one plain transformers forward
+    pass over the tokenizer's ids of context + continuation (no cache, no batching)."""
+    import torch
+
+    tok = model.tokenizer
+    ids = tok(context + continuation)["input_ids"]
+    n = len(tok(context)["input_ids"])
+    with torch.no_grad():
+        logits = model.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float()
+    logprobs = torch.log_softmax(logits, -1)
+    return ids[n:], [logprobs[i - 1, ids[i]].item() for i in range(n, len(ids))]
+
+
+def _assert_plain(model, pairs, scores):
+    for (context, continuation), score in zip(pairs, scores, strict=True):
+        ids, logprobs = _plain_forward(model, context, continuation)
+        assert score.token_ids == ids
+        assert max(abs(a - b) for a, b in zip(score.logprobs, logprobs)) < 1e-4, (context, continuation)
+
+
+def test_sliding_window_models_score_as_a_plain_forward_pass(default_model):
+    """A sliding-window model's cache keeps only the last window of a trunk, so a branch cannot reuse
+    the trunk's prefix from it: `score_many` and `score_in_documents` still equal a plain forward pass,
+    for contexts shorter and longer than the window (Mistral, window 8)."""
+    from transformers import MistralConfig
+
+    from rationalyst.lm import DocumentScoreRequest
+
+    config = MistralConfig(
+        vocab_size=len(default_model.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, sliding_window=8,
+        initializer_range=0.2,
+    )
+    model = _tiny(default_model, config)
+    continuations = [" the answer is 7.", " x = 3"]
+    for context in ["Step 1: x", "Step 1: the cat sat on the mat and then it said 42 + 12 = 54 so"]:
+        assert len(model.tokenizer(context)["input_ids"]) != 8
+        _assert_plain(model, [(context, c) for c in continuations], model.score(context, continuations))
+    document = "Step 1: the cat sat on the mat and then it said 42 + 12 = 54 so the answer is 7."
+    cut = document.index(" it said")  # past the window
+    pairs = [(document[:cut], document[cut:]), (document[:cut] + " Because.", document[cut:])]
+    (scores,) = model.score_in_documents([DocumentScoreRequest(document, pairs)])
+    _assert_plain(model, pairs, scores)
+
+
+def test_a_document_over_the_model_s_limit_scores_pairs_that_fit(default_model):
+    """A document longer than the model's positions (GPT-2, 64) whose pairs each fit: the pairs score as a
+    plain forward pass each (the document's pass is cut to the limit, not run past it)."""
+    from transformers import GPT2Config
+
+    from rationalyst.lm import DocumentScoreRequest
+
+    config = GPT2Config(vocab_size=len(default_model.tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=64)
+    model = _tiny(default_model, config)
+    document = " ".join(f"word{i}" for i in range(60))
+    assert model.max_length == 64 < len(model.tokenizer(document)["input_ids"])
+    pairs = [(document[:40], document[40:60]), (document[:40] + " Because x.", document[40:60])]
+    (scores,) = model.score_in_documents([DocumentScoreRequest(document, pairs)])
+    _assert_plain(model, pairs, scores)

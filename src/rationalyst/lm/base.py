@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Message = dict[str, str]
 #: A prompt is raw text, or chat messages that the model's own chat template turns into text.
@@ -40,6 +40,15 @@ class SamplingParams(BaseModel):
         "leave them empty (llamacpp: one batched re-evaluation of the sampled tokens, about a quarter of a search "
         "step's time with the 1.5B agent, benchmarks/llamacpp_sampling.py); the tokens sampled are the same either way.",
     )
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, stop: tuple[str, ...]) -> tuple[str, ...]:
+        """An empty stop string is found at the start of any text, so it would empty every completion
+        (llamacpp skips it, the serve protocol refuses it): refused here, with the protocol's words."""
+        if any(not s for s in stop):
+            raise ValueError("stop strings must not be empty")
+        return stop
 
     @property
     def greedy(self) -> bool:

@@ -19,6 +19,7 @@ batching).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ log = logging.getLogger(__name__)
 #: is worth it only when it spares the batch more recomputation than this.
 SECOND_PASS_COST = 32
 
+#: Stop-string checks kept built (`HFModel._stop_criteria`, least recently used dropped first): each scans
+#: the vocabulary to build, and holds a few MiB of tables; a server takes its stop strings from requests,
+#: so the distinct sets are not bounded by the program.
+STOP_CHECKS = 32
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -82,7 +88,7 @@ class HFModel(LanguageModel):
         #: Prompt positions run through the model by `generate`: rows times columns of every prefill pass
         #: (left padding included: it costs the same), and the last prompt column once per sample.
         self.generation_forwarded = 0
-        self._stop_checks: dict[tuple[str, ...], Any] = {}
+        self._stop_checks: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         #: KV of recent single prompts (scoring trunks, generation prompts); capacity 0 disables it.
         self.prefix_cache = PrefixCache(prefix_cache)
         # The KV-cache argument of forward and generate: `cache` (transformers >= 5.2x), `past_key_values` before.
@@ -158,10 +164,20 @@ class HFModel(LanguageModel):
 
     @torch.inference_mode()
     def score_in_documents(self, requests: Sequence[DocumentScoreRequest]) -> list[list[ContinuationScore]]:
+        """Each request's pairs scored on top of one pass over its document (`_score_groups`).
+
+        A document longer than the model's limit is cut to the limit: every pair fits in it (`split`
+        raises `PromptTooLongError` for one that does not), so no pair shares more than that many
+        tokens with the document, and the cut trunk serves each pair as the whole one would; run
+        whole, it would pass positions the model has not got (an IndexError on learned positions).
+        """
         groups = []
         for request in requests:
             trunk = self._encode(request.document) if request.document else []
-            groups.append((trunk, [self.split(context, following) for context, following in request.pairs]))
+            pairs = [self.split(context, following) for context, following in request.pairs]
+            if self.max_length is not None:
+                trunk = trunk[: self.max_length]
+            groups.append((trunk, pairs))
         return self._score_groups(groups)
 
     def _score_groups(self, groups: Sequence[tuple[list[int], list[SplitSequence]]]) -> list[list[ContinuationScore]]:
@@ -281,6 +297,12 @@ class HFModel(LanguageModel):
         mask hides from each row the cached positions past its own prefix; position ids continue from
         the row's own prefix length, so every row computes exactly its unbatched values.
         """
+        # A trunk cache with sliding-window (or linear-attention) layers holds only its last window, not
+        # the prefix a branch reuses (`cache_layers` is None): then every branch runs whole, from its
+        # first token, as a plain forward pass would.
+        layers = cache_layers(cache) if cache is not None else None
+        if layers is None:
+            branches = [(row, 0, g, j, seq) for row, _, g, j, seq in branches]
         # Similar lengths together: less right padding (cheap masked cache columns matter less).
         branches = sorted(branches, key=lambda b: len(b[4].token_ids) - b[1])
         for chunk in batched(branches, self.batch_size):
@@ -299,7 +321,7 @@ class HFModel(LanguageModel):
                 rows = torch.tensor([row for row, *_ in chunk], device=self.device)
                 kwargs[self.cache_arg] = DynamicCache(
                     ddp_cache_data=[
-                        (layer.keys[rows, :, :longest], layer.values[rows, :, :longest]) for layer in cache.layers
+                        (keys[rows, :, :longest], values[rows, :, :longest]) for keys, values in layers
                     ]
                 )
             logits = self.model(
@@ -532,6 +554,7 @@ class HFModel(LanguageModel):
                 temperature=p.temperature,
                 top_p=p.top_p,
                 stop=self._stop_criteria(p.stop),
+                confirm_stop=self._ends_by_stop(p) if p.stop else None,
             )
             for p in params
         ]
@@ -544,14 +567,27 @@ class HFModel(LanguageModel):
         self.generation_forwarded += input_ids.shape[0]  # the last prompt column, once per sample
 
     def _stop_criteria(self, stop: Sequence[str]):
-        """transformers' stop-string check for these strings (built once per set: it scans the vocabulary)."""
+        """transformers' stop-string check for these strings, kept for the `STOP_CHECKS` sets last used
+        (building one scans the vocabulary; keeping every set a server was sent would grow without end)."""
         if not stop:
             return None
         key = tuple(stop)
-        if key not in self._stop_checks:  # one callable per set: the decode loop checks its rows together
+        if key in self._stop_checks:
+            self._stop_checks.move_to_end(key)
+        else:  # one callable per set: the decode loop checks its rows together
             criteria = StopStringCriteria(self.tokenizer, list(stop))
             self._stop_checks[key] = lambda sequences: criteria(sequences, None)
+            while len(self._stop_checks) > STOP_CHECKS:
+                self._stop_checks.popitem(last=False)
         return self._stop_checks[key]
+
+    def _ends_by_stop(self, params: SamplingParams):
+        """Whether a row with these generated tokens is finished (its `completion` says "stop"): what the
+        decode loop asks of a row that `_stop_criteria` flagged. That check sees the prompt's tokens too,
+        so it also flags a stop string that begins in the prompt (a prompt ending in a newline, a blank
+        line as stop string, a first newline generated); stop strings count only in the generated text,
+        as on vLLM and llamacpp."""
+        return lambda tokens: self.completion(tokens, [], params).finish_reason == "stop"
 
     def completion(self, tokens: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
         finish = "length"

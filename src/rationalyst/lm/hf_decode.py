@@ -64,7 +64,12 @@ class DecodedRow:
 class RowGroup:
     """How one prompt's ``n`` rows are decoded: greedy (``generator`` None) or drawn from
     ``generator`` after ``temperature`` and ``top_p``, at most ``max_new_tokens`` each, and
-    ``stop(sequences)`` flagging rows whose text ends in one of its stop strings (or None)."""
+    ``stop(sequences)`` flagging rows whose text ends in one of its stop strings (or None).
+
+    ``stop`` sees each row's prompt as well as its new tokens, so a stop string that begins in the
+    prompt would end a row; ``confirm_stop(tokens)``, given a row's new tokens when it would end,
+    says whether it really has (its stop strings count only in its own text), or the row goes on.
+    """
 
     n: int
     max_new_tokens: int
@@ -72,6 +77,7 @@ class RowGroup:
     temperature: float = 1.0
     top_p: float = 1.0
     stop: Callable[[torch.Tensor], torch.Tensor] | None = None
+    confirm_stop: Callable[[list[int]], bool] | None = None
 
 
 @dataclass
@@ -277,20 +283,27 @@ class DecodeSession:
         keep: list[int] = []
         done: list[tuple[Any, list[DecodedRow]]] = []
         live: list[_Prompt] = []
+        resumed: list[int] = []  # rows flagged by a stop string that began in their prompt: not finished
         at = 0
         for prompt in self.prompts:
             span = range(at, at + prompt.group.n)
             at += prompt.group.n
+            confirm = prompt.group.confirm_stop
             for j, row in zip(span, prompt.rows):
                 if running[j]:
                     row.tokens.append(tokens[j])
                     row.logprobs.append(values[j])
+                    if not still[j] and confirm is not None and not confirm(row.tokens):
+                        still[j] = True
+                        resumed.append(j)
             prompt.produced += 1
             if prompt.produced >= prompt.group.max_new_tokens or not any(still[j] for j in span):
                 done.append((prompt.tag, prompt.rows))
             else:
                 live.append(prompt)
                 keep.extend(span)
+        if resumed:
+            self.unfinished[torch.tensor(resumed, device=self.device)] = True
         self.step_input = chosen[:, None]
         self.positions = self.positions + 1
         self.attention = torch.cat([self.attention, self.attention.new_ones((self.rows, 1))], dim=-1)
