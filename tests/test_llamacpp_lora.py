@@ -126,19 +126,46 @@ def test_generation_decodes_with_the_lora_too(case):
     assert with_lora.name.endswith(f"+lora:{case[1]}")
 
 
-def test_the_gguf_is_written_once_and_again_when_the_adapter_changes(case):
-    spec, adapter, *_ = case
+def test_the_gguf_is_written_once_and_again_when_the_adapter_changes(case, tmp_path):
+    """Keyed by the adapter's content: new weights carrying an older modification time (as ``cp -p`` or
+    ``rsync -a`` leave them) and an edited ``lora_alpha`` are both converted again, and the stale file
+    goes."""
+    import gguf as gguf_package
+    from safetensors.numpy import load_file, save_file
+
     from rationalyst.lm.gguf_lora import lora_gguf
     from rationalyst.lm.registry import resolve_gguf
 
-    gguf = resolve_gguf(spec)
-    first = lora_gguf(adapter, gguf)
+    spec, source, *_ = case
+    adapter = tmp_path / "adapter"
+    shutil.copytree(source, adapter)
+    base = resolve_gguf(spec)
+    first = lora_gguf(adapter, base)
     stamp = first.stat().st_mtime_ns
-    assert lora_gguf(adapter, gguf) == first and first.stat().st_mtime_ns == stamp
+    assert lora_gguf(adapter, base) == first and first.stat().st_mtime_ns == stamp
+
+    def lora_b(path):
+        return {t.name: np.array(t.data) for t in gguf_package.GGUFReader(path).tensors if t.name.endswith(".lora_b")}
+
+    before = lora_b(first)
     weights = adapter / "adapter_model.safetensors"
-    later = first.stat().st_mtime + 5
-    os.utime(weights, (later, later))
-    assert lora_gguf(adapter, gguf).stat().st_mtime_ns != stamp
+    tensors = load_file(weights)
+    name = next(k for k in tensors if "lora_B" in k)
+    tensors[name] = tensors[name] + 0.5
+    save_file(tensors, weights)
+    older = first.stat().st_mtime - 60
+    os.utime(weights, (older, older))
+    second = lora_gguf(adapter, base)
+    assert second != first and not first.exists()
+    after = lora_b(second)
+    assert sum(not np.array_equal(before[n], after[n]) for n in before) == 1  # the one B changed
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["lora_alpha"] = config["lora_alpha"] * 4
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    third = lora_gguf(adapter, base)
+    assert third != second and not second.exists()
+    alpha = gguf_package.GGUFReader(third).fields["adapter.lora.alpha"]
+    assert float(alpha.parts[alpha.data[0]][0]) == config["lora_alpha"]
 
 
 def test_an_adapter_of_other_weights_or_kinds_is_refused(case, tmp_path):

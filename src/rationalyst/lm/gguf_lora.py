@@ -21,6 +21,7 @@ adapted embeddings or extra trained modules, and architectures other than ``llam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -37,7 +38,8 @@ ARCHITECTURES = ("llama", "qwen2")
 
 def lora_gguf(adapter: str | Path, base_gguf: str | Path) -> Path:
     """The GGUF LoRA file of PEFT adapter folder ``adapter`` for the GGUF ``base_gguf``, written once
-    beside the adapter (``adapter-<base key>.gguf``) and again whenever the adapter's weights are newer."""
+    beside the adapter (``adapter-<base key>-<hash of the adapter's weights and config>.gguf``), and
+    again whenever they change."""
     adapter, base_gguf = Path(adapter).expanduser(), Path(base_gguf).expanduser()
     config = _adapter_config(adapter)
     weights = adapter / ADAPTER_WEIGHTS
@@ -51,8 +53,8 @@ def lora_gguf(adapter: str | Path, base_gguf: str | Path) -> Path:
             f"of {base_gguf.name} (their folder would be {key!r}); llama.cpp can only apply it to the GGUF it was "
             "trained from: train on builtin:<name> or gguf:<that file>"
         )
-    out = adapter / f"adapter-{key}.gguf"
-    if out.is_file() and out.stat().st_mtime >= weights.stat().st_mtime:
+    out = adapter / f"adapter-{key}-{_adapter_digest(adapter)}.gguf"
+    if out.is_file():
         return out
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
@@ -60,7 +62,22 @@ def lora_gguf(adapter: str | Path, base_gguf: str | Path) -> Path:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    for stale in adapter.glob(f"adapter-{key}*.gguf"):  # files of earlier weights or settings
+        if stale != out:
+            stale.unlink(missing_ok=True)
     return out
+
+
+def _adapter_digest(adapter: Path) -> str:
+    """A short hash of the adapter's weights and config: the converted file is keyed by what it was
+    written from, not by modification times (a copy with ``cp -p`` or ``rsync -a`` keeps older times
+    on newer weights, and an edited ``lora_alpha`` changes no weight file)."""
+    digest = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        with open(adapter / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _adapter_config(adapter: Path) -> dict[str, Any]:

@@ -10,18 +10,16 @@ It keeps the `hf` backend's contract and semantics, with three engine-specific c
   for Qwen2.5 at 4,096 tokens); the rows asked for are the same (bit for bit on the default model and
   Qwen2.5-Coder 0.5B; within 5e-7 in log-prob on the 1.5B, whose projection tiles its rows).
   (``create_completion(echo=True, logprobs=...)`` returns wrong values.)
-* **The KV cache is reused by rewinding.** llama.cpp keeps one sequence; the cache past the longest
-  prefix it shares with the wanted tokens (at most the context) is dropped and only the rest is
-  evaluated, so a request's context is evaluated once and each continuation costs only its own tokens
-  (the output row after the context is kept).
+* **The KV cache is reused by rewinding, only where it is what one evaluation would write.**
+  llama.cpp keeps one sequence; the cache past the longest prefix it shares with the wanted context
+  is dropped and only the rest is evaluated, so a request's context is evaluated once and each
+  continuation costs only its own tokens (the output row after the context is kept). llama.cpp's
+  kernels round by the rows in a batch (by up to 0.9 in log-prob on the Qwen2.5 builtins), so the
+  batches split where `llamacpp_layout` says and only a prefix whose cache any evaluation would write
+  alike is reused: a score is a function of (context, continuation), equal to the score of a fresh
+  evaluation of the context and then of the continuation, whatever the cache held before.
 * **Offsets are bytes.** llama.cpp tokenizes UTF-8 bytes, so the boundary rule (`boundary`) splits the
   joined text at ``len(context.encode())`` using each token's byte length.
-
-One numerical trap: llama.cpp computes a one-token batch by another kernel path, and its logits (and
-the KV entries it writes) differ from a multi-token batch's: by up to ~0.15 in log-prob on the Q4_1
-default model, while batches of two or more tokens agree exactly however the work is split. Every
-evaluation here therefore covers at least two tokens, and the cache of a one-token step is never
-reused, so a score does not depend on what the cache happened to hold.
 
 Sampling runs in a second context on the same weights with one KV stream per row, so up to
 ``batch_size`` rows (the samples of all the call's prompts) decode in one forward pass per token
@@ -42,7 +40,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +57,7 @@ from rationalyst.lm.base import (
     ScoreRequest,
 )
 from rationalyst.lm.boundary import SplitSequence, common_prefix_length, count_context_tokens
+from rationalyst.lm import llamacpp_layout as layout
 from rationalyst.lm.llamacpp_streams import StreamDecoder, decode_entries
 
 log = logging.getLogger(__name__)
@@ -98,6 +97,21 @@ def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     peak = x.max(axis=-1, keepdims=True)
     return x - (peak + np.log(np.exp(x - peak).sum(axis=-1, keepdims=True)))
+
+
+def token_ends(data: bytes, pieces: Sequence[bytes]) -> list[int]:
+    """The byte offset in ``data`` where each of its tokens (spelled ``pieces``) ends.
+
+    SentencePiece vocabularies spell a space the text does not have on the first token of the text
+    and of every run after a special token: such a piece's space is not counted where the text there
+    does not have it."""
+    ends, offset = [], 0
+    for piece in pieces:
+        if piece.startswith(b" ") and not data.startswith(piece, offset) and data.startswith(piece[1:], offset):
+            piece = piece[1:]
+        offset += len(piece)
+        ends.append(min(offset, len(data)))
+    return ends
 
 
 def _chat_environment() -> Any:
@@ -179,11 +193,8 @@ class LlamaCppModel(LanguageModel):
         self._batch = llama_cpp.llama_batch_init(self._chunk, 0, 1)
         weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
         self._held: list[int] = []
-        # Position p: the log-prob of token ``_next_token[p]`` after the held tokens up to p, where
-        # computed (the token is -1 where not).
-        self._next_logprob = np.full(self.n_ctx, np.nan)
-        self._next_token = np.full(self.n_ctx, -1, dtype=np.int64)
         self._boundary: tuple[int, np.ndarray] | None = None  # (position, log-softmax row after it)
+        self._canonical = 0  # leading held tokens whose cache any evaluation of them would write (`_logprobs`)
         self._lock = threading.RLock()
         if batch_size < 1:
             raise RationalystError(f"{self.name}: batch_size must be at least 1, got {batch_size}")
@@ -228,15 +239,7 @@ class LlamaCppModel(LanguageModel):
         """
         data = text.encode("utf-8")
         ids = self.llm.tokenize(data, add_bos=False, special=True) if data else []
-        ends: list[int] = []
-        total = 0
-        for tok in ids:
-            total += len(self._piece(tok))
-            ends.append(total)
-        if total > len(data):
-            # SentencePiece vocabularies spell a leading space the text does not have.
-            shift = total - len(data)
-            ends = [max(end - shift, 0) for end in ends]
+        ends = token_ends(data, [self._piece(tok) for tok in ids])
         if add_bos and self.add_bos:
             ids, ends = [self._start_id(), *ids], [0, *ends]
         return ids, ends
@@ -280,70 +283,59 @@ class LlamaCppModel(LanguageModel):
     # ----------------------------------------------------------------------------- evaluation
 
     def _rewind(self, n: int) -> None:
-        """Keep only the first ``n`` evaluated tokens: the KV cache past them, and the log-probs that
-        came from logits after them, are dropped."""
+        """Keep only the first ``n`` evaluated tokens: the KV cache past them is dropped, and the row
+        after the context with it if that context is cut."""
         if n < len(self._held):
             self._lc.llama_memory_seq_rm(self._memory, -1, n, -1)
             del self._held[n:]
-        self._next_token[n:] = -1
+        self._canonical = min(self._canonical, n)
         if self._boundary is not None and self._boundary[0] >= n:
             self._boundary = None
 
-    def _eval(self, ids: Sequence[int], start: int, score_from: int) -> None:
-        """Evaluate ``ids[start:]`` after the held ``ids[:start]``, in chunks of at most ``n_batch``
-        tokens, none of them a single token, and keep the log-prob of every token from position
-        ``score_from + 1`` on given the ones before it.
-
-        llama.cpp computes a one-token batch by another kernel path whose logits differ from a batch's
-        (see the module notes); batches of two or more tokens agree exactly, so a score never depends
-        on how the work was split or what the cache held. Only the positions whose next token is scored
-        get an output row (no projection onto the vocabulary for the rest: most of a scored sequence is
-        its context); the rows asked for equal those of an evaluation that outputs every position (see
-        the module notes).
-        """
-        size = max(self._chunk, 2)
-        i = start
-        while i < len(ids):
-            take = min(size, len(ids) - i)
-            if len(ids) - i - take == 1:
-                take -= 1
-            wanted = range(max(i, score_from), min(i + take, len(ids) - 1))
-            entries = [(ids[p], p, 0, p in wanted) for p in range(i, i + take)]
+    def _evaluate(self, ids: Sequence[int], begin: int, end: int, rows: range) -> Iterator[tuple[range, np.ndarray]]:
+        """Evaluate ``ids[begin:end]`` after the held ``ids[:begin]``, in the batches `llamacpp_layout`
+        prescribes, and yield each batch's output rows: (their positions, the float64 log-softmax of
+        the logits there). Only the positions in ``rows`` get an output row (no projection onto the
+        vocabulary for the rest: most of a scored sequence is its context); they equal those of an
+        evaluation that outputs every position (see the module notes). Each batch's rows are read
+        before the next decode overwrites them."""
+        for i, stop in layout.chunks(begin, end, self._chunk):
+            wanted = range(max(i, rows.start), min(stop, rows.stop))
+            entries = [(ids[p], p, 0, p in wanted) for p in range(i, stop)]
             decode_entries(self._lc, self._ctx, self._batch, entries)
-            self._held.extend(ids[i : i + take])
+            self._held.extend(ids[i:stop])
             if wanted:
                 out = self._lc.llama_get_logits(self._ctx)
-                rows = log_softmax_rows(np.ctypeslib.as_array(out, shape=(len(wanted), self._n_vocab)))
-                targets = np.asarray(ids[wanted.start + 1 : wanted.stop + 1], dtype=np.intp)
-                self._next_logprob[wanted.start : wanted.stop] = rows[np.arange(len(targets)), targets]
-                self._next_token[wanted.start : wanted.stop] = targets
-                if score_from in wanted:
-                    self._boundary = (score_from, rows[score_from - wanted.start])
-            i += take
+                yield wanted, log_softmax_rows(np.ctypeslib.as_array(out, shape=(len(wanted), self._n_vocab)))
 
     def _logprobs(self, ids: Sequence[int], start: int) -> list[float]:
-        """Log-probs of ``ids[start:]`` (``start`` >= 1), each given the tokens before it.
+        """Log-probs of ``ids[start:]`` (``start`` >= 1), each given the tokens before it: a function of
+        the tokens alone, whatever was evaluated before.
 
-        Only what the cache cannot serve is evaluated: its KV covers the longest prefix it shares with
-        ``ids``, and a log-prob kept from an earlier evaluation serves where that prefix covers the
-        logits and the token is the same. The log-softmax row after the last context scored is kept whole, so
-        each further continuation of the same context costs only its own tokens (a one-token one,
-        none), as before the rows were chosen.
+        The context ``ids[:start]`` reuses only the canonical part of the cache it shares (see
+        `llamacpp_layout`), so its cache and the row after it are those of one evaluation from
+        position 0; that row is kept whole, so a further continuation of the same context costs only
+        its own tokens (a one-token one, none). Each continuation is evaluated in batches of its own
+        after the context, never with rows another continuation's batch computed.
         """
         if start >= len(ids):
             return []
         common = common_prefix_length(self._held, ids)
-        if self._boundary is not None and self._boundary[0] == start - 1 < common:
-            self._next_logprob[start - 1] = self._boundary[1][ids[start]]
-            self._next_token[start - 1] = ids[start]
-        positions = np.arange(start - 1, len(ids) - 1)
-        served = (positions < common) & (self._next_token[start - 1 : len(ids) - 1] == np.asarray(ids[start:]))
-        if not served.all():
-            # From the first log-prob not served (at least two tokens before the end), or where the KV ends.
-            first = min(int(positions[np.argmin(served)]), common)
-            self._rewind(first)
-            self._eval(ids, first, score_from=start - 1)
-        return self._next_logprob[start - 1 : len(ids) - 1].tolist()
+        if self._boundary is None or self._boundary[0] != start - 1 or common < start:
+            begin = layout.resume_point(min(common, self._canonical), start)
+            self._rewind(begin)
+            for _, rows in self._evaluate(ids, begin, start, range(start - 1, start)):
+                self._boundary = (start - 1, rows[0])
+            self._canonical = layout.canonical_end(begin, start)
+        self._rewind(start)
+        assert self._boundary is not None
+        logprobs = [float(self._boundary[1][ids[start]])]
+        if len(ids) - start < 2:
+            return logprobs  # the row after the context scores a one-token continuation
+        for positions, rows in self._evaluate(ids, start, len(ids), range(start, len(ids) - 1)):
+            targets = np.asarray(ids[positions.start + 1 : positions.stop + 1], dtype=np.intp)
+            logprobs.extend(rows[np.arange(len(targets)), targets].tolist())
+        return logprobs
 
     def _score(self, seq: SplitSequence) -> ContinuationScore:
         targets = seq.continuation_ids
@@ -377,9 +369,13 @@ class LlamaCppModel(LanguageModel):
 
     def _streams(self) -> StreamDecoder:
         if self._decoder is None:
+            # Callbacks that do not hold the model: a decoder holding it back would keep the weights and
+            # every KV cache alive after the model is dropped, until the cyclic collector ran.
+            lc, vocab, piece = self._lc, self._vocab, weakref.WeakMethod(self._piece)
             self._decoder = StreamDecoder(
                 self._lc, self.llm.model, self.llm.context_params, n_streams=self.batch_size, n_ctx=self.n_ctx,
-                is_end=self._is_end, piece=lambda t: self._piece(t, special=False),
+                is_end=lambda t: bool(lc.llama_vocab_is_eog(vocab, t)),
+                piece=lambda t: piece()(t, special=False),
                 lora=(self.llm._lora_adapter, self.llm.lora_scale) if self.lora is not None else None,
             )
         return self._decoder

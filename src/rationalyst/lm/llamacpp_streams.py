@@ -24,8 +24,10 @@ What a row's logits depend on (measured on this machine's build):
 
 Prefix reuse: a stream keeps its prompt after a call. A prompt is prefilled into the free stream that
 holds its longest prefix (the previous prompt of the same problem, usually) and copied into the
-streams of its other samples, so each step evaluates only its new tokens; a prompt chunk never leaves
-a one-token tail. Where another stream, busy or free, holds a longer prefix (the instructions and
+streams of its other samples, so each step evaluates little more than its new tokens: only the part of
+a held prefix whose cache one evaluation of the new prompt would write alike is reused, and the batches
+split where `llamacpp_layout` says, so a prompt's logits (and at ``batch_size`` 1 its samples) do not
+depend on what the streams held before. Where another stream, busy or free, holds a longer prefix (the instructions and
 demonstrations every prompt of a batch shares, a document's earlier insertion point), that stream is
 copied in first. Only prefilled positions are reused, never the KV a decode step wrote (the other
 attention path). Streams holding a prompt that another stream also holds are overwritten first, then
@@ -52,6 +54,7 @@ import numpy as np
 
 from rationalyst.errors import RationalystError
 from rationalyst.lm.base import SamplingParams
+from rationalyst.lm import llamacpp_layout as layout
 from rationalyst.lm.boundary import common_prefix_length
 
 # How many of the most probable tokens top-p first looks among; it sorts the whole vocabulary only
@@ -168,6 +171,7 @@ class StreamDecoder:
         self.n_streams = n_streams
         self.n_ctx = int(lc.llama_n_ctx_seq(self._ctx))
         self._held: list[list[int]] = [[] for _ in range(n_streams)]
+        self._canonical = [0] * n_streams  # leading held tokens whose cache is reusable (`_reusable`)
         # Streams a copy was queued into: llama.cpp moves the cells at the next decode, so until then
         # they are not read from.
         self._unsettled: set[int] = set()
@@ -207,38 +211,38 @@ class StreamDecoder:
         self._clock += 1
         self._stamp[stream] = self._clock
 
+    def _reusable(self, stream: int, ids: Sequence[int]) -> int:
+        """How many leading tokens of ``ids`` ``stream`` holds with the cache one evaluation of them would
+        write (`llamacpp_layout`)."""
+        return min(common_prefix_length(self._held[stream], ids), self._canonical[stream])
+
     def _prefill(self, stream: int, ids: Sequence[int]) -> np.ndarray:
         """Make ``stream`` hold ``ids`` (evaluating only what neither it nor, via `_borrow_prefix`, another
-        stream holds) and return the last logits."""
+        stream holds) and return the last logits: those of one evaluation of ``ids`` from position 0
+        in the batches of `llamacpp_layout`, whatever the streams held before."""
         self._borrow_prefix(stream, ids)
-        held = self._held[stream]
-        common = common_prefix_length(held, ids)
-        common = min(common, max(len(ids) - 2, 0))  # evaluate at least two tokens (a one-token batch
-        # takes the one-row kernel path, and its KV would differ from a prefill's)
-        self._lc.llama_memory_seq_rm(self._memory, stream, common, -1)
-        i = common
-        while i < len(ids):
-            take = min(self._chunk, len(ids) - i)
-            if len(ids) - i - take == 1:
-                take -= 1  # never leave a one-token chunk
-            last = i + take == len(ids)
-            self._decode([(ids[j], j, stream, last and j == i + take - 1) for j in range(i, i + take)])
-            i += take
-        self._held[stream] = list(ids) if len(ids) >= 2 else []
+        begin = layout.resume_point(self._reusable(stream, ids), len(ids))
+        self._lc.llama_memory_seq_rm(self._memory, stream, begin, -1)
+        for i, stop in layout.chunks(begin, len(ids), self._chunk):
+            last = stop == len(ids)
+            self._decode([(ids[j], j, stream, last and j == stop - 1) for j in range(i, stop)])
+        self._held[stream] = list(ids)
+        self._canonical[stream] = layout.canonical_end(begin, len(ids))
         self._touch(stream)
         return self._logits(-1)
 
     def _borrow_prefix(self, home: int, ids: Sequence[int]) -> None:
-        """Copy into ``home`` the stream, busy or free, whose prefilled prompt shares the longest prefix
-        with ``ids``, when that is at least `_MIN_BORROWED_TOKENS` more than ``home`` holds. The prompts of a batch share their instructions and
-        demonstrations, and a document's later insertion points extend its earlier ones: without this,
-        every stream a batch starts in would prefill them again. Only prompt positions are kept (the
-        prefill trims the copy at the shared prefix, dropping a busy stream's decoded cells)."""
-        best, longest = None, common_prefix_length(self._held[home], ids) + _MIN_BORROWED_TOKENS - 1
+        """Copy into ``home`` the stream, busy or free, whose prefilled prompt shares the longest reusable
+        prefix with ``ids``, when that is at least `_MIN_BORROWED_TOKENS` more than ``home``'s. The
+        prompts of a batch share their instructions and demonstrations, and a document's later
+        insertion points extend its earlier ones: without this, every stream a batch starts in would
+        prefill them again. Only prompt positions are kept (the prefill trims the copy at the shared
+        prefix, dropping a busy stream's decoded cells)."""
+        best, longest = None, self._reusable(home, ids) + _MIN_BORROWED_TOKENS - 1
         for stream, held in enumerate(self._held):
-            if stream == home or stream in self._unsettled or len(held) <= longest:
+            if stream == home or stream in self._unsettled or self._canonical[stream] <= longest:
                 continue
-            shared = common_prefix_length(held, ids)
+            shared = self._reusable(stream, ids)
             if shared > longest:
                 best, longest = stream, shared
         if best is not None:
@@ -269,6 +273,7 @@ class StreamDecoder:
         self._lc.llama_memory_seq_rm(self._memory, target, -1, -1)
         self._lc.llama_memory_seq_cp(self._memory, source, target, -1, -1)
         self._held[target] = list(self._held[source])
+        self._canonical[target] = self._canonical[source]
         self._unsettled.add(target)
         self._touch(target)
 
