@@ -43,6 +43,7 @@ STEPS = [
     "She spends 40 + 12 = $52.",
 ]
 RATIONALE = "Rationale: the next step uses the numbers found so far.\n"
+ALIGN, MIN_ROWS = layout.ALIGN, layout.MIN_ROWS  # the canonical layout (`run` changes the module's for a pass)
 CANDIDATES = [" The profit is 168 - 52 = $116.", " Next, add the costs.", " So the answer is 116."]
 
 
@@ -98,8 +99,6 @@ def fresh(model) -> dict:
         results["prompt", k] = decoder._prefill(0, model._encode(context))
     return results
 
-
-ALIGN, MIN_ROWS = layout.ALIGN, layout.MIN_ROWS
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ tokens' log-probs are recomputed by one batched evaluation in the scoring contex
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import random
@@ -56,8 +57,8 @@ from rationalyst.lm.base import (
     SamplingParams,
     ScoreRequest,
 )
-from rationalyst.lm.boundary import SplitSequence, common_prefix_length, count_context_tokens
 from rationalyst.lm import llamacpp_layout as layout
+from rationalyst.lm.boundary import SplitSequence, common_prefix_length, count_context_tokens
 from rationalyst.lm.llamacpp_streams import StreamDecoder, decode_entries
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class LlamaCppModel(LanguageModel):
         return self._lc.llama_vocab_get_text(self._vocab, token).decode("utf-8", errors="replace")
 
     def _is_end(self, token: int) -> bool:
-        return bool(self._lc.llama_vocab_is_eog(self._vocab, token))
+        return _is_end_of(self._lc, self._vocab, token)
 
     def _start_id(self) -> int:
         if self.bos_id is None:
@@ -371,10 +372,10 @@ class LlamaCppModel(LanguageModel):
         if self._decoder is None:
             # Callbacks that do not hold the model: a decoder holding it back would keep the weights and
             # every KV cache alive after the model is dropped, until the cyclic collector ran.
-            lc, vocab, piece = self._lc, self._vocab, weakref.WeakMethod(self._piece)
+            piece = weakref.WeakMethod(self._piece)
             self._decoder = StreamDecoder(
                 self._lc, self.llm.model, self.llm.context_params, n_streams=self.batch_size, n_ctx=self.n_ctx,
-                is_end=lambda t: bool(lc.llama_vocab_is_eog(vocab, t)),
+                is_end=functools.partial(_is_end_of, self._lc, self._vocab),
                 piece=lambda t: piece()(t, special=False),
                 lora=(self.llm._lora_adapter, self.llm.lora_scale) if self.lora is not None else None,
             )
@@ -480,6 +481,11 @@ class LlamaCppStream:
                 completions = [self.model._completion(ids, s.token_ids, s.finish_reason, p) for s in samples]
                 out.append((tag, completions, seconds + time.perf_counter() - start))
             return out
+
+
+def _is_end_of(lc: Any, vocab: Any, token: int) -> bool:
+    """Whether ``token`` ends generation in ``vocab`` (an end-of-generation token)."""
+    return bool(lc.llama_vocab_is_eog(vocab, token))
 
 
 def _random_seed() -> int:

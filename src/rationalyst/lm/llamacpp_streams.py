@@ -53,8 +53,8 @@ from typing import Any
 import numpy as np
 
 from rationalyst.errors import RationalystError
-from rationalyst.lm.base import SamplingParams
 from rationalyst.lm import llamacpp_layout as layout
+from rationalyst.lm.base import SamplingParams
 from rationalyst.lm.boundary import common_prefix_length
 
 # How many of the most probable tokens top-p first looks among; it sorts the whole vocabulary only
