@@ -18,11 +18,22 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 def test_fastest_is_bfloat16_only_where_the_cpu_has_it(monkeypatch, native):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert resolve_dtype("fastest", CPU) == (torch.bfloat16 if native else torch.float32)
     assert resolve_dtype("fastest", CUDA) == torch.bfloat16
     # auto never depends on the CPU: scores stay float32 on every machine
     assert resolve_dtype("auto", CPU) == torch.float32
     assert resolve_dtype("auto", CUDA) == torch.bfloat16
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16), ((8, 9), torch.bfloat16)])
+def test_gpus_before_ampere_get_float16_not_emulated_bfloat16(monkeypatch, capability, expected):
+    """T4 (7.5) and V100 (7.0) only emulate bfloat16 (vLLM refuses it there); A100 (8.0) on compute it."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch answers on a T4 too
+    assert resolve_dtype("auto", CUDA) == expected
+    assert resolve_dtype("fastest", CUDA) == expected
+    assert resolve_dtype("bfloat16", CUDA) == torch.bfloat16  # asked by name: taken literally
 
 
 def test_amx_alone_counts_as_native(monkeypatch):
@@ -45,3 +56,15 @@ def test_a_config_accepts_fastest_and_the_memory_check_sizes_it(monkeypatch):
     assert _dtype_bytes(config, on_gpu=False) == 4 and _dtype_bytes(config, on_gpu=True) == 2
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert _dtype_bytes(config, on_gpu=False) == 2
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), False), ((8, 0), True)])
+def test_training_mixes_in_bf16_only_on_gpus_that_compute_it(monkeypatch, tmp_path, capability, expected):
+    from rationalyst.stages.train import TrainConfig, _use_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    config = TrainConfig(input=tmp_path, output=tmp_path / "out")
+    assert _use_bf16(config) is expected
+    assert _use_bf16(config.model_copy(update={"bf16": True})) is True  # asked for: taken as asked

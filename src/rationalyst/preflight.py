@@ -271,10 +271,10 @@ def _hf_token_file() -> bool:
 
 
 def _dtype_bytes(config: ModelConfig, on_gpu: bool, default_gpu: str = "bfloat16") -> int:
-    if config.dtype == "fastest":  # bfloat16 on GPUs; on a CPU whatever it runs fastest
-        from rationalyst.lm.precision import fastest_is_bfloat16
+    if config.dtype == "fastest":  # 16 bits on GPUs; on a CPU whatever it runs fastest
+        from rationalyst.lm import precision
 
-        return 2 if fastest_is_bfloat16(on_gpu) else 4
+        return 2 if on_gpu or precision.cpu_has_native_bf16() else 4
     if config.dtype != "auto":
         return DTYPE_BYTES[config.dtype]
     return DTYPE_BYTES[default_gpu] if on_gpu else 4

@@ -33,8 +33,9 @@ class ModelConfig(StrictModel):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     dtype: DtypeName = Field(
         "auto",
-        description="Weights dtype for hf; auto = bfloat16 on CUDA, float32 on CPU; fastest = bfloat16 on CUDA "
-        "and on CPUs that compute it natively (AVX512-BF16, AMX), else float32 (rationalyst.lm.precision).",
+        description="Weights dtype for hf; auto = bfloat16 on CUDA (float16 before Ampere), float32 on CPU; fastest = "
+        "the same on CUDA, bfloat16 on CPUs that compute it natively (AVX512-BF16, AMX), else float32 "
+        "(rationalyst.lm.precision).",
     )
     batch_size: int = Field(
         8, ge=1, description="Sequences per forward pass (llamacpp: rows sampled together, one KV stream each)."

@@ -150,7 +150,7 @@ class TrainConfig(StrictModel):
     )
     max_dev_records: int = Field(200, ge=0, description="At most this many dev records for the before/after log-likelihood.")
     seed: int = Field(0, description="Seed for the split, the adapter init and data order.")
-    bf16: bool | None = Field(None, description="bf16 mixed precision; None = on when a CUDA GPU supports it.")
+    bf16: bool | None = Field(None, description="bf16 mixed precision; None = on when the CUDA GPU computes bfloat16 natively (Ampere on).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     save_steps: int = Field(200, ge=1, description="Save a checkpoint every this many steps.")
     save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted).")
@@ -238,11 +238,15 @@ def subsample_documents(records: Sequence[dict], fraction: float, seed: int) -> 
 
 
 def _use_bf16(config: TrainConfig) -> bool:
+    """bf16 mixed precision where asked, else where the GPU computes bfloat16 natively (not on a T4 or
+    V100, where torch emulates it many times slower)."""
     if config.bf16 is not None:
         return config.bf16
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    from rationalyst.lm.precision import gpu_has_native_bf16
+
+    return torch.cuda.is_available() and gpu_has_native_bf16()
 
 
 def _load_tokenizer(folder: str) -> Any:
