@@ -192,3 +192,26 @@ def test_a_document_over_the_model_s_limit_scores_pairs_that_fit(default_model):
     pairs = [(document[:40], document[40:60]), (document[:40] + " Because x.", document[40:60])]
     (scores,) = model.score_in_documents([DocumentScoreRequest(document, pairs)])
     _assert_plain(model, pairs, scores)
+
+
+def test_an_empty_context_without_a_bos_token_is_scored_after_eos(default_model):
+    """Qwen's tokenizer has no BOS: an empty context then stands for EOS (as in lm-evaluation-harness),
+    scored as a plain forward pass of [EOS] + continuation, instead of an error that stops a run."""
+    import copy
+
+    import torch
+
+    from rationalyst.lm.hf import HFModel
+
+    tokenizer = copy.deepcopy(default_model.tokenizer)
+    tokenizer.bos_token = None
+    assert tokenizer.bos_token_id is None and tokenizer.eos_token_id is not None
+    model = HFModel(default_model.model, tokenizer, batch_size=2)
+    (score,) = model.score("", [" The cat sat."])
+    ids = tokenizer(" The cat sat.", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = default_model.model(torch.tensor([[tokenizer.eos_token_id, *ids]])).logits[0].float()
+    want = torch.log_softmax(logits, -1)[torch.arange(len(ids)), torch.tensor(ids)].tolist()
+    assert score.token_ids == ids
+    assert max(abs(a - b) for a, b in zip(score.logprobs, want)) < 1e-4
+    assert model.codec.encode("") == [tokenizer.eos_token_id]

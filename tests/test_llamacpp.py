@@ -261,6 +261,15 @@ def test_boundary_and_empty_context(lc):
     assert lc.score("Some context", [""])[0].token_ids == []
 
 
+def test_an_empty_context_without_a_bos_token_starts_from_eos(lc, monkeypatch):
+    """As the hf backend (and lm-evaluation-harness): no BOS, then EOS stands for the empty context."""
+    eos = int(lc.llm.token_eos())
+    assert eos >= 0 and eos != lc.bos_id
+    monkeypatch.setattr(lc, "bos_id", None)
+    seq = lc.split("", "Once")
+    assert seq.token_ids[0] == eos and seq.n_context == 1
+
+
 def test_token_ends_on_a_sentencepiece_vocabulary(tmp_path):
     """llama.cpp's SentencePiece tokenizer spells a space the text does not have at its start and after
     every special token. Each token's end is placed on the text as llama.cpp spells it, so the split

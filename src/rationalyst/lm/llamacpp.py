@@ -228,9 +228,13 @@ class LlamaCppModel(LanguageModel):
         return _is_end_of(self._lc, self._vocab, token)
 
     def _start_id(self) -> int:
-        if self.bos_id is None:
-            raise RationalystError(f"{self.name}: empty context and the model has no BOS token")
-        return self.bos_id
+        """The token an empty context stands for: BOS, else EOS (as the hf backend)."""
+        if self.bos_id is not None:
+            return self.bos_id
+        eos = int(self.llm.token_eos())
+        if eos < 0:
+            raise RationalystError(f"{self.name}: empty context and the model has neither a BOS nor an EOS token")
+        return eos
 
     def tokenize(self, text: str, *, add_bos: bool) -> tuple[list[int], list[int]]:
         """Token ids of ``text`` and the byte offset where each token ends.

@@ -7,7 +7,8 @@ backend, so that every backend scores the same token sequences:
 * chat messages go through the tokenizer's chat template (with the generation prompt) and get no
   extra special tokens; raw text gets the tokenizer's usual special tokens (a BOS where it adds one);
 * a (context, continuation) pair is tokenized jointly and split at the context's end (`boundary`);
-  an empty context is scored after BOS.
+  an empty context is scored after BOS, or after EOS where the tokenizer has no BOS (Qwen's), as
+  lm-evaluation-harness does.
 
 All of it needs a Hugging Face *fast* tokenizer, for character offsets.
 """
@@ -53,12 +54,14 @@ class HFTextCodec:
         return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
 
     def _start(self) -> list[int]:
-        if self.tokenizer.bos_token_id is None:
-            raise RationalystError(f"{self.name}: empty context and the tokenizer has no BOS token")
-        return [self.tokenizer.bos_token_id]
+        """The token an empty context stands for: BOS, else EOS (a document boundary either way)."""
+        for token in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
+            if token is not None:
+                return [int(token)]
+        raise RationalystError(f"{self.name}: empty context and the tokenizer has neither a BOS nor an EOS token")
 
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt, as generation sees it (never empty: BOS for an empty text)."""
+        """Token ids of a prompt, as generation sees it (never empty: BOS, else EOS, for an empty text)."""
         ids = self.tokenizer(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
         return list(ids) or self._start()
 
