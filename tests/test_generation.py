@@ -223,3 +223,21 @@ def test_empty_stop_strings_are_refused():
             SamplingParams(max_new_tokens=5, stop=stop)
         with pytest.raises(ValidationError, match="stop strings must not be empty"):
             CompletionRequest(model="m", prompt="The cat", stop=list(stop))
+
+
+def test_a_pad_token_the_model_generates_does_not_end_a_completion(default_model):
+    """Only end-of-sequence tokens end a completion: a tokenizer whose pad token is an ordinary token
+    (it pads the batch's left side, masked) generates exactly what the model makes without it."""
+    import copy
+
+    from rationalyst.lm.hf import HFModel
+
+    params = SamplingParams(max_new_tokens=10)
+    ((plain,),) = default_model.generate(["The days of the week are Monday,"], params)
+    assert len(plain.token_ids) == 10 and plain.finish_reason == "length"
+    tokenizer = copy.deepcopy(default_model.tokenizer)
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(plain.token_ids[2])
+    model = HFModel(default_model.model, tokenizer, batch_size=2)
+    assert model.pad_id == plain.token_ids[2] and model.pad_id not in model.eos_ids
+    ((padded,),) = model.generate(["The days of the week are Monday,"], params)
+    assert (padded.token_ids, padded.text, padded.finish_reason) == (plain.token_ids, plain.text, "length")

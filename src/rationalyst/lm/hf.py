@@ -591,9 +591,8 @@ class HFModel(LanguageModel):
 
     def completion(self, tokens: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
         finish = "length"
-        end_markers = set(self.eos_ids) | {self.pad_id}
-        for i, tok in enumerate(tokens):
-            if tok in end_markers:
+        for i, tok in enumerate(tokens):  # the pad token may be an ordinary one: only EOS ends a row
+            if tok in self.eos_ids:
                 tokens, logprobs, finish = tokens[:i], logprobs[:i], "stop"
                 break
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
