@@ -24,7 +24,9 @@ continuation, which is the same joint tokenization `score` uses.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -134,6 +136,28 @@ def _pieces(text: str, spans: Sequence[tuple[int, int]], start: int = 0) -> tupl
         offsets.append(start + prev)
         prev = max(prev, end)
     return pieces, offsets
+
+
+def _token_texts(decode: Callable[[list[int]], str], ids: Sequence[int]) -> list[str]:
+    """Each token's text by incremental decoding: what decoding the ids up to it adds to the text so far.
+
+    A token that ends inside a multi-byte character (a byte of an emoji or a CJK character: the
+    decoding ends in U+FFFD) gives the characters before it, and the cut character goes to the token
+    that completes it (vLLM's incremental detokenizer holds it back the same way); so the texts join
+    to ``decode(ids)`` (unless decoding more ids rewrites earlier text, a tokenizer's clean-up of
+    spaces: what was given stands) and each starts where the previous one ended. A U+FFFD stays only
+    where bytes never make a character (an invalid byte, or a character the last token leaves cut).
+    """
+    pieces: list[str] = []
+    done = ""  # the texts given so far, joined
+    for i in range(len(ids)):
+        text = decode(list(ids[: i + 1]))
+        if i + 1 < len(ids):
+            text = text.rstrip("\ufffd")  # a character cut mid-way: held back until it is complete
+        keep = len(done) if text.startswith(done) else len(os.path.commonprefix([done, text]))
+        pieces.append(text[keep:])
+        done += text[keep:]
+    return pieces
 
 
 def _request_error(exc: Exception) -> Exception:
@@ -381,16 +405,12 @@ class ServedModel:
         return run
 
     def generated(self, completion: Completion, start: int) -> TokenRun:
-        """A completion's tokens, their texts (by incremental decoding) and log-probs."""
+        """A completion's tokens, their texts (`_token_texts`), offsets from ``start`` and log-probs."""
         codec = self._need_codec("log-probs")
-        pieces, offsets, done = [], [], ""
-        for i in range(len(completion.token_ids)):
-            text = codec.decode(completion.token_ids[: i + 1])
-            piece = text[len(done) :] if text.startswith(done) else text
-            pieces.append(piece)
-            offsets.append(start + len(done))
-            done = text
-        return TokenRun(list(completion.token_ids), pieces, offsets, list(completion.logprobs))
+        ids = list(completion.token_ids)
+        pieces = _token_texts(codec.decode, ids)
+        offsets = list(itertools.accumulate(map(len, pieces), initial=start))[:-1]
+        return TokenRun(ids, pieces, offsets, list(completion.logprobs))
 
     def count_tokens(self, prompt) -> int:
         if self.codec is None:
