@@ -159,7 +159,8 @@ def test_request_fields_and_chat_routing():
     by_path = {r["path"]: r["json"] for r in seen}
     text, chat = by_path["/v1/completions"], by_path["/v1/chat/completions"]
     assert text["prompt"] == "a" and text["logprobs"] == 1 and text["seed"] == 10
-    assert chat["messages"] == [{"role": "user", "content": "b"}] and chat["logprobs"] is True and chat["seed"] == 11
+    # Prompt 1 is seeded after prompt 0's two samples (seed + 1 * n).
+    assert chat["messages"] == [{"role": "user", "content": "b"}] and chat["logprobs"] is True and chat["seed"] == 12
     for payload in (text, chat):
         assert payload["model"] == "m" and payload["n"] == 2 and payload["max_tokens"] == 5
         assert payload["temperature"] == 0.7 and payload["top_p"] == 0.9 and payload["stop"] == ["\n"]
@@ -305,3 +306,20 @@ def test_a_server_that_ignores_n_is_asked_one_completion_at_a_time():
     assert [c.text for c in row] == ["s4", "s5"] and [r["json"]["n"] for r in seen[4:]] == [1, 1]  # remembered
     (greedy,) = model.generate(["a"], SamplingParams(n=2, max_new_tokens=5))
     assert [c.text for c in greedy] == ["sNone", "sNone"] and seen[-1]["json"]["n"] == 1
+
+
+@pytest.mark.parametrize("server_n", [True, False])
+def test_no_two_samples_of_a_call_share_a_seed(server_n):
+    """A server seeds a request's sample j with its seed + j (vLLM; `_one_by_one` alike): prompt i is
+    sent seed + i * n, so two prompts of three samples from seed 10 are sampled with seeds 10..15
+    (with seed + i, prompt 0's samples 11 and 12 were prompt 1's first two). Whether the server
+    answers n in one request or, ignoring n, one sample per request."""
+
+    def handler(payload, path):
+        n = payload["n"] if server_n else 1
+        return 200, {"choices": [{"index": j, "text": str(payload["seed"] + j), "finish_reason": "stop"} for j in range(n)]}
+
+    model, seen = _model(handler)
+    model.concurrency = 1  # the server learns it must ask one at a time on the first prompt, not racing
+    rows = model.generate(["a", "a"], SamplingParams(n=3, temperature=1.0, max_new_tokens=5, seed=10))
+    assert [[c.text for c in row] for row in rows] == [["10", "11", "12"], ["13", "14", "15"]]

@@ -155,7 +155,9 @@ def test_on_hf_requests_join_the_decode_loop_as_they_arrive(default_model, monke
     for k, (prompts, params) in enumerate(requests):
         if k == 3:
             continue
-        alone = default_model.generate(prompts, params)
+        # The server seeds prompt i of a request seed + i * n (no two samples share a seed on any engine).
+        seeds = [None if params.seed is None else params.seed + i * params.n for i in range(len(prompts))]
+        alone = default_model.generate_seeded(prompts, params, seeds)
         assert [[c.token_ids for c in row] for row in answers[k]] == [[c.token_ids for c in row] for row in alone]
     assert any(joined_live)  # some request joined while others were decoding
 

@@ -73,3 +73,87 @@ def test_generated_token_texts_hold_a_multibyte_character_until_its_last_byte(co
     # A character the last token leaves cut stays visible as U+FFFD rather than vanishing.
     ids = codec.tokenizer("☺", add_special_tokens=False)["input_ids"][:-1]
     assert served.generated(Completion("", ids, [0.0] * len(ids), "length"), 0).pieces == ["", "\ufffd"]
+
+
+class _SeedStream:
+    """A decode loop that answers at once, seeding sample j of a prompt ``seed + j`` as llama.cpp's
+    stream does, and spelling that seed as the sample's text."""
+
+    def __init__(self) -> None:
+        self.done: list = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.done)
+
+    def add(self, prompts, params, tags):
+        self.done += [(tag, [Completion(f"{p.seed + j}", [], [], "stop") for j in range(p.n)], 0.0)
+                      for tag, p in zip(tags, params)]
+
+    def step(self):
+        done, self.done = self.done, []
+        return done
+
+
+class _SeedMixing(LanguageModel):
+    """Samples spelled by their seeds (sample j of a prompt seeded s is ``s + j``), from one mixed
+    engine call of batched requests."""
+
+    name = "seeds"
+
+    def generate(self, prompts, params):
+        raise AssertionError("the server samples a batch through generate_mixed or the stream")
+
+    def generate_mixed(self, prompts, params):
+        return [[Completion(f"{p.seed + j}", [], [], "stop") for j in range(p.n)] for p in params]
+
+    def score_many(self, requests):
+        raise NotImplementedError
+
+
+class _SeedStreaming(_SeedMixing):
+    """The same, through a decode loop that requests join (as hf and llamacpp are served)."""
+
+    def open_stream(self):
+        return _SeedStream()
+
+
+def test_no_two_samples_of_a_request_share_a_seed():
+    """Two prompts, three samples each, seed 7: prompt i is seeded 7 + 3i, so the six samples are
+    seeded 7..12 (with 7 + i, prompt 0's samples 8 and 9 were prompt 1's first two). Through the
+    decode loop (hf, llamacpp) and through a mixed engine call of requests batched together."""
+    import threading
+
+    from rationalyst.lm.base import SamplingParams
+    from rationalyst.serve.engine import Batcher, ServerLimits, _Job
+    from rationalyst.serve.protocol import CompletionRequest
+
+    served = ServedModel("m", _SeedStreaming())
+    request = CompletionRequest(model="m", prompt=["a", "a"], n=3, temperature=1.0, seed=7, max_tokens=4)
+    assert [c.text for c in served.complete(request, ServerLimits()).choices] == ["7", "8", "9", "10", "11", "12"]
+
+    batcher = Batcher(_SeedMixing(), threading.Lock())
+    jobs = [_Job(["a", "a"], SamplingParams(n=3, temperature=1.0, seed=7)), _Job(["b"], SamplingParams(n=2, seed=0))]
+    batcher._run(jobs)
+    assert [[c.text for c in row] for row in jobs[0].result] == [["7", "8", "9"], ["10", "11", "12"]]
+    assert [[c.text for c in row] for row in jobs[1].result] == [["0", "1"]]
+
+
+@pytest.mark.llamacpp
+def test_served_llamacpp_samples_are_the_model_s_own_and_all_differ():
+    """On the real llama.cpp SmolLM (served through its decode loop): a request of two equal prompts,
+    two samples each, gets the four samples llamacpp's own generate gives (sample k of the call seeded
+    seed + k), all different (prompt i seeded seed + i made choices 1 and 2 one sample)."""
+    pytest.importorskip("llama_cpp")
+    from rationalyst.lm import load_model
+    from rationalyst.lm.base import SamplingParams
+    from rationalyst.serve.engine import ServerLimits
+    from rationalyst.serve.protocol import CompletionRequest
+
+    model = load_model("llamacpp:builtin:smollm2-135m")
+    served = ServedModel("m", model)
+    request = CompletionRequest(model="m", prompt=["Once upon a time"] * 2, n=2, temperature=1.0, seed=7, max_tokens=12)
+    texts = [c.text for c in served.complete(request, ServerLimits()).choices]
+    own = model.generate(["Once upon a time"] * 2, SamplingParams(n=2, temperature=1.0, seed=7, max_new_tokens=12))
+    assert texts == [c.text for row in own for c in row]
+    assert len(set(texts)) == 4

@@ -56,7 +56,7 @@ def _output(token_ids, logprob_dicts, text="", finish_reason="length", stop_reas
 def test_sampling_kwargs_map_every_field():
     sampled = sampling_kwargs(SamplingParams(n=3, temperature=0.8, top_p=0.9, max_new_tokens=7, stop=("\n\n", "Q:"), seed=5), 2)
     assert sampled == {
-        "n": 3, "temperature": 0.8, "top_p": 0.9, "max_tokens": 7, "stop": ["\n\n", "Q:"], "seed": 7,
+        "n": 3, "temperature": 0.8, "top_p": 0.9, "max_tokens": 7, "stop": ["\n\n", "Q:"], "seed": 11,  # 5 + 2 * 3
         "logprobs": 0, "skip_special_tokens": True, "include_stop_str_in_output": False,
     }
     greedy = sampling_kwargs(SamplingParams(n=4, temperature=0, top_p=0.5, seed=5))
@@ -296,7 +296,8 @@ def test_generate_sends_hf_token_ids_and_per_prompt_seeds(default_model):
     results = model.generate(prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=4, seed=3))
     sent, params = engine.calls[0]
     assert [p["prompt_token_ids"] for p in sent] == [default_model._encode(p) for p in prompts]
-    assert [p.seed for p in params] == [3, 4] and all(p.n == 2 and p.max_tokens == 4 for p in params)
+    # vLLM seeds a request's sample j with its seed + j: prompt 1 starts after prompt 0's two samples.
+    assert [p.seed for p in params] == [3, 5] and all(p.n == 2 and p.max_tokens == 4 for p in params)
     assert [[c.text for c in r] for r in results] == [["p0s0", "p0s1"], ["p1s0", "p1s1"]]
     assert results[0][0].token_ids == [40] and results[0][0].logprobs == [-0.3]
 
@@ -396,7 +397,7 @@ class TestRealVLLMTypes:
 
         p = vllm.SamplingParams(**sampling_kwargs(SamplingParams(n=2, temperature=0.7, top_p=0.9, max_new_tokens=9,
                                                                  stop=("\n",), seed=4), 1))
-        assert (p.n, p.temperature, p.top_p, p.max_tokens, p.stop, p.seed, p.logprobs) == (2, 0.7, 0.9, 9, ["\n"], 5, 0)
+        assert (p.n, p.temperature, p.top_p, p.max_tokens, p.stop, p.seed, p.logprobs) == (2, 0.7, 0.9, 9, ["\n"], 6, 0)
         s = vllm.SamplingParams(**score_kwargs())
         assert s.prompt_logprobs == 0 and s.max_tokens == 1
         greedy = vllm.SamplingParams(**sampling_kwargs(SamplingParams(n=3, temperature=0)))

@@ -323,7 +323,7 @@ class OpenAIModel(LanguageModel):
 
     # ----------------------------------------------------------------------------- generation
 
-    def _sampling_fields(self, params: SamplingParams, index: int) -> dict:
+    def _sampling_fields(self, params: SamplingParams) -> dict:
         fields: dict[str, Any] = {
             "model": self.model,
             "n": params.n,
@@ -334,17 +334,18 @@ class OpenAIModel(LanguageModel):
         if params.stop:
             fields["stop"] = list(params.stop)
         if params.seed is not None and not params.greedy:
-            fields["seed"] = params.seed + index
+            fields["seed"] = params.seed
         if self._token_ids_flag:
             fields["return_tokens_as_token_ids"] = True
         return fields
 
-    def _generate_one(self, item: tuple[int, Prompt, SamplingParams]) -> list[Completion]:
-        index, prompt, params = item
+    def _request(self, row: tuple[Prompt, SamplingParams]) -> list[Completion]:
+        """``params.n`` completions of ``prompt``, seeded ``params.seed``: one request, or one per sample."""
+        prompt, params = row
         if params.n > 1 and not self._server_n:
-            return self._one_by_one(index, prompt, params)
+            return self._one_by_one(prompt, params)
         chat = not isinstance(prompt, str)
-        payload = self._sampling_fields(params, index)
+        payload = self._sampling_fields(params)
         if chat:
             payload.update(messages=list(prompt), logprobs=True)
             path = "/chat/completions"
@@ -358,39 +359,43 @@ class OpenAIModel(LanguageModel):
             with self._flag_lock:
                 self._server_n = False
             log.info("%s: the server returned 1 completion for n=%d; asking one at a time from now on", self.name, params.n)
-            return self._one_by_one(index, prompt, params)
+            return self._one_by_one(prompt, params)
         if len(choices) != params.n:
             raise ServerError(f"{self.name}: asked for {params.n} completions, the server returned {len(choices)}")
         return [completion_from_choice(c, chat=chat) for c in choices]
 
-    def _one_by_one(self, index: int, prompt: Prompt, params: SamplingParams) -> list[Completion]:
-        """n completions as n requests of one (sample j seeded ``seed + j``; greedy: one, copied)."""
+    def _one_by_one(self, prompt: Prompt, params: SamplingParams) -> list[Completion]:
+        """n completions as n requests of one (sample j seeded ``seed + j``, as vLLM seeds the samples of
+        one request; greedy: one, copied)."""
         if params.greedy:
-            (one,) = self._generate_one((index, prompt, params.model_copy(update={"n": 1})))
+            (one,) = self._request((prompt, params.model_copy(update={"n": 1})))
             return [one] * params.n
         out = []
         for j in range(params.n):
             seed = None if params.seed is None else params.seed + j
-            out += self._generate_one((index, prompt, params.model_copy(update={"n": 1, "seed": seed})))
+            out += self._request((prompt, params.model_copy(update={"n": 1, "seed": seed})))
         return out
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        return self._map(self._generate_one, [(i, p, params) for i, p in enumerate(prompts)])
+        """With a seed, prompt *i* is seeded ``seed + i * n``: a server seeds a request's n samples from
+        consecutive seeds (vLLM's sample j with seed + j, as `_one_by_one`), so prompts spaced by n share
+        no sample's seed (spaced by 1, prompt i's sample j+1 was prompt i+1's sample j)."""
+        seeds = [None if params.seed is None else params.seed + i * params.n for i in range(len(prompts))]
+        return self.generate_seeded(prompts, params, seeds)
 
     def generate_seeded(
         self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
     ) -> list[list[Completion]]:
         """Every row's request in flight at once (``concurrency``), each with its own seed: the request
         ``generate([prompts[i]], params)`` with ``seed = seeds[i]`` sends alone."""
-        rows = [(0, p, params.model_copy(update={"seed": seed})) for p, seed in zip(prompts, seeds)]
-        return self._map(self._generate_one, rows)
+        return self._map(self._request, [(p, params.model_copy(update={"seed": seed})) for p, seed in zip(prompts, seeds)])
 
     def generate_mixed(self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[list[Completion]]:
         """Every prompt's request in flight at once with its own params: a round's rationales and
         candidates reach the server together, for its scheduler to batch."""
         if len(params) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
-        return self._map(self._generate_one, [(0, prompt, p) for prompt, p in zip(prompts, params)])
+        return self._map(self._request, list(zip(prompts, params)))
 
     # ----------------------------------------------------------------------------- scoring
 

@@ -6,8 +6,9 @@ Hugging Face tokenizer by the same rules (`tokenization.HFTextCodec`) and handed
 
 * **generate**: one ``LLM.generate`` call for all prompts, one ``SamplingParams`` per prompt (``n``,
   temperature, top-p, stop strings, ``max_tokens``, ``logprobs=0`` for the sampled token's log-prob).
-  With a seed, prompt *i* samples with seed ``seed + i`` (vLLM seeds per request; the same seed for
-  every prompt would give prompts with equal text equal samples). vLLM V1 returns log-probs of the
+  With a seed, prompt *i* samples with seed ``seed + i * n`` (vLLM seeds per request, and sample *j*
+  of a request with its seed + j: the same seed for every prompt would give prompts with equal text
+  equal samples, and seeds spaced by 1 would give prompt i's sample j+1 to prompt i+1 as its sample j). vLLM V1 returns log-probs of the
   raw model output (before temperature), which is what `Completion.logprobs` means. A trailing
   end-of-sequence token is dropped, as the `hf` backend does.
 * **sampling values vLLM refuses**: vLLM's ``SamplingParams`` raises on ``n > 1`` with temperature 0
@@ -103,7 +104,7 @@ def sampling_kwargs(params: SamplingParams, prompt_index: int = 0) -> dict[str, 
         "include_stop_str_in_output": False,
     }
     if params.seed is not None and not params.greedy:
-        kwargs["seed"] = params.seed + prompt_index
+        kwargs["seed"] = params.seed + prompt_index * params.n
     return kwargs
 
 

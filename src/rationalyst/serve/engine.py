@@ -175,6 +175,19 @@ def _as_error(exc: Exception) -> ApiError:
     return ApiError(400, str(exc))
 
 
+def _per_prompt(params: SamplingParams, count: int) -> list[SamplingParams]:
+    """Each of a request's ``count`` prompts' params: with a seed, prompt i is seeded ``seed + i * n``.
+
+    Engines seed a prompt's n samples from consecutive seeds (llama.cpp's sample j from its seed + j,
+    vLLM's child request j likewise), so prompts spaced by 1 would share samples (prompt i's sample
+    j+1 was prompt i+1's sample j); spaced by n, no two samples of a request share a seed, and a
+    request's prompts are seeded as the llamacpp, vllm and openai backends' own ``generate`` seeds them.
+    """
+    if params.seed is None:
+        return [params] * count
+    return [params.model_copy(update={"seed": params.seed + i * params.n}) for i in range(count)]
+
+
 @dataclass
 class _Job:
     prompts: list
@@ -286,12 +299,9 @@ class Batcher(_Gatherer):
                     self._answer(job, result=rows)
 
     def _join(self, stream: Any, job: _Job, waiting: dict) -> None:
-        """Add ``job``'s prompts to ``stream`` (prompt i with seed + i, as the request alone), or answer
-        it with the error that keeps it out."""
-        params = [
-            job.params.model_copy(update={"seed": None if job.params.seed is None else job.params.seed + i})
-            for i in range(len(job.prompts))
-        ]
+        """Add ``job``'s prompts to ``stream`` (each seeded by `_per_prompt`), or answer it with the error
+        that keeps it out."""
+        params = _per_prompt(job.params, len(job.prompts))
         try:
             stream.add(job.prompts, params, [(id(job), i) for i in range(len(job.prompts))])
         except Exception as exc:  # noqa: BLE001 - answered to this request, not to those decoding beside it
@@ -317,11 +327,7 @@ class Batcher(_Gatherer):
     def _run(self, jobs: list[_Job]) -> None:
         """One engine call for ``jobs``; when it fails, each job alone, so one bad prompt fails one request."""
         prompts = [p for job in jobs for p in job.prompts]
-        # Prompt i of a request samples with its seed + i, as the request would alone.
-        params = [
-            job.params.model_copy(update={"seed": None if job.params.seed is None else job.params.seed + i})
-            for job in jobs for i in range(len(job.prompts))
-        ]
+        params = [p for job in jobs for p in _per_prompt(job.params, len(job.prompts))]
         try:
             with self.lock:
                 self.calls += 1
