@@ -102,6 +102,27 @@ def test_retries_are_bounded():
         model.generate(["hi"], SamplingParams())
 
 
+@pytest.mark.parametrize("error", [httpx.ConnectTimeout("slow connect"), httpx.PoolTimeout("no free connection")])
+def test_failures_to_connect_are_retried(error):
+    """Nothing was sent: sending again cannot run the request twice."""
+    model, seen = _model(lambda payload, path: error, max_retries=2)
+    with pytest.raises(ServerError, match="cannot reach .*after 3 tries"):
+        model.generate(["hi"], SamplingParams())
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize("error, message", [
+    (httpx.ReadTimeout("timed out"), r"did not answer within 7 s \(ReadTimeout\).*raise the model's timeout_s"),
+    (httpx.RemoteProtocolError("Server disconnected"), "connection to .* failed after the request was sent"),
+])
+def test_a_request_the_server_took_is_not_sent_again(error, message):
+    """A read timeout is a slow server still generating: sending the POST again made it run four times."""
+    model, seen = _model(lambda payload, path: error, max_retries=3, timeout_s=7)
+    with pytest.raises(ServerError, match=message):
+        model.generate(["hi"], SamplingParams())
+    assert len(seen) == 1
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_key_errors_name_the_variable_and_are_not_retried(status):
     model, seen = _model(lambda payload, path: (status, {"error": {"message": "no"}}), api_key_env="MY_KEY")

@@ -27,8 +27,9 @@ server wants one, is read from the environment variable named by ``api_key_env``
     contexts need a tokenizer: there is no endpoint that renders a chat template.
 
 Requests run on a thread pool of ``concurrency`` workers, each with ``timeout_s``; 5xx answers, 429 and
-connection errors are retried ``max_retries`` times with exponential backoff; 401/403 stop with a
-message naming the key's variable.
+failures to connect are retried ``max_retries`` times with exponential backoff; a request that was
+sent but got no answer in time (or lost its connection) is not sent again, since the server may still
+be running it; 401/403 stop with a message naming the key's variable.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class OpenAIClient:
         self.api_key_env = api_key_env
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(
             base_url=base_url,
@@ -132,11 +134,15 @@ class OpenAIClient:
             last = attempt == self.max_retries
             try:
                 response = self.http.request(method, path, json=payload)
-            except httpx.TransportError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # Not connected, so nothing was sent: safe to send again.
                 if last:
                     raise ServerError(f"cannot reach {url}: {exc!r} (after {attempt + 1} tries)") from None
                 self._sleep(attempt, f"{type(exc).__name__} from {url}")
                 continue
+            except httpx.TransportError as exc:
+                # Sent, perhaps taken: the server may still be working on it, so it is not sent again.
+                raise ServerError(_lost_message(url, exc, self.timeout_s)) from None
             if response.status_code < 400:
                 try:
                     return response.json()
@@ -161,6 +167,18 @@ class OpenAIClient:
         delay = self.backoff_s * 2**attempt * (1 + random.random() / 2)
         log.warning("%s; retrying in %.1f s", why, delay)
         time.sleep(delay)
+
+
+def _lost_message(url: str, exc: Exception, timeout_s: float) -> str:
+    """Why a request that reached the server got no answer (``exc``, an httpx transport error)."""
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return (
+            f"{url} did not answer within {timeout_s:g} s ({type(exc).__name__}); the request is not sent again, as "
+            "the server may still be working on it: raise the model's timeout_s for long generations or a busy server"
+        )
+    return f"the connection to {url} failed after the request was sent: {exc!r}; it is not sent again"
 
 
 def _error_message(response: Any) -> str:
