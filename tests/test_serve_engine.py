@@ -157,3 +157,67 @@ def test_served_llamacpp_samples_are_the_model_s_own_and_all_differ():
     own = model.generate(["Once upon a time"] * 2, SamplingParams(n=2, temperature=1.0, seed=7, max_new_tokens=12))
     assert texts == [c.text for row in own for c in row]
     assert len(set(texts)) == 4
+
+
+class _Scoring(_Tokenizing):
+    """Scores token t at -t/1000 whatever precedes it, after the tokenization the model contract gives
+    (`HFTextCodec.split`, as the hf backend); records each token sequence it scored."""
+
+    def __init__(self, codec: HFTextCodec) -> None:
+        super().__init__(codec)
+        self.scored: list[list[int]] = []
+
+    def score_many(self, requests):
+        from rationalyst.lm.base import ContinuationScore
+
+        out = []
+        for r in requests:
+            seqs = [self.codec.split(r.context, c) for c in r.continuations]
+            self.scored += [s.token_ids for s in seqs]
+            out.append([ContinuationScore(s.continuation_ids, [-t / 1000 for t in s.continuation_ids]) for s in seqs])
+        return out
+
+
+@pytest.fixture(scope="module")
+def bos_codec() -> HFTextCodec:
+    """SmolLM2's tokenizer made to add a BOS to text, with a chat template that writes the BOS itself
+    (Llama-3's arrangement: chat contexts are tokenized without added special tokens)."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(converted_gguf(builtin_path("smollm2-135m"))))
+    bos = "<|endoftext|>"
+    tokenizer.bos_token = bos
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos))]
+    )
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}<|im_start|>assistant\n"
+    )
+    return HFTextCodec(tokenizer, name="bos-adding")
+
+
+def test_token_ids_of_a_chat_context_whose_template_writes_the_bos_are_scored_as_given(bos_codec):
+    """The openai backend's echo of a chat context: ids without added special tokens, the template's BOS
+    first. They were re-tokenized with a second BOS added and refused (400); they are scored as sent."""
+    from rationalyst.serve.engine import ApiError, ServerLimits
+    from rationalyst.serve.protocol import CompletionRequest
+
+    bos = bos_codec.tokenizer.bos_token_id
+    chat = [{"role": "user", "content": "What is 2+2?"}]
+    ids = bos_codec.split(chat, " 4").token_ids  # what `OpenAIModel._score_pair` sends
+    assert ids[0] == bos and ids[1] != bos
+    model = _Scoring(bos_codec)
+    served = ServedModel("m", model)
+    request = CompletionRequest(model="m", prompt=ids, echo=True, logprobs=1, max_tokens=0)
+    logprobs = served.complete(request, ServerLimits()).choices[0].logprobs
+    assert model.scored == [ids]
+    assert logprobs.token_logprobs == [None] + [-t / 1000 for t in ids[1:]]
+    assert logprobs.tokens[0] == "" and "".join(logprobs.tokens) == bos_codec.render(chat)[len("<|endoftext|>") :] + " 4"
+    # Raw text's ids carry the added BOS and are served as before; text's ids without it cannot be
+    # given to a model that adds one, and are refused rather than scored after a BOS not sent.
+    text_ids = bos_codec.split("Question: 2+2?", " 4").token_ids
+    assert served.prompt_text(text_ids) == "Question: 2+2? 4"
+    with pytest.raises(ApiError, match="not what the model's tokenizer makes"):
+        served.prompt_text(text_ids[1:])

@@ -375,17 +375,27 @@ class ServedModel:
         return self.codec
 
     def prompt_text(self, prompt: str | list[int]) -> str:
-        """A prompt as text; token ids must be exactly what the tokenizer makes of their text."""
+        """A prompt as the text the model makes exactly its token ids of (it tokenizes text with the
+        special tokens it adds, a BOS for Llama's); other token ids are refused.
+
+        Ids without the added special tokens whose text writes the BOS itself (a chat template's
+        ``{{ bos_token }}``, Llama-3's: the openai backend sends chat contexts so) are the text after
+        that BOS, which the model's own BOS then starts: the ids are scored and continued as given.
+        """
         if isinstance(prompt, str):
             return prompt
         codec = self._need_codec("a token-id prompt")
+        ids = list(prompt)
         for skip in (True, False):
             try:
-                text = codec.tokenizer.decode(prompt, skip_special_tokens=skip)
+                text = codec.tokenizer.decode(ids, skip_special_tokens=skip)
             except (OverflowError, TypeError, ValueError, IndexError):
                 break
-            if codec.spans(text)[0] == list(prompt):
+            if codec.spans(text)[0] == ids:
                 return text
+            plain, spans = codec.spans(text, add_special_tokens=False)
+            if plain == ids and spans and codec.spans(text[spans[0][1] :])[0] == ids:
+                return text[spans[0][1] :]
         raise ApiError(
             400, "the token-id prompt is not what the model's tokenizer makes of its text; send text", param="prompt"
         )
