@@ -221,3 +221,35 @@ def test_token_ids_of_a_chat_context_whose_template_writes_the_bos_are_scored_as
     assert served.prompt_text(text_ids) == "Question: 2+2? 4"
     with pytest.raises(ApiError, match="not what the model's tokenizer makes"):
         served.prompt_text(text_ids[1:])
+
+
+class _RecipeSeeded:
+    """A guided search as `search.chat.GuidedSearch` seeds it: a request's seed, else the recipe's (0);
+    the answer names the seed it was solved with."""
+
+    def __call__(self, messages, params):
+        (answer,) = self.many([(messages, params)])
+        return answer
+
+    def many(self, requests):
+        return [f"seed {0 if p.seed is None else p.seed}" for _, p in requests]
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_guided_choices_without_a_seed_are_solved_with_different_seeds(batched):
+    """n=3 without a seed gave three times the recipe seed's answer; now one random base per request,
+    choice j solved with base + j. With a seed s: s, s + 1, s + 2, as before."""
+    from rationalyst.serve.engine import GuidedModel, ServerLimits
+    from rationalyst.serve.protocol import ChatCompletionRequest
+
+    fn = _RecipeSeeded()
+    guided = GuidedModel("rationalyst-guided", fn if batched else fn.__call__, [])
+    messages = [{"role": "user", "content": "What is 2+2?"}]
+
+    def answers(**extra) -> list[str]:
+        request = ChatCompletionRequest(model="rationalyst-guided", messages=messages, n=3, temperature=1.0, **extra)
+        return [c.message.content for c in guided.chat(request, ServerLimits()).choices]
+
+    seeds = [int(a.removeprefix("seed ")) for a in answers()]
+    assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]
+    assert answers(seed=5) == ["seed 5", "seed 6", "seed 7"]

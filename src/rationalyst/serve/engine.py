@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 import threading
 import time
 import uuid
@@ -570,10 +571,13 @@ class GuidedModel:
             raise ApiError(400, f"max_tokens is {max_tokens}, over this server's limit of {limits.max_tokens}",
                            param="max_tokens")
         messages = req.plain_messages()
+        # Choice j is one search seeded base + j. Without a seed the search would take the recipe's for
+        # every choice, making n equal answers: a request without one draws its base at random.
+        base = req.seed if req.seed is not None else random.randrange(2**31)
         params = [
             SamplingParams(
                 n=1, temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_tokens,
-                stop=tuple(req.stop or ()), seed=None if req.seed is None else req.seed + j,
+                stop=tuple(req.stop or ()), seed=base + j,
             )
             for j in range(req.n)
         ]
