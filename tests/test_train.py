@@ -555,3 +555,21 @@ def test_train_command_line(tmp_path):
     assert result.exit_code == 0, result.output
     assert "merged model: hf:" in result.output and (tmp_path / "out" / "merged" / "config.json").exists()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["global_step"] == 2
+
+
+def test_text_that_spells_a_control_token_stays_text(tokenizer):
+    """A chat log or code in a document holds ``<|im_end|>`` as characters: the prompt keeps them
+    characters (the ends of turn are the template's own), and so does a rationale; text without such
+    spellings is tokenized exactly as the template renders it."""
+    encoder = ChatEncoder(tokenizer, load_instruction(), max_length=512)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    preceding = 'reply = text.split("<|im_end|>")[0]  # drop the end marker\nassistant: ok'
+    ex = encoder.encode(preceding, "It cuts the <|im_end|> marker off.")
+    labelled = next(i for i, label in enumerate(ex.labels) if label != IGNORE_INDEX)
+    prompt = ex.input_ids[:labelled]
+    own = encoder.prompt_ids("The bridge was closed for repairs.").count(im_end)  # the template's own turns' ends
+    assert own >= 1 and prompt.count(im_end) == own
+    assert tokenizer.decode(prompt) == encoder.prompt_text(preceding)  # every character still there
+    assert _unmasked(ex).count(im_end) == 1 and tokenizer.decode(_unmasked(ex)) == "It cuts the <|im_end|> marker off.<|im_end|>"
+    clean = "The bridge was closed for repairs."
+    assert encoder.prompt_ids(clean) == tokenizer(encoder.prompt_text(clean), add_special_tokens=False)["input_ids"]

@@ -6,6 +6,10 @@ prompts with) and the assistant turn is the rationale. Labels cover the rational
 end-of-turn token(s) the template writes after an assistant message; every other label is
 `IGNORE_INDEX`. A sequence over ``max_length`` loses the *start* of its preceding text (whole tokens),
 so the rationale always survives whole; a rationale that cannot fit even with no context is dropped.
+
+Document text and rationales are text: where they spell a control token (``<|im_end|>`` in a chat log,
+``<|endoftext|>`` in code), it is tokenized as the characters it is, never as the token itself (which
+would put an end of turn in the middle of the rationalist's prompt).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class ChatEncoder:
         self.max_length = max_length
         self.end_of_turn = self._end_of_turn_text()
         self.end_ids = tokenizer(self.end_of_turn, add_special_tokens=False)["input_ids"]
+        #: How the control tokens are spelled (``<|im_end|>``): text that holds one is tokenized apart.
+        self.special_texts = tuple(t.content for t in tokenizer.added_tokens_decoder.values() if t.special and t.content)
 
     def _end_of_turn_text(self) -> str:
         """What the template writes right after an assistant message, up to the end-of-turn marker
@@ -65,12 +71,29 @@ class ChatEncoder:
             rationalist_messages(preceding, self.instruction), add_generation_prompt=True, tokenize=False
         )
 
-    def prompt_ids(self, preceding: str) -> list[int]:
+    def _template_ids(self, text: str) -> list[int]:
         # A chat template writes its own BOS, so no special tokens are added.
-        return self.tokenizer(self.prompt_text(preceding), add_special_tokens=False)["input_ids"]
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _text_ids(self, text: str, **kwargs: Any) -> Any:
+        """``text`` as plain text: a control token's spelling in it stays characters."""
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True, **kwargs)
+
+    def prompt_ids(self, preceding: str) -> list[int]:
+        rendered = self.prompt_text(preceding)
+        document = preceding.strip()  # as any template writes it (some trim a message)
+        if not any(special in document for special in self.special_texts):
+            return self._template_ids(rendered)  # the usual case: one pass, the template's tokens as they are
+        start = rendered.rfind(document)
+        if start < 0:
+            raise RationalystError("the chat template rewrites the rationalist's text: cannot tell it from the template")
+        end = start + len(document)
+        return (
+            self._template_ids(rendered[:start]) + self._text_ids(document)["input_ids"] + self._template_ids(rendered[end:])
+        )
 
     def target_ids(self, rationale: str) -> list[int]:
-        return self.tokenizer(rationale.strip(), add_special_tokens=False)["input_ids"] + list(self.end_ids)
+        return self._text_ids(rationale.strip())["input_ids"] + list(self.end_ids)
 
     def encode(self, preceding: str, rationale: str) -> Example | None:
         """The example, with the preceding text cut on the left to fit; None if the rationale
@@ -82,7 +105,7 @@ class ChatEncoder:
         kept = preceding
         prompt = self.prompt_ids(kept)
         if len(prompt) > budget:
-            offsets = self.tokenizer(preceding, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            offsets = self._text_ids(preceding, return_offsets_mapping=True)["offset_mapping"]
             starts = [start for start, _ in offsets]
             overflow = len(prompt) - budget
             # Drop whole tokens from the start; re-rendering can merge differently at the cut, so
