@@ -344,3 +344,41 @@ def test_no_two_samples_of_a_call_share_a_seed(server_n):
     model.concurrency = 1  # the server learns it must ask one at a time on the first prompt, not racing
     rows = model.generate(["a", "a"], SamplingParams(n=3, temperature=1.0, max_new_tokens=5, seed=10))
     assert [[c.text for c in row] for row in rows] == [["10", "11", "12"], ["13", "14", "15"]]
+
+
+def _choice(ids, finish_reason, chat=False, **extra):
+    """A choice with vLLM's ``token_id:N`` tokens, token i at log-prob -(i + 1) / 10."""
+    tokens, values = [f"token_id:{t}" for t in ids], [-(i + 1) / 10 for i in range(len(ids))]
+    if chat:
+        content = [{"token": t, "logprob": v} for t, v in zip(tokens, values)]
+        return {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": finish_reason,
+                "logprobs": {"content": content}, **extra}
+    return {"index": 0, "text": "x", "finish_reason": finish_reason, **extra,
+            "logprobs": {"tokens": tokens, "token_logprobs": values, "text_offset": list(range(len(ids)))}}
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_the_token_that_ended_a_sequence_is_left_out(chat):
+    """vLLM's log-probs keep the EOS (or stop token) that finished a sequence; the contract, and the vllm
+    backend, leave it out. A stop string, a length cut, or a server that does not say (no
+    ``stop_reason``, no tokenizer to know the EOS by) keep every token."""
+    from rationalyst.lm.openai_compat import completion_from_choice
+
+    def read(choice, end_ids=frozenset()):
+        c = completion_from_choice(choice, chat=chat, end_ids=end_ids)
+        return c.token_ids, c.logprobs
+
+    assert read(_choice([7, 8, 2], "stop", chat, stop_reason=None)) == ([7, 8], [-0.1, -0.2])  # vLLM: its EOS
+    assert read(_choice([7, 8, 9], "stop", chat, stop_reason=9)) == ([7, 8], [-0.1, -0.2])  # a stop token
+    assert read(_choice([7, 8, 9], "stop", chat, stop_reason="\n")) == ([7, 8, 9], [-0.1, -0.2, -0.3])
+    assert read(_choice([7, 8, 9], "length", chat, stop_reason=None)) == ([7, 8, 9], [-0.1, -0.2, -0.3])
+    assert read(_choice([7, 8, 2], "stop", chat)) == ([7, 8, 2], [-0.1, -0.2, -0.3])
+    assert read(_choice([7, 8, 2], "stop", chat), frozenset({2})) == ([7, 8], [-0.1, -0.2])  # known by the tokenizer
+    assert read(_choice([7, 8, 3], "stop", chat), frozenset({2})) == ([7, 8, 3], [-0.1, -0.2, -0.3])
+
+
+def test_generate_leaves_out_the_eos_vllm_keeps():
+    """Through the backend, as vLLM's /v1/completions answers a sequence that ended on its EOS."""
+    model, _ = _model(lambda payload, path: (200, {"choices": [_choice([7, 8, 2], "stop", stop_reason=None)]}))
+    ((completion,),) = model.generate(["The capital of France is"], SamplingParams(max_new_tokens=8))
+    assert (completion.token_ids, completion.logprobs, completion.finish_reason) == ([7, 8], [-0.1, -0.2], "stop")

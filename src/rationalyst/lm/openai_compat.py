@@ -9,6 +9,8 @@ server wants one, is read from the environment variable named by ``api_key_env``
   server applies its own chat template). The sampled tokens' log-probs are asked for, and their ids
   with vLLM's ``return_tokens_as_token_ids`` (servers that do not know it ignore it, or refuse it once,
   and it is then left out); where a server returns token text only, ``Completion.token_ids`` is empty.
+  The token that ended a sequence, which vLLM keeps in the log-probs, is left out as the contract says
+  (`completion_from_choice`).
 * **score**: by echo. The server gets ``prompt = context + continuation`` with ``echo=true,
   logprobs=1, max_tokens=0`` (``1`` where 0 is refused, or read as "no limit") and returns every prompt
   token's log-prob (``null`` for the first). Before the first, one probe checks that the server's echo
@@ -206,8 +208,15 @@ def _token_ids(tokens: Sequence[str]) -> list[int]:
     return ids
 
 
-def completion_from_choice(choice: dict, *, chat: bool) -> Completion:
-    """A `Completion` from one choice of a completions or chat-completions answer."""
+def completion_from_choice(choice: dict, *, chat: bool, end_ids: frozenset[int] = frozenset()) -> Completion:
+    """A `Completion` from one choice of a completions or chat-completions answer.
+
+    vLLM's log-probs keep the token that ended the sequence (its end-of-sequence token, or a stop
+    token), which the contract leaves out: it is dropped where the choice stopped on a token, that is
+    where vLLM says so (``stop_reason`` None for its EOS, the token id for a stop token; a string is a
+    stop string, whose tokens are all text) or where the last id is one of ``end_ids`` (the
+    tokenizer's end-of-sequence ids, for servers that do not send ``stop_reason``).
+    """
     text = (choice["message"].get("content") or "") if chat else (choice.get("text") or "")
     logprobs = choice.get("logprobs") or {}
     if chat:
@@ -217,13 +226,13 @@ def completion_from_choice(choice: dict, *, chat: bool) -> Completion:
     else:
         tokens = list(logprobs.get("tokens") or [])
         values = list(logprobs.get("token_logprobs") or [])
+    ids = _token_ids(tokens)
+    values = [float(v) for v in values if v is not None]
     reason = choice.get("finish_reason")
-    return Completion(
-        text=text,
-        token_ids=_token_ids(tokens),
-        logprobs=[float(v) for v in values if v is not None],
-        finish_reason="length" if reason == "length" else "stop",
-    )
+    stopped_on_token = reason == "stop" and not isinstance(choice.get("stop_reason"), str)
+    if stopped_on_token and values and ("stop_reason" in choice or (ids and ids[-1] in end_ids)):
+        ids, values = ids[:-1], values[:-1]
+    return Completion(text=text, token_ids=ids, logprobs=values, finish_reason="length" if reason == "length" else "stop")
 
 
 def text_mode_context_tokens(logprobs: dict, prompt: str, context_len: int, n_prompt_tokens: int | None) -> tuple[int, int]:
@@ -380,7 +389,8 @@ class OpenAIModel(LanguageModel):
             return self._one_by_one(prompt, params)
         if len(choices) != params.n:
             raise ServerError(f"{self.name}: asked for {params.n} completions, the server returned {len(choices)}")
-        return [completion_from_choice(c, chat=chat) for c in choices]
+        end_ids = frozenset(self.codec.eos_ids()) if self.codec is not None else frozenset()
+        return [completion_from_choice(c, chat=chat, end_ids=end_ids) for c in choices]
 
     def _one_by_one(self, prompt: Prompt, params: SamplingParams) -> list[Completion]:
         """n completions as n requests of one (sample j seeded ``seed + j``, as vLLM seeds the samples of
