@@ -253,3 +253,33 @@ def test_guided_choices_without_a_seed_are_solved_with_different_seeds(batched):
     seeds = [int(a.removeprefix("seed ")) for a in answers()]
     assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]
     assert answers(seed=5) == ["seed 5", "seed 6", "seed 7"]
+
+
+def test_null_means_the_default_and_openai_s_other_roles_are_taken():
+    """OpenAI clients send null for fields they leave unset, ``developer`` for the system role, tool
+    results, and an assistant turn with null content (a tool call): all were 400s."""
+    from pydantic import ValidationError
+
+    from rationalyst.serve.protocol import ChatCompletionRequest, CompletionRequest
+
+    text = {"model": "m", "prompt": "hi"}
+    for field in ["max_tokens", "temperature", "top_p", "n", "echo", "stream", "logprobs", "seed", "stop", "best_of"]:
+        assert CompletionRequest.model_validate(text | {field: None}) == CompletionRequest.model_validate(text), field
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    for field in ["temperature", "top_p", "n", "logprobs", "stream", "max_tokens", "top_logprobs"]:
+        assert ChatCompletionRequest.model_validate(chat | {field: None}) == ChatCompletionRequest.model_validate(chat), field
+    with pytest.raises(ValidationError):
+        CompletionRequest.model_validate({"model": "m", "prompt": None})  # null for a required field stays an error
+
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+        {"role": "tool", "content": "4", "tool_call_id": "c1"},
+    ]
+    assert ChatCompletionRequest.model_validate({"model": "m", "messages": messages}).plain_messages() == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": ""}, {"role": "tool", "content": "4"},
+    ]
+    with pytest.raises(ValidationError, match="a user message needs content"):
+        ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": None}]})

@@ -5,7 +5,8 @@ act on (penalties, ``user``, ...) are ignored rather than refused, so any client
 cannot honour (streaming, ``best_of`` > ``n``, a logit bias) are refused with a 400 that says so, as
 are sampling values out of range whatever the backend: ``temperature`` outside [0, 2] (vLLM's and
 OpenAI's range), ``top_p`` outside (0, 1], ``n`` < 1 (``n`` over the server's limit is refused by the
-engine layer), non-finite numbers, and booleans where a number belongs.
+engine layer), non-finite numbers, and booleans where a number belongs. ``null`` for a field that has a
+default means that default, as in OpenAI's API (clients send ``"temperature": null`` for "not set").
 ``return_tokens_as_token_ids`` is vLLM's extension: tokens are then spelled ``token_id:N``.
 """
 
@@ -14,13 +15,22 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TokenIds = list[Annotated[int, Field(ge=0, lt=2**31)]]
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_the_default(cls, data):
+        """``null`` for a field with a default (``n``, ``temperature``, ``echo``, ...) is that default."""
+        if not isinstance(data, dict):
+            return data
+        defaulted = {name for name, field in cls.model_fields.items() if not field.is_required()}
+        return {key: value for key, value in data.items() if value is not None or key not in defaulted}
 
     model: str = Field(description="A name from /v1/models.")
     n: int = Field(1, ge=1, description="Completions per prompt.")
@@ -95,10 +105,19 @@ class CompletionRequest(_Request):
 
 
 class ChatMessage(BaseModel):
+    """A message; ``developer`` is OpenAI's newer name for ``system`` (and is given to the chat template
+    as such), ``tool`` a tool's result. Only an assistant's content may be null (a tool call's)."""
+
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
-    content: Union[str, list[dict[str, Any]]]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[str, list[dict[str, Any]], None] = None
+
+    @model_validator(mode="after")
+    def _content_unless_assistant(self):
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content")
+        return self
 
     @field_validator("content")
     @classmethod
@@ -112,7 +131,7 @@ class ChatMessage(BaseModel):
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part["text"] for part in self.content)
+        return "".join(part["text"] for part in self.content or [])
 
 
 class ChatCompletionRequest(_Request):
@@ -125,7 +144,7 @@ class ChatCompletionRequest(_Request):
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
     def plain_messages(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
 
 
 # ----------------------------------------------------------------------------- responses
