@@ -402,7 +402,12 @@ class ServedModel:
         )
 
     def echo(self, text: str) -> TokenRun:
-        """The prompt's tokens with their log-probs (``None`` for the first), via the model contract."""
+        """The prompt's tokens with their log-probs (``None`` for the first), via the model contract.
+
+        The contract scores text after a character boundary, so where the first character is split over
+        several tokens (an emoji's bytes) and no BOS precedes it, all its tokens get ``None``, where
+        OpenAI and vLLM give ``None`` to the first token only.
+        """
         codec = self._need_codec("echo with log-probs")
         ids, spans = codec.spans(text)
         pieces, offsets = _pieces(text, spans)
