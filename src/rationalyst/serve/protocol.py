@@ -37,7 +37,7 @@ class _Request(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1)
     stop: Union[str, list[str], None] = Field(None, description="Up to 4 stop strings.")
-    seed: int | None = Field(None, ge=0, lt=2**63, description="Sampling seed (a request's prompt i uses seed + i).")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="Sampling seed (a request's prompt i uses seed + i * n).")
     stream: bool = False
     logit_bias: dict[str, float] | None = None
     return_tokens_as_token_ids: bool = False
