@@ -4,6 +4,7 @@ mid-run that resumes with nothing lost or twice."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -366,18 +367,19 @@ def test_on_the_openai_backend_a_problem_s_trace_does_not_depend_on_its_batch(de
 
 
 class Canned(LanguageModel):
-    """Samples ``texts`` (cycling over a call's n samples); scores a continuation ``score_of(text)`` a token."""
+    """Samples ``texts`` (cycling over a call's n samples), each ended as ``finish`` says (``length``: cut by
+    the token limit); scores a continuation ``score_of(text)`` a token."""
 
     name = "canned"
 
-    def __init__(self, texts, score_of=lambda text: -1.0) -> None:
-        self.texts, self.score_of = texts, score_of
+    def __init__(self, texts, score_of=lambda text: -1.0, finish="stop") -> None:
+        self.texts, self.score_of, self.finish = texts, score_of, finish
 
     def generate(self, prompts, params):
         return self.generate_seeded(prompts, params, [params.seed] * len(prompts))
 
     def generate_seeded(self, prompts, params, seeds):
-        return [[Completion(self.texts[i % len(self.texts)], [1], [-0.1], "stop") for i in range(params.n)] for _ in prompts]
+        return [[Completion(self.texts[i % len(self.texts)], [1], [-0.1], self.finish) for i in range(params.n)] for _ in prompts]
 
     def score_many(self, requests):
         return [[ContinuationScore([1] * 3, [self.score_of(c)] * 3) for c in r.continuations] for r in requests]
@@ -414,3 +416,112 @@ def test_best_of_n_prefers_a_solution_that_reached_an_answer(how):
     step = trace["steps"][0]
     assert step["candidates"][0]["score"] > step["candidates"][1]["score"]  # the unanswered one scores higher
     assert step["chosen"] == 1 and trace["prediction"] == "18" and trace["stop_reason"] == "answer"
+
+
+def _strict_json(line: str) -> dict:
+    """``line`` read as strict JSON: ``-Infinity``, ``Infinity`` and ``NaN`` are refused."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def _shard_lines(run: Path) -> list[str]:
+    return [line for shard in sorted((run / "shards").glob("*.jsonl")) for line in shard.read_text().splitlines()]
+
+
+def test_a_best_of_n_sample_with_no_steps_is_written_as_json_with_no_score(tmp_path):
+    """An empty sample aggregates to -inf, ranked last; its record says null (not -Infinity, which is no
+    JSON), so the shard is strict JSON and the report builds from it."""
+    from rationalyst.report import build_report
+    from tests.report_fixtures import write_eval_run
+
+    roles = Roles.of(Canned(["", "The answer is 18."]))
+    trace = METHODS["best-of-n"](_item("arithmetic", "18"), roles, SearchSettings(best_of_n=2), 0)
+    assert [c["score"] for c in trace["steps"][0]["candidates"]] == [None, -1.0]
+    assert trace["steps"][0]["chosen"] == 1 and trace["correct"]
+    run = write_eval_run(tmp_path / "gsm8k" / "best-of-n", "gsm8k", "best-of-n", [trace])
+    (line,) = _shard_lines(run)
+    assert _strict_json(line)["steps"][0]["candidates"][0]["score"] is None
+    assert build_report(tmp_path, tmp_path / "report").html.exists()
+
+
+def test_a_shard_written_with_minus_infinity_reads_back_with_none(tmp_path):
+    """Shards written before scores were checked hold -Infinity (a best-of-n score, a dvts subtree score):
+    they read back as None and the report builds from them."""
+    from rationalyst.report import build_report
+    from rationalyst.report.collect import collect
+    from tests.report_fixtures import write_eval_run
+
+    inf = float("-inf")
+    candidates = [{"text": "", "score": inf, "tokens": 1}, {"text": "The answer is 18.", "score": -1.0, "tokens": 9}]
+    record = {"id": "p1", "question": "How much?", "gold": "18", "steps": [{"rationale": None, "candidates": candidates,
+              "chosen": 1, "step_scores": [[], [-1.0]]}], "solution": "The answer is 18.", "prediction": "18",
+              "parsed": True, "correct": True, "stop_reason": "answer", "subtree_scores": [-1.0, inf]}
+    run = write_eval_run(tmp_path / "gsm8k" / "dvts", "gsm8k", "dvts", [record])
+    assert "-Infinity" in _shard_lines(run)[0]  # as json.dumps wrote it
+    ((trace,),) = [r.traces for r in collect(tmp_path).eval_runs]
+    assert [c.score for c in trace.steps[0].candidates] == [None, -1.0]
+    assert trace.subtree_scores == [-1.0, None] and trace.steps[0].step_scores == [[], [-1.0]]
+    assert build_report(tmp_path, tmp_path / "report").html.exists()
+
+
+@pytest.mark.parametrize("method", ["cot", "self-consistency", "best-of-n"])
+def test_a_solution_cut_by_the_token_limit_loses_its_unfinished_last_line(method):
+    """"The answer is 1" cut by max_solution_tokens may be the start of 12 or 18: it is no answer, the
+    solution is its finished lines and it stopped at the token limit."""
+    model = Canned(["3 * 6 = 18.\nThe answer is 1"], finish="length")
+    trace = METHODS[method](_item("arithmetic", "18"), Roles.of(model), SearchSettings(), 0)
+    assert trace["solution"] == "3 * 6 = 18." and trace["stop_reason"] == "max_tokens"
+    assert trace["prediction"] is None and not trace["correct"]
+
+
+@pytest.mark.parametrize("method", ["cot", "self-consistency", "best-of-n"])
+def test_an_uncut_solution_is_read_to_its_answer_as_before(method):
+    model = Canned(["3 * 6 = 18.\nThe answer is 1"])
+    trace = METHODS[method](_item("arithmetic", "18"), Roles.of(model), SearchSettings(), 0)
+    assert trace["solution"] == "3 * 6 = 18.\nThe answer is 1" and trace["stop_reason"] == "answer"
+    assert trace["prediction"] == "1" and not any("cut" in c for s in trace["steps"] for c in s["candidates"])
+
+
+def test_sampled_solutions_cut_by_the_token_limit_are_marked_cut():
+    model = Canned(["She has 3 boxes.\n3 * 6 = 1"], finish="length")
+    trace = METHODS["best-of-n"](_item("arithmetic", "18"), Roles.of(model), SearchSettings(best_of_n=2), 0)
+    assert trace["steps"][0]["candidates"] == [{"text": "She has 3 boxes.", "score": -1.0, "tokens": 1, "cut": True}] * 2
+    assert trace["solution"] == "She has 3 boxes." and trace["stop_reason"] == "max_tokens"
+
+
+class CutAnswerFirst(Canned):
+    """The agent's first step is "The answer is 1", ended as ``finish`` says (``length``: cut by
+    max_step_tokens), its next "The answer is 18."."""
+
+    def generate_seeded(self, prompts, params, seeds):
+        out = []
+        for prompt in prompts:
+            answered = "The answer is 1" in str(prompt).rsplit("How much?", 1)[-1]  # after the demos' answers
+            text, finish = ("The answer is 18.", "stop") if answered else ("The answer is 1", self.finish)
+            out.append([Completion(text, [1], [-0.1], finish)] * params.n)
+        return out
+
+
+STEP_SEARCHES = ["implicit", "random", "llm-judge", "beam", "dvts"]
+
+
+@pytest.mark.parametrize("method", STEP_SEARCHES)
+def test_a_step_cut_by_the_token_limit_is_chosen_but_does_not_end_the_search(method):
+    """A cut "The answer is 1" may be the start of 18: it stays a candidate (here the only one), recorded
+    as cut, and the search goes on to the next step's answer."""
+    model = CutAnswerFirst([], finish="length")
+    trace = METHODS[method](_item("arithmetic", "18"), Roles.of(model), SearchSettings(), 0)
+    assert [s["candidates"][s["chosen"]]["text"] for s in trace["steps"]] == ["The answer is 1", "The answer is 18."]
+    assert [[c.get("cut") for c in s["candidates"]] for s in trace["steps"]] == [[True] * 3, [None] * 3]
+    assert trace["stop_reason"] == "answer" and trace["prediction"] == "18" and trace["correct"]
+
+
+@pytest.mark.parametrize("method", STEP_SEARCHES)
+def test_a_whole_step_that_answers_ends_the_search_as_before(method):
+    trace = METHODS[method](_item("arithmetic", "18"), Roles.of(CutAnswerFirst([])), SearchSettings(), 0)
+    assert [s["candidates"][s["chosen"]]["text"] for s in trace["steps"]] == ["The answer is 1"]
+    assert [list(c) for c in trace["steps"][0]["candidates"]] == [["text", "score", "tokens"]] * 3
+    assert trace["stop_reason"] == "answer" and trace["prediction"] == "1" and not trace["correct"]

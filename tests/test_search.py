@@ -64,7 +64,7 @@ def test_traces_have_every_field_and_consistent_answers(eval_run, items):
             assert record["method"] == method and record["gold"] == item.answer
             assert record["parsed"] == (record["prediction"] is not None)
             assert record["correct"] is False or record["parsed"]
-            assert record["stop_reason"] in {"answer", "max_steps", "no_candidates"}
+            assert record["stop_reason"] in {"answer", "max_steps", "no_candidates", "max_tokens"}
             assert set(record["seconds"]) >= {"agent", "rationalist", "scorer", "total"}
             assert record["tokens"]["agent"] > 0
             assert record["solution"] == "\n".join(s["candidates"][s["chosen"]]["text"] for s in record["steps"])
@@ -202,6 +202,25 @@ def test_split_steps_stops_at_the_first_final_answer(items):
     assert steps == ["A = 1.", "B = 2.", "The answer is 2."] and stop == "answer"
     steps, stop = split_steps("a\nb\nc", items[0], 2)
     assert steps == ["a", "b"] and stop == "max_steps"
+
+
+def test_split_steps_drops_the_unfinished_last_piece_of_a_cut_text(items):
+    """A text cut by the token limit loses what follows its last line break (blank line): "= 1" may be the
+    start of "= 18"; it stopped at the token limit unless an answer or max_steps came first."""
+    item = items[0]
+    assert split_steps("She has 3 boxes.\n3 * 6 = 1", item, 15, cut=True) == (["She has 3 boxes."], "max_tokens")
+    assert split_steps("3 * 6 = 18.\nThe answer is 1", item, 15, cut=True) == (["3 * 6 = 18."], "max_tokens")
+    assert split_steps("3 * 6 = 18.\nThe answer is 1", item, 15) == (["3 * 6 = 18.", "The answer is 1"], "answer")
+    # cut right after a line break: every line is finished
+    assert split_steps("3 * 6 = 18.\nThe answer is 18.\n", item, 15, cut=True) == (
+        ["3 * 6 = 18.", "The answer is 18."], "answer")
+    assert split_steps("The answer is 18.\nSo she", item, 15, cut=True) == (["The answer is 18."], "answer")
+    assert split_steps("a\nb\nc", item, 2, cut=True) == (["a", "b"], "max_steps")
+    assert split_steps("a\nb", item, 2, cut=True) == (["a"], "max_tokens")
+    assert split_steps("The answer", item, 2, cut=True) == ([], "max_tokens")
+    assert split_steps("A.\n\nThe answer is 1\n", item, None, "paragraphs", cut=True) == (["A."], "max_tokens")
+    assert split_steps("A.\n\nThe answer is 18.\n\n", item, None, "paragraphs", cut=True) == (
+        ["A.", "The answer is 18."], "answer")
 
 
 def test_every_method_declares_the_roles_its_results_depend_on():

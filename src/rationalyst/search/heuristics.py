@@ -62,10 +62,13 @@ def step_score(score: ContinuationScore, discount: float | None = None) -> float
 
 @dataclass(frozen=True)
 class Candidate:
-    """One proposed next step and how many tokens the agent spent on it."""
+    """One proposed next step (or whole solution) and how many tokens the agent spent on it. ``cut``: the
+    agent's completion ran into its token limit, so a step may be unfinished ("The answer is 1" of 12): it
+    can be chosen, but never ends a search as its answer (a whole solution loses its unfinished last step)."""
 
     text: str
     tokens: int
+    cut: bool = False
 
 
 @dataclass
@@ -109,7 +112,7 @@ class StepContext:
         self, rationale: str | None = None, n: int | None = None, step_rationales: list[str | None] | None = None
     ) -> Generator[list[Call], list[Any], list[Candidate]]:
         """Sample the agent's candidate next steps, each ended by the step separator (a line, or a
-        paragraph); empty ones are dropped (the agent ended its answer)."""
+        paragraph) or by ``max_step_tokens`` (``cut``); empty ones are dropped (the agent ended its answer)."""
         params = SamplingParams(
             n=n or self.settings.n_candidates,
             temperature=self.settings.temperature,
@@ -124,7 +127,9 @@ class StepContext:
             self.settings.step_separator,
         )
         (completions,) = yield from ask(Generate("agent", prompt, params))
-        return [Candidate(c.text.strip(), len(c.token_ids)) for c in completions if c.text.strip()]
+        return [
+            Candidate(c.text.strip(), len(c.token_ids), c.finish_reason == "length") for c in completions if c.text.strip()
+        ]
 
     def scorer_context(self, rationale: str | None) -> str:
         """The scorer's context for the next step: the trajectory (and ``rationale``, when given)."""

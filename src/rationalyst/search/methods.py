@@ -58,8 +58,9 @@ def guided_search(heuristic: str) -> Method:
                 stop = "no_candidates"
                 break
             records.append(step_record(decision.rationale, decision.candidates, decision.scores, decision.chosen))
-            steps.append(decision.candidates[decision.chosen].text)
-            if has_final_answer(steps[-1], item):
+            chosen = decision.candidates[decision.chosen]
+            steps.append(chosen.text)
+            if _ends_search(chosen, item):
                 stop = "answer"
                 break
         extra = {"judge_parse_failures": judge_failures} if heuristic == "llm-judge" else {}
@@ -70,15 +71,30 @@ def guided_search(heuristic: str) -> Method:
     return run
 
 
+def _ends_search(candidate: Candidate, item: BenchmarkItem) -> bool:
+    """Whether a chosen step ends a step search: it states a final answer that parses and was not cut by
+    the token limit (a cut "The answer is 1" may be the start of 12; the search goes on after it)."""
+    return not candidate.cut and has_final_answer(candidate.text, item)
+
+
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
+#: Where `str.splitlines` breaks lines. Split by it, a text keeps its piece after the last break (empty
+#: where the text ends on one): the unfinished piece of a text cut by the token limit.
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def split_steps(
-    text: str, item: BenchmarkItem, max_steps: int | None, step_format: str = "lines"
+    text: str, item: BenchmarkItem, max_steps: int | None, step_format: str = "lines", cut: bool = False
 ) -> tuple[list[str], str]:
     """A whole solution's steps (its lines, or its blank-line separated paragraphs), cut after the first
-    that states a final answer (and after ``max_steps`` steps, unless None)."""
-    pieces = _BLANK_LINE.split(text) if step_format == "paragraphs" else text.splitlines()
+    that states a final answer (and after ``max_steps`` steps, unless None), and why it stopped.
+
+    A text ``cut`` by the token limit loses its piece after the last line break (blank line): that one
+    is unfinished, and a cut "The answer is 1" may be the start of 12. It stopped at ``max_tokens``
+    unless a finished piece stated the answer or ``max_steps`` came first."""
+    pieces = (_BLANK_LINE if step_format == "paragraphs" else _LINE_BREAK).split(text)
+    if cut:
+        pieces = pieces[:-1]
     steps = []
     for piece in pieces:
         if piece.strip():
@@ -87,7 +103,9 @@ def split_steps(
                 return steps, "answer"
         if len(steps) == max_steps:
             break
-    return steps, "max_steps" if len(steps) == max_steps else "no_candidates"
+    if len(steps) == max_steps:
+        return steps, "max_steps"
+    return steps, "max_tokens" if cut else "no_candidates"
 
 
 def sample_solutions(
@@ -98,7 +116,8 @@ def sample_solutions(
     After demos a solution is one block of lines, ended by a blank line (or the turn) and cut at
     ``max_steps`` lines, the search's budget. A zero-shot chat answer is the agent's whole turn: such
     models set their steps apart by blank lines and equations over several lines, so only
-    ``max_solution_tokens`` bounds it. Its steps are lines or paragraphs by ``step_format``.
+    ``max_solution_tokens`` bounds it. Its steps are lines or paragraphs by ``step_format``; a solution
+    that ran into ``max_solution_tokens`` is ``cut`` and loses its unfinished last step (`split_steps`).
     """
     zero_shot = roles.solve_prompt is not None and not roles.solve_prompt.demos
     params = SamplingParams(
@@ -109,8 +128,11 @@ def sample_solutions(
     out: list[tuple[Candidate, list[str], str]] = []
     (completions,) = yield from ask(Generate("agent", prompt, params))
     for completion in completions:
-        steps, stop = split_steps(completion.text, item, None if zero_shot else settings.max_steps, settings.step_format)
-        out.append((Candidate(settings.step_separator.join(steps), len(completion.token_ids)), steps, stop))
+        cut = completion.finish_reason == "length"
+        steps, stop = split_steps(
+            completion.text, item, None if zero_shot else settings.max_steps, settings.step_format, cut
+        )
+        out.append((Candidate(settings.step_separator.join(steps), len(completion.token_ids), cut), steps, stop))
     return out
 
 
@@ -197,6 +219,7 @@ class _Beam:
     steps: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    done: bool = False  # its last step ends the search (`_ends_search`)
 
     @property
     def value(self) -> float:
@@ -217,11 +240,14 @@ def beam_search(verifier: str) -> MethodProgram:
             for beam, decision in zip(beams, decisions):
                 for j, (candidate, score) in enumerate(zip(decision.candidates, decision.scores)):
                     record = step_record(decision.rationale, decision.candidates, decision.scores, j)
-                    children.append(_Beam(beam.steps + [candidate.text], beam.records + [record], beam.scores + [score]))
+                    children.append(_Beam(
+                        beam.steps + [candidate.text], beam.records + [record], beam.scores + [score],
+                        _ends_search(candidate, item),
+                    ))
             unique = {tuple(c.steps): c for c in children}.values()  # same steps, same path: keep one
             ranked = sorted(unique, key=lambda c: -c.value)
-            finished += [c for c in ranked if has_final_answer(c.steps[-1], item)]
-            beams = [c for c in ranked if not has_final_answer(c.steps[-1], item)][: settings.beam_width]
+            finished += [c for c in ranked if c.done]
+            beams = [c for c in ranked if not c.done][: settings.beam_width]
             if len(finished) >= settings.beam_width or not beams:
                 break
         pool, stop = (finished, "answer") if finished else (beams, "max_steps" if beams else "no_candidates")
@@ -262,7 +288,7 @@ def dvts(verifier: str) -> MethodProgram:
                 tree.steps.append(decision.candidates[chosen].text)
                 tree.records.append(step_record(decision.rationale, decision.candidates, decision.scores, chosen))
                 tree.scores.append(decision.scores[chosen])
-                if has_final_answer(tree.steps[-1], item):
+                if _ends_search(decision.candidates[chosen], item):
                     stops[k] = "answer"
                 else:
                     still.append(k)

@@ -8,10 +8,11 @@ malformed one is reported with its file, line and field instead of breaking the 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_serializer, model_validator
 
 from rationalyst.data.answers import extract_answer, is_correct
 from rationalyst.data.benchmarks import BenchmarkItem
@@ -32,6 +33,15 @@ def _choices(value: Any) -> Any:
     return value
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with each number that is not finite (in lists too) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 Text = Annotated[str | None, BeforeValidator(_text)]
 
 
@@ -39,13 +49,32 @@ class _Record(BaseModel):
     # Fields beyond the schema (a method's extras: aggregate, path_score, explicit_context...) are kept.
     model_config = ConfigDict(extra="allow")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        """A score that is not a finite number is recorded as None, in a field or a list of scores
+        (``score``, ``subtree_scores``, ``step_scores``): `verify.aggregate` gives -inf to a solution
+        with no steps, which ranks it last but is no JSON (json.dumps writes ``-Infinity``, which the
+        report's strict dump refuses). Records written with one read back the same way."""
+        return {key: _finite(value) for key, value in data.items()} if isinstance(data, dict) else data
+
 
 class CandidateRecord(_Record):
-    """One candidate step: its text, score (None where the method has none) and agent tokens."""
+    """One candidate: its text, score (None where the method has none) and agent tokens; ``cut`` where
+    the agent's completion ran into its token limit (written only then)."""
 
     text: str
     score: float | None = None
     tokens: int | None = None
+    cut: bool = False
+
+    @model_serializer(mode="wrap")
+    def _cut_only_when_true(self, handler: Any) -> dict[str, Any]:
+        """``cut`` is written only where true: the records of whole completions stay as they were."""
+        data = handler(self)
+        if not self.cut:
+            data.pop("cut", None)
+        return data
 
 
 class StepRecord(_Record):
@@ -100,7 +129,7 @@ def step_record(
     return StepRecord(
         rationale=rationale,
         candidates=[
-            CandidateRecord(text=c.text, score=None if s is None else round(float(s), 6), tokens=c.tokens)
+            CandidateRecord(text=c.text, score=None if s is None else round(float(s), 6), tokens=c.tokens, cut=c.cut)
             for c, s in zip(candidates, scores)
         ],
         chosen=chosen,
