@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from rationalyst import runs
 from rationalyst.errors import PromptTooLongError
 from rationalyst.lm import Completion, LanguageModel
 from rationalyst.lm.openai_compat import ServerError
@@ -413,6 +416,41 @@ def test_a_server_down_stops_the_run_and_a_rerun_finishes_what_is_left(tmp_path)
     assert counts["rationales"] == reference["rationales"]
     ref_records = sorted(r["id"] for r in read_records(tmp_path / "ref" / "out"))
     assert sorted(r["id"] for r in read_records(tmp_path / "out")) == ref_records
+
+
+@pytest.mark.parametrize(
+    "shard_size, failing",  # failing: which rationale shard writes of the first session fail (0 = the first)
+    [(500, range(1)), (1, range(1, 10**6)), (1, range(10**6))],
+    ids=["the-only-write-fails-once", "the-writes-fail-from-the-second-on", "every-write-fails"],
+)
+def test_a_failed_rationale_write_loses_and_repeats_no_rationale(tmp_path, monkeypatch, shard_size, failing):
+    """A rationale shard that cannot be written (disk full) must not leave its documents counted done:
+    after a resume on a working disk, every document's rationales are on disk exactly once."""
+    cfg = config(tmp_path, shard_size=shard_size)
+    real_write, attempts = runs.atomic_write, []
+
+    def disk_full_for_rationales(path, data):  # the summaries' shards (documents/shards) are written fine
+        if path.parent == cfg.output / "shards":
+            attempts.append(path)
+            if len(attempts) - 1 in failing:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(runs, "atomic_write", disk_full_for_rationales)
+    with pytest.raises(extract.RationalystError, match="No space left"):
+        extract.run(cfg, model=FakeModel(lambda i, p: "Some reason."))
+    monkeypatch.setattr(runs, "atomic_write", real_write)
+    counts = extract.run(cfg, model=FakeModel(lambda i, p: "Some reason."))
+
+    # The model answers every insertion point with a keepable rationale: one record per point.
+    points = {k: spread(split_boundaries(d["text"], cfg.min_preceding_chars), cfg.max_rationales_per_doc)
+              for k, d in FIXTURE_DOCS.items()}
+    expected = Counter(f"{k}:{n}" for k, p in points.items() for n in range(len(p)))
+    records = list(read_records(cfg.output))
+    assert Counter(r["id"] for r in records) == expected and len(expected) > len(FIXTURE_DOCS)
+    check_invariants(records, {k: d["text"] for k, d in FIXTURE_DOCS.items()})
+    check_counts(counts)
+    assert counts["documents_extracted"] == len(FIXTURE_DOCS)
 
 
 def test_bad_prompts_dir_stops_the_run_instead_of_failing_every_document(tmp_path):

@@ -53,11 +53,13 @@ rationale records only (exactly what Stage 3 reads); beside it, ``<output>/docum
 and dropped counts, generated tokens), including documents that yielded no rationale. A document is
 done when its summary exists. Shards are only ever cut between documents (every ``shard_size``
 records or 30 seconds), and the rationale shard is written before the summary shard, so a kill
-leaves every document either fully written or not at all; the one window in between (rationales
-written, summary not) is repaired when the run is reopened by writing a ``recovered`` summary for
-such documents (its drop counts are lost, its records are kept). The manifest's counts come
-from all summaries, so they are exact after any number of resumes. Input problems (bad lines, empty
-text, repeated ids) are not "done" and are counted again by every session, as `RunDir.skip` intends.
+leaves every document either fully written or not at all. The summaries are handed to their writer
+only once the rationale shard is on disk: if writing it fails (disk full, an I/O error), they are
+dropped and a resume redoes those documents. The one window in between (rationales written, summary
+not) is repaired when the run is reopened by writing a ``recovered`` summary for such documents (its
+drop counts are lost, its records are kept). The manifest's counts come from all summaries, so they
+are exact after any number of resumes. Input problems (bad lines, empty text, repeated ids) are not
+"done" and are counted again by every session, as `RunDir.skip` intends.
 """
 
 from __future__ import annotations
@@ -628,13 +630,27 @@ def run(config: ExtractConfig, model: LanguageModel | None = None) -> dict[str, 
 
     started = time.perf_counter()
     read, session = Counter(), Counter()
-    # The rationale writer is the inner one, so on leaving the block it is closed (flushed) first.
+    # Neither writer flushes by itself; `commit` cuts both shards, rationales first.
     with docs_run.writer(shard_size=10**9, flush_seconds=math.inf) as docs_writer, out.writer(
         shard_size=10**9, flush_seconds=math.inf
     ) as writer:
         done = docs_run.done_ids()
         recovered = _recover_orphans(out, done, docs_writer)
         resumed = len(done)
+        summaries: list[dict[str, Any]] = []  # of the documents whose rationales are buffered in `writer`
+
+        def commit() -> None:
+            """Write the buffered rationales, then the summaries of their documents.
+
+            A summary reaches its writer only once its document's rationales are on disk, so a failed
+            rationale write (disk full, I/O error) cannot leave a document counted done without its
+            rationales: its summary is never written and a resume redoes it.
+            """
+            writer.flush()  # a kill right after this is repaired by _recover_orphans
+            for summary in summaries:
+                docs_writer.write(summary)
+            summaries.clear()
+            docs_writer.flush()
 
         def pending() -> Iterator[dict[str, Any]]:
             documents = read_documents(config.input, out, config)
@@ -648,25 +664,31 @@ def run(config: ExtractConfig, model: LanguageModel | None = None) -> dict[str, 
         ray = config.executor.kind == "ray"
         factory = partial(ExtractWorker, config, None if ray else model)
         unflushed, last_flush = 0, time.monotonic()
-        for record in map_batches(pending(), factory, config.batch_size, config.executor):
-            unflushed += 1
-            if "_summary" not in record:
-                writer.write(record)
-                continue
-            summary = record["_summary"]
-            docs_writer.write(summary)
-            session["documents"] += 1
-            session["rationales"] += summary["rationales"]
-            # Every document before this summary is complete: a safe place to cut both shards.
-            if unflushed >= config.shard_size or time.monotonic() - last_flush >= FLUSH_SECONDS:
-                writer.flush()  # rationales first: a kill in between is repaired by _recover_orphans
-                docs_writer.flush()
-                unflushed, last_flush = 0, time.monotonic()
-                log.info(
-                    "extract: %d document(s) done this session, %d rationale(s)",
-                    session["documents"],
-                    session["rationales"],
-                )
+        try:
+            for record in map_batches(pending(), factory, config.batch_size, config.executor):
+                unflushed += 1
+                if "_summary" not in record:
+                    writer.write(record)
+                    continue
+                summaries.append(record["_summary"])
+                session["documents"] += 1
+                session["rationales"] += record["_summary"]["rationales"]
+                # Every document before this summary is complete: a safe place to cut both shards.
+                if unflushed >= config.shard_size or time.monotonic() - last_flush >= FLUSH_SECONDS:
+                    commit()
+                    unflushed, last_flush = 0, time.monotonic()
+                    log.info(
+                        "extract: %d document(s) done this session, %d rationale(s)",
+                        session["documents"],
+                        session["rationales"],
+                    )
+            commit()
+        except BaseException:
+            try:  # keep the documents finished before the error, if their rationales can still be written
+                commit()
+            except Exception:  # don't hide the original error behind a failed write
+                log.exception("extract: could not write the last documents of %s; a resume redoes them", config.output)
+            raise
 
     counts = summarize(docs_run.records())
     counts.update(
