@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -365,6 +366,58 @@ def test_rewrite_mode_run_with_scripted_model(tmp_path):
     check_counts(counts)
     summaries = {s["id"]: s for s in read_records(tmp_path / "out" / "documents")}
     assert {s["fidelity"] for s in summaries.values()} == {1.0}
+
+
+class BudgetedRewriter(LanguageModel):
+    """Copies a document with a 12-word rationale after every sentence and stops at its token budget
+    (a word a token), as a real model stops at max_new_tokens: what it returns depends on the budget."""
+
+    name = "budgeted"
+
+    def __init__(self):
+        self.budgets: dict[str, int] = {}  # document → the budget its prompt got
+
+    def generate(self, prompts, params):
+        out = []
+        for prompt in prompts:
+            document = prompt[-1]["content"]
+            self.budgets[document] = params.max_new_tokens
+            text = document.replace(". ", ". <BOT>This step follows from the one before it, so we go on.<EOT> ")
+            word_ends = [m.end() for m in re.finditer(r"\S+", text)]
+            cut = len(word_ends) > params.max_new_tokens
+            text = text[: word_ends[params.max_new_tokens - 1]] if cut else text
+            n = min(len(word_ends), params.max_new_tokens)
+            out.append([Completion(text, list(range(n)), [0.0] * n, "length" if cut else "stop")])
+        return out
+
+    def score_many(self, requests):
+        raise NotImplementedError
+
+
+def test_a_rewrite_budget_does_not_depend_on_the_batch(tmp_path):
+    """Each document's token budget is its own (chars / 2 + max_rationales_per_doc * max_new_tokens):
+    extracting at batch_size 1 or 2 gives the same records and summaries."""
+    short = "Tom has 3 apples. He buys 2 more. Now he has 5 apples. The answer is 5."  # 71 chars
+    long = " ".join(f"Step {i:02d} adds one more item to the pile." for i in range(15))  # 15 * 40 - 1 chars
+    data = tmp_path / "docs.jsonl"
+    documents = {"short": short, "long": long}
+    data.write_text("".join(json.dumps({"id": k, "text": t, "source": "gsm8k"}) + "\n" for k, t in documents.items()))
+    outputs = {}
+    for batch_size in (1, 2):
+        model = BudgetedRewriter()
+        cfg = config(tmp_path, input=data, output=tmp_path / f"bs{batch_size}", mode="rewrite", batch_size=batch_size,
+                     max_new_tokens=4, max_rationales_per_doc=2)
+        extract.run(cfg, model=model)
+        # short: 43 tokens, too few for its 16 words and 3 rationales of 12 words; long: 307, enough for 303.
+        assert model.budgets == {short: 71 // 2 + 2 * 4, long: 599 // 2 + 2 * 4}
+        summaries = sorted(read_records(cfg.output / "documents"), key=lambda s: s["id"])
+        outputs[batch_size] = list(read_records(cfg.output)), summaries
+    assert outputs[1] == outputs[2]
+    records, summaries = outputs[1]
+    assert {r["doc_id"] for r in records} == {"long"}
+    assert [(s["id"], s["status"], s["cut_by_length"]) for s in summaries] == [
+        ("long", "ok", 0), ("short", "fidelity_failed", 1)
+    ]
 
 
 def test_complete_run_is_not_redone_and_config_change_is_refused(tmp_path):

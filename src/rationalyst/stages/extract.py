@@ -151,8 +151,8 @@ class ExtractConfig(StrictModel):
     rewrite_max_new_tokens: int = Field(
         3000,
         ge=1,
-        description="Most tokens of one rewritten document (paper: 3000); a batch gets at most "
-        "longest-document-chars / 2 + max_rationales_per_doc * max_new_tokens.",
+        description="Most tokens of one rewritten document (paper: 3000); a document gets at most "
+        "its chars / 2 + max_rationales_per_doc * max_new_tokens.",
     )
     batch_size: int = Field(8, ge=1, description="Documents whose prompts go to the model in one generate call.")
     max_rationales_per_doc: int = Field(8, ge=1, description="Most rationales kept per document.")
@@ -464,15 +464,22 @@ class ExtractWorker:
                 todo.append(result)
         if not todo:
             return results
-        longest = max(len(r.doc.text) for r in todo)
-        budget = min(c.rewrite_max_new_tokens, longest // 2 + c.max_rationales_per_doc * c.max_new_tokens)
         prompts = [self.prompts(r.doc.kind).rewrite_messages(r.doc.text, c.num_demos) for r in todo]
-        completions = self.model.generate(prompts, self._params(budget, ()))
+        params = [self._params(rewrite_budget(r.doc.text, c), ()) for r in todo]
+        completions = self.model.generate_mixed(prompts, params)  # each document as if alone
         for result, (completion, *_) in zip(todo, completions):
             result.generated_tokens = len(completion.token_ids)
             result.cut_by_length = int(completion.finish_reason == "length")
             rewrite_document(result, completion.text, c)
         return results
+
+
+def rewrite_budget(text: str, config: ExtractConfig) -> int:
+    """Most tokens of one document's rewrite: its characters / 2 (room for the copy) plus
+    ``max_rationales_per_doc * max_new_tokens`` (room for the rationales), at most
+    ``rewrite_max_new_tokens``. It depends on the document alone, never on its batch-mates, so neither
+    ``batch_size`` nor the regrouping of a resume can change where a rewrite is cut."""
+    return min(config.rewrite_max_new_tokens, len(text) // 2 + config.max_rationales_per_doc * config.max_new_tokens)
 
 
 def rewrite_document(result: DocResult, output: str, config: ExtractConfig) -> None:
