@@ -186,6 +186,27 @@ def test_map_offsets_rules():
     assert map_offsets("abc def", "abc QR def", [3, 4]) == [3, None]  # where the model dropped text: none
 
 
+def test_a_rationale_where_the_model_dropped_closing_punctuation_goes_after_it(tmp_path):
+    """The model turned a sentence's final punctuation into the space before its rationale, or deleted
+    it: the rationale still belongs after that punctuation, so ``following`` never starts with it."""
+    doc = "We count the apples?\nIt is five."
+    for output in (
+        "We count the apples <BOT>We need the total.<EOT> \nIt is five.",  # "?" replaced by a space
+        "We count the apples <BOT>We need the total.<EOT>\nIt is five.",  # "?" deleted
+    ):
+        result = DocResult(_doc(doc))
+        rewrite_document(result, output, config(tmp_path))
+        assert result.kept == [(20, "We need the total.")]  # 20 = len("We count the apples?")
+        (record,) = result.records()
+        assert (record["preceding"], record["following"]) == ("We count the apples?", "\nIt is five.")
+    period = DocResult(_doc(DOC))
+    rewrite_document(period, DOC.replace("cats. Each", "cats <BOT>Cans per cat.<EOT> Each"), config(tmp_path))
+    assert period.kept == [(15, "Cans per cat.")]  # 15 = len("Tom has 3 cats.")
+    assert map_offsets("ab c", "ab? c", [2]) == [3]  # deleted
+    assert map_offsets("ab  c", "ab?) c", [2]) == [4]  # "?)" replaced by a space
+    assert map_offsets("ab c", "ab (c", [3]) == [None]  # an opening bracket belongs to what follows: no place
+
+
 def test_difflib_fallback_maps_the_same(monkeypatch, tmp_path):
     output = DOC.replace("cats. Each", "cats. <BOT>Cans per cat.<EOT> Each")
     with_rapidfuzz = DocResult(_doc(DOC))

@@ -7,6 +7,7 @@ generated rationale (`clean_rationale`, `copies`, `truncate_left`). No model, no
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -178,8 +179,22 @@ def _opcodes(src: str, dst: str) -> list[tuple[str, int, int, int, int]]:
     return SequenceMatcher(None, src, dst, autojunk=False).get_opcodes()
 
 
+def _closing_punctuation(text: str) -> bool:
+    """Whether ``text`` is some punctuation that ends what comes before it (``. ? ! , ; : ) ”`` …, not
+    an opening bracket or quote: Unicode categories Ps, Pi), maybe with whitespace between."""
+    return bool(text.strip()) and all(
+        ch.isspace() or (unicodedata.category(ch)[0] == "P" and unicodedata.category(ch) not in ("Ps", "Pi"))
+        for ch in text
+    )
+
+
 def map_offsets(stripped: str, original: str, offsets: Sequence[int]) -> list[int | None]:
-    """Each offset in ``stripped`` as an offset in ``original``, or None where it has no clear place."""
+    """Each offset in ``stripped`` as an offset in ``original``, or None where it has no clear place.
+
+    Where the model dropped or replaced only closing punctuation next to its rationale (the sentence's
+    ``?`` turned into the space before ``<BOT>``), the rationale goes after that punctuation: it ends
+    the text before the rationale, so ``following`` never starts with it.
+    """
     blocks: list[list[Any]] = []  # [equal, s0, s1, d0, d1]; neighbouring changes merged
     for tag, s0, s1, d0, d1 in _opcodes(stripped, original):
         if tag != "equal" and blocks and not blocks[-1][0]:
@@ -199,7 +214,9 @@ def map_offsets(stripped: str, original: str, offsets: Sequence[int]) -> list[in
             if equal or not (s0 <= k <= s1):
                 continue
             replaced = original[d0:d1].strip()
-            if s0 < k < s1:  # inside the change: fine only if the model added text and replaced none
+            if _closing_punctuation(replaced):
+                result = d1
+            elif s0 < k < s1:  # inside the change: fine only if the model added text and replaced none
                 result = None if replaced else d0
             elif s0 == s1 == k and replaced:  # right where the model dropped original text
                 result = None

@@ -33,7 +33,9 @@ Two modes (``ExtractConfig.mode``):
     inside an unchanged stretch maps exactly; one at the edge of a changed stretch maps to that edge;
     one inside text the model added (with nothing of the original replaced) maps to where the addition
     sits. A rationale inside a stretch where the model *replaced* original text, or right where it
-    dropped original text, has no well-defined place and is dropped (``unmappable``).
+    dropped original text, has no well-defined place and is dropped (``unmappable``). The exception:
+    where the original text of the changed stretch at or around a rationale is only closing punctuation
+    (the sentence's ``?`` turned into the space before ``<BOT>``, or deleted), the rationale goes after it.
 
 Both modes then drop rationales at the document's edges (nothing before or after them:
 ``at_document_edge``), at the same point as an earlier one (``same_position``), beyond
