@@ -441,6 +441,33 @@ def test_a_rewrite_budget_does_not_depend_on_the_batch(tmp_path):
     ]
 
 
+class SeedPerRow(LanguageModel):
+    """Samples row i of a call with ``seed + i``, as the engines do: its rationale names the seed it got."""
+
+    name = "seed-per-row"
+
+    def generate(self, prompts, params):
+        assert params.temperature > 0 and params.seed is not None
+        texts = [f"Because draw {params.seed + i} says so." for i in range(len(prompts))]
+        return [[Completion(t, [0] * 5, [0.0] * 5, "stop")] for t in texts]
+
+    def score_many(self, requests):
+        raise NotImplementedError
+
+
+def test_a_sampled_prompt_draws_alike_in_any_batch(tmp_path):
+    """Sampled extraction: each prompt's seed is its own (the config's seed, the document, the point), so
+    batch_size 1 and 3 write the same rationales, and no two prompts share a draw (rewrite mode seeds
+    each document the same way)."""
+    runs = []
+    for batch_size in (1, 3):
+        cfg = config(tmp_path, output=tmp_path / f"bs{batch_size}", batch_size=batch_size, temperature=0.7, seed=5)
+        extract.run(cfg, model=SeedPerRow())
+        runs.append(sorted((r["id"], r["rationale"]) for r in read_records(cfg.output)))
+    assert runs[0] == runs[1] and len(runs[0]) >= 4
+    assert len({rationale for _, rationale in runs[0]}) == len(runs[0])
+
+
 def test_complete_run_is_not_redone_and_config_change_is_refused(tmp_path):
     first = extract.run(config(tmp_path), model=FakeModel(lambda i, p: "Some reason."))
     again = extract.run(config(tmp_path), model=NoModel())

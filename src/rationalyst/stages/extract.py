@@ -148,7 +148,9 @@ class ExtractConfig(StrictModel):
     )
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 = greedy (the paper's).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass when temperature > 0.")
-    seed: int | None = Field(0, description="Sampling seed when temperature > 0.")
+    seed: int | None = Field(
+        0, description="Sampling seed when temperature > 0; each prompt draws from its own, derived from this, its document and point."
+    )
     max_new_tokens: int = Field(64, ge=1, description="Most tokens of one rationale (boundary mode).")
     rewrite_max_new_tokens: int = Field(
         3000,
@@ -406,10 +408,13 @@ class ExtractWorker:
             self._prompts[kind] = load_prompts(kind, self.config.prompts_dir)
         return self._prompts[kind]
 
-    def _params(self, max_new_tokens: int, stop: tuple[str, ...]) -> SamplingParams:
+    def _params(self, max_new_tokens: int, stop: tuple[str, ...], *key: object) -> SamplingParams:
+        """One prompt's sampling; sampled, its seed is drawn from the config's and the prompt's ``key``
+        (document id, insertion point), so a prompt samples alike in any batch and after a resume."""
         c = self.config
+        seed = None if c.seed is None else prompt_seed(c.seed, *key)
         return SamplingParams(  # the extractor's text is all that is read: no log-probs
-            temperature=c.temperature, top_p=c.top_p, seed=c.seed, max_new_tokens=max_new_tokens, stop=stop,
+            temperature=c.temperature, top_p=c.top_p, seed=seed, max_new_tokens=max_new_tokens, stop=stop,
             logprobs=False,
         )
 
@@ -429,7 +434,7 @@ class ExtractWorker:
 
     def _boundary(self, docs: Sequence[Document]) -> list[DocResult]:
         c = self.config
-        results, prompts, owners = [], [], []
+        results, prompts, owners, params = [], [], [], []
         for doc in docs:
             result = DocResult(doc)
             points = spread(split_boundaries(doc.text, c.min_preceding_chars), c.max_rationales_per_doc)
@@ -442,10 +447,11 @@ class ExtractWorker:
                     preceding = truncate_left(preceding, c.max_preceding_chars)
                     result.prompts_truncated += 1
                 prompts.append(self.prompts(doc.kind).boundary_messages(preceding, c.num_demos))
+                params.append(self._params(c.max_new_tokens, (EOT, "\n"), doc.id, point))
                 owners.append((len(results), point))
             results.append(result)
         if prompts:
-            completions = self.model.generate(prompts, self._params(c.max_new_tokens, (EOT, "\n")))
+            completions = self.model.generate_mixed(prompts, params)  # each insertion point as if alone
             candidates: dict[int, list[tuple[int | None, str, bool]]] = defaultdict(list)
             for (index, point), (completion, *_) in zip(owners, completions):
                 results[index].generated_tokens += len(completion.token_ids)
@@ -467,7 +473,7 @@ class ExtractWorker:
         if not todo:
             return results
         prompts = [self.prompts(r.doc.kind).rewrite_messages(r.doc.text, c.num_demos) for r in todo]
-        params = [self._params(rewrite_budget(r.doc.text, c), ()) for r in todo]
+        params = [self._params(rewrite_budget(r.doc.text, c), (), r.doc.id) for r in todo]
         completions = self.model.generate_mixed(prompts, params)  # each document as if alone
         for result, (completion, *_) in zip(todo, completions):
             result.generated_tokens = len(completion.token_ids)
@@ -531,6 +537,12 @@ def read_documents(path: Path, run: RunDir, config: ExtractConfig) -> Iterator[D
         source = record.get("source")
         source = source if isinstance(source, str) and source else "unknown"
         yield Document(doc_id, text, source, config.kind_for(source))
+
+
+def prompt_seed(seed: int, *key: object) -> int:
+    """A sampled prompt's own 31-bit seed: the first 4 bytes of sha256(seed, key...)."""
+    digest = hashlib.sha256("\x00".join(str(part) for part in (seed, *key)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def sample_rank(seed: int, doc_id: str) -> int:
