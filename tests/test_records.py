@@ -51,3 +51,42 @@ def test_a_byte_order_mark_at_the_start_of_a_file_loses_no_record(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + b'{"id": "a"}\n{"id": "b"}\n')
     skipped = []
     assert [r["id"] for _, _, r in json_objects(path, lambda *a: skipped.append(a))] == ["a", "b"] and not skipped
+
+
+def test_a_record_holding_an_unpaired_surrogate_is_skipped_with_its_line(tmp_path):
+    """Extract and filter read their input here: "\\ud800" anywhere (a value, a key, nested) is skipped
+    and reported; an escaped pair is one character and an escaped backslash is no surrogate."""
+    lines = [
+        '{"doc_id": "good", "text": "fine"}',
+        '{"doc_id": "lone", "text": "bad \\ud800"}',
+        '{"doc_id": "key", "meta": {"\\udfff": 1}}',
+        '{"doc_id": "nested", "meta": {"tags": ["x", "\\uDC80"]}}',
+        '{"doc_id": "pair", "text": "\\ud83d\\ude00"}',
+        '{"doc_id": "text", "text": "a literal \\\\ud800"}',
+    ]
+    path = tmp_path / "x.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    skipped = []
+    got = list(read_json_lines(path, lambda reason, file, line: skipped.append((reason, line)), stage="extract"))
+    assert [(line, r["doc_id"]) for _, line, r in got] == [(1, "good"), (5, "pair"), (6, "text")]
+    assert got[1][2]["text"] == "\U0001F600" and got[2][2]["text"] == "a literal \\ud800"
+    assert skipped == [("invalid unicode (an unpaired surrogate escape)", n) for n in (2, 3, 4)]
+
+
+def test_the_shard_writer_refuses_an_unwritable_record_and_keeps_the_others(tmp_path):
+    """An unencodable record fails at its own write, with its id; the records before it still reach disk."""
+    import pytest
+
+    from rationalyst.config import StrictModel
+    from rationalyst.runs import RunDir, read_records
+
+    class Config(StrictModel):
+        seed: int = 1
+
+    run = RunDir(tmp_path / "run", Config(), stage="test")
+    with run.writer() as writer:
+        writer.write({"id": "a", "text": "fine"})
+        with pytest.raises(ValueError, match="'b'.*surrogate"):
+            writer.write({"id": "b", "text": "bad \ud800"})
+        writer.write({"id": "c", "text": "fine too"})
+    assert [r["id"] for r in read_records(tmp_path / "run")] == ["a", "c"]

@@ -93,3 +93,34 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_records(embedder, tmp_p
     for a, b in zip(resumed, straight):
         assert a.keys() == b.keys() and a["selected"] == b["selected"]
         assert math.isclose(a.get("similarity", 0), b.get("similarity", 0), abs_tol=1e-5)
+
+
+class _Constant:
+    """An embedder that puts every text at one point (similarity 1): selection keeps every document."""
+
+    name = "constant"
+
+    def embed(self, texts, batch_size=64):
+        return np.ones((len(texts), 4), dtype=np.float32) / 2.0
+
+
+def test_a_record_with_an_unpaired_surrogate_anywhere_is_skipped_and_the_run_finishes(tmp_path):
+    """A JSON escape "\\ud800" parses into a string that cannot be written as UTF-8: in the text, the id
+    or a field kept in meta, the record is skipped and counted; the good ones are all written, and a
+    rerun is a no-op (it used to die at the shard's flush, every time, losing the shard)."""
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"id": "q1", "question": "What is 2+2?", "answer": "4"}) + "\n")
+    rows = [
+        json.dumps({"id": "a", "text": "A reasoning document about sums.", "title": "ok"}),
+        '{"id": "b", "text": "Another document, fine text.", "title": "bad \\udc80 title"}',
+        '{"id": "c\\ud800", "text": "Third document, fine text."}',
+        '{"id": "d", "text": "Its text \\ud83d breaks."}',
+        '{"id": "e", "text": "A pair \\ud83d\\ude00 is one character: kept."}',
+    ]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(rows) + "\n")
+    cfg = SelectConfig(corpus=[str(tmp_path / "corpus.jsonl")], benchmarks=[str(tmp_path / "bench.jsonl")],
+                       output=tmp_path / "out", threshold=0.0)
+    summary = select.run(cfg, embedder=_Constant())
+    assert sorted(r["id"].rsplit("/", 1)[-1] for r in read_records(tmp_path / "out")) == ["a", "e"]
+    assert summary.skipped == {"invalid_unicode": 3}
+    select.run(cfg, embedder=None)  # finished: nothing redone, no model needed
+    assert sorted(r["id"].rsplit("/", 1)[-1] for r in read_records(tmp_path / "out")) == ["a", "e"]

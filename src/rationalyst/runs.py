@@ -481,7 +481,7 @@ class ShardWriter:
         self._ids = run.done_ids()
         shards = run.shard_paths()
         self._next_shard = int(_SHARD_RE.match(shards[-1].name).group(1)) + 1 if shards else 0
-        self._buffer: list[str] = []
+        self._buffer: list[bytes] = []
         self._last_flush = time.monotonic()
 
     def write(self, record: Mapping[str, Any]) -> None:
@@ -495,7 +495,12 @@ class ShardWriter:
             raise ValueError(f"a record needs a non-empty string 'id', got {record_id!r}")
         if record_id in self._ids:
             raise ValueError(f"duplicate record id {record_id!r} in {self.run.path}")
-        line = json.dumps(record, ensure_ascii=False)  # serialize now: errors surface here, later edits don't leak
+        # Serialize and encode now: errors surface at the record (not at a flush, with the buffer), and
+        # later edits of the record don't leak in.
+        try:
+            line = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"record {record_id!r} holds an unpaired surrogate code point: it cannot be written as UTF-8") from None
         self._ids.add(record_id)
         self._buffer.append(line)
         self.written += 1
@@ -508,7 +513,7 @@ class ShardWriter:
         if not self._buffer:
             return
         path = self.run.shards_dir / f"part-{self._next_shard:05d}.jsonl"
-        data = ("\n".join(self._buffer) + "\n").encode("utf-8")
+        data = b"\n".join(self._buffer) + b"\n"
         try:
             atomic_write(path, data)
         except OSError as exc:

@@ -64,6 +64,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rationalyst.data.hub import HF_PREFIX, load_hub_dataset, parse_hf_spec
+from rationalyst.data.records import has_lone_surrogate
 from rationalyst.data.hub import hub_reachable as _hub_reachable
 from rationalyst.errors import InputError, RationalystError
 
@@ -486,6 +487,8 @@ def _make_document(record: Any, unit_rel: str, n: int, position: str, ctx: _Cont
     text = ctx.text_of(record)
     if _SURROGATE.search(text):
         raise _Skip(SKIP_INVALID_UNICODE, "the text holds unpaired surrogate code points and cannot be encoded as UTF-8")
+    if has_lone_surrogate(record):  # the id, or a field kept in meta
+        raise _Skip(SKIP_INVALID_UNICODE, "a field holds unpaired surrogate code points and cannot be encoded as UTF-8")
     doc_id = None
     if ctx.id_field is not None:
         value = record.get(ctx.id_field)

@@ -3,8 +3,10 @@
 Stages hand records to each other as JSON lines (`rationalyst.runs.read_json_lines` reads a run
 directory's shards with this). The reader here yields each JSON object with where it
 came from (file and 1-based line), and reports lines it cannot use (invalid UTF-8, malformed JSON, not
-an object, nested deeper than `MAX_DEPTH`) to ``on_skip(reason, file, line)`` (a stage passes its
+an object, nested deeper than `MAX_DEPTH`, a string holding an unpaired surrogate) to ``on_skip(reason, file, line)`` (a stage passes its
 run's `RunDir.skip`, which counts them in the manifest); the stage then checks its own fields.
+An unpaired surrogate (a JSON escape such as ``"\ud800"``, which Python's reader accepts) cannot be
+written as UTF-8: a record holding one would fail every later write of it, so it is skipped here.
 Deep nesting is refused here because Python's JSON reader raises ``RecursionError`` on it (about 1,000
 levels), and a record just under that limit would raise it later in whatever walks the record.
 """
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,27 @@ log = logging.getLogger(__name__)
 
 MAX_DEPTH = 100
 """Records nested deeper than this (arrays and objects) are skipped; this project's records use < 10."""
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins a pair into one character
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # the only way one gets into a valid UTF-8 line
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string of ``value`` (keys included, nested in objects and arrays) holds an unpaired
+    surrogate code point, which cannot be encoded as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
 
 
 def _nested_deeper_than(value: Any, limit: int) -> bool:
@@ -65,5 +89,8 @@ def json_objects(file: Path, on_skip: SkipReporter) -> Iterator[tuple[Path, int,
                 continue
             if _nested_deeper_than(record, MAX_DEPTH):
                 on_skip("malformed JSON (nested too deeply)", file, line_no)
+                continue
+            if _SURROGATE_ESCAPE.search(raw) and has_lone_surrogate(record):
+                on_skip("invalid unicode (an unpaired surrogate escape)", file, line_no)
                 continue
             yield file, line_no, record
