@@ -8,9 +8,9 @@ Hugging Face tokenizer by the same rules (`tokenization.HFTextCodec`) and handed
   temperature, top-p, stop strings, ``max_tokens``, ``logprobs=0`` for the sampled token's log-prob).
   With a seed, prompt *i* samples with seed ``seed + i * n`` (vLLM seeds per request, and sample *j*
   of a request with its seed + j: the same seed for every prompt would give prompts with equal text
-  equal samples, and seeds spaced by 1 would give prompt i's sample j+1 to prompt i+1 as its sample j). vLLM V1 returns log-probs of the
-  raw model output (before temperature), which is what `Completion.logprobs` means. A trailing
-  end-of-sequence token is dropped, as the `hf` backend does.
+  equal samples, and seeds spaced by 1 would give prompt i's sample j+1 to prompt i+1 as its sample
+  j). vLLM V1 returns log-probs of the raw model output (before temperature), which is what
+  `Completion.logprobs` means. A trailing end-of-sequence token is dropped, as the `hf` backend does.
 * **sampling values vLLM refuses**: vLLM's ``SamplingParams`` raises on ``n > 1`` with temperature 0
   ("n must be 1 when using greedy sampling") and on temperatures above 2, where the `hf` backend
   accepts both. Greedy decoding is deterministic, so greedy ``n > 1`` asks the engine for one greedy
