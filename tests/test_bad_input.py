@@ -3,6 +3,7 @@ the line, the field), exit code 2, never a traceback; inputs with nothing usable
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,10 +61,35 @@ def test_each_command_names_the_problem_without_a_traceback(inputs, args, messag
 def test_inputs_with_nothing_usable_are_reported_by_name(tmp_path):
     (tmp_path / "q.jsonl").write_text('{"id": "q1", "question": "What is 2+2?"}\n')
     (tmp_path / "empty.jsonl").write_text("")
-    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    (tmp_path / "bad.jsonl").write_text(
+        '{not json\n{"doc_id": "d", "preceding": "a \\ud800", "rationale": "r", "following": " b"}\n'
+    )
     result = run(tmp_path, "select", "--corpus", "empty.jsonl", "--benchmark", "q.jsonl", "--output", "s")
     assert result.returncode == 0 and "empty.jsonl: no documents in this corpus input" in " ".join(result.stderr.split())
     result = run(tmp_path, "filter", "--input", "bad.jsonl", "--output", "f")
     text = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode == 0 and "bad.jsonl: no record could be scored (1 skipped)" in text
-    assert "skipped input: malformed JSON: 1" in text
+    assert result.returncode == 0 and "bad.jsonl: no record could be scored (2 skipped)" in text
+    assert "malformed JSON: 1" in text and "invalid unicode (an unpaired surrogate escape): 1" in text
+
+
+def test_a_lone_surrogate_anywhere_in_a_record_is_skipped_and_counted(tmp_path):
+    """A JSON escape such as "\\ud800" parses, but cannot be written out as UTF-8: the record (text, id or
+    a field kept in meta) is skipped and counted, the good ones are selected, and a rerun is a no-op."""
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "question": "What is 2+2?"}\n')
+    (tmp_path / "c.jsonl").write_text(
+        '{"id": "a", "text": "Two plus two is four."}\n'
+        '{"id": "b", "text": "Bad \\ud800 text."}\n'
+        '{"id": "c\\udc00", "text": "Fine text."}\n'
+        '{"id": "d", "text": "Fine text.", "meta": {"tags": ["\\udbff"]}}\n'
+        '{"id": "e", "text": "Three plus three is six."}\n'
+    )
+    args = ("select", "--corpus", "c.jsonl", "--benchmark", "q.jsonl", "--output", "s")
+    result = run(tmp_path, *args)
+    text = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0 and "Traceback" not in text, text[-2000:]
+    assert "select: 2 documents" in text and "skipped input: invalid_unicode: 3" in text
+    shards = {p.name: p.read_bytes() for p in sorted((tmp_path / "s" / "shards").iterdir())}
+    assert [json.loads(line)["id"] for data in shards.values() for line in data.splitlines()] == ["c.jsonl/a", "c.jsonl/e"]
+    result = run(tmp_path, *args)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in sorted((tmp_path / "s" / "shards").iterdir())} == shards

@@ -108,6 +108,31 @@ def test_source_label_and_id_field_options(tmp_path):
     assert "'body'" in skips[0][3]
 
 
+def test_an_unpaired_surrogate_in_the_id_or_a_meta_field_is_skipped_naming_the_field(tmp_path):
+    """Every string of a record is written out (the id, ``meta["fields"]``), so a lone surrogate (a JSON
+    escape) anywhere skips the record, not only in the text; the detail names the field."""
+    rows = [
+        {"id": "a", "text": "Good one."},
+        {"id": "b\ud800", "text": "Fine text."},
+        {"id": "c", "text": "Fine text.", "meta": {"tags": ["x", "\udfff"]}},
+        {"id": "d", "text": "Fine text.", "\udc80": 1},
+        {"id": "e", "text": "An escaped pair \U0001F600 is one character."},
+        {"text": "No id: the id is derived.", "title": "\udbff"},
+        {"text": "No id, nothing wrong."},
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="ascii")  # "\\ud800" escapes
+    docs, skips = read(path)
+    assert [(d.id, d.text) for d in docs] == [("a", "Good one."), ("e", rows[4]["text"]), ("c.jsonl:7", rows[6]["text"])]
+    assert [(reason, line, detail.split(" holds")[0]) for reason, _, line, detail in skips] == [
+        ("invalid_unicode", 2, "field 'id'"),
+        ("invalid_unicode", 3, "field 'meta.tags[1]'"),
+        ("invalid_unicode", 4, "field '\\udc80'"),
+        ("invalid_unicode", 6, "field 'title'"),
+    ]
+    assert all(json.dumps(d.to_record(), ensure_ascii=False).encode("utf-8") for d in docs)
+
+
 def test_byte_order_mark_and_crlf_lines(tmp_path):
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"text": "first"}\r\n{"text": "second"}\r\n')

@@ -377,6 +377,16 @@ def test_the_token_that_ended_a_sequence_is_left_out(chat):
     assert read(_choice([7, 8, 3], "stop", chat), frozenset({2})) == ([7, 8, 3], [-0.1, -0.2, -0.3])
 
 
+@pytest.mark.parametrize("chat", [False, True])
+def test_an_unpaired_surrogate_a_server_sends_becomes_a_replacement_character(chat):
+    """JSON can carry "\\ud800", which no stage could write out as UTF-8: the completion gets U+FFFD
+    there (as the local backends decode bytes they cannot); a pair stays one character."""
+    from rationalyst.lm.openai_compat import completion_from_choice
+
+    choice = json.loads(json.dumps(_choice([7], "stop", chat)).replace('"x"', '"a \\ud800 b \\ud83d\\ude00"'))
+    assert completion_from_choice(choice, chat=chat).text == "a \ufffd b \U0001F600"
+
+
 def test_generate_leaves_out_the_eos_vllm_keeps():
     """Through the backend, as vLLM's /v1/completions answers a sequence that ended on its EOS."""
     model, _ = _model(lambda payload, path: (200, {"choices": [_choice([7, 8, 2], "stop", stop_reason=None)]}))

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from rationalyst.data.records import MAX_DEPTH
-from rationalyst.runs import read_json_lines
+import pytest
+
+from rationalyst.data.records import MAX_DEPTH, lone_surrogate_at
+from rationalyst.lm import Completion, ContinuationScore, LanguageModel
+from rationalyst.runs import RunDir, read_json_lines, read_records
+from rationalyst.stages import extract, filter as filter_stage
 from rationalyst.stages.train import read_kept_records
+
+SURROGATE_SKIP = "invalid unicode (an unpaired surrogate escape)"
 
 
 def _nested(depth: int) -> dict:
@@ -73,20 +80,109 @@ def test_a_record_holding_an_unpaired_surrogate_is_skipped_with_its_line(tmp_pat
     assert skipped == [("invalid unicode (an unpaired surrogate escape)", n) for n in (2, 3, 4)]
 
 
-def test_the_shard_writer_refuses_an_unwritable_record_and_keeps_the_others(tmp_path):
-    """An unencodable record fails at its own write, with its id; the records before it still reach disk."""
-    import pytest
+def test_lone_surrogate_at_names_the_field_that_holds_one():
+    """The one check every reader uses: any string, keys included, at any depth; a pair is one character."""
+    assert lone_surrogate_at({"id": "a", "text": "fine \U0001F600", "meta": {"n": [1, None, {"k": "v"}]}}) is None
+    assert lone_surrogate_at({"id": "a", "text": "bad \udc80"}) == "text"
+    assert lone_surrogate_at({"id": "c\ud800", "text": "fine"}) == "id"
+    assert lone_surrogate_at({"meta": {"tags": ["x", "\udbff"]}}) == "meta.tags[1]"
+    assert lone_surrogate_at({"meta": {"\udfff": 1}}) == "meta.\\udfff"  # the key, its surrogate escaped
+    assert lone_surrogate_at("\ud800") == ""
+    assert lone_surrogate_at({"text": "\ud83d\ude00"}) == "text"  # two lone halves in a Python str are no pair
 
-    from rationalyst.config import StrictModel
-    from rationalyst.runs import RunDir, read_records
 
-    class Config(StrictModel):
-        seed: int = 1
+def _rationale(doc_id: str, **fields) -> dict:
+    return {"id": f"{doc_id}:0", "doc_id": doc_id, "source": "s", "position": 0, "preceding": "A is 2.",
+            "rationale": "Because B is next.", "following": " B is 3.", **fields}
 
-    run = RunDir(tmp_path / "run", Config(), stage="test")
-    with run.writer() as writer:
-        writer.write({"id": "a", "text": "fine"})
-        with pytest.raises(ValueError, match="'b'.*surrogate"):
-            writer.write({"id": "b", "text": "bad \ud800"})
-        writer.write({"id": "c", "text": "fine too"})
-    assert [r["id"] for r in read_records(tmp_path / "run")] == ["a", "c"]
+
+# Filter input: good records around bad ones, a lone surrogate in the text (line 2), the id (line 4) and a
+# meta field (line 5); json.dumps writes each as a JSON escape ("\\ud800"), as a foreign tool would.
+FILTER_RECORDS = [
+    _rationale("g1"),
+    _rationale("t", preceding="A is \ud800 2."),
+    _rationale("g2"),
+    _rationale("i") | {"id": "i\udc00:0"},
+    _rationale("m", meta={"tags": ["ok", "\udbff"]}),
+    _rationale("g3"),
+]
+
+
+class _Scorer(LanguageModel):
+    """A pure-Python scorer: every continuation character is a token of log-prob -1."""
+
+    name = "fake-scorer"
+
+    def generate(self, prompts, params):
+        raise NotImplementedError
+
+    def score_many(self, requests):
+        return [[ContinuationScore(list(range(len(c))), [-1.0] * len(c)) for c in r.continuations] for r in requests]
+
+
+class _NoModel(_Scorer):
+    def score_many(self, requests):
+        raise AssertionError("a finished run must not score again")
+
+    def generate(self, prompts, params):
+        raise AssertionError("a finished run must not generate again")
+
+
+def test_filter_skips_and_counts_records_holding_an_unpaired_surrogate(tmp_path):
+    """The filter's reader skips them with file and line, scores and writes every good record, and a
+    rerun of the finished run does nothing (before, the first shard's flush died, on every rerun)."""
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in FILTER_RECORDS), encoding="ascii")
+    run = RunDir(tmp_path / "read", filter_stage.FilterConfig(input=path, output=tmp_path / "read"), stage="filter")
+    assert [r["id"] for r in filter_stage.read_rationale_records(path, run)] == ["g1:0", "g2:0", "g3:0"]
+    assert run.skipped == {SURROGATE_SKIP: 3}
+
+    config = filter_stage.FilterConfig(input=path, output=tmp_path / "out")
+    summary = filter_stage.run(config, model=_Scorer())
+    assert sorted(r["id"] for r in read_records(config.output)) == ["g1:0", "g2:0", "g3:0"]
+    assert summary.skipped == {SURROGATE_SKIP: 3}
+    manifest = json.loads((config.output / "manifest.json").read_text())
+    assert manifest["counts"]["skipped"] == {SURROGATE_SKIP: 3}
+    assert [(e["file"], e["line"]) for e in manifest["skipped_examples"]] == [(str(path), n) for n in (2, 4, 5)]
+    shards = sorted(p.name for p in (config.output / "shards").iterdir())
+    filter_stage.run(config, model=_NoModel())
+    assert sorted(p.name for p in (config.output / "shards").iterdir()) == shards
+    assert sorted(r["id"] for r in read_records(config.output)) == ["g1:0", "g2:0", "g3:0"]
+
+
+class _Generator(_Scorer):
+    """Answers every extraction prompt with one short rationale."""
+
+    def generate(self, prompts, params):
+        text = "Because the numbers add up."
+        return [[Completion(text, [1, 2, 3, 4, 5], [0.0] * 5, "stop")] for _ in prompts]
+
+
+def test_extract_skips_and_counts_documents_holding_an_unpaired_surrogate(tmp_path):
+    """The extract stage's reader skips them with file and line; every good document is extracted and
+    a rerun of the finished run does nothing."""
+    text = "Tom has 3 apples and buys 2 more. So he has 5 apples now. He eats one of them later."
+    docs = [
+        {"id": "g1", "text": text, "source": "gsm8k"},
+        {"id": "t", "text": text.replace("2 more", "2 \ud800 more"), "source": "gsm8k"},
+        {"id": "g2", "text": text, "source": "web"},
+        {"id": "i\udc00", "text": text, "source": "gsm8k"},
+        {"id": "m", "text": text, "source": "gsm8k", "meta": {"fields": {"title": "\udbff"}}},
+        {"id": "g3", "text": text, "source": "gsm8k"},
+    ]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="ascii")  # lines 2, 4, 5: "\\ud800"
+    config = extract.ExtractConfig(input=path, output=tmp_path / "out", min_preceding_chars=20, max_new_tokens=24)
+    run = RunDir(tmp_path / "read", config, stage="extract")
+    assert [d.id for d in extract.read_documents(path, run, config)] == ["g1", "g2", "g3"]
+    assert run.skipped == {SURROGATE_SKIP: 3}
+
+    counts = extract.run(config, model=_Generator())
+    assert counts["documents_extracted"] == 3 and counts["skipped"] == {SURROGATE_SKIP: 3}
+    assert sorted(r["id"] for r in read_records(Path(config.output) / extract.DOCUMENTS_DIR)) == ["g1", "g2", "g3"]
+    assert {r["doc_id"] for r in read_records(config.output)} == {"g1", "g2", "g3"}
+    manifest = json.loads((config.output / "manifest.json").read_text())
+    assert [(e["file"], e["line"]) for e in manifest["skipped_examples"]] == [(str(path), n) for n in (2, 4, 5)]
+    written = sorted(r["id"] for r in read_records(config.output))
+    assert extract.run(config, model=_NoModel()) == counts
+    assert sorted(r["id"] for r in read_records(config.output)) == written

@@ -326,6 +326,22 @@ def test_duplicate_ids_are_rejected(tmp_path):
                 writer.write(bad)
 
 
+def test_an_unencodable_record_fails_at_its_own_write_and_the_shard_keeps_the_others(tmp_path):
+    """A lone surrogate cannot be written as UTF-8: the write of that record raises, naming its id and
+    field, and adds nothing (the id stays free); the records buffered before it and written after it
+    all reach disk (the error used to come at the flush and take the whole shard with it)."""
+    run = RunDir(tmp_path / "run", Cfg(), stage="demo")
+    with run.writer(shard_size=2) as writer:
+        writer.write({"id": "a", "text": "fine"})
+        with pytest.raises(ValueError, match=r"record 'b', field 'meta.tags\[1\]': an unpaired surrogate"):
+            writer.write({"id": "b", "meta": {"tags": ["x", "bad \ud800"]}})
+        writer.write({"id": "c", "text": "ü fine too"})  # the shard of a and c is flushed here
+        writer.write({"id": "b", "meta": {"tags": ["x", "mended"]}})
+        assert writer.written == 3
+    assert [r["id"] for r in run.records()] == ["a", "c", "b"]
+    assert [p.name for p in run.shard_paths()] == ["part-00000.jsonl", "part-00001.jsonl"]
+
+
 def test_skips_are_counted_in_the_manifest(tmp_path):
     run = RunDir(tmp_path / "run", Cfg(), stage="demo")
     for line in range(1, 151):

@@ -42,7 +42,7 @@ from pydantic import BaseModel
 
 import rationalyst
 from rationalyst.config import config_hash
-from rationalyst.data.records import SkipReporter, json_objects
+from rationalyst.data.records import SkipReporter, json_objects, lone_surrogate_at
 from rationalyst.errors import InputError, RationalystError
 
 logger = logging.getLogger(__name__)
@@ -485,7 +485,8 @@ class ShardWriter:
         self._last_flush = time.monotonic()
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Add one record (a JSON object with a string ``id``); a repeated id raises ValueError."""
+        """Add one record (a JSON object with a string ``id``); a repeated id, or a string that cannot
+        be encoded as UTF-8 (an unpaired surrogate), raises ValueError and the record is not added."""
         if self.closed:
             raise RuntimeError("the writer is closed")
         if not isinstance(record, Mapping):
@@ -495,12 +496,13 @@ class ShardWriter:
             raise ValueError(f"a record needs a non-empty string 'id', got {record_id!r}")
         if record_id in self._ids:
             raise ValueError(f"duplicate record id {record_id!r} in {self.run.path}")
-        # Serialize and encode now: errors surface at the record (not at a flush, with the buffer), and
-        # later edits of the record don't leak in.
+        # Serialize and encode now: an unencodable record fails here, alone (not at a flush, with the
+        # buffered shard), and later edits of the record don't leak in.
         try:
             line = json.dumps(record, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"record {record_id!r} holds an unpaired surrogate code point: it cannot be written as UTF-8") from None
+            field = lone_surrogate_at(record)
+            raise ValueError(f"record {record_id!r}, field '{field}': an unpaired surrogate cannot be written as UTF-8") from None
         self._ids.add(record_id)
         self._buffer.append(line)
         self.written += 1

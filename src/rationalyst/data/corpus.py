@@ -29,8 +29,9 @@ used as they are; this module does not deduplicate them (that would need memory 
 corpus).
 
 **Skip and count, never crash on data.** A bad record (malformed JSON, a line that is not valid UTF-8,
-JSON that is not an object, a missing / null / non-string / empty text field, an invalid id) is
-skipped and reported through ``on_skip(reason, file, line, detail)``; ``reason`` is one of the
+JSON that is not an object, a missing / null / non-string / empty text field, an invalid id, a
+string anywhere in the record holding an unpaired surrogate, which cannot be written out) is skipped
+and reported through ``on_skip(reason, file, line, detail)``; ``reason`` is one of the
 ``SKIP_*`` constants below, ``file`` the file's path, ``line`` the 1-based line (row) number or None
 when the problem concerns a whole file, ``detail`` a message naming the field. A stage forwards these
 to `RunDir.skip` so its manifest counts them::
@@ -64,8 +65,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rationalyst.data.hub import HF_PREFIX, load_hub_dataset, parse_hf_spec
-from rationalyst.data.records import has_lone_surrogate
 from rationalyst.data.hub import hub_reachable as _hub_reachable
+from rationalyst.data.records import lone_surrogate_at
 from rationalyst.errors import InputError, RationalystError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ SKIP_NOT_OBJECT = "not_an_object"  # the line is JSON but not an object
 SKIP_MISSING_TEXT = "missing_text"  # the text field (or column) is absent or null
 SKIP_TEXT_NOT_STRING = "text_not_string"  # the text field holds a number, list, object, ...
 SKIP_EMPTY_TEXT = "empty_text"  # the text is empty or whitespace only
-SKIP_INVALID_UNICODE = "invalid_unicode"  # the text holds lone surrogates (from JSON escapes), unencodable
+SKIP_INVALID_UNICODE = "invalid_unicode"  # a string (text, id, any field) holds a lone surrogate, unencodable
 SKIP_BAD_ID = "bad_id"  # the id field is present but not a non-empty string or an integer
 SKIP_BAD_CHOICES = "bad_choices"  # read_questions: ``choices`` is present but not a list
 SKIP_READ_ERROR = "read_error"  # a file could not be opened or read to its end (truncated, corrupt)
@@ -102,7 +103,6 @@ _DECOMPRESSED_BUFFER = 1 << 16  # decompressed bytes buffered for splitting into
 _BATCH_ROWS = 256  # Parquet / Arrow rows converted to Python at a time
 _LOGGED_SKIPS = 20  # without on_skip, this many skips are logged as warnings, the rest at debug level
 _BOM = b"\xef\xbb\xbf"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 
 
@@ -485,10 +485,10 @@ def _make_document(record: Any, unit_rel: str, n: int, position: str, ctx: _Cont
     if not isinstance(record, Mapping):
         raise _Skip(SKIP_NOT_OBJECT, f"the record is {_json_type(record)}, not an object")
     text = ctx.text_of(record)
-    if _SURROGATE.search(text):
-        raise _Skip(SKIP_INVALID_UNICODE, "the text holds unpaired surrogate code points and cannot be encoded as UTF-8")
-    if has_lone_surrogate(record):  # the id, or a field kept in meta
-        raise _Skip(SKIP_INVALID_UNICODE, "a field holds unpaired surrogate code points and cannot be encoded as UTF-8")
+    where = lone_surrogate_at(record)  # the text, the id, or a field kept in meta: all are written out
+    if where is not None:
+        detail = f"field '{where}' holds an unpaired surrogate (a JSON escape such as \\ud800): it cannot be written as UTF-8"
+        raise _Skip(SKIP_INVALID_UNICODE, detail)
     doc_id = None
     if ctx.id_field is not None:
         value = record.get(ctx.id_field)

@@ -3,8 +3,9 @@
 Stages hand records to each other as JSON lines (`rationalyst.runs.read_json_lines` reads a run
 directory's shards with this). The reader here yields each JSON object with where it
 came from (file and 1-based line), and reports lines it cannot use (invalid UTF-8, malformed JSON, not
-an object, nested deeper than `MAX_DEPTH`, a string holding an unpaired surrogate) to ``on_skip(reason, file, line)`` (a stage passes its
-run's `RunDir.skip`, which counts them in the manifest); the stage then checks its own fields.
+an object, nested deeper than `MAX_DEPTH`, a string holding an unpaired surrogate) to
+``on_skip(reason, file, line)`` (a stage passes its run's `RunDir.skip`, which counts them in the
+manifest); the stage then checks its own fields.
 An unpaired surrogate (a JSON escape such as ``"\ud800"``, which Python's reader accepts) cannot be
 written as UTF-8: a record holding one would fail every later write of it, so it is skipped here.
 Deep nesting is refused here because Python's JSON reader raises ``RecursionError`` on it (about 1,000
@@ -29,25 +30,37 @@ MAX_DEPTH = 100
 """Records nested deeper than this (arrays and objects) are skipped; this project's records use < 10."""
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins a pair into one character
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins an escaped pair into one character
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # the only way one gets into a valid UTF-8 line
 
 
-def has_lone_surrogate(value: Any) -> bool:
-    """Whether any string of ``value`` (keys included, nested in objects and arrays) holds an unpaired
-    surrogate code point, which cannot be encoded as UTF-8."""
-    stack = [value]
+def lone_surrogate_at(value: Any) -> str | None:
+    """Where ``value`` holds an unpaired surrogate code point, which cannot be encoded as UTF-8; None if
+    nowhere. Every string counts, keys included, at any depth of objects and arrays (the walk is
+    iterative). The answer names the field for messages: ``meta.tags[1]``; a bad key with its surrogate
+    escaped (``meta.\\udfff``); ``""`` for ``value`` itself. Every reader of records uses this one check."""
+    stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
-        item = stack.pop()
+        item, path = stack.pop()
         if isinstance(item, str):
             if _LONE_SURROGATE.search(item):
-                return True
+                return path
         elif isinstance(item, Mapping):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            for key, child in item.items():
+                name = str(key)
+                if _LONE_SURROGATE.search(name):
+                    name = name.encode("utf-8", "backslashreplace").decode("utf-8")
+                    return f"{path}.{name}" if path else name
+                stack.append((child, f"{path}.{name}" if path else name))
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return False
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with each unpaired surrogate replaced by U+FFFD, as a UTF-8 decoder with
+    ``errors="replace"`` treats bytes it cannot decode (for text a model server sent as JSON)."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _nested_deeper_than(value: Any, limit: int) -> bool:
@@ -90,7 +103,7 @@ def json_objects(file: Path, on_skip: SkipReporter) -> Iterator[tuple[Path, int,
             if _nested_deeper_than(record, MAX_DEPTH):
                 on_skip("malformed JSON (nested too deeply)", file, line_no)
                 continue
-            if _SURROGATE_ESCAPE.search(raw) and has_lone_surrogate(record):
+            if _SURROGATE_ESCAPE.search(raw) and lone_surrogate_at(record) is not None:
                 on_skip("invalid unicode (an unpaired surrogate escape)", file, line_no)
                 continue
             yield file, line_no, record

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from rationalyst.data.records import replace_lone_surrogates
 from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.lm.base import (
     Completion,
@@ -216,8 +217,12 @@ def completion_from_choice(choice: dict, *, chat: bool, end_ids: frozenset[int] 
     where vLLM says so (``stop_reason`` None for its EOS, the token id for a stop token; a string is a
     stop string, whose tokens are all text) or where the last id is one of ``end_ids`` (the
     tokenizer's end-of-sequence ids, for servers that do not send ``stop_reason``).
+
+    An unpaired surrogate in the text (a JSON escape such as ``"\\ud800"``) becomes U+FFFD, as the local
+    backends decode bytes they cannot: a stage writing the text out could not encode it as UTF-8.
     """
     text = (choice["message"].get("content") or "") if chat else (choice.get("text") or "")
+    text = replace_lone_surrogates(text)
     logprobs = choice.get("logprobs") or {}
     if chat:
         content = logprobs.get("content") or []
