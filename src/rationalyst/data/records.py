@@ -57,12 +57,6 @@ def lone_surrogate_at(value: Any) -> str | None:
     return None
 
 
-def replace_lone_surrogates(text: str) -> str:
-    """``text`` with each unpaired surrogate replaced by U+FFFD, as a UTF-8 decoder with
-    ``errors="replace"`` treats bytes it cannot decode (for text a model server sent as JSON)."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
-
-
 def _nested_deeper_than(value: Any, limit: int) -> bool:
     """Whether ``value`` nests arrays/objects more than ``limit`` levels (iterative: no recursion)."""
     stack = [(value, 1)]

@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from rationalyst.data.records import replace_lone_surrogates
 from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.lm.base import (
     Completion,
@@ -59,6 +58,8 @@ from rationalyst.lm.base import (
 from rationalyst.lm.boundary import count_context_tokens
 from rationalyst.lm.tokenization import HFTextCodec
 
+#: An unpaired surrogate code point: JSON text can hold one (an escape such as "\\ud800"), UTF-8 cannot.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 log = logging.getLogger(__name__)
 
 #: Most |sampled - echoed| log-prob of the same token after the same prompt (`OpenAIModel._check_echo`).
@@ -222,7 +223,7 @@ def completion_from_choice(choice: dict, *, chat: bool, end_ids: frozenset[int] 
     backends decode bytes they cannot: a stage writing the text out could not encode it as UTF-8.
     """
     text = (choice["message"].get("content") or "") if chat else (choice.get("text") or "")
-    text = replace_lone_surrogates(text)
+    text = _LONE_SURROGATE.sub("\ufffd", text)
     logprobs = choice.get("logprobs") or {}
     if chat:
         content = logprobs.get("content") or []
