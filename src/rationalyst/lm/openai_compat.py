@@ -60,6 +60,7 @@ from rationalyst.lm.tokenization import HFTextCodec
 
 #: An unpaired surrogate code point: JSON text can hold one (an escape such as "\\ud800"), UTF-8 cannot.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 log = logging.getLogger(__name__)
 
 #: Most |sampled - echoed| log-prob of the same token after the same prompt (`OpenAIModel._check_echo`).
