@@ -99,6 +99,7 @@ from rationalyst.lm import LanguageModel, SamplingParams, load_model
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.registry import ModelConfig
 from rationalyst.runs import RunDir, read_json_lines
+from rationalyst.search.heuristics import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +413,7 @@ class ExtractWorker:
         """One prompt's sampling; sampled, its seed is drawn from the config's and the prompt's ``key``
         (document id, insertion point), so a prompt samples alike in any batch and after a resume."""
         c = self.config
-        seed = None if c.seed is None else prompt_seed(c.seed, *key)
+        seed = None if c.seed is None else derive_seed(c.seed, *key)
         return SamplingParams(  # the extractor's text is all that is read: no log-probs
             temperature=c.temperature, top_p=c.top_p, seed=seed, max_new_tokens=max_new_tokens, stop=stop,
             logprobs=False,
@@ -537,12 +538,6 @@ def read_documents(path: Path, run: RunDir, config: ExtractConfig) -> Iterator[D
         source = record.get("source")
         source = source if isinstance(source, str) and source else "unknown"
         yield Document(doc_id, text, source, config.kind_for(source))
-
-
-def prompt_seed(seed: int, *key: object) -> int:
-    """A sampled prompt's own 31-bit seed: the first 4 bytes of sha256(seed, key...)."""
-    digest = hashlib.sha256("\x00".join(str(part) for part in (seed, *key)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def sample_rank(seed: int, doc_id: str) -> int:
