@@ -479,6 +479,25 @@ def test_complete_run_is_not_redone_and_config_change_is_refused(tmp_path):
     assert redone["rationales"] == 3
 
 
+def test_an_edited_prompt_file_is_refused_on_resume(tmp_path):
+    """The config names the prompts by their folder: an edit of a file (its digest is kept at the start)
+    is a change of the run, as a config change is; an unchanged folder resumes, --overwrite starts over."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    packaged = Path(extract.__file__).parent.parent / "prompts" / "extract"
+    for kind in extract.KINDS:
+        (prompts / f"{kind}.yaml").write_text((packaged / f"{kind}.yaml").read_text())
+    first = extract.run(config(tmp_path, prompts_dir=prompts), model=FakeModel(lambda i, p: "Some reason."))
+    assert extract.run(config(tmp_path, prompts_dir=prompts), model=NoModel()) == first
+    web = prompts / "web.yaml"
+    web.write_text(web.read_text() + "\n# edited\n")
+    with pytest.raises(extract.RationalystError, match="the extraction prompt web.yaml changed since the run"):
+        extract.run(config(tmp_path, prompts_dir=prompts), model=NoModel())
+    redone = extract.run(config(tmp_path, prompts_dir=prompts, overwrite=True), model=FakeModel(lambda i, p: "Other."))
+    assert redone["rationales"] == first["rationales"]
+    assert {r["rationale"] for r in read_records(tmp_path / "out")} == {"Other."}
+
+
 class FailsOn(FakeModel):
     """Raises ``error`` for any prompt holding ``marker``; answers the others."""
 

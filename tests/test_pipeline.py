@@ -108,6 +108,52 @@ def test_an_added_method_runs_alone_and_finished_eval_runs_stay(first_run):
     assert len(list(read_records(runs["random"]))) == 2
 
 
+def test_an_edited_solve_prompt_file_reruns_the_eval_runs_it_decides(first_run):
+    """The recipe names the agent's prompt by its folder: an edit of the file re-runs the eval runs
+    (not the stages before), a direct eval refuses to resume them, and an unchanged file skips eval."""
+    tmp, _, _, _ = first_run
+    prompts = tmp / "solve-prompts"
+    prompts.mkdir(exist_ok=True)
+    packaged = Path(eval_stage.__file__).parent.parent / "prompts" / "solve" / "arithmetic.yaml"
+    (prompts / "arithmetic.yaml").write_text(packaged.read_text())
+    bench = {"name": "gsm8k", "source": str(FIXTURES / "benchmarks" / "gsm8k.jsonl"), "limit": 2, "solve_prompts": str(prompts)}
+    recipe = write_recipe(tmp, tmp / "run", **{"eval.benchmarks": [bench], "eval.methods": ["cot"]})
+    assert statuses(pipeline.run(load_config(pipeline.PipelineConfig, recipe)))["eval"] == "ran"
+    assert statuses(pipeline.run(load_config(pipeline.PipelineConfig, recipe)))["eval"] == "skipped"
+    cot = tmp / "run" / "eval" / "gsm8k" / "cot"
+    before = json.loads((cot / "config.json").read_text())["inputs"]
+
+    edited = packaged.read_text().replace("Solve the problem step by step.", "Solve the problem carefully, step by step.")
+    (prompts / "arithmetic.yaml").write_text(edited)
+    config = load_config(pipeline.PipelineConfig, recipe)
+    with pytest.raises(RationalystError, match="the agent's prompt changed since the run"):
+        eval_stage.run(config.eval)
+    result = pipeline.run(config)
+    assert statuses(result) == {**{s: "skipped" for s in ("select", "extract", "filter", "train")}, "eval": "ran", "report": "ran"}
+    after = json.loads((cot / "config.json").read_text())["inputs"]
+    assert set(after) == set(before) == {"the agent's prompt"} and after != before
+    assert len(list(read_records(cot))) == 2 and (cot / "manifest.json").exists()
+    pipeline.run(load_config(pipeline.PipelineConfig, write_recipe(tmp, tmp / "run")))  # as the other tests expect
+
+
+def test_an_extract_prompt_folder_is_part_of_the_extract_fingerprint(tmp_path):
+    """Extract's fingerprint is its config hash alone with the packaged prompts (a recipe's fingerprint
+    stays across an upgrade), and changes with the content of a prompt folder's files."""
+    from rationalyst.config import config_hash
+    from rationalyst.stages.extract import ExtractConfig
+
+    packaged = ExtractConfig(input=tmp_path, output=tmp_path / "out")
+    assert pipeline._section_hash("extract", packaged) == config_hash(packaged)
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "math.yaml").write_text("boundary: {}\n")
+    folder = packaged.model_copy(update={"prompts_dir": prompts})
+    first = pipeline._section_hash("extract", folder)
+    assert first != config_hash(folder) and pipeline._section_hash("extract", folder) == first
+    (prompts / "math.yaml").write_text("boundary: {system: x}\n")
+    assert pipeline._section_hash("extract", folder) != first
+
+
 def test_eval_starts_over_whole_when_a_stage_before_it_changed(tmp_path, monkeypatch):
     """Refresh (keep the unchanged runs) only after an edit of the eval section alone; a changed stage
     before it (another rationalist at the same path) starts every eval run over."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rationalyst.data.records import MAX_DEPTH, lone_surrogate_at
+from rationalyst.data.records import MAX_DEPTH, lone_surrogate_at, non_finite_at
 from rationalyst.lm import Completion, ContinuationScore, LanguageModel
 from rationalyst.runs import RunDir, read_json_lines, read_records
 from rationalyst.stages import extract, filter as filter_stage
@@ -78,6 +78,25 @@ def test_a_record_holding_an_unpaired_surrogate_is_skipped_with_its_line(tmp_pat
     assert [(line, r["doc_id"]) for _, line, r in got] == [(1, "good"), (5, "pair"), (6, "text")]
     assert got[1][2]["text"] == "\U0001F600" and got[2][2]["text"] == "a literal \\ud800"
     assert skipped == [("invalid unicode (an unpaired surrogate escape)", n) for n in (2, 3, 4)]
+
+
+def test_a_record_holding_a_number_json_cannot_hold_is_skipped_with_its_line(tmp_path):
+    """Python's reader takes NaN, Infinity and 1e999 (infinite), which no JSON writer may write back: such
+    a record is skipped and reported; the same spellings inside strings, and large finite numbers, are fine."""
+    lines = [
+        '{"doc_id": "good", "score": 1e308}',
+        '{"doc_id": "nan", "score": NaN}',
+        '{"doc_id": "inf", "meta": {"scores": [1, -Infinity]}}',
+        '{"doc_id": "big", "score": 1e999}',
+        '{"doc_id": "text", "text": "NaN and Infinity and 1e999 as words", "n": 2.5E+300}',
+    ]
+    path = tmp_path / "x.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    skipped = []
+    got = list(read_json_lines(path, lambda reason, file, line: skipped.append((reason, line)), stage="filter"))
+    assert [(line, r["doc_id"]) for _, line, r in got] == [(1, "good"), (5, "text")]
+    assert skipped == [("a number JSON cannot hold (NaN or infinite)", n) for n in (2, 3, 4)]
+    assert non_finite_at({"a": [1.0, {"b": float("inf")}]}) == "a[1].b" and non_finite_at({"a": 1e308}) is None
 
 
 def test_lone_surrogate_at_names_the_field_that_holds_one():

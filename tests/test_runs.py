@@ -298,6 +298,34 @@ def test_changed_config_is_a_clear_error_and_overwrite_starts_over(tmp_path):
         RunDir(tmp_path / "run", Cfg(seed=2), stage="demo", mode="append")
 
 
+def test_a_changed_input_digest_is_a_clear_error_and_a_run_without_digests_takes_them(tmp_path):
+    """The digests of what the config names only by path (prompt files) are kept in config.json at the
+    start: resuming with another digest of a kept input is refused naming it; a run started before
+    that input was digested is resumed and keeps the digest of its reopening."""
+    path = tmp_path / "run"
+    run = RunDir(path, Cfg(), stage="demo", inputs={"the prompt a.yaml": "1111"})
+    write_all(run)
+    with pytest.raises(RationalystError) as err:
+        RunDir(path, Cfg(), stage="demo", inputs={"the prompt a.yaml": "2222"})
+    assert "the prompt a.yaml changed since the run" in str(err.value) and "--overwrite" in str(err.value)
+    again = RunDir(path, Cfg(), stage="demo", inputs={"the prompt a.yaml": "1111", "the prompt b.yaml": "3333"})
+    assert again.is_complete() and len(list(again.records())) == len(list(ITEMS()))
+    assert json.loads((path / "config.json").read_text())["inputs"] == {"the prompt a.yaml": "1111", "the prompt b.yaml": "3333"}
+    with pytest.raises(RationalystError, match="the prompt b.yaml changed"):
+        RunDir(path, Cfg(), stage="demo", inputs={"the prompt b.yaml": "4444"})
+    fresh = RunDir(path, Cfg(), stage="demo", inputs={"the prompt b.yaml": "4444"}, mode="overwrite")
+    assert fresh.done_ids() == set() and json.loads((path / "config.json").read_text())["inputs"] == {"the prompt b.yaml": "4444"}
+    # A run made before digests were kept (its config.json has none) resumes and takes them.
+    old = tmp_path / "old"
+    write_all(RunDir(old, Cfg(), stage="demo"))
+    info = json.loads((old / "config.json").read_text())
+    del info["inputs"]
+    (old / "config.json").write_text(json.dumps(info))
+    assert RunDir(old, Cfg(), stage="demo", inputs={"the prompt a.yaml": "1111"}).is_complete()
+    with pytest.raises(RationalystError, match="the prompt a.yaml changed"):
+        RunDir(old, Cfg(), stage="demo", inputs={"the prompt a.yaml": "2222"})
+
+
 def test_shards_without_config_are_not_resumed(tmp_path):
     (tmp_path / "run" / "shards").mkdir(parents=True)
     (tmp_path / "run" / "shards" / "part-00000.jsonl").write_text('{"id": "x"}\n')
@@ -340,6 +368,22 @@ def test_an_unencodable_record_fails_at_its_own_write_and_the_shard_keeps_the_ot
         assert writer.written == 3
     assert [r["id"] for r in run.records()] == ["a", "c", "b"]
     assert [p.name for p in run.shard_paths()] == ["part-00000.jsonl", "part-00001.jsonl"]
+
+
+def test_a_record_with_a_number_json_cannot_hold_fails_at_its_own_write(tmp_path):
+    """NaN and infinities are not JSON (Python would write NaN, which jq, JavaScript and strict readers
+    refuse): the write raises naming the record and field and adds nothing; the others reach disk."""
+    run = RunDir(tmp_path / "run", Cfg(), stage="demo")
+    with run.writer(shard_size=10) as writer:
+        writer.write({"id": "a", "score": -1.5})
+        with pytest.raises(ValueError, match=r"record 'b', field 'scores\[1\]': JSON cannot hold a NaN"):
+            writer.write({"id": "b", "scores": [0.0, float("nan")]})
+        with pytest.raises(ValueError, match=r"record 'c', field 'meta.delta': JSON cannot hold"):
+            writer.write({"id": "c", "meta": {"delta": float("-inf")}})
+        writer.write({"id": "b", "scores": [0.0, None]})
+        assert writer.written == 2
+    text = run.shard_paths()[0].read_text()
+    assert [json.loads(line)["id"] for line in text.splitlines()] == ["a", "b"] and "NaN" not in text
 
 
 def test_skips_are_counted_in_the_manifest(tmp_path):

@@ -51,7 +51,12 @@ def _result_values(value: Any) -> Any:
 
 def config_hash(config: BaseModel) -> str:
     """A stable hash of the config values that decide a run's results (see `execution_fields`)."""
-    payload = json.dumps(_result_values(config), sort_keys=True, separators=(",", ":"), default=str)
+    return content_digest(_result_values(config))
+
+
+def content_digest(value: Any) -> str:
+    """A stable short hash of a JSON-like value (e.g. the text of the prompt files a run reads)."""
+    payload = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

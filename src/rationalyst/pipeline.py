@@ -39,13 +39,13 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from rationalyst.config import StrictModel, config_hash
+from rationalyst.config import StrictModel, config_hash, content_digest
 from rationalyst.data.benchmarks.generated import write_generated_corpus
 from rationalyst.errors import RationalystError
 from rationalyst.lm.memory import release_memory
 from rationalyst.runs import atomic_write, dumps, read_json
-from rationalyst.stages.eval import EvalConfig
-from rationalyst.stages.extract import ExtractConfig
+from rationalyst.stages.eval import EvalConfig, run_inputs
+from rationalyst.stages.extract import ExtractConfig, prompt_inputs
 from rationalyst.stages.filter import FilterConfig
 from rationalyst.stages.select import SelectConfig
 from rationalyst.stages.train import TrainConfig
@@ -171,6 +171,19 @@ def _fingerprint(previous: str, own: str) -> str:
     return hashlib.sha256(f"{previous}:{own}".encode()).hexdigest()[:16]
 
 
+def _section_hash(stage: str, section: Any) -> str:
+    """A stage section's config hash, and the contents of the prompt files it reads from a folder of the
+    user's (extract's prompts_dir, a benchmark's solve_prompts): an edited prompt re-runs the stage (eval:
+    only the runs it decides). The packaged prompts are left out, as the code is: a recipe's fingerprint
+    stays the same across an upgrade."""
+    own = config_hash(section)
+    if stage == "extract" and section.prompts_dir is not None:
+        return content_digest([own, prompt_inputs(section)])
+    if stage == "eval" and any(ref.solve_prompts is not None for ref in section.benchmarks):
+        return content_digest([own, [run_inputs(ref) for ref in section.benchmarks if ref.solve_prompts is not None]])
+    return own
+
+
 class PipelineState:
     """``pipeline.json``: per stage, the fingerprint it ran with and whether it completed."""
 
@@ -273,12 +286,12 @@ def run(
     for stage, section, runner in _stage_runners(config):
         if not first <= STAGES.index(stage) <= last:
             if section is not None:
-                fingerprint = _fingerprint(fingerprint, config_hash(section))
+                fingerprint = _fingerprint(fingerprint, _section_hash(stage, section))
             continue
         # The report (no section) is cheap and reads every eval run: it is always rewritten.
         upstream = fingerprint
         if section is not None:
-            fingerprint = _fingerprint(fingerprint, config_hash(section))
+            fingerprint = _fingerprint(fingerprint, _section_hash(stage, section))
         if section is not None and state.is_done(stage, fingerprint):
             result.stages.append(StageOutcome(stage, "skipped", 0.0))
             if on_stage:

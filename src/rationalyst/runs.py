@@ -42,7 +42,7 @@ from pydantic import BaseModel
 
 import rationalyst
 from rationalyst.config import config_hash
-from rationalyst.data.records import SkipReporter, json_objects, lone_surrogate_at
+from rationalyst.data.records import SkipReporter, json_objects, lone_surrogate_at, non_finite_at
 from rationalyst.errors import InputError, RationalystError
 
 logger = logging.getLogger(__name__)
@@ -206,6 +206,13 @@ def is_complete_manifest(manifest: Any, config_hash: str | None) -> bool:
     return isinstance(manifest, dict) and manifest.get("status") == "complete" and manifest.get("config_hash") == config_hash
 
 
+def changed_inputs(info: Mapping[str, Any], inputs: Mapping[str, str]) -> list[str]:
+    """The names in ``inputs`` whose digest differs from the one a run's ``config.json`` (``info``) keeps;
+    a name it does not keep (digested since that run started) is not a change."""
+    kept = info.get("inputs") or {}
+    return [name for name, digest in inputs.items() if name in kept and kept[name] != digest]
+
+
 def run_info(path: str | Path) -> tuple[dict[str, Any], bool] | None:
     """A run directory's ``config.json`` content and whether the run completed with that config; None
     when ``path`` holds no run (no readable config naming a stage)."""
@@ -246,6 +253,12 @@ class RunDir:
     ``mode="overwrite"`` deletes the earlier run's config, shards and manifest first.
     Callers check `is_complete` to skip a finished stage, otherwise write with `writer`, iterating
     over `pending` inputs, and call `finish`.
+
+    ``inputs`` are digests (`config.content_digest`) of what decides the output but the config names
+    only by path or not at all, such as the prompt files read: name → digest, kept in ``config.json``.
+    A digest that differs from the one kept is a change like a config change (resuming raises
+    `RationalystError` naming the input). They are kept apart from the config hash so that a run made
+    before an input was digested stays finished: it keeps the digests of its first reopening.
     """
 
     def __init__(
@@ -255,6 +268,7 @@ class RunDir:
         *,
         stage: str,
         mode: Literal["resume", "overwrite"] = "resume",
+        inputs: Mapping[str, str] | None = None,
     ) -> None:
         if mode not in ("resume", "overwrite"):
             raise ValueError(f"mode must be 'resume' or 'overwrite', not {mode!r}")
@@ -262,6 +276,7 @@ class RunDir:
         self.stage = stage
         self.config = config
         self.config_hash = config_hash(config)
+        self.inputs = dict(inputs or {})
         self.shards_dir = self.path / SHARDS_DIR
         self._session_started = time.time()
         self._skips: Counter[str] = Counter()
@@ -282,10 +297,14 @@ class RunDir:
                     "config_hash": self.config_hash,
                     "started": self._run_started,
                     "config": config.model_dump(mode="json"),
+                    "inputs": self.inputs,
                 }
                 atomic_write(self.path / CONFIG_FILE, dumps(info))
             else:
                 self._run_started = stored.get("started", _now())
+                kept = stored.get("inputs") or {}
+                if any(name not in kept for name in self.inputs):  # digested since the run was started
+                    atomic_write(self.path / CONFIG_FILE, dumps({**stored, "inputs": {**self.inputs, **kept}}))
             self.shards_dir.mkdir(exist_ok=True)
         except OSError as exc:
             raise RationalystError(f"cannot write the run directory {self.path}: {exc.strerror or exc}") from None
@@ -325,6 +344,12 @@ class RunDir:
                 f"the config changed since the run in {self.path} was started "
                 f"(hash {stored.get('config_hash')} there, {self.config_hash} now), so its output cannot be "
                 f"resumed; {hint}"
+            )
+        changed = changed_inputs(stored, self.inputs)
+        if changed:
+            raise RationalystError(
+                f"{' and '.join(changed)} changed since the run in {self.path} was started, so its output "
+                f"cannot be resumed; {hint}"
             )
 
     def _remove_stale_temp_files(self) -> None:
@@ -425,6 +450,7 @@ class RunDir:
             "status": "complete",
             "config_hash": self.config_hash,
             "config": self.config.model_dump(mode="json"),
+            "inputs": self.inputs,
             "code": {"rationalyst": rationalyst.__version__, "git_commit": git_commit()},
             "environment": {
                 "python": platform.python_version(),
@@ -485,8 +511,9 @@ class ShardWriter:
         self._last_flush = time.monotonic()
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Add one record (a JSON object with a string ``id``); a repeated id, or a string that cannot
-        be encoded as UTF-8 (an unpaired surrogate), raises ValueError and the record is not added."""
+        """Add one record (a JSON object with a string ``id``); a repeated id, a string that cannot be
+        encoded as UTF-8 (an unpaired surrogate) or a number JSON cannot hold (NaN, infinite) raises
+        ValueError and the record is not added."""
         if self.closed:
             raise RuntimeError("the writer is closed")
         if not isinstance(record, Mapping):
@@ -499,10 +526,13 @@ class ShardWriter:
         # Serialize and encode now: an unencodable record fails here, alone (not at a flush, with the
         # buffered shard), and later edits of the record don't leak in.
         try:
-            line = json.dumps(record, ensure_ascii=False).encode("utf-8")
+            line = json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except UnicodeEncodeError:
             field = lone_surrogate_at(record)
             raise ValueError(f"record {record_id!r}, field '{field}': an unpaired surrogate cannot be written as UTF-8") from None
+        except ValueError:
+            field = non_finite_at(record)
+            raise ValueError(f"record {record_id!r}, field '{field}': JSON cannot hold a NaN or infinite number") from None
         self._ids.add(record_id)
         self._buffer.append(line)
         self.written += 1

@@ -3,7 +3,8 @@
 Stages hand records to each other as JSON lines (`rationalyst.runs.read_json_lines` reads a run
 directory's shards with this). The reader here yields each JSON object with where it
 came from (file and 1-based line), and reports lines it cannot use (invalid UTF-8, malformed JSON, not
-an object, nested deeper than `MAX_DEPTH`, a string holding an unpaired surrogate) to
+an object, nested deeper than `MAX_DEPTH`, a string holding an unpaired surrogate, a NaN or infinite
+number) to
 ``on_skip(reason, file, line)`` (a stage passes its run's `RunDir.skip`, which counts them in the
 manifest); the stage then checks its own fields.
 An unpaired surrogate (a JSON escape such as ``"\ud800"``, which Python's reader accepts) cannot be
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -32,28 +34,41 @@ MAX_DEPTH = 100
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins an escaped pair into one character
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # the only way one gets into a valid UTF-8 line
+# Python's reader takes NaN and Infinity (not JSON) and reads 1e999 as infinite; no writer here writes them.
+_NON_FINITE_SPELLING = re.compile(rb"NaN|Infinity|[eE]\+?\d{3}")
 
 
 def lone_surrogate_at(value: Any) -> str | None:
     """Where ``value`` holds an unpaired surrogate code point, which cannot be encoded as UTF-8; None if
-    nowhere. Every string counts, keys included, at any depth of objects and arrays (the walk is
-    iterative). The answer names the field for messages: ``meta.tags[1]``; a bad key with its surrogate
-    escaped (``meta.\\udfff``); ``""`` for ``value`` itself. Every reader of records uses this one check."""
+    nowhere. Every string counts, keys included, at any depth of objects and arrays. The answer names
+    the field for messages: ``meta.tags[1]``; a bad key with its surrogate escaped (``meta.\\udfff``);
+    ``""`` for ``value`` itself. Every reader of records uses this one check."""
+    return _first_at(value, lambda item: isinstance(item, str) and bool(_LONE_SURROGATE.search(item)))
+
+
+def non_finite_at(value: Any) -> str | None:
+    """Where ``value`` holds a NaN or infinite float, which JSON cannot hold (Python would write the
+    non-standard ``NaN``); None if nowhere. The answer names the field as `lone_surrogate_at` does."""
+    return _first_at(value, lambda item: isinstance(item, float) and not math.isfinite(item))
+
+
+def _first_at(value: Any, bad: Callable[[Any], bool]) -> str | None:
+    """The path of the first item (or object key) of ``value`` for which ``bad`` holds, at any depth of
+    objects and arrays (the walk is iterative: no recursion limit); None if none."""
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, path = stack.pop()
-        if isinstance(item, str):
-            if _LONE_SURROGATE.search(item):
-                return path
-        elif isinstance(item, Mapping):
+        if isinstance(item, Mapping):
             for key, child in item.items():
                 name = str(key)
-                if _LONE_SURROGATE.search(name):
+                if bad(name):
                     name = name.encode("utf-8", "backslashreplace").decode("utf-8")
                     return f"{path}.{name}" if path else name
                 stack.append((child, f"{path}.{name}" if path else name))
         elif isinstance(item, (list, tuple)):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+        elif bad(item):
+            return path
     return None
 
 
@@ -99,5 +114,8 @@ def json_objects(file: Path, on_skip: SkipReporter) -> Iterator[tuple[Path, int,
                 continue
             if _SURROGATE_ESCAPE.search(raw) and lone_surrogate_at(record) is not None:
                 on_skip("invalid unicode (an unpaired surrogate escape)", file, line_no)
+                continue
+            if _NON_FINITE_SPELLING.search(raw) and non_finite_at(record) is not None:
+                on_skip("a number JSON cannot hold (NaN or infinite)", file, line_no)
                 continue
             yield file, line_no, record

@@ -66,14 +66,22 @@ def format_question(item: BenchmarkItem) -> str:
 
 
 def load_solve_prompt(family: str, prompts_dir: str | Path | None = None) -> SolvePrompt:
-    """The family's prompt from ``<prompts_dir>/<family>.yaml``, else the packaged one (cached)."""
+    """The family's prompt from ``<prompts_dir>/<family>.yaml``, else the packaged one (cached, and read
+    again once the user's file changes: a long-lived process sees an edit as a new process would)."""
     if family not in FAMILIES:
         raise RationalystError(f"no solve prompt for family {family!r} (families: {', '.join(FAMILIES)})")
-    return _load(family, str(prompts_dir) if prompts_dir is not None else None)
+    if prompts_dir is None:
+        return _load(family, None, None)
+    try:
+        stat = (Path(prompts_dir) / f"{family}.yaml").stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = None  # reading it raises the error that names the file
+    return _load(family, str(prompts_dir), version)
 
 
 @lru_cache(maxsize=32)
-def _load(family: str, prompts_dir: str | None) -> SolvePrompt:
+def _load(family: str, prompts_dir: str | None, version: tuple[int, int] | None) -> SolvePrompt:
     source, data = read_prompt_yaml("solve", f"{family}.yaml", prompts_dir, what="solve prompt")
     if not isinstance(data, dict):
         raise RationalystError(f"{source}: expected a mapping with 'instruction' and 'demos'")

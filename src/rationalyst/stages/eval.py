@@ -34,12 +34,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rationalyst.config import StrictModel, config_hash
+from rationalyst.config import StrictModel, config_hash, content_digest
 from rationalyst.console import progress
 from rationalyst.data.benchmarks import BenchmarkItem, benchmark_split, load_benchmark
 from rationalyst.errors import ConfigError, InputError, RationalystError
 from rationalyst.lm.registry import ModelConfig
-from rationalyst.runs import RunDir, run_info
+from rationalyst.runs import RunDir, changed_inputs, run_info
 from rationalyst.lm.prm import PrmConfig
 from rationalyst.search.methods import METHOD_ROLES, METHODS, check_methods, solve_many
 from rationalyst.search.pool import ModelPool, RolesConfig, require_prm
@@ -388,11 +388,21 @@ def check_split(ref: BenchmarkRef) -> str | None:
     return split
 
 
+def run_inputs(ref: BenchmarkRef, solve_prompt=None) -> dict[str, str]:
+    """What a (benchmark, method) run reads that its config names only by path (`RunDir` inputs): the
+    agent's prompt as resolved (a solve_prompts file, the packaged one, or demos drawn from a train
+    split), so that an edited prompt file starts the runs it decides over instead of resuming them."""
+    prompt = solve_prompt if solve_prompt is not None else _solve_prompt(ref)
+    return {"the agent's prompt": content_digest(prompt.model_dump(mode="json"))}
+
+
 def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None, refresh=False) -> EvalSummary:
     path, own = config.output / ref.name / method, run_config(config, ref, method)
+    inputs = run_inputs(ref, solve_prompt)
     stored = run_info(path)
-    changed = stored is not None and stored[0].get("config_hash") != config_hash(own)
-    run_dir = RunDir(path, own, stage="eval", mode="overwrite" if config.overwrite or (refresh and changed) else "resume")
+    changed = stored is not None and (stored[0].get("config_hash") != config_hash(own) or bool(changed_inputs(stored[0], inputs)))
+    run_dir = RunDir(path, own, stage="eval", mode="overwrite" if config.overwrite or (refresh and changed) else "resume",
+                     inputs=inputs)
     summary = EvalSummary(ref.name, method, path=run_dir.path)
     if not run_dir.is_complete():
         for reason, file, line in skipped:

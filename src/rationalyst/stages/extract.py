@@ -80,7 +80,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rationalyst.config import StrictModel
+from rationalyst.config import StrictModel, content_digest
 from rationalyst.data.extraction_text import (
     EOT,
     clean_rationale,
@@ -92,7 +92,7 @@ from rationalyst.data.extraction_text import (
     spread,
     truncate_left,
 )
-from rationalyst.data.prompt_files import read_prompt_yaml
+from rationalyst.data.prompt_files import prompt_path, read_prompt_yaml
 from rationalyst.errors import PromptTooLongError, RationalystError
 from rationalyst.executor import ExecutorConfig, map_batches
 from rationalyst.lm import LanguageModel, SamplingParams, load_model
@@ -283,6 +283,22 @@ def load_prompts(kind: str, prompts_dir: Path | None = None) -> PromptSet:
         if parsed.dropped or not parsed.rationales:
             raise RationalystError(f"{source}: demo {n} needs well-formed <BOT>…<EOT> rationales")
     return prompts
+
+
+def prompt_inputs(config: ExtractConfig) -> dict[str, str]:
+    """Digests of the prompt files extraction reads (`RunDir` inputs), one per kind whose file exists (in
+    ``prompts_dir``, or packaged): an edited prompt file starts the run over instead of resuming it."""
+    inputs = {}
+    for kind in KINDS:
+        source = prompt_path("extract", f"{kind}.yaml", config.prompts_dir)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue  # a kind without a file fails when (if ever) a document of that kind is extracted
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RationalystError(f"cannot read the extract prompts {source}: {exc}") from None
+        inputs[f"the extraction prompt {kind}.yaml"] = content_digest(text)
+    return inputs
 
 
 # ============================================================================ per-document extraction
@@ -638,8 +654,9 @@ def run(config: ExtractConfig, model: LanguageModel | None = None) -> dict[str, 
     is loaded only if some document still needs work.
     """
     mode = "overwrite" if config.overwrite else "resume"
-    out = RunDir(config.output, config, stage=STAGE, mode=mode)
-    docs_run = RunDir(Path(config.output) / DOCUMENTS_DIR, config, stage=DOCUMENTS_STAGE, mode=mode)
+    inputs = prompt_inputs(config)
+    out = RunDir(config.output, config, stage=STAGE, mode=mode, inputs=inputs)
+    docs_run = RunDir(Path(config.output) / DOCUMENTS_DIR, config, stage=DOCUMENTS_STAGE, mode=mode, inputs=inputs)
     if out.is_complete() and docs_run.is_complete():
         log.info("extract: %s is complete for this config; nothing to do", config.output)
         return out.manifest()["counts"]
