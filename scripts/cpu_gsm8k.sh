@@ -201,6 +201,15 @@ step "the baselines that use the trained rationalist, the first 100"
 evaluate --set "output=$OUT/eval-baselines" --set benchmarks.0.limit=100 \
     --set "rationalist.spec=$TRAINED" --set "methods=[explicit, best-of-n]" "${STEPS[@]}"
 
+# The verifier claim before the agent-scorer search: it is a measure of its own, and the search is resumable.
+step "PRM800K: AUROC of the step scores, trained vs untrained rationalist (the scorer alone is in both)"
+for who in trained untrained; do
+    spec=$TRAINED; [ "$who" = untrained ] && spec=$BASE
+    once "$OUT/auroc-$who.txt" "$BIN/python" benchmarks/prm800k_auroc.py --rationalist "$spec" --scorer "$BASE" \
+        --limit 200 --save "$OUT/auroc-$who.jsonl"
+done
+keep
+
 step "implicit (the chosen rationalist) with the agent as scorer, the first 100"
 evaluate --set "output=$OUT/eval-agent-scorer" --set benchmarks.0.limit=100 \
     --set "rationalist.spec=$TRAINED" --set "scorer.spec=$AGENT" --set "methods=[implicit]" "${STEPS[@]}"
@@ -209,14 +218,6 @@ step "what was tried to make the rationalist help: implicit on the first 40 dev 
 dev_search "trained-$FORMAT-5-candidates" "$TRAINED" --set search.n_candidates=5 "${STEPS[@]}"
 dev_search "trained-$FORMAT-discount-0.9" "$TRAINED" --set search.discount=0.9 "${STEPS[@]}"
 "$BIN/rationalyst" report "$DEV_OUT" --output docs/results/cpu-gsm8k/dev
-
-step "PRM800K: AUROC of the step scores, trained vs untrained rationalist (the scorer alone is in both)"
-for who in trained untrained; do
-    spec=$TRAINED; [ "$who" = untrained ] && spec=$BASE
-    once "$OUT/auroc-$who.txt" "$BIN/python" benchmarks/prm800k_auroc.py --rationalist "$spec" --scorer "$BASE" \
-        --limit 200 --save "$OUT/auroc-$who.jsonl"
-done
-keep
 
 step "report"
 "$BIN/rationalyst" report "$OUT" --output docs/results/cpu-gsm8k
