@@ -58,13 +58,22 @@ def test_a_config_accepts_fastest_and_the_memory_check_sizes_it(monkeypatch):
     assert _dtype_bytes(config, on_gpu=False) == 2
 
 
-@pytest.mark.parametrize("capability, expected", [((7, 5), False), ((8, 0), True)])
-def test_training_mixes_in_bf16_only_on_gpus_that_compute_it(monkeypatch, tmp_path, capability, expected):
-    from rationalyst.stages.train import TrainConfig, _use_bf16
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+@pytest.mark.parametrize("capability, expected", [
+    (None, "no"), ((5, 2), "no"), ((6, 0), "fp16"), ((6, 1), "fp16"), ((7, 0), "fp16"), ((7, 5), "fp16"),
+    ((8, 0), "bf16"), ((8, 9), "bf16"), ((9, 0), "bf16"),
+], ids=["cpu", "5.2", "6.0", "6.1", "7.0", "7.5", "8.0", "8.9", "9.0"])
+def test_training_mixes_in_what_the_gpu_computes(monkeypatch, capability, expected):
+    """bf16 where the GPU computes bfloat16, fp16 before that from Pascal (T4, V100, P100), none on a CPU
+    (None: no CUDA) or an older GPU. The training's own choice, switches and refusals: tests/test_train_precision.py."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: capability is not None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch answers on a T4 too
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    config = TrainConfig(input=tmp_path, output=tmp_path / "out")
-    assert _use_bf16(config) is expected
-    assert _use_bf16(config.model_copy(update={"bf16": True})) is True  # asked for: taken as asked
+    assert precision.training_mixed_precision(CUDA if capability else CPU) == expected
+    assert precision.training_mixed_precision(CPU) == "no"  # a CPU beside any GPU
+
+
+def test_a_gpu_is_described_by_name_where_torch_can_say_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert precision.describe_gpu(CUDA).endswith("compute capability 7.5")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    assert precision.describe_gpu(CUDA) == "Tesla T4, compute capability 7.5"

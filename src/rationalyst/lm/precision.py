@@ -10,6 +10,12 @@ so scores do not change with the machine. On a GPU both mean bfloat16 where it c
 (compute capability 8.0 on: A100, L4, H100, RTX 30xx on) and float16 on older ones (T4, V100), where
 torch only emulates bfloat16 and vLLM refuses it. (torch is imported inside the functions: configs name a
 dtype without loading torch.)
+
+Training mixes precisions by the same line (`training_mixed_precision`): bf16 autocast on GPUs that
+compute bfloat16, fp16 autocast with a gradient scaler on those before (compute capability 6.0 to 7.x:
+P100, V100, T4), where the alternative is float32 at several times the cost, and none on CPUs (the
+43 s against 14 s above) and older GPUs. float16's range is narrow, so fp16 mixed precision scales the
+loss, and the scaler refuses float16 gradients: what is trained stays float32 there (the train stage).
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ if TYPE_CHECKING:
 
 #: The dtype names a model config accepts.
 DtypeName = Literal["auto", "fastest", "float32", "bfloat16", "float16"]
+#: Mixed precision for training: autocast to bfloat16, to float16 (with a gradient scaler), or none.
+MixedPrecision = Literal["bf16", "fp16", "no"]
+#: The first compute capability that trains in fp16 unasked (Pascal). It pays most from 7.0 (V100, T4:
+#: tensor cores); its speed on 6.1 (P40, GTX 10xx), whose float16 arithmetic is slow, was not measured.
+FP16_CAPABILITY = (6, 0)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -61,3 +72,28 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
         raise RationalystError(f"unknown dtype {dtype!r}: use auto, fastest, float32, bfloat16 or float16") from None
+
+
+def training_mixed_precision(device: torch.device) -> MixedPrecision:
+    """The mixed precision a training on ``device`` uses unless its config says otherwise: bf16 on a GPU
+    that computes bfloat16 natively (8.0 on), fp16 on one before it from 6.0 (T4, V100, P100), none on
+    a CPU and on older GPUs."""
+    if device.type != "cuda":
+        return "no"
+    if gpu_has_native_bf16(device):
+        return "bf16"
+    import torch
+
+    return "fp16" if torch.cuda.get_device_capability(device) >= FP16_CAPABILITY else "no"
+
+
+def describe_gpu(device: torch.device | None = None) -> str:
+    """The GPU's name and compute capability, for messages: ``Tesla T4, compute capability 7.5``."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    try:
+        name = torch.cuda.get_device_name(device)
+    except (AssertionError, RuntimeError):  # a faked capability on a torch without CUDA
+        return f"compute capability {major}.{minor}"
+    return f"{name}, compute capability {major}.{minor}"

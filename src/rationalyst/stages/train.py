@@ -12,11 +12,11 @@ and counted.
 
 Records are split into train and dev by document (``doc_id``, seeded), so no document's text is on
 both sides. Training uses the plain transformers `Trainer` with our own tokenization and collator:
-LoRA through PEFT by default (fits a CPU), full fine-tuning with ``full_finetune: true``; bf16 and
-gradient checkpointing are switches for GPUs. Checkpoints go to ``<output>/checkpoints``; a run that
-was killed resumes from the last one when started again with the same output, and one that finished
-is not redone when started again with the same config and records (``summary.json`` holds their
-fingerprint).
+LoRA through PEFT by default (fits a CPU), full fine-tuning with ``full_finetune: true``; mixed
+precision (``bf16``, ``fp16``; see Precision below) and gradient checkpointing are switches for GPUs.
+Checkpoints go to ``<output>/checkpoints``; a run that was killed resumes from the last one when
+started again with the same output, and one that finished is not redone when started again with the
+same config and records (``summary.json`` holds their fingerprint).
 
 Output layout::
 
@@ -45,6 +45,18 @@ The paper's setting (Llama-3-8B-Instruct, full fine-tune, 2 GPUs; see the recipe
         -m rationalyst.stages.train recipes/paper-train-llama3-8b.yaml input=runs/filter output=runs/train
 
 (DeepSpeed needs ``pip install deepspeed``; both accelerate configs assume 2 processes on one machine.)
+
+Precision (`training_precision`, decided before anything is loaded). Left unset, ``bf16`` and ``fp16``
+follow the GPU (`rationalyst.lm.precision.training_mixed_precision`): bf16 mixed precision on compute
+capability 8.0 on (A100, L4, H100), fp16 mixed precision with a gradient scaler on 6.0 to 7.x (T4,
+V100, P100), float32 on a CPU. A switch set false takes its kind away (both false: float32
+everywhere); one set true is that kind, and bf16 asked of a GPU before Ampere (which only emulates
+bfloat16) or fp16 asked of a CPU (where accelerate would silently not autocast) is refused at once.
+The weights: ``base.dtype: auto`` loads float32 master weights, except that a LoRA training in fp16
+loads the frozen base in float16 (half the memory; peft keeps the adapter float32). What is trained
+under fp16 must be float32, as the scaler refuses float16 gradients ("Attempting to unscale FP16
+gradients"): a full fine-tune in fp16 with ``base.dtype`` float16 or bfloat16 is refused. A T4 user
+gets fp16 with nothing set; ``fp16: false`` trains in float32 there.
 """
 
 from __future__ import annotations
@@ -74,6 +86,7 @@ from rationalyst.runs import read_json_lines
 from rationalyst.errors import InputError, RationalystError
 from rationalyst.lm.builtin import DEFAULT_LM
 from rationalyst.lm.memory import release_memory
+from rationalyst.lm.precision import MixedPrecision
 from rationalyst.lm.registry import ModelConfig, base_model_folder
 from rationalyst.stages.training_data import (  # noqa: F401 - IGNORE_INDEX re-exported for callers
     IGNORE_INDEX,
@@ -150,7 +163,16 @@ class TrainConfig(StrictModel):
     )
     max_dev_records: int = Field(200, ge=0, description="At most this many dev records for the before/after log-likelihood.")
     seed: int = Field(0, description="Seed for the split, the adapter init and data order.")
-    bf16: bool | None = Field(None, description="bf16 mixed precision; None = on when the CUDA GPU computes bfloat16 natively (Ampere on).")
+    bf16: bool | None = Field(
+        None,
+        description="bf16 mixed precision; None = on when the CUDA GPU computes bfloat16 natively (compute "
+        "capability 8.0 on); true on an older GPU is refused (it only emulates bfloat16).",
+    )
+    fp16: bool | None = Field(
+        None,
+        description="fp16 mixed precision with a gradient scaler; None = on for CUDA GPUs of compute capability "
+        "6.0 to 7.x (T4, V100, P100), which lack bfloat16; needs a CUDA GPU. Both false: float32.",
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     save_steps: int = Field(200, ge=1, description="Save a checkpoint every this many steps.")
     save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted).")
@@ -167,7 +189,7 @@ class TrainConfig(StrictModel):
         {"output", "save_steps", "save_total_limit", "logging_steps", "eval_steps", "dataloader_num_workers",
          "overwrite"}
     )
-    added_fields = frozenset({"train_documents_fraction"})  # at its default, a finished training stays finished
+    added_fields = frozenset({"train_documents_fraction", "fp16"})  # at its default, a finished training stays finished
 
 
 # ============================================================================ data
@@ -237,16 +259,63 @@ def subsample_documents(records: Sequence[dict], fraction: float, seed: int) -> 
 # ============================================================================ model
 
 
-def _use_bf16(config: TrainConfig) -> bool:
-    """bf16 mixed precision where asked, else where the GPU computes bfloat16 natively (not on a T4 or
-    V100, where torch emulates it many times slower)."""
-    if config.bf16 is not None:
-        return config.bf16
+@dataclass(frozen=True)
+class TrainingPrecision:
+    """How a training computes: where, which mixed precision, and the dtype the base model loads in."""
+
+    device: Literal["cpu", "cuda"]
+    mixed: MixedPrecision
+    weights: str  # float32, float16 or bfloat16
+
+    @property
+    def arguments(self) -> dict[str, bool]:
+        """The `TrainingArguments` that say it."""
+        return {"bf16": self.mixed == "bf16", "fp16": self.mixed == "fp16", "use_cpu": self.device == "cpu"}
+
+
+def training_precision(config: TrainConfig) -> TrainingPrecision:
+    """The precision of this training on this machine (module docstring), or a `RationalystError` for
+    one it cannot train in. Reads only the config and the GPU's compute capability: it is called first,
+    so a refused config fails in seconds, before a model is downloaded, converted or loaded."""
     import torch
 
-    from rationalyst.lm.precision import gpu_has_native_bf16
+    from rationalyst.lm.precision import describe_gpu, gpu_has_native_bf16, resolve_dtype, training_mixed_precision
 
-    return torch.cuda.is_available() and gpu_has_native_bf16()
+    on_gpu = torch.cuda.is_available() and config.base.device != "cpu"
+    device = torch.device("cuda" if on_gpu else "cpu")  # the device the Trainer trains on
+    if config.bf16 and config.fp16:
+        raise RationalystError("bf16 and fp16 are both true: choose one mixed precision (or neither: float32)")
+    if config.bf16:
+        if on_gpu and not gpu_has_native_bf16(device):
+            raise RationalystError(
+                f"bf16: true, but this GPU ({describe_gpu(device)}) does not compute bfloat16 natively (that takes "
+                "compute capability 8.0: A100, L4, H100, RTX 30xx on); torch would emulate it many times slower. "
+                "Set fp16: true, or leave bf16 unset: fp16 mixed precision, which this GPU computes"
+            )
+        mixed: MixedPrecision = "bf16"
+    elif config.fp16:
+        if not on_gpu:
+            raise RationalystError(
+                "fp16: true needs a CUDA GPU: on a CPU accelerate does not autocast to float16 and would train "
+                "in float32 without saying so. Leave fp16 unset (float32 on a CPU), or set bf16: true"
+            )
+        mixed = "fp16"
+    else:
+        mixed = training_mixed_precision(device)
+        if (mixed == "bf16" and config.bf16 is False) or (mixed == "fp16" and config.fp16 is False):
+            mixed = "no"
+    if config.base.dtype == "auto":
+        # float32 master weights; a LoRA training in fp16 keeps only its adapter in float32 (peft upcasts it)
+        weights = torch.float16 if mixed == "fp16" and not config.full_finetune else torch.float32
+    else:
+        weights = resolve_dtype(config.base.dtype, device)
+        if mixed == "fp16" and config.full_finetune and weights != torch.float32:
+            raise RationalystError(
+                f"full fine-tuning in fp16 mixed precision needs float32 weights, and base.dtype {config.base.dtype} "
+                f"loads {str(weights).removeprefix('torch.')}: the gradient scaler refuses float16 gradients "
+                "('Attempting to unscale FP16 gradients'). Set base.dtype: auto (float32), or train a LoRA adapter"
+            )
+    return TrainingPrecision(device.type, mixed, str(weights).removeprefix("torch."))
 
 
 def _load_tokenizer(folder: str) -> Any:
@@ -265,14 +334,7 @@ def _load_model(folder: str, config: TrainConfig) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rationalyst.lm.precision import resolve_dtype
-
-    # Mixed precision keeps float32 master weights; an explicit dtype in `base` wins.
-    if config.base.dtype == "auto":
-        dtype = torch.float32
-    else:
-        dtype = resolve_dtype(config.base.dtype, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, training_precision(config).weights))
 
 
 ACCUMULATION_ENV = "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"
@@ -309,7 +371,9 @@ def _wrap_lora(model: Any, config: TrainConfig) -> Any:
     )
     if config.gradient_checkpointing:
         model.enable_input_require_grads()
-    return get_peft_model(model, lora)
+    # The adapter in float32 over a float16 or bfloat16 base (peft's default, said here because fp16 mixed
+    # precision depends on it: the gradient scaler refuses float16 gradients).
+    return get_peft_model(model, lora, autocast_adapter_dtype=True)
 
 
 def _save_prompt_profile(folder: Path, instruction: str | None) -> None:
@@ -484,9 +548,9 @@ def last_checkpoint(output: Path) -> str | None:
 def run(config: TrainConfig) -> TrainResult:
     """Train the rationalist; resume from ``<output>/checkpoints`` when a checkpoint of this training
     (same config, same records) is there, and refuse one of another."""
-    import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
+    precision = training_precision(config)  # first: a config this machine cannot train fails at once
     output = Path(config.output)
     instruction = instruction_for(
         config.rationalist_format, load_instruction(config.instruction_file) if config.instruction_file else None
@@ -551,7 +615,7 @@ def run(config: TrainConfig) -> TrainResult:
             before_file.write_text(json.dumps({"dev_loglik": dev_ll_before}) + "\n", "utf-8")
         log.info("dev log-likelihood of the rationales before training: %.4f", dev_ll_before)
 
-    bf16 = _use_bf16(config)
+    log.info("mixed precision: %s; base weights in %s, on the %s", precision.mixed, precision.weights, precision.device)
     args = TrainingArguments(
         output_dir=str(output / CHECKPOINTS_DIR),
         learning_rate=config.learning_rate,
@@ -563,7 +627,7 @@ def run(config: TrainConfig) -> TrainResult:
         **_warmup(config.warmup_ratio),
         lr_scheduler_type=config.lr_scheduler,
         weight_decay=config.weight_decay,
-        bf16=bf16,
+        **precision.arguments,
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         logging_steps=config.logging_steps,
@@ -578,7 +642,6 @@ def run(config: TrainConfig) -> TrainResult:
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=config.dataloader_num_workers,
-        use_cpu=not torch.cuda.is_available() or config.base.device == "cpu",
         disable_tqdm=True,
     )
     # The model after the arguments: they created the distributed / DeepSpeed state that loading reads.
