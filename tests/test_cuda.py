@@ -1,6 +1,6 @@
 """The GPU paths on a GPU: the hf backend's decode loop, KV-shared and prefix-cached scoring, the batched
-step search, LoRA training with bf16, and `release_memory`, on a CUDA device (marker ``cuda``, left
-out of the default suite).
+step search, LoRA training in the GPU's own mixed precision and in fp16 (what a T4 or V100 trains in),
+and `release_memory`, on a CUDA device (marker ``cuda``, left out of the default suite).
 
 No weights travel to a GPU machine, so the model is a tiny Llama (2 layers, hidden 64) built from a
 config with seeded random weights and a real tokenizer (the default model's: the chat template is
@@ -440,19 +440,29 @@ def _records() -> list[dict]:
     return records
 
 
-def test_lora_training_on_the_device(tiny_folder, tmp_path, monkeypatch):
-    """The train stage on the device (bf16 mixed precision on CUDA): 20 LoRA steps, finite falling loss,
-    the forward passes ran on the device in bf16, and the merged model reloads there and is better on dev."""
+def _train_config(tiny_folder: Path, tmp_path: Path, **values):
+    """20 LoRA steps of the tiny model on the device under test, with a dev split."""
     from rationalyst.stages import train
 
     jsonl = tmp_path / "records.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in _records()), "utf-8")
-    config = train.TrainConfig.model_validate(dict(
+    return train.TrainConfig.model_validate(dict(
         input=jsonl, output=tmp_path / "out", max_steps=20, learning_rate=5e-3, per_device_batch_size=4,
         lora={"r": 8, "alpha": 16, "dropout": 0.0}, warmup_ratio=0.0, lr_scheduler="constant", max_length=128,
-        dev_fraction=0.25, logging_steps=2, save_steps=10, max_dev_records=8, bf16=ON_CUDA,
-        base={"spec": f"hf:{tiny_folder}", "device": DEVICE},
+        dev_fraction=0.25, logging_steps=2, save_steps=10, max_dev_records=8,
+        base={"spec": f"hf:{tiny_folder}", "device": DEVICE}, **values,
     ))
+
+
+def test_lora_training_on_the_device(tiny_folder, tmp_path, monkeypatch):
+    """The train stage on the device with its precision left unset (bf16 mixed precision on an Ampere or
+    later GPU, fp16 before it, float32 on a CPU): 20 LoRA steps, finite falling loss, the forward passes
+    ran on the device in that precision, and the merged model reloads there and is better on dev."""
+    from rationalyst.stages import train
+
+    config = _train_config(tiny_folder, tmp_path)
+    mixed = train.training_precision(config).mixed
+    assert mixed in (("bf16", "fp16") if ON_CUDA else ("no",))
     seen: set[tuple[str, torch.dtype]] = set()
     load = train._load_model
 
@@ -466,13 +476,14 @@ def test_lora_training_on_the_device(tiny_folder, tmp_path, monkeypatch):
     result = train.run(config)
     rows = train.read_metrics(result.output)
     losses = [r["loss"] for r in rows if "loss" in r]
-    _record("lora training", losses=losses, dev_loss=result.dev_loss, dev_loglik_before=result.dev_loglik_before,
-            dev_loglik_after=result.dev_loglik_after, forward_outputs=sorted(f"{d}:{t}" for d, t in seen))
+    _record("lora training", mixed_precision=mixed, losses=losses, dev_loss=result.dev_loss,
+            dev_loglik_before=result.dev_loglik_before, dev_loglik_after=result.dev_loglik_after,
+            forward_outputs=sorted(f"{d}:{t}" for d, t in seen))
     assert result.global_step == 20 and len(losses) >= 5
     assert all(math.isfinite(x) for x in losses + [result.dev_loss])
     assert result.last_train_loss < result.first_train_loss - 0.5, losses
-    expected = (torch.device(DEVICE).type, torch.bfloat16 if ON_CUDA else torch.float32)
-    assert expected in seen, seen  # trained on the device, in bf16 autocast on CUDA
+    expected = (torch.device(DEVICE).type, {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}[mixed])
+    assert expected in seen, seen  # trained on the device, in its autocast on CUDA
     assert result.dev_loglik_after > result.dev_loglik_before  # the merged model, reloaded on the device
     merged = load_model(f"hf:{result.merged}", device=DEVICE, batch_size=4)
     assert merged.device.type == torch.device(DEVICE).type
@@ -481,6 +492,61 @@ def test_lora_training_on_the_device(tiny_folder, tmp_path, monkeypatch):
     assert len(completion.token_ids) == len(completion.logprobs) and all(math.isfinite(lp) for lp in completion.logprobs)
     (score,) = merged.score(messages, [TOPICS[2][1]])  # the rationale it was trained on for that text
     assert math.isfinite(score.mean) and score.mean > result.dev_loglik_before
+
+
+def test_lora_training_in_fp16_on_the_device(tiny_folder, tmp_path, monkeypatch):
+    """fp16 mixed precision, what a GPU before Ampere (T4, V100) trains in, asked for here so that it runs
+    on any GPU: 20 LoRA steps over a float16 base under float16 autocast with a gradient scaler. The loss
+    stays finite and falls, the forward passes ran on the device in float16, the adapter is float32 when
+    made and when saved and every weight of it was trained, and the merged model is better on dev."""
+    if not ON_CUDA:
+        pytest.skip("fp16 mixed precision needs CUDA (accelerate does not autocast to float16 on a CPU)")
+    from safetensors.torch import load_file
+
+    from rationalyst.stages import train
+
+    config = _train_config(tiny_folder, tmp_path, fp16=True)
+    assert (train.training_precision(config).mixed, train.training_precision(config).weights) == ("fp16", "float16")
+    seen: set[tuple[str, torch.dtype]] = set()
+    base_dtypes: set[torch.dtype] = set()
+    start: dict[str, tuple[torch.dtype, torch.Tensor]] = {}
+    load, wrap = train._load_model, train._wrap_lora
+
+    def load_and_watch(folder, cfg):
+        model = load(folder, cfg)
+        base_dtypes.update(p.dtype for p in model.parameters())
+        probe = model.model.layers[0].self_attn.q_proj  # stays the LoRA layer's base layer
+        probe.register_forward_hook(lambda module, args, output: seen.add((output.device.type, output.dtype)))
+        return model
+
+    def wrap_and_keep(model, cfg):
+        model = wrap(model, cfg)
+        for name, p in model.named_parameters():
+            if p.requires_grad:  # named as the saved adapter names them (without the adapter's name)
+                start[name.replace(".default", "")] = (p.dtype, p.detach().float().cpu().clone())
+        return model
+
+    monkeypatch.setattr(train, "_load_model", load_and_watch)
+    monkeypatch.setattr(train, "_wrap_lora", wrap_and_keep)
+    result = train.run(config)
+    rows = train.read_metrics(result.output)
+    losses = [r["loss"] for r in rows if "loss" in r]
+    saved = load_file(str(result.adapter / "adapter_model.safetensors"))
+    changed = {n for n, t in saved.items() if n in start and not torch.equal(t.float().cpu(), start[n][1])}
+    _record("lora training in fp16", losses=losses, dev_loss=result.dev_loss,
+            dev_loglik_before=result.dev_loglik_before, dev_loglik_after=result.dev_loglik_after,
+            forward_outputs=sorted(f"{d}:{t}" for d, t in seen), adapter_tensors=len(saved), changed=len(changed))
+    assert result.global_step == 20 and len(losses) >= 5
+    assert all(math.isfinite(x) for x in losses + [result.dev_loss])
+    assert result.last_train_loss < result.first_train_loss, losses
+    assert base_dtypes == {torch.float16}
+    assert (torch.device(DEVICE).type, torch.float16) in seen, seen
+    assert start and all(".lora_A." in n or ".lora_B." in n for n in start)  # only the adapter trains
+    assert {dtype for dtype, _ in start.values()} == {torch.float32}
+    assert set(saved) == set(start) and {t.dtype for t in saved.values()} == {torch.float32}
+    assert changed == set(saved)  # lora_B from its zeros, lora_A once lora_B was not zero
+    assert (result.output / train.CHECKPOINTS_DIR / "checkpoint-20" / "scaler.pt").is_file()  # a scaler stepped
+    assert result.dev_loglik_after > result.dev_loglik_before  # the float32 adapter merged into the float16 base
 
 
 # ----------------------------------------------------------------------------- e. memory
