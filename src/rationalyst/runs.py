@@ -532,6 +532,8 @@ class ShardWriter:
             raise ValueError(f"record {record_id!r}, field '{field}': an unpaired surrogate cannot be written as UTF-8") from None
         except ValueError:
             field = non_finite_at(record)
+            if field is None:  # not a number (a circular reference): json's own message
+                raise
             raise ValueError(f"record {record_id!r}, field '{field}': JSON cannot hold a NaN or infinite number") from None
         self._ids.add(record_id)
         self._buffer.append(line)
