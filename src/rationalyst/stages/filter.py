@@ -27,6 +27,7 @@ histogram of deltas with tau marked.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -178,6 +179,11 @@ class FilterWorker:
     def _scored(self, record: dict, without, with_rationale) -> dict:
         gamma = self.config.gamma
         score_without, score_with = without.discounted(gamma), with_rationale.discounted(gamma)
+        if not (math.isfinite(score_without) and math.isfinite(score_with)):
+            # A scorer overflowing (float16 on some GPUs) gives NaN or inf: no delta to keep or drop by,
+            # and not JSON. The record is skipped and counted; the run goes on.
+            return {"_skip": "score not finite", "id": record["id"], "doc_id": record["doc_id"],
+                    "detail": f"score without {score_without}, with {score_with}"}
         delta = score_with - score_without
         tau = self.config.tau_for(record["source"])
         return {
@@ -213,7 +219,9 @@ def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSumma
         summary.boundary_mismatches += record.get("same_tokens") is False
         (summary.kept if record["kept"] else summary.dropped)[record["source"]] += 1
         summary.deltas.append(record["delta"])
-    summary.skipped = run_dir.skipped
+    # A finished run opened again skips nothing this time: its skips are those its manifest counted.
+    complete = run_dir.manifest() if run_dir.is_complete() else None
+    summary.skipped = complete["counts"].get("skipped", {}) if complete else run_dir.skipped
     summary.histogram = plot_deltas(summary.deltas, config, run_dir.path / "deltas.png")
     if not run_dir.is_complete():
         run_dir.finish(
