@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,24 @@ def test_a_record_with_an_unpaired_surrogate_anywhere_is_skipped_and_the_run_fin
     assert summary.skipped == {"invalid_unicode": 3}
     select.run(cfg, embedder=None)  # finished: nothing redone, no model needed
     assert sorted(r["id"].rsplit("/", 1)[-1] for r in read_records(tmp_path / "out")) == ["a", "e"]
+
+
+def test_a_corpus_file_whose_name_is_not_utf8_is_skipped_and_a_rerun_reports_the_same_skips(tmp_path):
+    """A file name with bytes that are not UTF-8 gives no id that can be written: that file is skipped and
+    counted, shown with its bytes escaped in the manifest (valid JSON), the other files' documents are
+    selected; the finished run opened again reports the skips its manifest counted."""
+    (tmp_path / "bench.jsonl").write_text(json.dumps({"id": "q1", "question": "What is 2+2?", "answer": "4"}) + "\n")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.jsonl").write_text(json.dumps({"id": "a", "text": "A reasoning document about sums."}) + "\n")
+    bad = os.path.join(os.fsencode(corpus), b"bad\xff.jsonl")
+    with open(bad, "wb") as f:
+        f.write(json.dumps({"id": "b", "text": "A document in a badly named file."}).encode() + b"\n")
+    cfg = SelectConfig(corpus=[str(corpus)], benchmarks=[str(tmp_path / "bench.jsonl")], output=tmp_path / "out", threshold=0.0)
+    summary = select.run(cfg, embedder=_Constant())
+    assert [r["id"].rsplit("/", 1)[-1] for r in read_records(tmp_path / "out")] == ["a"]
+    assert summary.skipped == {"invalid_unicode": 1}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))
+    [example] = manifest["skipped_examples"]
+    assert example["file"] == str(corpus) + "/bad\\xff.jsonl"
+    assert select.run(cfg, embedder=None).skipped == {"invalid_unicode": 1}

@@ -340,6 +340,9 @@ def _glob_units(spec: str, matches: list[str], ctx: _Context) -> Iterator[_Unit]
         if any(parent in covered for parent in resolved.parents):
             continue
         rel = PurePosixPath(*Path(os.path.relpath(path, base)).parts) if base else PurePosixPath(*path.parts)
+        if _undecodable(rel.as_posix()):
+            ctx.skip(SKIP_INVALID_UNICODE, _shown(path), None, "the name is not valid UTF-8, so no id can be made of it")
+            continue
         if path.is_dir():
             covered.add(resolved)
             if _is_saved_dataset(path):
@@ -382,6 +385,9 @@ def _walk(root: Path, rel: PurePosixPath, ctx: _Context, _seen: frozenset[tuple[
         if entry.name.startswith((".", "_")):
             continue
         path = Path(entry.path)
+        if _undecodable(entry.name):
+            ctx.skip(SKIP_INVALID_UNICODE, _shown(path), None, "the name is not valid UTF-8, so no id can be made of it")
+            continue
         child = rel / entry.name
         try:
             is_dir = entry.is_dir()
@@ -398,6 +404,21 @@ def _walk(root: Path, rel: PurePosixPath, ctx: _Context, _seen: frozenset[tuple[
             ctx.skip(SKIP_UNSUPPORTED_FILE, path, None, f"not a supported format ({_supported_formats()})")
         else:
             yield unit
+
+
+def _undecodable(name: str) -> bool:
+    """Whether a file name from the OS held bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which no id, record or manifest can be written with)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _shown(path: Path) -> str:
+    """``path`` as printable, writable text: bytes that are not UTF-8 shown as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _file_unit(path: Path, rel: str) -> _Unit | None:

@@ -202,7 +202,9 @@ def run(config: SelectConfig, embedder: Embedder | None = None) -> SelectSummary
             continue
         summary.similarities.append(record["similarity"])
         (summary.selected if record["selected"] else summary.rejected)[source] += 1
-    summary.skipped = run_dir.skipped
+    # A finished run opened again skips nothing this time: its skips are those its manifest counted.
+    complete = run_dir.manifest() if run_dir.is_complete() else None
+    summary.skipped = complete["counts"].get("skipped", {}) if complete else run_dir.skipped
     summary.histogram = plot_similarities(summary.similarities, config.threshold, run_dir.path / "similarity.png")
     if not run_dir.is_complete():
         run_dir.finish(
