@@ -178,30 +178,33 @@ def test_a_document_too_long_for_the_scorer_is_skipped_and_the_rest_scored(defau
 
 
 class OverflowsOnWater(FailsOnWater):
-    """The default model, except that the with-rationale scores of the boiling-water document are NaN (a
-    float16 scorer overflowing)."""
+    """The default model, except that the with-rationale scores of the boiling-water document have the
+    log-probabilities ``logprobs`` (NaN or infinite: a float16 scorer overflowing)."""
 
-    def __init__(self, model):
+    def __init__(self, model, logprobs):
         super().__init__(model, None)
+        self.logprobs = logprobs
 
     def score_in_documents(self, requests):
         results = self.model.score_in_documents(requests)
-        return [[dataclasses.replace(score, logprobs=[math.nan] * len(score.logprobs)) if "boils" in r.document and i % 2 else score
+        return [[dataclasses.replace(score, logprobs=list(self.logprobs)) if "boils" in r.document and i % 2 else score
                  for i, score in enumerate(scores)] for r, scores in zip(requests, results)]
 
 
-def test_a_record_whose_score_is_not_finite_is_skipped_and_a_rerun_reports_the_same_skips(default_model, tmp_path):
-    """NaN is no delta to keep or drop by (and not JSON): those records are skipped and counted, the others
-    scored; the finished run opened again reports the skips of its manifest."""
+@pytest.mark.parametrize("logprobs", [[math.nan, -1.0], [-math.inf, -1.0], [math.inf, -math.inf]], ids=["nan", "-inf", "+inf-inf"])
+def test_a_record_whose_score_is_not_finite_is_skipped_and_a_rerun_reports_the_same_skips(default_model, tmp_path, logprobs):
+    """NaN or infinity is no delta to keep or drop by (and not JSON): those records are skipped and counted,
+    the others scored; the finished run opened again reports the skips of its manifest."""
     source = write_jsonl(tmp_path / "rationales.jsonl", make_records())
     config = FilterConfig(input=source, output=tmp_path / "out")
-    summary = filter_stage.run(config, model=OverflowsOnWater(default_model))
+    summary = filter_stage.run(config, model=OverflowsOnWater(default_model, logprobs))
     assert summary.skipped == {"score not finite": 2}  # wiki-1's two records
     written = list(read_records(tmp_path / "out"))
     assert sorted(r["id"] for r in written) == sorted(r["id"] for r in make_records() if r["doc_id"] != "wiki-1")
     assert all(math.isfinite(r["delta"]) for r in written)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["skipped"] == {"score not finite": 2}
+    assert {e["doc_id"] for e in manifest["skipped_examples"]} == {"wiki-1"}
     assert filter_stage.run(config, model=default_model).skipped == {"score not finite": 2}
 
 

@@ -178,7 +178,7 @@ class FilterWorker:
 
     def _scored(self, record: dict, without, with_rationale) -> dict:
         gamma = self.config.gamma
-        score_without, score_with = without.discounted(gamma), with_rationale.discounted(gamma)
+        score_without, score_with = _discounted(without, gamma), _discounted(with_rationale, gamma)
         if not (math.isfinite(score_without) and math.isfinite(score_with)):
             # A scorer overflowing (float16 on some GPUs) gives NaN or inf: no delta to keep or drop by,
             # and not JSON. The record is skipped and counted; the run goes on.
@@ -200,6 +200,16 @@ class FilterWorker:
         }
 
 
+def _discounted(score, gamma: float) -> float:
+    """The discounted score of one pass, NaN where its log-probabilities hold both +inf and -inf (a scorer
+    overflowing), for which ``math.fsum`` raises instead of giving a number: the record is then skipped
+    as not finite, not the run stopped."""
+    try:
+        return score.discounted(gamma)
+    except (ValueError, OverflowError):
+        return math.nan
+
+
 def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSummary:
     """Score every record of the input (resuming an earlier run) and write the scored records."""
     run_dir = RunDir(config.output, config, stage="filter", mode="overwrite" if config.overwrite else "resume")
@@ -212,16 +222,16 @@ def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSumma
             write_records(map_batches(documents, factory, config.documents_per_batch, config.executor), writer, run_dir)
     else:
         log.info("filter: %s is complete for this config; nothing to do", config.output)
+    # A finished run opened again skips nothing this time: its skips are those its manifest counted.
+    complete = run_dir.manifest() if run_dir.is_complete() else None
+    summary.skipped = complete["counts"].get("skipped", {}) if complete else run_dir.skipped
     if not any(True for _ in run_dir.shard_paths()):
-        log.warning("%s: no record could be scored (%d skipped); the filter kept nothing", config.input, sum(run_dir.skipped.values()))
+        log.warning("%s: no record could be scored (%d skipped); the filter kept nothing", config.input, sum(summary.skipped.values()))
     for record in run_dir.records():
         summary.truncated += bool(record.get("truncated"))
         summary.boundary_mismatches += record.get("same_tokens") is False
         (summary.kept if record["kept"] else summary.dropped)[record["source"]] += 1
         summary.deltas.append(record["delta"])
-    # A finished run opened again skips nothing this time: its skips are those its manifest counted.
-    complete = run_dir.manifest() if run_dir.is_complete() else None
-    summary.skipped = complete["counts"].get("skipped", {}) if complete else run_dir.skipped
     summary.histogram = plot_deltas(summary.deltas, config, run_dir.path / "deltas.png")
     if not run_dir.is_complete():
         run_dir.finish(
