@@ -4,6 +4,7 @@ the line, the field), exit code 2, never a traceback; inputs with nothing usable
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,39 @@ def test_a_lone_surrogate_anywhere_in_a_record_is_skipped_and_counted(tmp_path):
     result = run(tmp_path, *args)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in sorted((tmp_path / "s" / "shards").iterdir())} == shards
+
+
+def test_a_corpus_file_whose_name_is_not_utf8_is_skipped_and_counted_on_every_run(tmp_path):
+    """A file named with bytes that are not UTF-8 (b"bad\\xff.jsonl") in a corpus folder gives no id that can be
+    written: it is skipped and counted (shown with its bytes escaped), the other file's documents are
+    selected, the manifest is valid JSON, and a rerun of the finished run prints the same skips."""
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "question": "What is 2+2?"}\n')
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "good.jsonl").write_text('{"id": "a", "text": "Two plus two is four."}\n')
+    fd = os.open(os.path.join(os.fsencode(tmp_path / "c"), b"bad\xff.jsonl"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b'{"id": "b", "text": "Three plus three is six."}\n')
+    os.close(fd)
+    args = ("select", "--corpus", "c", "--benchmark", "q.jsonl", "--output", "s")
+    for attempt in ("first run", "rerun"):
+        result = run(tmp_path, *args)
+        text = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode == 0 and "Traceback" not in text, (attempt, text[-2000:])
+        assert "skipped input: invalid_unicode: 1" in text, (attempt, text[-2000:])
+    ids = [json.loads(line)["id"] for p in sorted((tmp_path / "s" / "shards").iterdir()) for line in p.read_text().splitlines()]
+    assert ids == ["good.jsonl/a"]
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_bytes().decode("utf-8"))
+    assert manifest["counts"]["skipped"] == {"invalid_unicode": 1}
+    assert [e["file"] for e in manifest["skipped_examples"]] == ["c/bad\\xff.jsonl"]
+
+
+def test_a_finished_filter_run_opened_again_reports_the_skips_of_its_first_run(tmp_path):
+    """Rerun, a finished filter run does nothing, and says the same as the first run: what it skipped, and
+    that nothing could be scored of the 2 skipped records."""
+    (tmp_path / "bad.jsonl").write_text(
+        '{not json\n{"doc_id": "d", "preceding": "a \\ud800", "rationale": "r", "following": " b"}\n'
+    )
+    for attempt in ("first run", "rerun"):
+        result = run(tmp_path, "filter", "--input", "bad.jsonl", "--output", "f")
+        text = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode == 0 and "bad.jsonl: no record could be scored (2 skipped)" in text, (attempt, text[-2000:])
+        assert "malformed JSON: 1" in text and "invalid unicode (an unpaired surrogate escape): 1" in text, (attempt, text[-2000:])
