@@ -529,3 +529,32 @@ def test_document_to_record_is_json():
     docs, _ = read(DOCS)
     record = json.loads(json.dumps(docs[0].to_record()))
     assert record == {"id": "doc-1", "text": GOOD[0][2], "source": "docs.jsonl", "meta": docs[0].meta}
+
+
+# ------------------------------------------------------------------------------- names not UTF-8
+
+
+def _write_bytes_path(path: bytes, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("as_glob", [False, True], ids=["folder", "glob"])
+def test_a_file_or_folder_whose_name_is_not_utf8_is_skipped_and_reported_with_its_bytes_escaped(tmp_path, as_glob):
+    """No id, source label or record can be written with such a name (Python holds the bytes as lone
+    surrogates): the file, or the folder with what is in it, is reported once per name under
+    invalid_unicode, shown with the bytes as backslash escapes; the other files read as usual."""
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "good.jsonl").write_text('{"id": "a", "text": "Fine."}\n')
+    _write_bytes_path(os.fsencode(root) + b"/bad\xff.jsonl", b'{"id": "b", "text": "Lost."}\n')
+    os.mkdir(os.fsencode(root) + b"/sub\xfe")
+    _write_bytes_path(os.fsencode(root) + b"/sub\xfe/x.jsonl", b'{"id": "c", "text": "Lost too."}\n')
+    docs, skips = read(f"{root}/**/*.jsonl" if as_glob else root)
+    assert [(d.source, d.id, d.text) for d in docs] == [("good.jsonl", "a", "Fine.")]
+    shown = [str(root) + "/bad\\xff.jsonl", str(root) + ("/sub\\xfe/x.jsonl" if as_glob else "/sub\\xfe")]
+    assert sorted((reason, file) for reason, file, _, _ in skips) == [("invalid_unicode", name) for name in sorted(shown)]
+    json.dumps(skips, ensure_ascii=False).encode("utf-8")  # every report can be written
