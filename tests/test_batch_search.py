@@ -454,12 +454,14 @@ def test_a_shard_written_with_minus_infinity_reads_back_with_none(tmp_path):
     from rationalyst.report.collect import collect
     from tests.report_fixtures import write_eval_run
 
-    inf = float("-inf")
+    inf = -12345.5  # written as -Infinity below: the writer now refuses it, as old shards hold it
     candidates = [{"text": "", "score": inf, "tokens": 1}, {"text": "The answer is 18.", "score": -1.0, "tokens": 9}]
     record = {"id": "p1", "question": "How much?", "gold": "18", "steps": [{"rationale": None, "candidates": candidates,
               "chosen": 1, "step_scores": [[], [-1.0]]}], "solution": "The answer is 18.", "prediction": "18",
               "parsed": True, "correct": True, "stop_reason": "answer", "subtree_scores": [-1.0, inf]}
     run = write_eval_run(tmp_path / "gsm8k" / "dvts", "gsm8k", "dvts", [record])
+    for shard in (run / "shards").glob("part-*.jsonl"):
+        shard.write_text(shard.read_text().replace(str(inf), "-Infinity"))
     assert "-Infinity" in _shard_lines(run)[0]  # as json.dumps wrote it
     ((trace,),) = [r.traces for r in collect(tmp_path).eval_runs]
     assert [c.score for c in trace.steps[0].candidates] == [None, -1.0]
@@ -517,6 +519,31 @@ def test_a_step_cut_by_the_token_limit_is_chosen_but_does_not_end_the_search(met
     assert [s["candidates"][s["chosen"]]["text"] for s in trace["steps"]] == ["The answer is 1", "The answer is 18."]
     assert [[c.get("cut") for c in s["candidates"]] for s in trace["steps"]] == [[True] * 3, [None] * 3]
     assert trace["stop_reason"] == "answer" and trace["prediction"] == "18" and trace["correct"]
+
+
+class CutAnswerThenTalk(Canned):
+    """The agent's first step is "The answer is 1" cut by max_step_tokens, every later one a finished step
+    stating no answer."""
+
+    def generate_seeded(self, prompts, params, seeds):
+        out = []
+        for prompt in prompts:
+            answered = "The answer is 1" in str(prompt).rsplit("How much?", 1)[-1]
+            text, finish = ("She has 3 boxes.", "stop") if answered else ("The answer is 1", "length")
+            out.append([Completion(text, [1], [-0.1], finish)] * params.n)
+        return out
+
+
+@pytest.mark.parametrize("method", STEP_SEARCHES)
+def test_no_answer_is_read_from_a_step_chosen_while_cut(method):
+    """A search that chose a cut "The answer is 1" (it may be the start of 18) and ran to max_steps without
+    another answer has no answer: before, 1 was read from the whole solution."""
+    trace = METHODS[method](_item("arithmetic", "18"), Roles.of(CutAnswerThenTalk([])), SearchSettings(max_steps=3), 0)
+    chosen = [s["candidates"][s["chosen"]] for s in trace["steps"]]
+    assert [c["text"] for c in chosen] == ["The answer is 1", "She has 3 boxes.", "She has 3 boxes."]
+    assert [c.get("cut") for c in chosen] == [True, None, None]
+    assert trace["stop_reason"] == "max_steps" and trace["solution"].startswith("The answer is 1\n")
+    assert trace["prediction"] is None and not trace["parsed"] and not trace["correct"]
 
 
 @pytest.mark.parametrize("method", STEP_SEARCHES)

@@ -66,9 +66,16 @@ def guided_search(heuristic: str) -> Method:
         extra = {"judge_parse_failures": judge_failures} if heuristic == "llm-judge" else {}
         if heuristic == "explicit":
             extra["explicit_context"] = settings.explicit_context
-        return trace_record(item, heuristic, steps, records, stop, roles, started, **extra)
+        return trace_record(item, heuristic, steps, records, stop, roles, started, _uncut(steps, records), **extra)
 
     return run
+
+
+def _uncut(steps: list[str], records: list[dict[str, Any]]) -> list[str]:
+    """A step search's chosen steps but those cut by the token limit: the steps its answer may be read
+    from. A cut step never ends the search but can be chosen on the way, and a cut "The answer is 1" may
+    be the start of 12 (``steps[i]`` is the chosen candidate of ``records[i]``)."""
+    return [text for text, record in zip(steps, records) if not record["candidates"][record["chosen"]].get("cut")]
 
 
 def _ends_search(candidate: Candidate, item: BenchmarkItem) -> bool:
@@ -252,7 +259,8 @@ def beam_search(verifier: str) -> MethodProgram:
                 break
         pool, stop = (finished, "answer") if finished else (beams, "max_steps" if beams else "no_candidates")
         best = max(pool, key=lambda c: c.value) if pool else _Beam()
-        return trace_record(item, name, best.steps, best.records, stop, roles, started, path_score=round(best.value, 6))
+        return trace_record(item, name, best.steps, best.records, stop, roles, started, _uncut(best.steps, best.records),
+                            path_score=round(best.value, 6))
 
     return run
 
@@ -298,7 +306,7 @@ def dvts(verifier: str) -> MethodProgram:
         best = max(answered, key=lambda k: (totals[k], -k))
         return trace_record(
             item, name, trees[best].steps, trees[best].records, stops[best], roles, started,
-            aggregate=settings.aggregate, subtree=best, subtree_scores=[round(t, 6) for t in totals],
+            _uncut(trees[best].steps, trees[best].records), aggregate=settings.aggregate, subtree=best, subtree_scores=[round(t, 6) for t in totals],
         )
 
     return run

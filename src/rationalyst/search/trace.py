@@ -145,11 +145,14 @@ def trace_record(
     stop_reason: str,
     roles: Roles,
     started: float,
+    answer_steps: list[str] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The trace of one solved problem; the answer is parsed from the solution and checked against the gold."""
+    """The trace of one solved problem; the answer is parsed from the solution (or from ``answer_steps``,
+    the steps it may be read from, where a search chose steps that cannot state it) and checked against
+    the gold."""
     solution = "\n".join(solution_steps)
-    prediction = extract_answer(solution, item)
+    prediction = extract_answer(solution if answer_steps is None else "\n".join(answer_steps), item)
     seconds = roles.seconds()
     seconds["total"] = round(time.perf_counter() - started, 4)
     return Trace(
