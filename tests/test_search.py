@@ -4,6 +4,7 @@ against a plain recomputation, resume, verify, and the CLI."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -271,6 +272,27 @@ def test_verify_command_scores_each_step_and_counts_bad_records(tmp_path, defaul
     }
     lines = {e["reason"]: e["line"] for e in manifest["skipped_examples"]}
     assert lines["repeated id"] == 4 and lines["choices: a arithmetic item has no options"] == 6
+
+
+def test_verify_skips_and_counts_a_solution_whose_score_is_not_finite(tmp_path, monkeypatch):
+    """A scorer overflowing (float16) gives NaN, which JSON cannot hold: that solution is skipped and
+    counted, the others written."""
+    from rationalyst.search.verify import StepVerdict
+    from rationalyst.stages import verify
+
+    def fake_verify(item, steps, roles, settings, without, verifier):
+        bad = math.nan if "overflow" in item.question else -0.5
+        return [StepVerdict("r", bad, -1.0) for _ in steps]
+
+    monkeypatch.setattr(verify, "verify_steps", fake_verify)
+    monkeypatch.setattr(verify.ModelPool, "roles", lambda self, config, method: None)
+    solutions = tmp_path / "solutions.jsonl"
+    rows = [{"id": "a", "question": "What is 2 + 3?", "steps": ["2 + 3 = 5."]},
+            {"id": "b", "question": "An overflow?", "steps": ["1 + 1 = 2."]}]
+    solutions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = verify.run(verify.VerifyConfig(input=solutions, output=tmp_path / "out", family="arithmetic"))
+    assert [r["id"] for r in read_records(tmp_path / "out")] == ["a"]
+    assert counts["skipped"] == {"score not finite": 1}
 
 
 def test_zero_shot_demos_give_the_agent_only_the_instruction_and_the_question(tmp_path, default_model, items, monkeypatch):

@@ -10,6 +10,8 @@ the rationale adds.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +89,10 @@ def run(config: VerifyConfig, pool: ModelPool | None = None) -> dict[str, Any]:
                 verdicts = verify_steps(
                     item, steps, roles, config.search, without=config.verifier == "implicit", verifier=config.verifier
                 )
+                numbers = [v.score for v in verdicts] + ([v.score_without for v in verdicts] if config.verifier == "implicit" else [])
+                if not all(math.isfinite(x) for x in numbers):  # a scorer overflowing (float16): not JSON
+                    run_dir.skip("score not finite", id=record["id"])
+                    continue
                 writer.write({
                     "id": record["id"],
                     "scores": [round(v.score, 6) for v in verdicts],
