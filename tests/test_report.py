@@ -376,3 +376,30 @@ def test_filter_runs_whose_names_read_alike_get_their_own_delta_plot():
     names = {rel: _slug(rel) for rel in (".", "filter", "a/b", "a-b", "a b", "run-1/filter")}
     assert names["."] == "deltas" and names["filter"] == "deltas-filter" and names["a-b"] == "deltas-a-b"
     assert len(set(names.values())) == len(names)  # a/b, a b and a-b no longer share deltas-a-b.png
+
+
+def _cut_search_record() -> dict:
+    """A guided search that chose a cut "The answer is 1" at step 1 (a second candidate was cut too) and
+    ran to max_steps: only those two candidates are written with ``cut``, as the search writes them."""
+    first = [{"text": "The answer is 1", "score": -0.2, "tokens": 16, "cut": True},
+             {"text": "She has 3 boxes.", "score": -0.9, "tokens": 5},
+             {"text": "Each box holds 6", "score": -1.4, "tokens": 16, "cut": True}]
+    second = [{"text": "So 3 * 6 = 18 in all.", "score": -0.3, "tokens": 9}]
+    return {"id": "p1", "question": "How much?", "gold": "12", "steps": [
+        {"rationale": "Count the boxes.", "candidates": first, "chosen": 0},
+        {"rationale": None, "candidates": second, "chosen": 0}],
+        "solution": "The answer is 1\nSo 3 * 6 = 18 in all.", "prediction": None, "parsed": False,
+        "correct": False, "stop_reason": "max_steps"}
+
+
+def test_the_page_marks_candidates_cut_at_the_token_limit(tmp_path):
+    """The page's data keeps ``cut: true`` on exactly the cut candidates (no ``cut`` on the others), and
+    its script shows them a "cut at the token limit" badge (tests/test_report_browser.py renders it)."""
+    write_eval_run(tmp_path / "runs" / "gsm8k" / "implicit", "gsm8k", "implicit", [_cut_search_record()])
+    page = build_report(tmp_path / "runs", tmp_path / "report").html.read_text()
+    ((problem,),) = [r["problems"] for r in _page_data(page)["runs"]]
+    assert [[c.get("cut") for c in s["candidates"]] for s in problem["steps"]] == [[True, None, True], [None]]
+    assert [[list(c) for c in s["candidates"]] for s in problem["steps"]][1] == [["text", "score", "tokens"]]
+    script = re.search(r"<script>(.*?)</script>", page, re.DOTALL).group(1)
+    marker = re.search(r'if \(c\.cut === true\) badges\.push\(el\("span", \{ class: "badge cut", text: "([^"]*)" \}\)\);', script)
+    assert marker and marker.group(1) == "cut at the token limit"

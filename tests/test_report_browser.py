@@ -3,7 +3,8 @@
 Run with ``make test-browser`` (``pytest -m browser``). Checks: the page loads from ``file://`` with no
 console errors and no request beyond the file itself; the outcome and "chose differently" filters show
 exactly the expected problems; arrow keys move between problems; trace text such as ``<script>`` shows
-as text and runs nothing; a screenshot shows the trace view; 5,000 problems stay fast.
+as text and runs nothing; candidates cut by the token limit are marked; a screenshot shows the trace
+view; 5,000 problems stay fast.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from rationalyst.report import build_report
-from tests.report_fixtures import SCRIPT, build_large_run, build_runs
+from tests.report_fixtures import SCRIPT, build_large_run, build_runs, write_eval_run
+from tests.test_report import _cut_search_record
 
 pytestmark = pytest.mark.browser
 
@@ -205,6 +207,20 @@ def test_screenshot_shows_the_trace_view(open_page, report_url, tmp_path):
     image = Image.open(io.BytesIO(data)).convert("RGB")
     assert image.size == (VIEWPORT["width"], VIEWPORT["height"])
     assert len(set(image.getdata())) > 100  # text, bars and highlights, not a blank page
+    assert log.errors == []
+
+
+def test_candidates_cut_at_the_token_limit_are_marked(open_page, tmp_path):
+    root = tmp_path / "runs"
+    write_eval_run(root / "gsm8k" / "implicit", "gsm8k", "implicit", [_cut_search_record()])
+    page, log = open_page(build_report(root, tmp_path / "report").html.resolve().as_uri() + "#traces")
+    traces(page, "gsm8k")
+    marked = page.eval_on_selector_all(
+        "#problem-detail .step", "steps => steps.map(s => [...s.querySelectorAll('.candidate')].map("
+        "c => [...c.querySelectorAll('.badge.cut')].map(b => b.textContent)))")
+    assert marked == [[["cut at the token limit"], [], ["cut at the token limit"]], [[]]]
+    chosen = page.text_content("#problem-detail .step[data-step='0'] .candidate.chosen .ctext")
+    assert chosen.startswith("The answer is 1") and "cut at the token limit" in chosen
     assert log.errors == []
 
 

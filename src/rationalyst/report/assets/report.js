@@ -361,6 +361,8 @@
         var badges = [];
         if (j === chosen) badges.push(el("span", { class: "badge good", text: "chosen" }));
         if (otherStep && j === otherChosen) badges.push(el("span", { class: "badge other", text: compareLabel + " chose this" }));
+        // Written only where true: the agent's completion ran into its token limit (a cut step never ends the search).
+        if (c.cut === true) badges.push(el("span", { class: "badge cut", text: "cut at the token limit" }));
         var otherScore = otherStep && otherStep.candidates[j] && isNum(otherStep.candidates[j].score)
           ? el("div", { class: "meta", text: compareLabel + ": " + otherStep.candidates[j].score.toFixed(3) }) : null;
         return el("li", { class: "candidate" + (j === chosen ? " chosen" : ""), data: { index: j } },
