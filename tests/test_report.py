@@ -403,3 +403,19 @@ def test_the_page_marks_candidates_cut_at_the_token_limit(tmp_path):
     script = re.search(r"<script>(.*?)</script>", page, re.DOTALL).group(1)
     marker = re.search(r'if \(c\.cut === true\) badges\.push\(el\("span", \{ class: "badge cut", text: "([^"]*)" \}\)\);', script)
     assert marker and marker.group(1) == "cut at the token limit"
+
+
+def test_a_cut_candidate_states_no_answer_in_the_choices_between_answers(tmp_path):
+    """A step whose candidates are a cut "The answer is 12" (the gold, but unfinished: the search reads no
+    answer from it) and a whole "The answer is 12": all right if the cut one counted, mixed (1 of 2
+    right, the chosen one right) when it states no answer."""
+    first = [{"text": "The answer is 12", "score": -0.2, "tokens": 16, "cut": True},
+             {"text": "The answer is 12.", "score": -0.9, "tokens": 6}]
+    record = {"id": "p1", "question": "How much?", "gold": "12",
+              "steps": [{"rationale": "Finish.", "candidates": first, "chosen": 1}],
+              "solution": "The answer is 12.", "prediction": "12", "parsed": True, "correct": True,
+              "stop_reason": "answer"}
+    write_eval_run(tmp_path / "gsm8k" / "implicit", "gsm8k", "implicit", [record])
+    (found,) = collect(tmp_path).answer_steps
+    assert (found.steps, found.all_right, found.mixed, found.chosen_right) == (1, 0, 1, 1)
+    assert found.expected == pytest.approx(0.5)

@@ -11,7 +11,8 @@ expectation and the exact one-sided p-value of doing at least as well as the met
 For best-of-n and self-consistency the one step is the whole samples (the verifier's or the vote's
 choice; "any right" is pass@N); for a step-by-step search, the steps whose candidates state an answer,
 usually the last. A candidate that states no answer yet counts as not right there (its trajectory might
-still end right). Only gold answers count as right (an item's extra acceptable answers are not in its
+still end right), and so does one cut by the agent's token limit (``cut`` in its record): the search
+reads no answer from a cut step, so an 'answer' in its unfinished text is none. Only gold answers count as right (an item's extra acceptable answers are not in its
 trace).
 """
 
@@ -78,7 +79,7 @@ def answer_steps(run) -> AnswerSteps | None:
         for step in trace.steps:
             if len(step.candidates) < 2 or step.chosen is None:
                 continue
-            answers = [extract_answer(c.text, item) for c in step.candidates]
+            answers = [None if c.cut else extract_answer(c.text, item) for c in step.candidates]
             if all(a is None for a in answers):
                 continue
             right = [a is not None and is_correct(a, item) for a in answers]
