@@ -63,6 +63,21 @@ def test_discounted_score_is_the_method_formula(default_model):
     assert math.isclose(score.discounted(1.0), score.sum, rel_tol=1e-9)
 
 
+@pytest.mark.parametrize(
+    "logprobs, total", [([math.inf, -math.inf, -1.0], "nan"), ([1e308, 1e308], "inf"), ([-1e308, -1e308], "-inf")],
+    ids=["+inf-inf", "overflow", "-overflow"],
+)
+def test_a_score_past_the_float_range_is_a_number_not_an_exception(logprobs, total):
+    """fsum raises on +inf beside -inf and on an intermediate overflow: the sum is then what IEEE addition
+    gives (NaN, +-inf), so that a scorer overflowing is a score callers skip, not a crash."""
+    from rationalyst.lm.base import ContinuationScore
+
+    score = ContinuationScore(token_ids=list(range(len(logprobs))), logprobs=logprobs)
+    for value in (score.sum, score.discounted(1.0), score.mean * len(logprobs)):
+        assert str(value) == total
+    assert math.isclose(ContinuationScore([0, 1, 2], [0.1, 1e-17, -0.1]).sum, 1e-17, rel_tol=1e-12)  # still exact
+
+
 def _insertions(document: str, cuts: list[int], rationales: list[str]) -> list[tuple[str, str]]:
     """Stage 3's pairs: each segment after a cut, scored without and with a rationale before it."""
     pairs = []

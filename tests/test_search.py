@@ -434,3 +434,39 @@ def test_paragraph_steps_need_a_zero_shot_prompt(tmp_path):
     with pytest.raises(ValueError, match="step_format"):
         SolveConfig(search={"step_format": "paragraphs"})
     eval_stage.EvalConfig(benchmarks=[{"name": "gsm8k", "demos": "zero-shot"}], output=tmp_path, search={"step_format": "paragraphs"})
+
+
+class _OverflowsOnFirst:
+    """A real scorer whose first continuation of every request scores NaN (a float16 scorer overflowing
+    on it), to see where the search ranks such a candidate."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def score_many(self, requests):
+        import dataclasses
+
+        return [[dataclasses.replace(s, logprobs=[math.nan] * len(s.logprobs)) if i == 0 else s for i, s in enumerate(scores)]
+                for scores in self.model.score_many(requests)]
+
+
+def test_a_candidate_whose_score_is_nan_is_never_chosen_over_a_scored_one(items, default_model):
+    """NaN compares false with everything, so as the first candidate it used to win every comparison's
+    tie-break: it ranks below every number now, and the highest real score is chosen."""
+    from rationalyst.search.batch import run_one
+    from rationalyst.search.heuristics import StepContext
+
+    settings = SearchSettings(n_candidates=3, temperature=1.0, max_step_tokens=12)
+    for heuristic in ("implicit", "self-ppl"):
+        roles = Roles.of(default_model, rationalist=_OverflowsOnFirst(default_model), scorer=_OverflowsOnFirst(default_model))
+        decision = run_one(HEURISTICS[heuristic](StepContext(items[0], [], roles, settings, 0)), roles)
+        texts = list(dict.fromkeys(c.text for c in decision.candidates))
+        assert len(texts) >= 2, "the sampled candidates must differ for the test to mean anything"
+        nan_text = texts[0]
+        assert all(math.isnan(s) for c, s in zip(decision.candidates, decision.scores) if c.text == nan_text)
+        real = [s for c, s in zip(decision.candidates, decision.scores) if c.text != nan_text]
+        assert decision.candidates[decision.chosen].text != nan_text
+        assert decision.scores[decision.chosen] == max(real)

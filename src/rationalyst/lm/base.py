@@ -85,7 +85,7 @@ class ContinuationScore:
 
     @property
     def sum(self) -> float:
-        return float(math.fsum(self.logprobs))
+        return _exact_sum(self.logprobs)
 
     @property
     def mean(self) -> float:
@@ -93,7 +93,17 @@ class ContinuationScore:
 
     def discounted(self, gamma: float) -> float:
         """sum_i gamma**i * logprob_i: the METHOD's Stage 3 score of a following segment."""
-        return float(math.fsum(gamma**i * lp for i, lp in enumerate(self.logprobs)))
+        return _exact_sum([gamma**i * lp for i, lp in enumerate(self.logprobs)])
+
+
+def _exact_sum(values: Sequence[float]) -> float:
+    """``math.fsum`` (exact, so a cached and an uncached pass agree to the last bit), but a number where
+    it raises: NaN for +inf beside -inf and inf past the float range, as IEEE addition gives, so that a
+    scorer overflowing (float16) yields a score its callers can skip as not finite instead of a crash."""
+    try:
+        return float(math.fsum(values))
+    except (ValueError, OverflowError):
+        return float(sum(values))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ instead of making them, so the calls of many problems at the same step go out as
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from collections.abc import Callable, Generator
@@ -146,10 +147,11 @@ class StepContext:
 
 
 def _argmax(scores: list[float | None]) -> int:
-    """The first index of the highest score; None ranks below every number."""
+    """The first index of the highest score; None and NaN (a scorer overflowing) rank below every number."""
+    ranked = [s if s is not None and not math.isnan(s) else None for s in scores]
     best = 0
-    for i, s in enumerate(scores):
-        if s is not None and (scores[best] is None or s > scores[best]):
+    for i, s in enumerate(ranked):
+        if s is not None and (ranked[best] is None or s > ranked[best]):
             best = i
     return best
 

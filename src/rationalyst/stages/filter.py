@@ -178,7 +178,7 @@ class FilterWorker:
 
     def _scored(self, record: dict, without, with_rationale) -> dict:
         gamma = self.config.gamma
-        score_without, score_with = _discounted(without, gamma), _discounted(with_rationale, gamma)
+        score_without, score_with = without.discounted(gamma), with_rationale.discounted(gamma)
         if not (math.isfinite(score_without) and math.isfinite(score_with)):
             # A scorer overflowing (float16 on some GPUs) gives NaN or inf: no delta to keep or drop by,
             # and not JSON. The record is skipped and counted; the run goes on.
@@ -198,16 +198,6 @@ class FilterWorker:
             # (only possible at a boundary without whitespace; see scoring_texts).
             "same_tokens": list(without.token_ids) == list(with_rationale.token_ids),
         }
-
-
-def _discounted(score, gamma: float) -> float:
-    """The discounted score of one pass, NaN where its log-probabilities hold both +inf and -inf (a scorer
-    overflowing), for which ``math.fsum`` raises instead of giving a number: the record is then skipped
-    as not finite, not the run stopped."""
-    try:
-        return score.discounted(gamma)
-    except (ValueError, OverflowError):
-        return math.nan
 
 
 def run(config: FilterConfig, model: LanguageModel | None = None) -> FilterSummary:
