@@ -326,6 +326,23 @@ def test_a_changed_input_digest_is_a_clear_error_and_a_run_without_digests_takes
         RunDir(old, Cfg(), stage="demo", inputs={"the prompt a.yaml": "2222"})
 
 
+def test_a_config_naming_a_non_utf8_path_is_written_and_resumes(tmp_path):
+    """A folder named by bytes that are not UTF-8 (b'corp\\xe9') reaches Python with a lone surrogate:
+    config.json holds it as a JSON escape, which reads back as the same path (the same bytes on disk),
+    so the run resumes as the same config; an output folder named so works the same way."""
+    name = os.fsdecode(b"corp\xe9")
+    assert name == "corp\udce9"
+    out = tmp_path / name
+    run = RunDir(out, Cfg(name=name), stage="demo")
+    write_all(run)
+    text = (out / "config.json").read_bytes().decode("utf-8")  # valid UTF-8 on disk
+    assert '"corp\\udce9"' in text
+    assert json.loads(text)["config"]["name"] == name
+    assert os.fsencode(json.loads(text)["config"]["name"]) == b"corp\xe9"
+    assert RunDir(out, Cfg(name=name), stage="demo").is_complete()
+    assert os.listdir(os.fsencode(tmp_path)) == [b"corp\xe9"]
+
+
 def test_shards_without_config_are_not_resumed(tmp_path):
     (tmp_path / "run" / "shards").mkdir(parents=True)
     (tmp_path / "run" / "shards" / "part-00000.jsonl").write_text('{"id": "x"}\n')

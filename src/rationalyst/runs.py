@@ -106,8 +106,12 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def dumps(obj: Any) -> bytes:
-    """``obj`` as indented UTF-8 JSON with a final newline (manifests, configs, state files)."""
-    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    """``obj`` as indented UTF-8 JSON with a final newline (manifests, configs, state files).
+
+    A path whose name is not UTF-8 reaches Python with its bytes as lone surrogates (PEP 383), which
+    UTF-8 cannot encode: those are written as JSON escapes (``\\udce9``), which read back as the same
+    surrogates, so the path round-trips to the same bytes on disk."""
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
 
 
 def read_json(path: Path) -> Any:
