@@ -60,6 +60,45 @@ def test_gpu_count_and_memory_are_judged_against_what_is_given():
     assert any("--gpu-memory" in r.fix for r in problems(unknown, "eval", "GPU memory"))
 
 
+def test_lora_memory_follows_the_gpu_s_precision_and_a_refused_precision_is_a_problem():
+    """A LoRA on the 8B base (8e9 parameters from its name) with one 24 GB GPU and the precision left to
+    the GPU: a T4-class GPU (7.5) trains it in fp16 over float16 weights (8e9 x 2 B x 1.2 = 17.9 GiB:
+    fits); an A100-class one (8.0) in bf16 over float32 master weights (35.8 GiB: does not); an unknown
+    capability is judged at float32, the most, and says so. The recipe's bf16: true asked of the 7.5
+    GPU is a precision problem row before anything runs."""
+    recipe = RECIPES / "paper-llama3-8b-vllm.yaml"
+
+    def train_memory(**given):
+        overrides = given.pop("overrides", ["train.bf16=null"])
+        report = preflight.check_recipe(recipe, overrides, gpus=1, gpu_memory_gb=24, **given)
+        (row,) = [r for r in report.rows if (r.stage, r.what) == ("train", "GPU memory")]
+        return row, report
+
+    t4, _ = train_memory(gpu_capability=(7, 5))
+    assert t4.ok and t4.needs.startswith("~18 GB LoRA (frozen weights), float16 weights")
+    a100, _ = train_memory(gpu_capability=(8, 0))
+    assert not a100.ok and a100.needs.startswith("~36 GB LoRA (frozen weights), float32 weights,")
+    unknown, _ = train_memory()
+    assert not unknown.ok and "--gpu-capability" in unknown.needs and unknown.needs.startswith("~36 GB")
+    _, refused = train_memory(gpu_capability=(7, 5), overrides=[])
+    (row,) = problems(refused, "train", "precision")
+    assert row.there == "compute capability 7.5" and "does not compute bfloat16 natively" in row.fix
+
+
+def test_the_check_command_reads_a_compute_capability_and_refuses_a_malformed_one():
+    recipe = str(RECIPES / "paper-llama3-8b-vllm.yaml")
+    plan = ["check", recipe, "--gpus", "1", "--gpu-memory", "24", "--gpu-capability"]
+    result = runner.invoke(app, [*plan, "seven"])
+    assert result.exit_code == 2 and "--gpu-capability" in result.output and "7.5" in result.output
+    # The recipe's bf16: true is one problem more on a 7.5 GPU than on an 8.0 one (its precision row).
+    counts = {}
+    for capability in ("7.5", "8.0"):
+        result = runner.invoke(app, [*plan, capability], terminal_width=200)
+        assert result.exit_code == 1
+        counts[capability] = int(re.search(r"(\d+) problem\(s\)", result.output).group(1))
+    assert counts["7.5"] == counts["8.0"] + 1
+
+
 def test_a_missing_data_path_is_one_line_saying_what_to_change(tmp_path):
     missing = tmp_path / "nowhere" / "corpus.jsonl"
     recipe = write_recipe(tmp_path, tmp_path / "run", **{"select.corpus": [{"path": str(missing)}]})

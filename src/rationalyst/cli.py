@@ -533,19 +533,32 @@ def run_command(
     _run_pipeline(recipe, overrides, start, stop, check=not no_check)
 
 
+def _compute_capability(text: str) -> tuple[int, int]:
+    """``7.5`` as (7, 5); anything else a usage error naming the option."""
+    major, dot, minor = text.strip().partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        raise typer.BadParameter(f"{text!r} is not a compute capability such as 7.5 (T4) or 8.0 (A100)",
+                                 param_hint="--gpu-capability")
+    return int(major), int(minor)
+
+
 @app.command("check")
 def check_command(
     recipe: Annotated[Path, typer.Argument(help="Pipeline recipe YAML (e.g. recipes/paper-llama3-8b-vllm.yaml).")],
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe field: key.path=value.")] = None,
     gpus: Annotated[Optional[int], typer.Option("--gpus", min=0, help="Plan for this many GPUs instead of this machine's.")] = None,
     gpu_memory: Annotated[Optional[float], typer.Option("--gpu-memory", min=0, help="GB of memory per GPU, for planning.")] = None,
+    gpu_capability: Annotated[Optional[str], typer.Option(
+        "--gpu-capability", help="The GPUs' CUDA compute capability, for planning (7.5: T4, 7.0: V100, 8.0: A100).")] = None,
     start: StartOption = None,
     stop: StopOption = None,
 ) -> None:
     """Preflight: data paths, models, GPUs and memory, contamination, work per stage; in seconds, no model loaded."""
     from rationalyst import preflight
 
-    checked = preflight.check_recipe(recipe, overrides or [], gpus=gpus, gpu_memory_gb=gpu_memory, start=start, stop=stop)
+    capability = _compute_capability(gpu_capability) if gpu_capability is not None else None
+    checked = preflight.check_recipe(recipe, overrides or [], gpus=gpus, gpu_memory_gb=gpu_memory,
+                                     gpu_capability=capability, start=start, stop=stop)
     stdout.print(preflight.table(checked))
     stdout.print(preflight.estimates_table(checked))
     problems = checked.problems

@@ -5,7 +5,8 @@ question files, the eval benchmarks and their evaluation-split rule), the model 
 or file, a builtin, or a hub id: gated hub models are named), and the resources: GPUs, GPU memory per
 engine (weights = parameters x bytes of the dtype; a vLLM engine takes ``gpu_memory_utilization`` of
 each of its GPUs) and CPU RAM for training, against what this machine (or the Ray cluster at
-``executor.ray_address``) has, or against ``--gpus N --gpu-memory GB`` for planning elsewhere. It runs
+``executor.ray_address``) has, or against ``--gpus N --gpu-memory GB`` for planning elsewhere (with
+``--gpu-capability 7.5`` for a GPU before Ampere, where training mixes and loads in float16). It runs
 the contamination guard over the corpus inputs that are benchmark files when they are on disk, and
 estimates each stage's work from the recipe and the data.
 
@@ -52,6 +53,7 @@ class Machine:
     gpu_memory_gb: float | None
     cpu_ram_gb: float
     source: str
+    gpu_capability: tuple[int, int] | None = None  # the GPUs' compute capability (the lowest); None: unknown
 
 
 @dataclass
@@ -118,16 +120,19 @@ def _cpu_ram_gb() -> float:
         return 0.0
 
 
-def _local_gpus() -> tuple[int, float | None]:
+def _local_gpus() -> tuple[int, float | None, tuple[int, int] | None]:
+    """This machine's CUDA GPUs: their count, the smallest one's memory and the lowest compute capability."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
-        return 0, None
+        return 0, None, None
     if not torch.cuda.is_available():
-        return 0, None
+        return 0, None, None
     n = torch.cuda.device_count()
-    memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(n)) / GB if n else None
-    return n, memory
+    if not n:
+        return 0, None, None
+    memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(n)) / GB
+    return n, memory, min(tuple(torch.cuda.get_device_capability(i)) for i in range(n))
 
 
 def _ray_gpus(address: str) -> int | None:
@@ -146,20 +151,22 @@ def _ray_gpus(address: str) -> int | None:
 
 
 def detect_machine(
-    gpus: int | None = None, gpu_memory_gb: float | None = None, ray_address: str | None = None
+    gpus: int | None = None, gpu_memory_gb: float | None = None, ray_address: str | None = None,
+    gpu_capability: tuple[int, int] | None = None,
 ) -> Machine:
-    """The machine to check against: ``gpus``/``gpu_memory_gb`` where given (planning), else this
-    machine's CUDA GPUs, or the GPUs of the Ray cluster at ``ray_address``."""
+    """The machine to check against: ``gpus``/``gpu_memory_gb``/``gpu_capability`` where given
+    (planning), else this machine's CUDA GPUs, or the GPUs of the Ray cluster at ``ray_address``."""
     ram = _cpu_ram_gb()
     if gpus is not None:
-        return Machine(gpus, gpu_memory_gb, ram, "as given (--gpus/--gpu-memory)")
-    n, memory = _local_gpus()
+        return Machine(gpus, gpu_memory_gb, ram, "as given (--gpus/--gpu-memory)", gpu_capability)
+    n, memory, capability = _local_gpus()
     source = "this machine"
     if ray_address:
         cluster = _ray_gpus(ray_address)
         if cluster is not None:
             n, source = cluster, f"the Ray cluster at {ray_address} (GPU memory: {'this machine' if memory else 'unknown'})"
-    return Machine(n, gpu_memory_gb if gpu_memory_gb is not None else memory, ram, source)
+    return Machine(n, gpu_memory_gb if gpu_memory_gb is not None else memory, ram, source,
+                   gpu_capability if gpu_capability is not None else capability)
 
 
 # ============================================================================ models
@@ -545,8 +552,9 @@ def _check_stage_models(report: Report, stage: str, roles: list[tuple[str, Model
 
 
 def _check_train(report: Report, train: Any, machine: Machine, produced: dict[Path, str]) -> ModelInfo:
-    """The base model, and the memory of training it in this process (LoRA or full, the train stage's
-    dtype: float32 master weights unless base.dtype says otherwise)."""
+    """The base model, its precision on the machine checked (a refused one is a problem), and the memory of
+    training it in this process: LoRA or full, in the dtype the train stage loads it in (float32 master
+    weights, float16 for a LoRA on a GPU before Ampere; unknown capability: float32, the most)."""
     info = model_info(train.base.spec, produced)
     engine = Engine("base", train.base, info)
     if info.problem:
@@ -558,7 +566,10 @@ def _check_train(report: Report, train: Any, machine: Machine, produced: dict[Pa
     if not info.params:
         return info
     on_gpu = machine.gpus > 0 and train.base.device != "cpu" and engine.config.spec.partition(":")[0] != "openai"
-    weight_bytes = DTYPE_BYTES.get(train.base.dtype, 4)  # the train stage loads "auto" as float32
+    precision = _training_precision(report, train, machine, on_gpu)
+    # Where the GPU's capability is unknown, base.dtype as written ("auto": float32, the most it loads).
+    weights = precision.weights if precision else train.base.dtype if train.base.dtype in DTYPE_BYTES else None
+    weight_bytes = DTYPE_BYTES.get(weights, 4)
     ram = info.params * weight_bytes / GB
     report.add("train", "CPU RAM", f"~{_gb(ram)} (weights loaded on the CPU first)", _gb(machine.cpu_ram_gb),
                ram <= machine.cpu_ram_gb * 0.9,
@@ -572,6 +583,10 @@ def _check_train(report: Report, train: Any, machine: Machine, produced: dict[Pa
     need = info.params * per_param / GB * OVERHEAD
     mem = machine.gpu_memory_gb
     kind = "full fine-tune (weights, grads, AdamW)" if train.full_finetune else "LoRA (frozen weights)"
+    if weights:
+        kind += f", {weights} weights"
+    else:
+        kind += ", float32 weights" + (" (half on a GPU before Ampere: --gpu-capability)" if machine.gpu_capability is None else "")
     if mem is None:
         report.add("train", "GPU memory", f"~{_gb(need)} {kind}", "unknown", False,
                    "GPU memory unknown: pass --gpu-memory GB (per GPU) to check it")
@@ -581,6 +596,29 @@ def _check_train(report: Report, train: Any, machine: Machine, produced: dict[Pa
                    "" if ok else "in one process it does not fit: set train.base.dtype: bfloat16, use LoRA, or train "
                    "with accelerate launch --config_file recipes/accelerate-fsdp.yaml over several GPUs (--until filter, then --from eval)")
     return info
+
+
+def _training_precision(report: Report, train: Any, machine: Machine, on_gpu: bool) -> Any:
+    """The train stage's precision on the checked machine (`training_precision`), None where it depends
+    on a GPU whose compute capability is not known; a precision it refuses (bf16 on a T4, fp16 on a
+    CPU) is a problem row, and None."""
+    from rationalyst.errors import RationalystError
+    from rationalyst.stages.train import training_precision
+
+    if on_gpu and machine.gpu_capability is None:
+        return None
+    try:
+        if on_gpu:
+            return training_precision(train, gpu_capability=machine.gpu_capability)
+        return training_precision(train.model_copy(update={"base": train.base.model_copy(update={"device": "cpu"})}))
+    except RationalystError as err:
+        report.add("train", "precision", "bf16" if train.bf16 else "fp16" if train.fp16 else "auto",
+                   _describe_capability(machine.gpu_capability) if on_gpu else "CPU", False, str(err))
+        return None
+
+
+def _describe_capability(capability: tuple[int, int] | None) -> str:
+    return "compute capability unknown" if capability is None else f"compute capability {capability[0]}.{capability[1]}"
 
 
 def _check_eval_data(report: Report, config: Any, start: str | None, stop: str | None) -> tuple[dict[str, list], int]:
@@ -677,21 +715,21 @@ def _estimate(report: Report, config: Any, documents: int, exact: bool, items: d
 
 def check_recipe(
     recipe: Path, overrides: Sequence[str] = (), *, gpus: int | None = None, gpu_memory_gb: float | None = None,
-    start: str | None = None, stop: str | None = None,
+    gpu_capability: tuple[int, int] | None = None, start: str | None = None, stop: str | None = None,
 ) -> Report:
     """Load and validate a pipeline recipe (`ConfigError` on a bad one) and check it."""
     from rationalyst.config import load_config
     from rationalyst.pipeline import PipelineConfig
 
     config = load_config(PipelineConfig, recipe, list(overrides))
-    return check_config(config, gpus=gpus, gpu_memory_gb=gpu_memory_gb, start=start, stop=stop)
+    return check_config(config, gpus=gpus, gpu_memory_gb=gpu_memory_gb, gpu_capability=gpu_capability, start=start, stop=stop)
 
 
 def check_config(config: Any, *, gpus: int | None = None, gpu_memory_gb: float | None = None,
-                 start: str | None = None, stop: str | None = None) -> Report:
+                 gpu_capability: tuple[int, int] | None = None, start: str | None = None, stop: str | None = None) -> Report:
     addresses = [s.executor.ray_address for s in (config.select, config.extract, config.filter) if s.executor.kind == "ray"]
     ray_address = next((a for a in addresses if a), None) or (os.environ.get("RAY_ADDRESS") if addresses else None)
-    machine = detect_machine(gpus, gpu_memory_gb, ray_address)
+    machine = detect_machine(gpus, gpu_memory_gb, ray_address, gpu_capability)
     return check(config, machine, start=start, stop=stop)
 
 

@@ -50,7 +50,12 @@ def gpu_has_native_bf16(device: torch.device | None = None) -> bool:
     ``torch.cuda.is_bf16_supported()`` also answers True where torch merely emulates it."""
     import torch
 
-    return torch.cuda.get_device_capability(device) >= (8, 0)
+    return capability_has_native_bf16(torch.cuda.get_device_capability(device))
+
+
+def capability_has_native_bf16(capability: tuple[int, int]) -> bool:
+    """True for a GPU of this compute capability that computes bfloat16 in hardware (8.0 on)."""
+    return tuple(capability) >= (8, 0)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -80,11 +85,19 @@ def training_mixed_precision(device: torch.device) -> MixedPrecision:
     a CPU and on older GPUs."""
     if device.type != "cuda":
         return "no"
-    if gpu_has_native_bf16(device):
-        return "bf16"
     import torch
 
-    return "fp16" if torch.cuda.get_device_capability(device) >= FP16_CAPABILITY else "no"
+    return mixed_precision_for(torch.cuda.get_device_capability(device))
+
+
+def mixed_precision_for(capability: tuple[int, int] | None) -> MixedPrecision:
+    """`training_mixed_precision` for a GPU of this compute capability (None: a CPU), wherever it is
+    asked: `rationalyst check` plans for a machine it is not on."""
+    if capability is None:
+        return "no"
+    if capability_has_native_bf16(capability):
+        return "bf16"
+    return "fp16" if tuple(capability) >= FP16_CAPABILITY else "no"
 
 
 def describe_gpu(device: torch.device | None = None) -> str:

@@ -273,22 +273,32 @@ class TrainingPrecision:
         return {"bf16": self.mixed == "bf16", "fp16": self.mixed == "fp16", "use_cpu": self.device == "cpu"}
 
 
-def training_precision(config: TrainConfig) -> TrainingPrecision:
+def training_precision(config: TrainConfig, gpu_capability: tuple[int, int] | None = None) -> TrainingPrecision:
     """The precision of this training on this machine (module docstring), or a `RationalystError` for
     one it cannot train in. Reads only the config and the GPU's compute capability: it is called first,
-    so a refused config fails in seconds, before a model is downloaded, converted or loaded."""
+    so a refused config fails in seconds, before a model is downloaded, converted or loaded.
+
+    ``gpu_capability``: decide for a GPU of that compute capability instead of this machine's
+    (`rationalyst check` planning a run elsewhere); ``base.device: cpu`` still trains on the CPU."""
     import torch
 
-    from rationalyst.lm.precision import describe_gpu, gpu_has_native_bf16, resolve_dtype, training_mixed_precision
+    from rationalyst.lm.precision import capability_has_native_bf16, describe_gpu, mixed_precision_for
 
-    on_gpu = torch.cuda.is_available() and config.base.device != "cpu"
-    device = torch.device("cuda" if on_gpu else "cpu")  # the device the Trainer trains on
+    if gpu_capability is not None:
+        on_gpu, capability = config.base.device != "cpu", tuple(gpu_capability)
+        gpu = f"compute capability {capability[0]}.{capability[1]}"
+    else:
+        on_gpu = torch.cuda.is_available() and config.base.device != "cpu"
+        capability = torch.cuda.get_device_capability(torch.device("cuda")) if on_gpu else None
+        gpu = describe_gpu(torch.device("cuda")) if on_gpu else "none"
+    if not on_gpu:
+        capability = None
     if config.bf16 and config.fp16:
         raise RationalystError("bf16 and fp16 are both true: choose one mixed precision (or neither: float32)")
     if config.bf16:
-        if on_gpu and not gpu_has_native_bf16(device):
+        if on_gpu and not capability_has_native_bf16(capability):
             raise RationalystError(
-                f"bf16: true, but this GPU ({describe_gpu(device)}) does not compute bfloat16 natively (that takes "
+                f"bf16: true, but this GPU ({gpu}) does not compute bfloat16 natively (that takes "
                 "compute capability 8.0: A100, L4, H100, RTX 30xx on); torch would emulate it many times slower. "
                 "Set fp16: true, or leave bf16 unset: fp16 mixed precision, which this GPU computes"
             )
@@ -301,21 +311,33 @@ def training_precision(config: TrainConfig) -> TrainingPrecision:
             )
         mixed = "fp16"
     else:
-        mixed = training_mixed_precision(device)
+        mixed = mixed_precision_for(capability)
         if (mixed == "bf16" and config.bf16 is False) or (mixed == "fp16" and config.fp16 is False):
             mixed = "no"
     if config.base.dtype == "auto":
         # float32 master weights; a LoRA training in fp16 keeps only its adapter in float32 (peft upcasts it)
-        weights = torch.float16 if mixed == "fp16" and not config.full_finetune else torch.float32
+        weights = "float16" if mixed == "fp16" and not config.full_finetune else "float32"
     else:
-        weights = resolve_dtype(config.base.dtype, device)
-        if mixed == "fp16" and config.full_finetune and weights != torch.float32:
+        weights = _named_dtype(config.base.dtype, capability)
+        if mixed == "fp16" and config.full_finetune and weights != "float32":
             raise RationalystError(
                 f"full fine-tuning in fp16 mixed precision needs float32 weights, and base.dtype {config.base.dtype} "
-                f"loads {str(weights).removeprefix('torch.')}: the gradient scaler refuses float16 gradients "
+                f"loads {weights}: the gradient scaler refuses float16 gradients "
                 "('Attempting to unscale FP16 gradients'). Set base.dtype: auto (float32), or train a LoRA adapter"
             )
-    return TrainingPrecision(device.type, mixed, str(weights).removeprefix("torch."))
+    return TrainingPrecision("cuda" if on_gpu else "cpu", mixed, weights)
+
+
+def _named_dtype(dtype: str, capability: tuple[int, int] | None) -> str:
+    """The dtype ``base.dtype`` loads in on a GPU of ``capability`` (None: the CPU), as
+    `rationalyst.lm.precision.resolve_dtype` decides it, by name."""
+    import torch
+
+    from rationalyst.lm.precision import capability_has_native_bf16, resolve_dtype
+
+    if capability is not None and dtype in ("auto", "fastest"):
+        return "bfloat16" if capability_has_native_bf16(capability) else "float16"
+    return str(resolve_dtype(dtype, torch.device("cpu"))).removeprefix("torch.")
 
 
 def _load_tokenizer(folder: str) -> Any:
