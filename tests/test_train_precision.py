@@ -279,3 +279,41 @@ def test_a_full_fine_tune_takes_an_fp16_step_only_in_float32(gpu, tiny_folder, t
     half = AutoModelForCausalLM.from_pretrained(str(tiny_folder), dtype=torch.float16)
     with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients"):
         _fp16_step(half)
+
+
+# ----------------------------------------------------------------------------- the launcher's mixed precision
+
+
+def test_training_arguments_take_the_launcher_s_mixed_precision_unless_bf16_or_fp16_is_set(tmp_path, monkeypatch):
+    """Why the check below exists, on the real TrainingArguments: with neither switch set they take
+    ``accelerate launch``'s mixed_precision (a float32 training would autocast to bf16)."""
+    from transformers import TrainingArguments
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]).mixed_precision == "bf16"
+    assert TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=True).mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize("launched, ours, refused", [
+    ("", "no", False), ("no", "no", False), ("bf16", "bf16", False), ("fp16", "fp16", False),
+    ("bf16", "fp16", False),  # the shipped configs on a V100: TrainingArguments' fp16 replaces it
+    ("bf16", "no", True), ("fp16", "no", True), ("BF16", "no", True),
+])
+def test_a_launcher_that_would_autocast_a_float32_training_is_refused(launched, ours, refused):
+    precision = train.TrainingPrecision("cuda", ours, "float32")
+    environ = {"ACCELERATE_MIXED_PRECISION": launched}
+    if refused:
+        with pytest.raises(RationalystError, match=rf"launcher sets mixed_precision: {launched.lower()}.*mixed_precision: 'no'"):
+            train.launcher_mixed_precision(precision, environ)
+    else:
+        train.launcher_mixed_precision(precision, environ)
+
+
+def test_fp16_false_under_a_bf16_launcher_fails_before_any_model_is_loaded(gpu, tmp_path, monkeypatch):
+    gpu((7, 0))
+    _no_model_loading(monkeypatch)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(RationalystError, match="launcher sets mixed_precision: bf16"):
+        train.run(_config(tmp_path, fp16=False))
+    with pytest.raises(LoadedAModel):  # left unset: fp16, which replaces the launcher's bf16
+        train.run(_config(tmp_path))

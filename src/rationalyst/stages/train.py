@@ -56,7 +56,8 @@ The weights: ``base.dtype: auto`` loads float32 master weights, except that a Lo
 loads the frozen base in float16 (half the memory; peft keeps the adapter float32). What is trained
 under fp16 must be float32, as the scaler refuses float16 gradients ("Attempting to unscale FP16
 gradients"): a full fine-tune in fp16 with ``base.dtype`` float16 or bfloat16 is refused. A T4 user
-gets fp16 with nothing set; ``fp16: false`` trains in float32 there.
+gets fp16 with nothing set; ``fp16: false`` trains in float32 there. Under ``accelerate launch`` the
+train config decides too (`launcher_mixed_precision`): the shipped configs' bf16 becomes fp16 on a V100.
 """
 
 from __future__ import annotations
@@ -380,6 +381,30 @@ def gradient_accumulation_steps(config: TrainConfig, environ: dict[str, str] | N
     return config.gradient_accumulation_steps
 
 
+MIXED_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
+
+
+def launcher_mixed_precision(precision: TrainingPrecision, environ: dict[str, str] | None = None) -> None:
+    """The train config's precision against the launcher's (``accelerate launch`` puts its config's
+    ``mixed_precision`` in ``ACCELERATE_MIXED_PRECISION``). `TrainingArguments` with bf16 or fp16 set
+    replaces the launcher's value, so the shipped configs' bf16 becomes fp16 on a V100 (said in the
+    log); but with neither set it takes the launcher's, and would autocast a training decided float32
+    (``fp16: false``, a CPU, a GPU before 6.0). That conflict is refused before anything loads."""
+    import os
+
+    env = os.environ if environ is None else environ
+    launched = str(env.get(MIXED_PRECISION_ENV, "")).strip().lower()
+    if launched in ("", "no", precision.mixed):
+        return
+    if precision.mixed == "no":
+        raise InputError(
+            f"the launcher sets mixed_precision: {launched} ({MIXED_PRECISION_ENV}) and the train config trains "
+            f"in float32 on this {precision.device} (bf16/fp16 false, or a machine without them): set mixed_precision: "
+            "'no' in the accelerate config, or leave bf16 and fp16 unset in the train config"
+        )
+    log.info("mixed precision: the train config's %s replaces the launcher's %s (%s)", precision.mixed, launched, MIXED_PRECISION_ENV)
+
+
 def _wrap_lora(model: Any, config: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
@@ -573,6 +598,7 @@ def run(config: TrainConfig) -> TrainResult:
     from transformers import Trainer, TrainingArguments, set_seed
 
     precision = training_precision(config)  # first: a config this machine cannot train fails at once
+    launcher_mixed_precision(precision)
     output = Path(config.output)
     instruction = instruction_for(
         config.rationalist_format, load_instruction(config.instruction_file) if config.instruction_file else None
