@@ -521,6 +521,31 @@ def test_a_document_over_the_context_is_marked_and_the_rest_go_on(tmp_path):
     assert counts["documents_by_status"]["too_long_for_model"] == 1
 
 
+def test_a_document_refused_as_too_long_is_tried_again_once_the_window_is_raised(tmp_path):
+    """Refused under the default window: a rerun with the same config has nothing to do (the model is
+    not called); with vllm's max_model_len raised (not in the config hash, so the run resumes) only
+    that document is extracted again, and the counts hold it as extracted, once."""
+    marker = FIXTURE_DOCS["web-1"]["text"][:30]
+    refused = FailsOn(marker, PromptTooLongError("prompt of 9000 tokens is over max_model_len=4096"))
+    first = extract.run(config(tmp_path, batch_size=3), model=refused)
+    assert first["documents_by_status"]["too_long_for_model"] == 1
+    assert extract.run(config(tmp_path, batch_size=3), model=NoModel()) == first
+    before = list(read_records(tmp_path / "out"))
+    others = FailsOn(FIXTURE_DOCS["gsm-1"]["text"][:30], AssertionError("only web-1 is tried again"))
+    spec = config(tmp_path).model.spec
+    raised = config(tmp_path, batch_size=3, model={"spec": spec, "max_model_len": 16384})
+    counts = extract.run(raised, model=others)
+    summaries = list(read_records(tmp_path / "out" / extract.DOCUMENTS_DIR))
+    assert sorted(d["id"] for d in summaries) == sorted(FIXTURE_DOCS)  # each document once
+    assert {d["id"]: d["status"] for d in summaries}["web-1"] == "ok"
+    assert "too_long_for_model" not in counts["documents_by_status"]
+    after = list(read_records(tmp_path / "out"))
+    assert after[: len(before)] == before and {r["doc_id"] for r in after[len(before):]} == {"web-1"}
+    assert counts["rationales"] == len(after)
+    # Refused again in that window: a rerun with it does not try again.
+    assert extract.run(raised, model=NoModel()) == counts
+
+
 def test_a_server_down_stops_the_run_and_a_rerun_finishes_what_is_left(tmp_path):
     """Only a prompt too long is the document's fault: any other model error (a server down, a missing
     model) stops the run, no document is marked, and a rerun extracts the rest."""

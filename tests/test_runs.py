@@ -343,6 +343,28 @@ def test_a_config_naming_a_non_utf8_path_is_written_and_resumes(tmp_path):
     assert os.listdir(os.fsencode(tmp_path)) == [b"corp\xe9"]
 
 
+def test_forgotten_records_leave_the_shards_and_are_pending_again(tmp_path):
+    """`forget` withdraws the manifest and rewrites the shards without those records (a shard left empty
+    stays, read as nothing); a resume writes them again after the last shard, each id once."""
+    run = RunDir(tmp_path / "run", Cfg(), stage="demo")
+    write_all(run, shard_size=50)
+    assert run.is_complete()
+    gone = {"r0003", "r0120", *(f"r{i:04d}" for i in range(150, 200))}  # the whole last shard among them
+    assert run.forget(gone) == len(gone)
+    assert not run.is_complete() and not (run.path / "manifest.json").exists()
+    assert sorted(r["id"] for r in run.records()) == sorted(i["id"] for i in ITEMS() if i["id"] not in gone)
+    assert [p.name for p in run.shard_paths()] == [f"part-{i:05d}.jsonl" for i in range(4)]
+    assert run.forget({"no-such-id"}) == 0
+    resumed = RunDir(tmp_path / "run", Cfg(), stage="demo")
+    assert sorted(i["id"] for i in resumed.pending(ITEMS())) == sorted(gone)
+    write_all(resumed, shard_size=50)
+    assert sorted(r["id"] for r in resumed.records()) == sorted(i["id"] for i in ITEMS())
+    assert [r for r in resumed.records() if r["id"] == "r0120"] == [MAKE_RECORD({"id": "r0120", "n": 120})]
+    with resumed.writer() as writer, pytest.raises(RuntimeError, match="close the writer"):
+        resumed.forget({"r0001"})
+        writer.write({"id": "never"})
+
+
 def test_shards_without_config_are_not_resumed(tmp_path):
     (tmp_path / "run" / "shards").mkdir(parents=True)
     (tmp_path / "run" / "shards" / "part-00000.jsonl").write_text('{"id": "x"}\n')

@@ -414,6 +414,29 @@ class RunDir:
         self._writer = ShardWriter(self, shard_size=shard_size, flush_seconds=flush_seconds)
         return self._writer
 
+    def forget(self, ids: Iterable[str]) -> int:
+        """Remove the records with these ids from the shards, so that a resume does them again (a
+        document the model refused as too long, retried in a larger context window); returns how many
+        were removed. The manifest is withdrawn first, and each shard is rewritten atomically without
+        them, so a kill part-way leaves an incomplete run whose remaining records are whole."""
+        if self._writer is not None and not self._writer.closed:
+            raise RuntimeError(f"close the writer of {self.path} before forgetting records")
+        wanted, removed = set(ids), 0
+        if not wanted:
+            return 0
+        try:
+            (self.path / MANIFEST_FILE).unlink(missing_ok=True)
+            _fsync_dir(self.path)
+            for shard in self.shard_paths():
+                lines = shard.read_bytes().splitlines(keepends=True)
+                kept = [line for line in lines if not line.strip() or json.loads(line).get("id") not in wanted]
+                if len(kept) != len(lines):
+                    atomic_write(shard, b"".join(kept))
+                    removed += len(lines) - len(kept)
+        except OSError as exc:
+            raise RationalystError(f"cannot rewrite the shards of {self.path}: {exc.strerror or exc}") from None
+        return removed
+
     def skip(self, reason: str, *, file: str | Path | None = None, line: int | None = None, **details: Any) -> None:
         """Count one skipped (bad) input under ``reason``; the first 100 go to the manifest as examples."""
         self._skips[reason] += 1

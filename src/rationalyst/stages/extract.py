@@ -325,6 +325,7 @@ class DocResult:
     cut_by_length: int = 0  # generations that hit their token budget
     prompts_truncated: int = 0
     fidelity: float | None = None
+    window: str | None = None  # too_long_for_model: the context window it was refused in (`context_window`)
 
     def records(self) -> list[dict[str, Any]]:
         text, out = self.doc.text, []
@@ -360,7 +361,30 @@ class DocResult:
             "cut_by_length": self.cut_by_length,
             "prompts_truncated": self.prompts_truncated,
             "fidelity": self.fidelity,
+            **({"window": self.window} if self.window is not None else {}),
         }
+
+
+def context_window(config: ExtractConfig) -> str:
+    """The extractor's context window as far as this config says it (kept with a document refused as
+    too long): vLLM's ``max_model_len`` (not part of the config's hash, so it can be raised and the run
+    resumed), else the model's own (``n_ctx`` for llama.cpp is in the hash: changing it starts over)."""
+    return f"max_model_len={config.model.max_model_len}"
+
+
+#: The window of a refusal recorded before windows were (a run of the default max_model_len, as most are).
+_DEFAULT_WINDOW = "max_model_len=None"
+
+
+def refused_in_another_window(summaries: Iterable[dict[str, Any]], config: ExtractConfig) -> set[str]:
+    """The documents the model refused as too long whose refusal may not hold now: refused under another
+    `context_window` (max_model_len raised), or by an OpenAI-compatible server, whose window is the
+    server's and may have been raised since (one rejected request each if not)."""
+    window, server = context_window(config), config.model.spec.startswith("openai:")
+    return {
+        s["id"] for s in summaries
+        if s.get("status") == "too_long_for_model" and (server or s.get("window", _DEFAULT_WINDOW) != window)
+    }
 
 
 def finalize(result: DocResult, candidates: Sequence[tuple[int | None, str, bool]], config: ExtractConfig) -> None:
@@ -441,7 +465,7 @@ class ExtractWorker:
         except PromptTooLongError as exc:  # only that: a missing model or a server down stops the run
             if len(docs) == 1:
                 log.warning("document %s: %s", docs[0].id, exc)
-                return [DocResult(docs[0], status="too_long_for_model")]
+                return [DocResult(docs[0], status="too_long_for_model", window=context_window(self.config))]
             return [r for doc in docs for r in self.process([doc])]
 
     def _process(self, docs: Sequence[Document]) -> list[DocResult]:
@@ -657,6 +681,11 @@ def run(config: ExtractConfig, model: LanguageModel | None = None) -> dict[str, 
     inputs = prompt_inputs(config)
     out = RunDir(config.output, config, stage=STAGE, mode=mode, inputs=inputs)
     docs_run = RunDir(Path(config.output) / DOCUMENTS_DIR, config, stage=DOCUMENTS_STAGE, mode=mode, inputs=inputs)
+    retry = refused_in_another_window(docs_run.records(), config)
+    if retry:
+        log.info("extract: %d document(s) refused as too long before, in another context window, are tried again "
+                 "(%s)", len(retry), context_window(config))
+        docs_run.forget(retry)
     if out.is_complete() and docs_run.is_complete():
         log.info("extract: %s is complete for this config; nothing to do", config.output)
         return out.manifest()["counts"]
