@@ -166,6 +166,32 @@ def test_eval_starts_over_whole_when_a_stage_before_it_changed(tmp_path, monkeyp
     assert calls == [(True, False), (False, True), (True, False)]
 
 
+def test_a_finished_extract_resumes_for_documents_refused_in_another_window(tmp_path, monkeypatch):
+    """A raised max_model_len changes no fingerprint: a finished extract whose documents were refused as
+    too long in another window resumes (to try them again) and every stage after it runs again; with
+    the same window, or none refused, everything stays finished."""
+    from rationalyst.stages import extract, train
+    from rationalyst.stages import filter as filter_stage
+
+    calls = []
+    for name, module in (("extract", extract), ("filter", filter_stage), ("train", train), ("eval", eval_stage)):
+        monkeypatch.setattr(module, "run", lambda config, *a, name=name, **k: calls.append((name, config.overwrite)))
+    recipe = lambda window=None: load_config(pipeline.PipelineConfig, write_recipe(  # noqa: E731
+        tmp_path, tmp_path / "run", report=False, **{"extract.model": {"spec": "builtin:smollm2-135m", "max_model_len": window}}))
+    pipeline.run(recipe(), start="extract")
+    assert calls == [("extract", True), ("filter", True), ("train", True), ("eval", True)]
+    calls.clear()
+    summary = {"id": "doc-9", "status": "too_long_for_model", "window": "max_model_len=None", "source": "s", "rationales": 0}
+    shards = tmp_path / "run" / "extract" / extract.DOCUMENTS_DIR / "shards"
+    shards.mkdir(parents=True)
+    (shards / "part-00000.jsonl").write_text(json.dumps(summary) + "\n")
+    assert statuses(pipeline.run(recipe(), start="extract")) == {s: "skipped" for s in ("extract", "filter", "train", "eval")}
+    assert calls == []
+    result = pipeline.run(recipe(window=16384), start="extract")
+    assert statuses(result) == {"extract": "resumed", "filter": "ran", "train": "ran", "eval": "ran"}
+    assert calls == [("extract", False), ("filter", True), ("train", True), ("eval", True)]
+
+
 def test_a_section_that_is_not_a_mapping_is_named_with_its_line(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("output: runs\nselect: 5\nextract: {}\nfilter: {}\ntrain: {}\neval: {benchmarks: [gsm8k]}\n")

@@ -43,7 +43,7 @@ from rationalyst.config import StrictModel, config_hash, content_digest
 from rationalyst.data.benchmarks.generated import write_generated_corpus
 from rationalyst.errors import RationalystError
 from rationalyst.lm.memory import release_memory
-from rationalyst.runs import atomic_write, dumps, read_json
+from rationalyst.runs import atomic_write, dumps, read_json, read_records
 from rationalyst.stages.eval import EvalConfig, run_inputs
 from rationalyst.stages.extract import ExtractConfig, prompt_inputs
 from rationalyst.stages.filter import FilterConfig
@@ -184,6 +184,17 @@ def _section_hash(stage: str, section: Any) -> str:
     return own
 
 
+def _work_left(stage: str, section: Any) -> bool:
+    """Whether a finished stage has work its fingerprint cannot see: extract's documents refused as too
+    long in another context window (``max_model_len``, not part of the config's hash, was raised). It
+    then resumes, and the stages after it run again on its new output."""
+    if stage != "extract":
+        return False
+    from rationalyst.stages.extract import DOCUMENTS_DIR, refused_in_another_window
+
+    return bool(refused_in_another_window(read_records(Path(section.output) / DOCUMENTS_DIR), section))
+
+
 class PipelineState:
     """``pipeline.json``: per stage, the fingerprint it ran with and whether it completed."""
 
@@ -292,7 +303,7 @@ def run(
         upstream = fingerprint
         if section is not None:
             fingerprint = _fingerprint(fingerprint, _section_hash(stage, section))
-        if section is not None and state.is_done(stage, fingerprint):
+        if section is not None and state.is_done(stage, fingerprint) and not _work_left(stage, section):
             result.stages.append(StageOutcome(stage, "skipped", 0.0))
             if on_stage:
                 on_stage(stage, "skipped")
