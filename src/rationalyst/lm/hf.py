@@ -364,8 +364,11 @@ class HFModel(LanguageModel):
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        """With a seed, prompt *i* samples with seed ``seed + i`` (as vllm and openai), from its own
-        generator: its samples do not depend on the other prompts of the call (`generate_seeded`)."""
+        """With a seed, prompt *i* samples from its own generator, seeded ``seed + i``: its samples do not
+        depend on the other prompts of the call (`generate_seeded`). All ``n`` samples of a prompt draw
+        from that one generator, so prompts spaced by 1 share no sample's stream; vllm and openai space
+        prompts by ``n`` instead, as they seed each sample (*j* with seed + j). The same seed therefore
+        samples differently on each engine, as their kernels would anyway."""
         seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
         return self.generate_seeded(prompts, params, seeds)
 
