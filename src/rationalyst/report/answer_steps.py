@@ -12,8 +12,8 @@ For best-of-n and self-consistency the one step is the whole samples (the verifi
 choice; "any right" is pass@N); for a step-by-step search, the steps whose candidates state an answer,
 usually the last. A candidate that states no answer yet counts as not right there (its trajectory might
 still end right), and so does one cut by the agent's token limit (``cut`` in its record): the search
-reads no answer from a cut step, so an 'answer' in its unfinished text is none. Only gold answers count as right (an item's extra acceptable answers are not in its
-trace).
+reads no answer from a cut step, so an 'answer' in its unfinished text is none. Only gold answers count
+as right (an item's extra acceptable answers are not in its trace).
 """
 
 from __future__ import annotations
