@@ -229,8 +229,13 @@ step "report"
 # one as the agent's GGUF with its LoRA (`lora:`, lm/gguf_lora.py): a rationale at one row is 2.4x
 # faster there than in float32 transformers for the 0.5B (benchmarks/lora_llamacpp.py), and the
 # untrained one already runs there. Scoring the 1.5B costs the same on both engines (232 tokens: 10.2 s).
+# Its training is cut to 48 steps (half an epoch): the weights do not reach the next machine, so it is
+# trained again in every session that continues this step, and two epochs (about 190 steps at roughly
+# three times the 0.5B's 12.4 s) would take a session's whole background time; tau 0's dev loss was flat
+# after 40 of its 188 steps (docs/results/cpu-gsm8k.md).
 step "the all-1.5B setting: the agent's model trained as rationalist, the agent's model as scorer"
-"$BIN/rationalyst" train --config "$RECIPE" --set "output=$OUT/train-1.5b" --base builtin:qwen2.5-coder-1.5b
+"$BIN/rationalyst" train --config "$RECIPE" --set "output=$OUT/train-1.5b" --base builtin:qwen2.5-coder-1.5b \
+    --set max_steps=48
 dev_gain base-1.5b "$AGENT" --rationalist "$AGENT"
 dev_gain tau0-1.5b "$AGENT" --rationalist "$AGENT" --rationalist-lora "$OUT/train-1.5b/adapter"
 evaluate --set "output=$OUT/eval-all-1.5b" --set benchmarks.0.limit=100 \
