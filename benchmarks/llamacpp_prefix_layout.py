@@ -54,30 +54,18 @@ def contexts() -> list[str]:
 def run(model, align: int, min_rows: int) -> tuple[float, int, dict]:
     """One pass of the pattern under a layout: (seconds, tokens evaluated, results to compare)."""
     layout.ALIGN, layout.MIN_ROWS = align, min_rows
-    model._rewind(0)
+    model._scoring.reset()
     decoder = model._streams()
     forget(decoder)
-    evaluated = decoder.forwarded
-    decode = model._evaluate
-
-    counted = [0]
-
-    def counting(ids, begin, end, rows):
-        counted[0] += end - begin
-        yield from decode(ids, begin, end, rows)
-
-    model._evaluate = counting
+    evaluated = decoder.forwarded + model.forwarded_tokens
     results = {}
     start = time.perf_counter()
-    try:
-        for k, context in enumerate(contexts()):
-            for candidate, score in zip(CANDIDATES, model.score(context, CANDIDATES)):
-                results["score", k, candidate] = np.asarray(score.logprobs)
-            results["prompt", k] = decoder._prefill(0, model._encode(context))
-    finally:
-        model._evaluate = decode
+    for k, context in enumerate(contexts()):
+        for candidate, score in zip(CANDIDATES, model.score(context, CANDIDATES)):
+            results["score", k, candidate] = np.asarray(score.logprobs)
+        results["prompt", k] = decoder._prefill(0, model._encode(context))
     seconds = time.perf_counter() - start
-    return seconds, counted[0] + decoder.forwarded - evaluated, results
+    return seconds, decoder.forwarded + model.forwarded_tokens - evaluated, results
 
 
 def forget(decoder) -> None:
@@ -93,8 +81,7 @@ def fresh(model) -> dict:
     results = {}
     for k, context in enumerate(contexts()):
         for candidate in CANDIDATES:
-            model._rewind(0)
-            results["score", k, candidate] = np.asarray(model.score(context, [candidate])[0].logprobs)
+            results["score", k, candidate] = np.asarray(model.score_full_passes(context, [candidate])[0].logprobs)
         forget(decoder)
         results["prompt", k] = decoder._prefill(0, model._encode(context))
     return results

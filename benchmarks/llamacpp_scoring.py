@@ -26,9 +26,9 @@ import numpy as np
 from llamacpp_batching import every_position_llama
 from score_throughput import PARAGRAPH, STEPS, timed
 
-import rationalyst.lm.llamacpp as backend
+import rationalyst.lm.llamacpp_scoring as backend
 from rationalyst.lm import load_model
-from rationalyst.lm.llamacpp import log_softmax_rows
+from rationalyst.lm.llamacpp_scoring import log_softmax_rows
 
 
 class EveryPositionScorer:
@@ -82,7 +82,7 @@ def main() -> None:
     backend.decode_entries = counting
 
     def ours():
-        model._rewind(0)
+        model._scoring.reset()
         return [s.logprobs for s in model.score(context, continuations)]
 
     before_s, before_lp = timed(lambda: before.score(seqs), args.repeats)

@@ -219,7 +219,7 @@ def test_scoring_evaluates_and_projects_only_what_it_needs(lc, monkeypatch):
     """K continuations of one context: the context is evaluated once, each continuation costs only its
     own tokens in a batch of its own (a one-token one, none), and only the positions whose next token
     is scored get an output row (the vocabulary projection). Counted at llama_decode from the token ids."""
-    import rationalyst.lm.llamacpp as backend
+    import rationalyst.lm.llamacpp_scoring as backend
 
     seen: list[tuple[int, int]] = []  # (tokens, output rows) of each llama_decode
 
@@ -236,7 +236,7 @@ def test_scoring_evaluates_and_projects_only_what_it_needs(lc, monkeypatch):
     n_context = seqs[0].n_context
     cont_lengths = [len(s.continuation_ids) for s in seqs]
     assert cont_lengths[-1] == 1 and n_context < 32  # (a context of 32 tokens or more may take two batches)
-    lc._rewind(0)
+    lc._scoring.reset()
     scores = lc.score(context, continuations)
     # The context with one row (after its last token), then each continuation's tokens with a row for
     # each but its last; the one-token fourth is scored by the row after the context.
@@ -249,6 +249,45 @@ def test_scoring_evaluates_and_projects_only_what_it_needs(lc, monkeypatch):
     assert lc.score(context, continuations[3:])[0].logprobs == scores[3].logprobs
     assert lc.score(context, continuations[1:2])[0].logprobs == scores[1].logprobs
     assert seen == [(cont_lengths[2], cont_lengths[2] - 1), (cont_lengths[1], cont_lengths[1] - 1)]
+
+
+def test_problems_scored_side_by_side_each_extend_their_own_context(qwen_lc):
+    """The batched search's pattern: two problems' trajectories scored in turn, each request extending
+    its own problem's last context by one step. With two scoring contexts each problem's steps evaluate
+    only what is new (the question and the earlier steps are kept); with one, every request evaluates
+    its whole trajectory again. The scores are the same either way, and equal fresh full passes."""
+    questions = [
+        "Question: A farmer has 17 sheep and buys 5 more each week for 6 weeks. He then sells a third of "
+        "the flock at the market. How many sheep does he keep?\n",
+        "Question: A library lends 240 books in March, a quarter more in April, and in May half as many "
+        "as in March and April together. How many books does it lend in May?\n",
+    ]
+    steps = [["In 6 weeks he buys 6 * 5 = 30 sheep.\n", "So he has 17 + 30 = 47 sheep.\n", "A third of 48 is 16.\n"],
+             ["April: 240 + 60 = 300 books.\n", "March and April: 240 + 300 = 540.\n", "Half of 540 is 270.\n"]]
+    rationales = ["Next, count the total. ", "Then take the fraction. "]
+    requests = [
+        ScoreRequest(q + "".join(s[:k]) + rationales[k % 2], [s[k], " The answer is 16."])
+        for k in range(3) for q, s in zip(questions, steps)
+    ]
+    one = LlamaCppModel(qwen_lc.path, n_ctx=512, n_threads=1, prefix_cache=1)
+    two = LlamaCppModel(qwen_lc.path, n_ctx=512, n_threads=1, prefix_cache=2)
+    by_one, by_two = one.score_many(requests), two.score_many(requests)
+    saved = one.forwarded_tokens - two.forwarded_tokens
+    assert len(one._scoring.slots) == 1 and len(two._scoring.slots) == 2
+    for request, a, b in zip(requests, by_one, by_two):
+        fresh = one.score_full_passes(request.context, request.continuations)
+        for x, y, z in zip(a, b, fresh):
+            assert x.token_ids == y.token_ids == z.token_ids
+            assert x.logprobs == y.logprobs and _max_abs(y.logprobs, z.logprobs) <= 1e-6
+    # What the second context saves: at each problem's steps 2 and 3, the prefix shared with its own
+    # previous context (question and steps), less what the cache layout evaluates again.
+    from rationalyst.lm.llamacpp_layout import ALIGN, MIN_ROWS
+
+    tokens = [one.split(r.context, r.continuations[0]) for r in requests]
+    shared = sum(common_prefix_length(tokens[i - 2].token_ids[: tokens[i - 2].n_context], tokens[i].token_ids)
+                 for i in range(2, len(requests)))
+    assert shared > 150
+    assert shared - (len(requests) - 2) * (ALIGN + MIN_ROWS) <= saved <= shared, (saved, shared)
 
 
 def test_boundary_and_empty_context(lc):
@@ -737,12 +776,14 @@ def test_batched_search_streams_on_llama_cpp_and_traces_do_not_depend_on_the_bat
         return add(self, prompts, params, tags)
 
     alone = {i.id: trace_without_timings(t) for i, t in solve_many("implicit", items, Roles.of(one), settings, 7, 1)}
+    one.reserve_scoring_contexts(3)  # as eval does: a scoring context for each problem side by side
     LlamaCppStream.add = spy
     try:
         together = {i.id: t for i, t in solve_many("implicit", items, Roles.of(one), settings, 7, 3)}
     finally:
         LlamaCppStream.add = add
     assert {k: trace_without_timings(t) for k, t in together.items()} == alone
+    assert len(one._scoring.slots) == 3  # each problem scored in a context of its own, to the same traces
     assert any(busy for busy, _ in joins)  # a step joined a running decode loop
     # What the stream hands back is what `generate_seeded` samples.
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8)
@@ -943,3 +984,26 @@ def test_rows_move_into_the_streams_finished_rows_free_and_decode_as_before(lc):
         gaps += row
     assert len(gaps) >= 60 and max(gaps) <= DECODE_TOL
     assert np.mean(np.asarray(gaps) == 0.0) >= 0.9  # mostly the exact argmax
+
+
+def test_eval_keeps_a_scoring_context_for_each_problem_side_by_side(tmp_path):
+    """The step search in eval reserves a scoring context for each of its batch_problems on a llama.cpp
+    scorer (here the agent's engine plays every role): two problems side by side, two contexts."""
+    from pathlib import Path
+
+    from rationalyst.search.pool import ModelPool
+    from rationalyst.stages import eval as eval_stage
+
+    spec = f"llamacpp:{SPEC}"
+    model = LlamaCppModel(resolve_gguf(SPEC), name=spec, n_ctx=1024, batch_size=4)
+    assert model._scoring.size == 1
+    pool = ModelPool()
+    pool.add(model)
+    source = Path(__file__).parent / "fixtures" / "benchmarks" / "gsm8k.jsonl"
+    config = eval_stage.EvalConfig(
+        benchmarks=[{"name": "gsm8k", "source": str(source), "limit": 2}], methods=["implicit"], output=tmp_path,
+        agent={"spec": spec}, batch_problems=2,
+        search={"n_candidates": 2, "max_steps": 2, "max_step_tokens": 12, "max_rationale_tokens": 10},
+    )
+    eval_stage.run(config, pool)
+    assert model._scoring.size == 2 and len(model._scoring.slots) == 2

@@ -17,7 +17,9 @@ It keeps the `hf` backend's contract and semantics, with three engine-specific c
   kernels round by the rows in a batch (by up to 0.9 in log-prob on the Qwen2.5 builtins), so the
   batches split where `llamacpp_layout` says and only a prefix whose cache any evaluation would write
   alike is reused: a score is a function of (context, continuation), equal to the score of a fresh
-  evaluation of the context and then of the continuation, whatever the cache held before.
+  evaluation of the context and then of the continuation, whatever the cache held before. Up to
+  ``prefix_cache`` such contexts are kept (`llamacpp_scoring`), so that problems scored side by side
+  each extend their own trajectory's cache instead of evaluating it again.
 * **Offsets are bytes.** llama.cpp tokenizes UTF-8 bytes, so the boundary rule (`boundary`) splits the
   joined text at ``len(context.encode())`` using each token's byte length.
 
@@ -41,12 +43,11 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.lm.base import (
@@ -57,9 +58,9 @@ from rationalyst.lm.base import (
     SamplingParams,
     ScoreRequest,
 )
-from rationalyst.lm import llamacpp_layout as layout
-from rationalyst.lm.boundary import SplitSequence, common_prefix_length, count_context_tokens
-from rationalyst.lm.llamacpp_streams import StreamDecoder, decode_entries
+from rationalyst.lm.boundary import SplitSequence, count_context_tokens
+from rationalyst.lm.llamacpp_scoring import ScoringContexts
+from rationalyst.lm.llamacpp_streams import StreamDecoder
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,6 @@ def warn_if_amx(system_info: str) -> bool:
         log.warning(AMX_HINT)
         _amx_warned = True
     return True
-
-
-def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64."""
-    x = np.asarray(logits, dtype=np.float64)
-    peak = x.max(axis=-1, keepdims=True)
-    return x - (peak + np.log(np.exp(x - peak).sum(axis=-1, keepdims=True)))
 
 
 def token_ends(data: bytes, pieces: Sequence[bytes]) -> list[int]:
@@ -147,8 +141,12 @@ class LlamaCppModel(LanguageModel):
         n_threads: int | None = None,
         batch_size: int = 8,
         lora: str | Path | None = None,
+        prefix_cache: int = 1,
     ) -> None:
-        """``lora``: a GGUF LoRA file applied to the model (`lm.gguf_lora` writes one from a trained adapter)."""
+        """``lora``: a GGUF LoRA file applied to the model (`lm.gguf_lora` writes one from a trained adapter).
+        ``prefix_cache``: scoring contexts kept, each holding a recent scored sequence (`llamacpp_scoring`):
+        problems scored side by side each extend their own; the step search reserves one a problem
+        (`reserve_scoring_contexts`), except at 0 (one context, always)."""
         try:
             import llama_cpp
         except ImportError:
@@ -184,18 +182,15 @@ class LlamaCppModel(LanguageModel):
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self.bos_id is not None
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._template: Any = None
-        # The scoring context, driven by `llama_decode` directly (`Llama.eval` outputs logits for every
-        # position or only the last): the tokens its KV cache holds, every one written by a multi-token
-        # batch (see `_eval`).
-        self._ctx = self.llm.ctx
-        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        # The scoring contexts, driven by `llama_decode` directly (`Llama.eval` outputs logits for every
+        # position or only the last): the model's own, and up to prefix_cache - 1 more (`llamacpp_scoring`).
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        self._chunk = int(self.llm.n_batch)
-        self._batch = llama_cpp.llama_batch_init(self._chunk, 0, 1)
-        weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
-        self._held: list[int] = []
-        self._boundary: tuple[int, np.ndarray] | None = None  # (position, log-softmax row after it)
-        self._canonical = 0  # leading held tokens whose cache any evaluation of them would write (`_logprobs`)
+        self._reserve_contexts = prefix_cache > 0
+        self._scoring = ScoringContexts(
+            llama_cpp, self.llm, self._n_vocab, size=max(1, prefix_cache),
+            lora=(self.llm._lora_adapter, self.llm.lora_scale) if lora is not None else None,
+        )
+        weakref.finalize(self, self._scoring.close)
         self._lock = threading.RLock()
         if batch_size < 1:
             raise RationalystError(f"{self.name}: batch_size must be at least 1, got {batch_size}")
@@ -287,65 +282,27 @@ class LlamaCppModel(LanguageModel):
 
     # ----------------------------------------------------------------------------- evaluation
 
-    def _rewind(self, n: int) -> None:
-        """Keep only the first ``n`` evaluated tokens: the KV cache past them is dropped, and the row
-        after the context with it if that context is cut."""
-        if n < len(self._held):
-            self._lc.llama_memory_seq_rm(self._memory, -1, n, -1)
-            del self._held[n:]
-        self._canonical = min(self._canonical, n)
-        if self._boundary is not None and self._boundary[0] >= n:
-            self._boundary = None
+    def _logprobs(self, ids: Sequence[int], start: int, *, fresh: bool = False) -> list[float]:
+        """Log-probs of ``ids[start:]`` given the tokens before each, in a scoring context
+        (`ScoringContexts.logprobs`): what one evaluation from position 0 gives, whatever the contexts
+        held before; ``fresh`` evaluates from position 0 indeed (the plain reference)."""
+        return self._scoring.logprobs(ids, start, fresh=fresh)
 
-    def _evaluate(self, ids: Sequence[int], begin: int, end: int, rows: range) -> Iterator[tuple[range, np.ndarray]]:
-        """Evaluate ``ids[begin:end]`` after the held ``ids[:begin]``, in the batches `llamacpp_layout`
-        prescribes, and yield each batch's output rows: (their positions, the float64 log-softmax of
-        the logits there). Only the positions in ``rows`` get an output row (no projection onto the
-        vocabulary for the rest: most of a scored sequence is its context); they equal those of an
-        evaluation that outputs every position (see the module notes). Each batch's rows are read
-        before the next decode overwrites them."""
-        for i, stop in layout.chunks(begin, end, self._chunk):
-            wanted = range(max(i, rows.start), min(stop, rows.stop))
-            entries = [(ids[p], p, 0, p in wanted) for p in range(i, stop)]
-            decode_entries(self._lc, self._ctx, self._batch, entries)
-            self._held.extend(ids[i:stop])
-            if wanted:
-                out = self._lc.llama_get_logits(self._ctx)
-                yield wanted, log_softmax_rows(np.ctypeslib.as_array(out, shape=(len(wanted), self._n_vocab)))
+    def reserve_scoring_contexts(self, n: int) -> None:
+        """Keep a scoring context for each of ``n`` sequences scored side by side (the step search's
+        problems), unless ``prefix_cache`` is 0 (one context, always)."""
+        if self._reserve_contexts:
+            self._scoring.reserve(n)
 
-    def _logprobs(self, ids: Sequence[int], start: int) -> list[float]:
-        """Log-probs of ``ids[start:]`` (``start`` >= 1), each given the tokens before it: a function of
-        the tokens alone, whatever was evaluated before.
+    @property
+    def forwarded_tokens(self) -> int:
+        """Tokens evaluated for scoring so far (the search's meters read it, as the hf backend's)."""
+        return self._scoring.forwarded
 
-        The context ``ids[:start]`` reuses only the canonical part of the cache it shares (see
-        `llamacpp_layout`), so its cache and the row after it are those of one evaluation from
-        position 0; that row is kept whole, so a further continuation of the same context costs only
-        its own tokens (a one-token one, none). Each continuation is evaluated in batches of its own
-        after the context, never with rows another continuation's batch computed.
-        """
-        if start >= len(ids):
-            return []
-        common = common_prefix_length(self._held, ids)
-        if self._boundary is None or self._boundary[0] != start - 1 or common < start:
-            begin = layout.resume_point(min(common, self._canonical), start)
-            self._rewind(begin)
-            for _, rows in self._evaluate(ids, begin, start, range(start - 1, start)):
-                self._boundary = (start - 1, rows[0])
-            self._canonical = layout.canonical_end(begin, start)
-        self._rewind(start)
-        assert self._boundary is not None
-        logprobs = [float(self._boundary[1][ids[start]])]
-        if len(ids) - start < 2:
-            return logprobs  # the row after the context scores a one-token continuation
-        for positions, rows in self._evaluate(ids, start, len(ids), range(start, len(ids) - 1)):
-            targets = np.asarray(ids[positions.start + 1 : positions.stop + 1], dtype=np.intp)
-            logprobs.extend(rows[np.arange(len(targets)), targets].tolist())
-        return logprobs
-
-    def _score(self, seq: SplitSequence) -> ContinuationScore:
+    def _score(self, seq: SplitSequence, *, fresh: bool = False) -> ContinuationScore:
         targets = seq.continuation_ids
         return ContinuationScore(
-            list(targets), self._logprobs(seq.token_ids, seq.n_context), [self.token_text(t) for t in targets]
+            list(targets), self._logprobs(seq.token_ids, seq.n_context, fresh=fresh), [self.token_text(t) for t in targets]
         )
 
     # ----------------------------------------------------------------------------- scoring
@@ -366,8 +323,7 @@ class LlamaCppModel(LanguageModel):
         with self._lock:
             scores = []
             for continuation in continuations:
-                self._rewind(0)
-                scores.append(self._score(self.split(context, continuation)))
+                scores.append(self._score(self.split(context, continuation), fresh=True))
             return scores
 
     # ----------------------------------------------------------------------------- generation

@@ -49,7 +49,9 @@ class ModelConfig(StrictModel):
         "or a GGUF LoRA file.",
     )
     prefix_cache: int = Field(
-        4, ge=0, description="hf: KV caches of recent prompts kept for reuse by prompts that extend them (0 = off)."
+        4, ge=0, description="hf: KV caches of recent prompts kept for reuse by prompts that extend them (0 = off); "
+        "llamacpp: scoring contexts, each holding a recent scored sequence (at least this many; the step search keeps "
+        "one a problem side by side, batch_problems; 0: one, always).",
     )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is split across.")
     gpu_memory_utilization: float = Field(
@@ -176,7 +178,7 @@ def load_model(spec: str | ModelConfig, **overrides) -> LanguageModel:
         lora = None if config.lora is None else _lora_file(config.lora, gguf)
         return LlamaCppModel(
             gguf, name=config.spec if lora is None else f"{config.spec}+lora:{config.lora}", n_ctx=config.n_ctx,
-            n_threads=config.n_threads, batch_size=config.batch_size, lora=lora,
+            n_threads=config.n_threads, batch_size=config.batch_size, lora=lora, prefix_cache=config.prefix_cache,
         )
 
     from rationalyst.lm.gguf_cache import converted_gguf

@@ -235,7 +235,8 @@ def error_trace(item: BenchmarkItem, method: str, message: str) -> dict[str, Any
 #: wider is nearly free); 256 was not measured to its end. Not measured here (no GPU or server on this
 #: machine), set by what the engine schedules: vllm 256 (GSM8K's 1,319 problems in 6 waves), an openai
 #: server 32 (requests sent one by one unless the backend overrides `generate_seeded`), llama.cpp 1
-#: (one sequence at a time, and its KV reuse keeps one prompt).
+#: (set before its stream decoder and its scoring context a problem; recipes/cpu-gsm8k.yaml runs 8,
+#: chosen against 16 on its dev slice by cost a problem).
 BATCH_PROBLEMS = {"cpu": 8, "cuda": 256, "vllm": 256, "openai": 32, "llamacpp": 1}
 
 
@@ -418,6 +419,10 @@ def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None
                     "round runs in several passes one after another; raise %s.batch_size where memory allows",
                     batch, played, rows, size, played.split("+")[0],
                 )
+            for engine, _ in _engines(roles, METHOD_ROLES[method]):
+                reserve = getattr(engine, "reserve_scoring_contexts", None)  # llamacpp: one a problem
+                if reserve is not None:
+                    reserve(batch)
             if batch > 1:
                 for played, why in batch_dependent_engines(roles, METHOD_ROLES[method]):
                     log.warning(
