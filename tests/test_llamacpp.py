@@ -253,9 +253,10 @@ def test_scoring_evaluates_and_projects_only_what_it_needs(lc, monkeypatch):
 
 def test_problems_scored_side_by_side_each_extend_their_own_context(qwen_lc):
     """The batched search's pattern: two problems' trajectories scored in turn, each request extending
-    its own problem's last context by one step. With two scoring contexts each problem's steps evaluate
-    only what is new (the question and the earlier steps are kept); with one, every request evaluates
-    its whole trajectory again. The scores are the same either way, and equal fresh full passes."""
+    its own problem's last context by one step, after which a candidate longer than that context is
+    scored. With room for four scoring contexts each problem keeps to one (the steps evaluate only what
+    is new: the question and the earlier steps are kept); with one context every request evaluates its
+    whole trajectory again. The scores are the same either way, and equal fresh full passes."""
     questions = [
         "Question: A farmer has 17 sheep and buys 5 more each week for 6 weeks. He then sells a third of "
         "the flock at the market. How many sheep does he keep?\n",
@@ -265,16 +266,17 @@ def test_problems_scored_side_by_side_each_extend_their_own_context(qwen_lc):
     steps = [["In 6 weeks he buys 6 * 5 = 30 sheep.\n", "So he has 17 + 30 = 47 sheep.\n", "A third of 48 is 16.\n"],
              ["April: 240 + 60 = 300 books.\n", "March and April: 240 + 300 = 540.\n", "Half of 540 is 270.\n"]]
     rationales = ["Next, count the total. ", "Then take the fraction. "]
+    long = " Let us go back over every number in the question once more, " * 6 + "and then answer."
     requests = [
-        ScoreRequest(q + "".join(s[:k]) + rationales[k % 2], [s[k], " The answer is 16."])
+        ScoreRequest(q + "".join(s[:k]) + rationales[k % 2], [s[k], long])
         for k in range(3) for q, s in zip(questions, steps)
     ]
     one = LlamaCppModel(qwen_lc.path, n_ctx=512, n_threads=1, prefix_cache=1)
-    two = LlamaCppModel(qwen_lc.path, n_ctx=512, n_threads=1, prefix_cache=2)
-    by_one, by_two = one.score_many(requests), two.score_many(requests)
-    saved = one.forwarded_tokens - two.forwarded_tokens
-    assert len(one._scoring.slots) == 1 and len(two._scoring.slots) == 2
-    for request, a, b in zip(requests, by_one, by_two):
+    many = LlamaCppModel(qwen_lc.path, n_ctx=512, n_threads=1, prefix_cache=4)
+    by_one, by_many = one.score_many(requests), many.score_many(requests)
+    saved = one.forwarded_tokens - many.forwarded_tokens
+    assert len(one._scoring.slots) == 1 and len(many._scoring.slots) == 2
+    for request, a, b in zip(requests, by_one, by_many):
         fresh = one.score_full_passes(request.context, request.continuations)
         for x, y, z in zip(a, b, fresh):
             assert x.token_ids == y.token_ids == z.token_ids
@@ -284,6 +286,7 @@ def test_problems_scored_side_by_side_each_extend_their_own_context(qwen_lc):
     from rationalyst.lm.llamacpp_layout import ALIGN, MIN_ROWS
 
     tokens = [one.split(r.context, r.continuations[0]) for r in requests]
+    assert all(len(one.split("", long).token_ids) > t.n_context for t in tokens[:2])  # longer than the first contexts
     shared = sum(common_prefix_length(tokens[i - 2].token_ids[: tokens[i - 2].n_context], tokens[i].token_ids)
                  for i in range(2, len(requests)))
     assert shared > 150

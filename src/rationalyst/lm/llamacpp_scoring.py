@@ -13,8 +13,8 @@ the parameters of the model's own context (a different attention path moves the 
 holding one sequence as before: a score is what a fresh evaluation gives, whichever context computed it
 (`llamacpp` module notes; `llamacpp_layout` for which cached prefixes are reused). A request goes to:
 
-* the context whose held tokens it continues (it reuses at least half of them: its own trajectory,
-  whose last rationale and candidate it drops);
+* the context whose last scored context it continues (it reuses at least half of it: its own
+  trajectory, whose last rationale it drops, and whose last candidate follows it anyway);
 * else a new context, while fewer than ``size`` are open;
 * else the context it reuses most of, the least recently used among equals (a finished problem's).
 
@@ -57,6 +57,7 @@ class ScoringSlot:
         self.held: list[int] = []
         self.boundary: tuple[int, np.ndarray] | None = None  # (position, log-softmax row after it)
         self.canonical = 0
+        self.context = 0  # the length of the last context scored (the held tokens past it: a continuation)
         self.used = 0  # the clock of its last use
         self.forwarded = 0  # tokens evaluated, for measurement
 
@@ -81,6 +82,7 @@ class ScoringSlot:
             self._lc.llama_memory_seq_rm(self._memory, -1, n, -1)
             del self.held[n:]
         self.canonical = min(self.canonical, n)
+        self.context = min(self.context, n)
         if self.boundary is not None and self.boundary[0] >= n:
             self.boundary = None
 
@@ -121,6 +123,7 @@ class ScoringSlot:
                 self.boundary = (start - 1, rows[0])
             self.canonical = layout.canonical_end(begin, start)
         self.rewind(start)
+        self.context = start
         assert self.boundary is not None
         logprobs = [float(self.boundary[1][ids[start]])]
         if len(ids) - start < 2:
@@ -173,8 +176,8 @@ class ScoringContexts:
     def _pick(self, ids: Sequence[int], start: int) -> ScoringSlot:
         reuse = [slot.reusable(ids, start) for slot in self.slots]
         best = max(range(len(self.slots)), key=lambda i: (reuse[i], -self.slots[i].used))
-        if reuse[best] and 2 * reuse[best] >= len(self.slots[best].held):
-            return self.slots[best]  # the request continues what this slot holds
+        if reuse[best] and 2 * reuse[best] >= self.slots[best].context:
+            return self.slots[best]  # the request continues the context this slot scored last
         if not any(slot.held for slot in self.slots):
             return self.slots[0]
         if len(self.slots) < self.size:
