@@ -190,6 +190,12 @@ def test_a_finished_extract_resumes_for_documents_refused_in_another_window(tmp_
     result = pipeline.run(recipe(window=16384), start="extract")
     assert statuses(result) == {"extract": "resumed", "filter": "ran", "train": "ran", "eval": "ran"}
     assert calls == [("extract", False), ("filter", True), ("train", True), ("eval", True)]
+    # A server's refusal: `rationalyst extract` tries it again on every run, the pipeline never (it would
+    # redo every stage after extract each time).
+    section = recipe().extract
+    served = type(section).model_validate({**section.model_dump(), "model": {"spec": "openai:http://localhost:8000/v1"}})
+    assert extract.refused_in_another_window([{**summary, "window": "max_model_len=None"}], served) == {"doc-9"}
+    assert not pipeline._work_left("extract", served)
 
 
 def test_a_section_that_is_not_a_mapping_is_named_with_its_line(tmp_path):

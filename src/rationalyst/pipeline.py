@@ -187,12 +187,14 @@ def _section_hash(stage: str, section: Any) -> str:
 def _work_left(stage: str, section: Any) -> bool:
     """Whether a finished stage has work its fingerprint cannot see: extract's documents refused as too
     long in another context window (``max_model_len``, not part of the config's hash, was raised). It
-    then resumes, and the stages after it run again on its new output."""
+    then resumes, and the stages after it run again on its new output. (A server's window is not known
+    here: `rationalyst extract` tries those again, but `rationalyst run` would redo every stage after
+    extract each time.)"""
     if stage != "extract":
         return False
     from rationalyst.stages.extract import DOCUMENTS_DIR, refused_in_another_window
 
-    return bool(refused_in_another_window(read_records(Path(section.output) / DOCUMENTS_DIR), section))
+    return bool(refused_in_another_window(read_records(Path(section.output) / DOCUMENTS_DIR), section, servers=False))
 
 
 class PipelineState:

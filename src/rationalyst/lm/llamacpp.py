@@ -48,7 +48,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-
 from rationalyst.errors import ModelNotFoundError, PromptTooLongError, RationalystError
 from rationalyst.lm.base import (
     Completion,

@@ -376,11 +376,13 @@ def context_window(config: ExtractConfig) -> str:
 _DEFAULT_WINDOW = "max_model_len=None"
 
 
-def refused_in_another_window(summaries: Iterable[dict[str, Any]], config: ExtractConfig) -> set[str]:
+def refused_in_another_window(
+    summaries: Iterable[dict[str, Any]], config: ExtractConfig, *, servers: bool = True
+) -> set[str]:
     """The documents the model refused as too long whose refusal may not hold now: refused under another
-    `context_window` (max_model_len raised), or by an OpenAI-compatible server, whose window is the
-    server's and may have been raised since (one rejected request each if not)."""
-    window, server = context_window(config), config.model.spec.startswith("openai:")
+    `context_window` (max_model_len raised), or, with ``servers``, by an OpenAI-compatible server, whose
+    window is the server's and may have been raised since (one rejected request each if not)."""
+    window, server = context_window(config), servers and config.model.spec.startswith("openai:")
     return {
         s["id"] for s in summaries
         if s.get("status") == "too_long_for_model" and (server or s.get("window", _DEFAULT_WINDOW) != window)
