@@ -19,7 +19,8 @@ holding one sequence as before: a score is what a fresh evaluation gives, whiche
 * else the context it reuses most of, the least recently used among equals (a finished problem's).
 
 Each context costs its KV cache (n_ctx x 28 KB for the 1.5B Qwen builtin, 12 KB for the 0.5B) and
-llama.cpp's compute buffers.
+llama.cpp's output and compute buffers: about 290 MB in all for the 1.5B at n_ctx 4,096 once it has
+scored a 160-token candidate after a 400-token context (measured).
 """
 
 from __future__ import annotations
