@@ -603,6 +603,7 @@ def _training_precision(report: Report, train: Any, machine: Machine, on_gpu: bo
     on a GPU whose compute capability is not known; a precision it refuses (bf16 on a T4, fp16 on a
     CPU) is a problem row, and None."""
     from rationalyst.errors import RationalystError
+    from rationalyst.lm.precision import describe_capability
     from rationalyst.stages.train import training_precision
 
     if on_gpu and machine.gpu_capability is None:
@@ -613,12 +614,8 @@ def _training_precision(report: Report, train: Any, machine: Machine, on_gpu: bo
         return training_precision(train.model_copy(update={"base": train.base.model_copy(update={"device": "cpu"})}))
     except RationalystError as err:
         report.add("train", "precision", "bf16" if train.bf16 else "fp16" if train.fp16 else "auto",
-                   _describe_capability(machine.gpu_capability) if on_gpu else "CPU", False, str(err))
+                   describe_capability(machine.gpu_capability) if on_gpu else "CPU", False, str(err))
         return None
-
-
-def _describe_capability(capability: tuple[int, int] | None) -> str:
-    return "compute capability unknown" if capability is None else f"compute capability {capability[0]}.{capability[1]}"
 
 
 def _check_eval_data(report: Report, config: Any, start: str | None, stop: str | None) -> tuple[dict[str, list], int]:

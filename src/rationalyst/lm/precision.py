@@ -100,6 +100,11 @@ def mixed_precision_for(capability: tuple[int, int] | None) -> MixedPrecision:
     return "fp16" if tuple(capability) >= FP16_CAPABILITY else "no"
 
 
+def describe_capability(capability: tuple[int, int] | None) -> str:
+    """``compute capability 7.5`` (or ``compute capability unknown``), for messages."""
+    return "compute capability unknown" if capability is None else f"compute capability {capability[0]}.{capability[1]}"
+
+
 def describe_gpu(device: torch.device | None = None) -> str:
     """The GPU's name and compute capability, for messages: ``Tesla T4, compute capability 7.5``."""
     import torch
@@ -108,5 +113,5 @@ def describe_gpu(device: torch.device | None = None) -> str:
     try:
         name = torch.cuda.get_device_name(device)
     except (AssertionError, RuntimeError):  # a faked capability on a torch without CUDA
-        return f"compute capability {major}.{minor}"
-    return f"{name}, compute capability {major}.{minor}"
+        return describe_capability((major, minor))
+    return f"{name}, {describe_capability((major, minor))}"

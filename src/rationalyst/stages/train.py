@@ -283,11 +283,11 @@ def training_precision(config: TrainConfig, gpu_capability: tuple[int, int] | No
     (`rationalyst check` planning a run elsewhere); ``base.device: cpu`` still trains on the CPU."""
     import torch
 
-    from rationalyst.lm.precision import capability_has_native_bf16, describe_gpu, mixed_precision_for
+    from rationalyst.lm.precision import capability_has_native_bf16, describe_capability, describe_gpu, mixed_precision_for
 
     if gpu_capability is not None:
         on_gpu, capability = config.base.device != "cpu", tuple(gpu_capability)
-        gpu = f"compute capability {capability[0]}.{capability[1]}"
+        gpu = describe_capability(capability)
     else:
         on_gpu = torch.cuda.is_available() and config.base.device != "cpu"
         capability = torch.cuda.get_device_capability(torch.device("cuda")) if on_gpu else None
