@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from rationalyst import pipeline
-from rationalyst.config import load_config
+from rationalyst.config import config_hash, content_digest, load_config
 from rationalyst.errors import RationalystError
-from rationalyst.runs import read_records, shard_paths
+from rationalyst.runs import RunDir, read_records, run_info, shard_paths
 from rationalyst.stages import eval as eval_stage
+from rationalyst.stages import extract as extract_stage
 from tests.killing import kill_when
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -154,6 +155,134 @@ def test_an_extract_prompt_folder_is_part_of_the_extract_fingerprint(tmp_path):
     assert pipeline._section_hash("extract", folder) != first
 
 
+class FakeStages:
+    """Stage runs that write real run directories in milliseconds, so that the pipeline's output stamps
+    are real: select writes two records, filter one per record read, extract those and one per document
+    extracted (its document summaries: `documents`), each eval run one, train a summary whose fingerprint is the digest of the
+    records it read. As the real stages, a complete run of the same config is left as it is, and extract
+    tries again the documents refused in another window (here: they succeed)."""
+
+    def __init__(self, monkeypatch):
+        from rationalyst.stages import extract, select, train
+        from rationalyst.stages import filter as filter_stage
+
+        self.calls: list[tuple[str, bool]] = []
+        self.documents = [{"id": "doc-1", "status": "ok"}]
+        for name, module in (("select", select), ("extract", extract), ("filter", filter_stage), ("train", train),
+                             ("eval", eval_stage)):
+            monkeypatch.setattr(module, "run", lambda config, *a, name=name, **k: self.run(name, config, **k))
+
+    def run(self, name, config, refresh=False):
+        from rationalyst.stages.extract import DOCUMENTS_DIR, refused_in_another_window
+
+        self.calls.append((name, config.overwrite))
+        if name == "select":
+            self.write(config.output, config, [{"id": "a"}, {"id": "b"}])
+        elif name == "extract":
+            documents = Path(config.output) / DOCUMENTS_DIR
+            if not config.overwrite and refused_in_another_window(read_records(documents), config, servers=False):
+                self.documents = [{**d, "status": "ok"} for d in self.documents]
+                config = config.model_copy(update={"overwrite": True})
+            rationales = [*read_records(config.input), *({"id": d["id"]} for d in self.documents if d["status"] == "ok")]
+            self.write(config.output, config, rationales)
+            self.write(documents, config, self.documents)
+        elif name == "train":
+            done = Path(config.output) / "summary.json"
+            if config.overwrite or not done.exists():
+                (Path(config.output) / "merged").mkdir(parents=True, exist_ok=True)
+                (Path(config.output) / "merged" / "config.json").write_text("{}")
+                fingerprint = content_digest(list(read_records(config.input)))
+                done.write_text(json.dumps({"fingerprint": fingerprint, "merged": str(Path(config.output) / "merged")}))
+        elif name == "eval":
+            for ref in config.benchmarks:
+                for method in config.methods:
+                    self.write(Path(config.output) / ref.name / method, config, [{"id": "p1"}])
+        else:
+            self.write(config.output, config, list(read_records(config.input)))
+
+    @staticmethod
+    def write(path, config, records):
+        info = run_info(path)
+        if not config.overwrite and info is not None and info[1] and info[0]["config_hash"] == config_hash(config):
+            return
+        run = RunDir(path, config, stage="fake", mode="overwrite")
+        with run.writer() as writer:
+            for record in records:
+                writer.write(record)
+        run.finish()
+
+
+def fake_recipe(tmp_path, **changes):
+    return load_config(pipeline.PipelineConfig, write_recipe(tmp_path, tmp_path / "run", report=False, **changes))
+
+
+def test_a_stage_output_changed_outside_the_pipeline_reruns_what_reads_it(tmp_path, monkeypatch):
+    """The pipeline keeps a stamp of each stage's output: records added to extract's output by a
+    standalone run make filter, train and eval run again (extract itself resumes: it is complete);
+    another config's run in filter's folder is run over, and what follows stays when that gives back
+    what it read; a model deleted (a new machine) is trained again, and the eval runs stay when it
+    comes back with the same fingerprint."""
+    fake = FakeStages(monkeypatch)
+    config = fake_recipe(tmp_path)
+    assert statuses(pipeline.run(config)) == {s: "ran" for s in ("select", "extract", "filter", "train", "eval")}
+    fake.calls.clear()
+    assert statuses(pipeline.run(config)) == {s: "skipped" for s in ("select", "extract", "filter", "train", "eval")}
+    assert fake.calls == []
+
+    FakeStages.write(config.extract.output, config.extract.model_copy(update={"overwrite": True}),
+                     [*read_records(config.extract.output), {"id": "c"}])
+    result = pipeline.run(config)
+    assert statuses(result) == {"select": "skipped", "extract": "resumed", "filter": "ran", "train": "ran", "eval": "ran"}
+    assert fake.calls == [("extract", False), ("filter", True), ("train", True), ("eval", True)]
+    assert len(list(read_records(config.filter.output))) == 4
+
+    fake.calls.clear()
+    FakeStages.write(config.filter.output, config.filter.model_copy(update={"tau": 5.0, "overwrite": True}), [{"id": "x"}])
+    result = pipeline.run(config)
+    # The recipe's filter run is back as it was: what train read is unchanged, so train and eval stay.
+    assert fake.calls == [("filter", True)] and statuses(result)["train"] == "skipped"
+    assert run_info(config.filter.output)[0]["config_hash"] == config_hash(config.filter)
+    assert len(list(read_records(config.filter.output))) == 4
+
+    fake.calls.clear()
+    (config.train.output / "summary.json").unlink()
+    result = pipeline.run(config)
+    assert statuses(result) == {"select": "skipped", "extract": "skipped", "filter": "skipped", "train": "resumed",
+                                "eval": "skipped"}
+    assert fake.calls == [("train", False)]
+
+
+def test_a_generated_corpus_file_deleted_is_generated_again_and_nothing_after_it_runs(tmp_path, monkeypatch):
+    fake = FakeStages(monkeypatch)
+    config = fake_recipe(tmp_path, generate_corpus={"documents": {"word_problems": 3}, "questions": {"word_problems": 3},
+                                                    "general_text": False})
+    assert statuses(pipeline.run(config))["corpus"] == "ran"
+    corpus = sorted((tmp_path / "run" / "corpus").rglob("*.jsonl"))
+    kept = {path: path.read_bytes() for path in corpus}
+    corpus[0].unlink()
+    fake.calls.clear()
+    result = pipeline.run(config)
+    assert statuses(result) == {"corpus": "resumed", **{s: "skipped" for s in ("select", "extract", "filter", "train", "eval")}}
+    assert {path: path.read_bytes() for path in corpus} == kept and fake.calls == []
+
+
+def test_a_state_without_stamps_is_taken_as_it_is_and_stamped(tmp_path, monkeypatch):
+    """pipeline.json of an older version keeps no stamps: its finished stages stay finished, and their
+    stamps are kept from then on."""
+    fake = FakeStages(monkeypatch)
+    config = fake_recipe(tmp_path)
+    pipeline.run(config)
+    state_file = tmp_path / "run" / "pipeline.json"
+    state = json.loads(state_file.read_text())
+    stamped = {stage: (entry.pop("input"), entry.pop("output")) for stage, entry in state["stages"].items()}
+    assert all(output is not None for _, output in stamped.values()) and stamped["extract"][0] == stamped["select"][1]
+    state_file.write_text(json.dumps(state))
+    fake.calls.clear()
+    assert set(statuses(pipeline.run(config)).values()) == {"skipped"} and fake.calls == []
+    again = json.loads(state_file.read_text())["stages"]
+    assert {stage: (entry["input"], entry["output"]) for stage, entry in again.items()} == stamped
+
+
 def test_eval_starts_over_whole_when_a_stage_before_it_changed(tmp_path, monkeypatch):
     """Refresh (keep the unchanged runs) only after an edit of the eval section alone; a changed stage
     before it (another rationalist at the same path) starts every eval run over."""
@@ -168,33 +297,30 @@ def test_eval_starts_over_whole_when_a_stage_before_it_changed(tmp_path, monkeyp
 
 def test_a_finished_extract_resumes_for_documents_refused_in_another_window(tmp_path, monkeypatch):
     """A raised max_model_len changes no fingerprint: a finished extract whose documents were refused as
-    too long in another window resumes (to try them again) and every stage after it runs again; with
-    the same window, or none refused, everything stays finished."""
-    from rationalyst.stages import extract, train
-    from rationalyst.stages import filter as filter_stage
-
-    calls = []
-    for name, module in (("extract", extract), ("filter", filter_stage), ("train", train), ("eval", eval_stage)):
-        monkeypatch.setattr(module, "run", lambda config, *a, name=name, **k: calls.append((name, config.overwrite)))
-    recipe = lambda window=None: load_config(pipeline.PipelineConfig, write_recipe(  # noqa: E731
-        tmp_path, tmp_path / "run", report=False, **{"extract.model": {"spec": "builtin:smollm2-135m", "max_model_len": window}}))
-    pipeline.run(recipe(), start="extract")
-    assert calls == [("extract", True), ("filter", True), ("train", True), ("eval", True)]
-    calls.clear()
-    summary = {"id": "doc-9", "status": "too_long_for_model", "window": "max_model_len=None", "source": "s", "rationales": 0}
-    shards = tmp_path / "run" / "extract" / extract.DOCUMENTS_DIR / "shards"
-    shards.mkdir(parents=True)
-    (shards / "part-00000.jsonl").write_text(json.dumps(summary) + "\n")
-    assert statuses(pipeline.run(recipe(), start="extract")) == {s: "skipped" for s in ("extract", "filter", "train", "eval")}
-    assert calls == []
-    result = pipeline.run(recipe(window=16384), start="extract")
-    assert statuses(result) == {"extract": "resumed", "filter": "ran", "train": "ran", "eval": "ran"}
-    assert calls == [("extract", False), ("filter", True), ("train", True), ("eval", True)]
+    too long in another window resumes (to try them again) and every stage after it runs again on its
+    new output; with the same window, or none refused, everything stays finished."""
+    fake = FakeStages(monkeypatch)
+    fake.documents = [{"id": "doc-9", "status": "too_long_for_model", "window": "max_model_len=None"}]
+    recipe = lambda window=None: fake_recipe(  # noqa: E731
+        tmp_path, **{"extract.model": {"spec": "builtin:smollm2-135m", "max_model_len": window}})
+    pipeline.run(recipe())
+    fake.calls.clear()
+    assert statuses(pipeline.run(recipe())) == {s: "skipped" for s in ("select", "extract", "filter", "train", "eval")}
+    assert fake.calls == []
+    result = pipeline.run(recipe(window=16384))
+    assert statuses(result) == {"select": "skipped", "extract": "resumed", "filter": "ran", "train": "ran", "eval": "ran"}
+    assert fake.calls == [("extract", False), ("filter", True), ("train", True), ("eval", True)]
+    assert [d["status"] for d in fake.documents] == ["ok"]
+    fake.calls.clear()
+    assert set(statuses(pipeline.run(recipe(window=16384))).values()) == {"skipped"}
     # A server's refusal: `rationalyst extract` tries it again on every run, the pipeline never (it would
     # redo every stage after extract each time).
     section = recipe().extract
     served = type(section).model_validate({**section.model_dump(), "model": {"spec": "openai:http://localhost:8000/v1"}})
-    assert extract.refused_in_another_window([{**summary, "window": "max_model_len=None"}], served) == {"doc-9"}
+    summary = {"id": "doc-9", "status": "too_long_for_model", "window": "max_model_len=None"}
+    assert extract_stage.refused_in_another_window([summary], served) == {"doc-9"}
+    fake.documents = [summary]
+    FakeStages.write(Path(section.output) / "documents", section.model_copy(update={"overwrite": True}), [summary])
     assert not pipeline._work_left("extract", served)
 
 

@@ -17,7 +17,7 @@ import pytest
 import rationalyst
 from rationalyst.config import config_hash
 from rationalyst.errors import RationalystError
-from rationalyst.runs import RunDir, git_commit
+from rationalyst.runs import RunDir, git_commit, output_stamp
 
 # Shared by the child processes and the test process, so both compute the same records.
 RECORD_CODE = textwrap.dedent(
@@ -363,6 +363,34 @@ def test_forgotten_records_leave_the_shards_and_are_pending_again(tmp_path):
     with resumed.writer() as writer, pytest.raises(RuntimeError, match="close the writer"):
         resumed.forget({"r0001"})
         writer.write({"id": "never"})
+
+
+def test_output_stamp_follows_the_records_and_not_the_timings(tmp_path):
+    """The stamp of a complete run: the same records written again (another session, a copy) give the
+    same stamp; a record rewritten in place, one added, or another config change it; an unfinished run
+    has none."""
+    def written(path, records, cfg=Cfg()):
+        run = RunDir(path, cfg, stage="demo", mode="overwrite")
+        with run.writer(shard_size=50) as writer:
+            for record in records:
+                writer.write(record)
+        run.finish()
+        return output_stamp(path)
+
+    records = [MAKE_RECORD(item) for item in ITEMS()[:60]]
+    first = written(tmp_path / "a", records)
+    assert len(first) == 16
+    time.sleep(1.1)  # the manifest's timings differ to the second
+    assert written(tmp_path / "b", records) == first
+    assert written(tmp_path / "b", records) == first
+    edited = [*records[:59], {**records[59], "text": records[59]["text"] + "!"}]
+    assert written(tmp_path / "b", edited) != first
+    assert written(tmp_path / "b", [*records, MAKE_RECORD({"id": "r9999", "n": 1})]) != first
+    assert written(tmp_path / "b", records, Cfg(seed=4)) != first
+    unfinished = RunDir(tmp_path / "c", Cfg(), stage="demo")
+    with unfinished.writer() as writer:
+        writer.write(records[0])
+    assert output_stamp(tmp_path / "c") is None and output_stamp(tmp_path / "missing") is None
 
 
 def test_shards_without_config_are_not_resumed(tmp_path):

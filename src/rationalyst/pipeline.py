@@ -17,6 +17,13 @@ resumes its own partial work (same fingerprint) and starts over otherwise. Eval 
 changed) only the runs whose own config changed start over, and the others stay as they are. The
 rationalist of the eval section defaults to the model the train section produces.
 
+Each finished stage also keeps a stamp of its output and of the output it read (`_stage_output`), so
+that a change the fingerprints cannot see is followed: a stage whose output changed outside the
+pipeline (a standalone ``rationalyst extract`` tried refused documents again, a trained model was
+deleted on a new machine) runs again on what is there, and the stages after it run again only when
+what they read is not what they read before (a model trained again to the same fingerprint leaves the
+eval runs as they are).
+
 A failure stops the pipeline with a message naming the stage; every finished stage (and every
 finished shard of the failed one) stays on disk.
 
@@ -43,7 +50,7 @@ from rationalyst.config import StrictModel, config_hash, content_digest
 from rationalyst.data.benchmarks.generated import write_generated_corpus
 from rationalyst.errors import RationalystError
 from rationalyst.lm.memory import release_memory
-from rationalyst.runs import atomic_write, dumps, read_json, read_records
+from rationalyst.runs import atomic_write, dumps, output_stamp, read_json, read_records, run_info
 from rationalyst.stages.eval import EvalConfig, run_inputs
 from rationalyst.stages.extract import ExtractConfig, prompt_inputs
 from rationalyst.stages.filter import FilterConfig
@@ -197,6 +204,30 @@ def _work_left(stage: str, section: Any) -> bool:
     return bool(refused_in_another_window(read_records(Path(section.output) / DOCUMENTS_DIR), section, servers=False))
 
 
+def _stage_output(stage: str, section: Any, output: Path) -> str | None:
+    """A stamp of what a stage's output holds now (`runs.output_stamp`; train: its training's fingerprint;
+    the generated corpus: its files' names and sizes), None when it holds no finished output. A stage
+    whose output changed since the pipeline recorded it (a standalone ``rationalyst extract`` tried refused
+    documents again, a model deleted or trained elsewhere) makes the stages after it run again."""
+    from rationalyst.stages.extract import DOCUMENTS_DIR
+    from rationalyst.stages.train import finished_fingerprint
+
+    if stage == "corpus":
+        folder = output / "corpus"
+        files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+        return content_digest(files) if files else None
+    if stage == "train":
+        return finished_fingerprint(section.output)
+    if stage == "extract":
+        stamps = [output_stamp(section.output), output_stamp(Path(section.output) / DOCUMENTS_DIR)]
+    elif stage == "eval":
+        stamps = [output_stamp(Path(section.output) / ref.name / method)
+                  for ref in section.benchmarks for method in section.methods]
+    else:
+        stamps = [output_stamp(section.output)]
+    return None if None in stamps else content_digest(stamps)
+
+
 class PipelineState:
     """``pipeline.json``: per stage, the fingerprint it ran with and whether it completed."""
 
@@ -223,14 +254,30 @@ class PipelineState:
         """Whether the stage last ran on what the stages before it make now (its own section changed)."""
         return self.stages.get(stage, {}).get("upstream") == upstream
 
-    def start(self, stage: str, fingerprint: str, upstream: str) -> None:
-        # Everything after this stage was computed from its old output: forget it before changing that.
+    def changed(self, stage: str, key: Literal["input", "output"], stamp: str | None) -> bool:
+        """Whether the stage's input (the output of the stage before it) or its own output is not what it
+        was when the stage last finished. A state written before stamps were kept has none: unchanged."""
+        entry = self.stages.get(stage, {})
+        return key in entry and entry[key] != stamp
+
+    def stamp(self, stage: str, *, input: str | None, output: str | None) -> None:
+        """Keep the stamps of a finished stage that has none (a state of an older version), as found."""
+        entry = self.stages[stage]
+        if "input" not in entry or "output" not in entry:
+            entry.update(input=input, output=output)
+            self.save()
+
+    def start(self, stage: str, fingerprint: str, upstream: str, input: str | None) -> None:
+        # The stages after this one see its new output by their input stamps; an entry of an older
+        # version has none and was computed from the old output: forget it before changing that.
         for later in STAGES[STAGES.index(stage) + 1 :]:
-            self.stages.pop(later, None)
-        self.stages[stage] = {"fingerprint": fingerprint, "upstream": upstream, "complete": False}
+            if "input" not in self.stages.get(later, {}):
+                self.stages.pop(later, None)
+        self.stages[stage] = {"fingerprint": fingerprint, "upstream": upstream, "input": input, "complete": False}
         self.save()
 
-    def complete(self, stage: str) -> None:
+    def complete(self, stage: str, output: str | None) -> None:
+        self.stages[stage]["output"] = output
         self.stages[stage]["complete"] = True
         self.stages[stage]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.save()
@@ -276,6 +323,27 @@ def _write_report(output: Path) -> Any:
     return build_report(output, output / "report")
 
 
+def _mode_for_changed_output(stage: str, section: Any, own: str | None) -> StartMode:
+    """How a stage whose output changed outside the pipeline starts again (its config unchanged): on
+    what is there (missing work is done again, a complete output with nothing left stays as it is),
+    unless it is the output of another config (a standalone run into the pipeline's folder), which the
+    recipe's run replaces. Eval keeps every (benchmark, method) run of its own config."""
+    if stage == "eval":
+        return "refresh"
+    if stage == "train":
+        other = own is not None  # a finished training, but not the one recorded
+    elif stage == "corpus":
+        other = False  # generated again whole whatever the mode
+    else:
+        info = run_info(section.output)
+        other = info is not None and info[0].get("config_hash") != config_hash(section)
+    if other:
+        log.warning("%s: %s holds the output of another config than the recipe's; it is run again over it",
+                    stage, section.output)
+        return "overwrite"
+    return "resume"
+
+
 def run(
     config: PipelineConfig,
     *,
@@ -296,30 +364,40 @@ def run(
     state = PipelineState(config.output)
     result = PipelineResult(config.output)
     fingerprint = "start"
+    previous: str | None = None  # the stamp of the output the next stage reads
     for stage, section, runner in _stage_runners(config):
         if not first <= STAGES.index(stage) <= last:
             if section is not None:
                 fingerprint = _fingerprint(fingerprint, _section_hash(stage, section))
+                previous = _stage_output(stage, section, config.output)
             continue
         # The report (no section) is cheap and reads every eval run: it is always rewritten.
         upstream = fingerprint
+        own, new_input, new_output = None, False, False
         if section is not None:
             fingerprint = _fingerprint(fingerprint, _section_hash(stage, section))
-        if section is not None and state.is_done(stage, fingerprint) and not _work_left(stage, section):
-            result.stages.append(StageOutcome(stage, "skipped", 0.0))
-            if on_stage:
-                on_stage(stage, "skipped")
-            continue
+            own = _stage_output(stage, section, config.output)
+            new_input, new_output = state.changed(stage, "input", previous), state.changed(stage, "output", own)
+            if state.is_done(stage, fingerprint) and not (new_input or new_output or _work_left(stage, section)):
+                state.stamp(stage, input=previous, output=own)
+                previous = own
+                result.stages.append(StageOutcome(stage, "skipped", 0.0))
+                if on_stage:
+                    on_stage(stage, "skipped")
+                continue
         if stage == "select":
             _guard_corpus_inputs(config)
-        resume = section is not None and state.own_partial_work(stage, fingerprint)
-        refresh = not resume and stage == "eval" and state.same_inputs(stage, upstream)
+        resume = section is not None and state.own_partial_work(stage, fingerprint) and not new_input
+        refresh = not resume and stage == "eval" and state.same_inputs(stage, upstream) and not new_input
+        mode: StartMode = "resume" if resume else "refresh" if refresh else "overwrite"
+        if resume and new_output:
+            mode = _mode_for_changed_output(stage, section, own)
         if on_stage:
-            on_stage(stage, "resuming" if resume else "running")
-        state.start(stage, fingerprint, upstream)
+            on_stage(stage, "resuming" if mode == "resume" else "running")
+        state.start(stage, fingerprint, upstream, previous)
         started = time.perf_counter()
         try:
-            outcome = runner("resume" if resume else "refresh" if refresh else "overwrite")
+            outcome = runner(mode)
         except RationalystError as exc:
             raise RationalystError(f"stage {stage} failed: {exc} (finished stages are kept in {config.output})") from None
         finally:
@@ -328,8 +406,9 @@ def run(
             release_memory()
         if stage == "select":
             _guard_selected(config)
-        state.complete(stage)
-        result.stages.append(StageOutcome(stage, "resumed" if resume else "ran", time.perf_counter() - started, outcome))
+        previous = _stage_output(stage, section, config.output) if section is not None else previous
+        state.complete(stage, previous)
+        result.stages.append(StageOutcome(stage, "resumed" if mode == "resume" else "ran", time.perf_counter() - started, outcome))
     return result
 
 

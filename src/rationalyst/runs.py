@@ -41,7 +41,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel
 
 import rationalyst
-from rationalyst.config import config_hash
+from rationalyst.config import config_hash, content_digest
 from rationalyst.data.records import SkipReporter, json_objects, lone_surrogate_at, non_finite_at
 from rationalyst.errors import InputError, RationalystError
 
@@ -225,6 +225,19 @@ def run_info(path: str | Path) -> tuple[dict[str, Any], bool] | None:
     if not isinstance(info, dict) or not isinstance(info.get("stage"), str):
         return None
     return info, is_complete_manifest(read_json(path / MANIFEST_FILE), info.get("config_hash"))
+
+
+def output_stamp(path: str | Path) -> str | None:
+    """What a complete run directory holds, in 16 hex digits (its config hash, record count and the name
+    and size of each shard), or None when it holds no complete run. The same records written again give
+    the same stamp (no timings in it: a run restored from a copy, or resumed with nothing left, is
+    unchanged); records added, removed or rewritten change it. Cheap: no shard is read."""
+    found = run_info(path)
+    if found is None or not found[1]:
+        return None
+    manifest = read_json(Path(path) / MANIFEST_FILE)
+    shards = [(shard.name, shard.stat().st_size) for shard in shard_paths(path)]
+    return content_digest([found[0].get("config_hash"), (manifest.get("counts") or {}).get("records"), shards])
 
 
 def stage_input_files(path: Path, stage: str) -> list[Path]:

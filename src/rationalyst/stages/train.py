@@ -808,16 +808,30 @@ def check_resumable(output: Path, key: str) -> None:
         )
 
 
-def finished_result(output: Path, fingerprint: str) -> TrainResult | None:
-    """The stored result when ``output`` holds a finished training with ``fingerprint`` and its merged
-    model is there; a second run then loads nothing (the final evaluation and merge take minutes)."""
+def _finished_summary(output: Path) -> dict[str, Any] | None:
+    """``summary.json`` of a finished training in ``output`` whose merged model is there, or None."""
     try:
         stored = json.loads((output / SUMMARY_FILE).read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(stored, dict) or stored.pop("fingerprint", None) != fingerprint:
+    if not isinstance(stored, dict) or not isinstance(stored.get("merged"), str):
         return None
-    if not (Path(stored["merged"]) / "config.json").is_file():
+    return stored if (Path(stored["merged"]) / "config.json").is_file() else None
+
+
+def finished_fingerprint(output: str | Path) -> str | None:
+    """The `training_fingerprint` of the finished training in ``output`` (None when there is none, or its
+    merged model is gone): what the pipeline compares to see that the trained model changed, without
+    reading the records."""
+    stored = _finished_summary(Path(output))
+    return stored.get("fingerprint") if stored is not None else None
+
+
+def finished_result(output: Path, fingerprint: str) -> TrainResult | None:
+    """The stored result when ``output`` holds a finished training with ``fingerprint`` and its merged
+    model is there; a second run then loads nothing (the final evaluation and merge take minutes)."""
+    stored = _finished_summary(output)
+    if stored is None or stored.pop("fingerprint", None) != fingerprint:
         return None
     adapter = stored.get("adapter")
     return TrainResult(**{**stored, "output": Path(stored["output"]), "merged": Path(stored["merged"]),
