@@ -803,6 +803,25 @@ def test_batched_search_streams_on_llama_cpp_and_traces_do_not_depend_on_the_bat
     assert len(traces) == 3 and all(isinstance(t, dict) and t["steps"] for t in traces)
 
 
+def test_batch_dependence_is_declared_when_rows_decode_together(lc):
+    """At batch_size > 1 llama.cpp's kernels round a row by the rows beside it: eval warns that traces
+    can depend on batch_problems; at batch_size 1 (the test above: the same traces) it does not."""
+    from rationalyst.search.roles import Roles
+    from rationalyst.stages import eval as eval_stage
+
+    size = lc.batch_size
+    try:
+        lc.batch_size = 1
+        assert lc.batch_dependence() is None
+        assert eval_stage.batch_dependent_engines(Roles.of(lc), ("rationalist", "scorer")) == []
+        lc.batch_size = 8
+        assert "batch_size 8" in lc.batch_dependence()
+        assert [played for played, _ in eval_stage.batch_dependent_engines(Roles.of(lc), ("rationalist", "scorer"))] == [
+            "agent+rationalist+scorer"]
+    finally:
+        lc.batch_size = size
+
+
 def test_a_stream_and_a_generate_share_the_kv_streams():
     """A `generate` between the steps of an open stream takes the free KV streams and leaves the
     stream's rows alone; with every stream taken it says so instead of waiting forever; a dropped

@@ -125,7 +125,7 @@ class HFModel(LanguageModel):
         dtype = next(self.model.parameters()).dtype
         if dtype in (torch.bfloat16, torch.float16):
             name = str(dtype).removeprefix("torch.")
-            return f"its weights are {name}: a batched matmul rounds a row differently from the row alone"
+            return f"its weights are {name}: a batched matmul rounds a row differently from the row alone; float32 does not"
         return None
 
     def _eos_ids(self) -> list[int]:

@@ -196,6 +196,16 @@ class LlamaCppModel(LanguageModel):
         self.batch_size = batch_size  # rows sampled together (KV streams of the generation context)
         self._decoder: StreamDecoder | None = None  # opened by the first `generate`
 
+    def batch_dependence(self) -> str | None:
+        """Several KV streams decode together: llama.cpp's CPU kernels round a row by how many rows a pass
+        holds (`llamacpp_streams`), so a sample can change with what decodes beside it. At ``batch_size``
+        1 rows decode one at a time and a problem's trace does not depend on its batch (scores never do:
+        each is a fresh evaluation's)."""
+        if self.batch_size > 1:
+            return (f"its batch_size {self.batch_size} decodes that many rows in a pass, and llama.cpp's CPU kernels "
+                    "round a row by how many rows a pass holds")
+        return None
+
     # ----------------------------------------------------------------------------- vocabulary
 
     def _piece(self, token: int, special: bool = True) -> bytes:

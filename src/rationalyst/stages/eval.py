@@ -427,8 +427,8 @@ def _run_one(config, ref, method, items, skipped, pool, extra, solve_prompt=None
                 for played, why in batch_dependent_engines(roles, METHOD_ROLES[method]):
                     log.warning(
                         "batch_problems %d: a problem's trace can depend on the problems beside it, as the %s "
-                        "model's numbers do (%s); batch_problems 1 or float32 weights make runs comparable "
-                        "problem by problem", batch, played, why,
+                        "model's numbers do (%s); at batch_problems 1 runs are comparable problem by problem",
+                        batch, played, why,
                     )
             solved = solve_many(method, pending, roles, config.search, config.seed, batch_problems=batch)
             # Traces are written as each problem finishes (not in input order): a kill loses at most
