@@ -14,6 +14,11 @@ streams its generations (continuous batching): each batch of prompts joining the
 as one engine call, and the decode steps are timed apart.
 
     OMP_NUM_THREADS=2 python benchmarks/eval_throughput.py [--problems 32] [--batches 1,8,16] [--dtype fastest]
+    OMP_NUM_THREADS=2 python benchmarks/eval_throughput.py --model llamacpp:builtin:qwen2.5-coder-0.5b --batches 1,8
+
+On llama.cpp (``--model llamacpp:...``) the search streams its generations through the stream decoder
+(KV streams: ``batch_size``) and keeps a scoring context a problem; a model is loaded afresh for each
+batch size, and only the scoring tokens are counted as forwarded.
 
 On a GPU machine without the weights (scripts/device_check.sh carries no model): ``--random-weights
 FOLDER`` builds the model from FOLDER's config.json with seeded random weights (its tokenizer files
@@ -122,18 +127,22 @@ class CountingStream:
 
 
 def run(model, items, settings: SearchSettings, batch: int) -> dict:
-    model.prefix_cache = PrefixCache(model.prefix_cache.capacity)
-    # One forward pass per engine call: a problem's rationale and its n candidates decode together.
+    if isinstance(getattr(model, "prefix_cache", None), PrefixCache):
+        model.prefix_cache = PrefixCache(model.prefix_cache.capacity)
+    # One forward pass per engine call: a problem's rationale and its n candidates decode together
+    # (llamacpp: as many KV streams, and a scoring context a problem, as eval reserves).
     model.batch_size = max(8, batch * (settings.n_candidates + 1))
+    if hasattr(model, "reserve_scoring_contexts"):
+        model.reserve_scoring_contexts(batch)
     counting = Counting(model)
-    before = model.forwarded_tokens + model.generation_forwarded
+    before = model.forwarded_tokens + getattr(model, "generation_forwarded", 0)
     start = time.perf_counter()
     traces, finished_at = [], []
     for _, trace in solve_many("implicit", items, Roles.of(counting), settings, 0, batch_problems=batch):
         traces.append(trace)
         finished_at.append(time.perf_counter() - start)
     seconds = time.perf_counter() - start
-    forwarded = model.forwarded_tokens + model.generation_forwarded - before
+    forwarded = model.forwarded_tokens + getattr(model, "generation_forwarded", 0) - before
     return {
         "batch": batch, "seconds": seconds, "per_min": 60 * len(items) / seconds, "calls": counting.calls,
         "calls_per_problem": counting.calls / len(items), "forwarded": forwarded, "minimum": counting.minimum,
@@ -184,19 +193,26 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="Steps per problem at most (default: the search's).")
     args = parser.parse_args()
     items = problems(args.benchmark, args.problems)
-    model = random_weights_model(args.random_weights) if args.random_weights else load_model(args.model, dtype=args.dtype)
+    load = lambda: random_weights_model(args.random_weights) if args.random_weights else load_model(args.model, dtype=args.dtype)  # noqa: E731
+    model = load()
     dtype = getattr(getattr(model, "model", None), "dtype", "?")
     print(f"model {model.name} on {getattr(model, 'device', '?')} in {dtype}, {len(items)} problems", flush=True)
     settings = SearchSettings(**({"max_steps": args.max_steps} if args.max_steps else {}))
     batches = [int(b) for b in args.batches.split(",")]
+    # llama.cpp's generation prompts are not counted as forwarded (its scoring tokens are), and its
+    # contexts keep what earlier runs left: each batch size gets a model loaded afresh.
+    counts_generation = hasattr(model, "generation_forwarded")
     results = []
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        if i and not isinstance(getattr(model, "prefix_cache", None), PrefixCache):
+            model = load()
         r = run(model, items, settings, batch)
         results.append(r)
+        tokens = (f"tokens forwarded {r['forwarded']} vs minimum {r['minimum']} ({r['forwarded'] / max(r['minimum'], 1):.2f}x)"
+                  if counts_generation else f"scoring tokens forwarded {r['forwarded']}")
         print(
             f"batch {r['batch']:>3}: {r['per_min']:.2f} problems/min ({r['seconds']:.0f} s), "
-            f"{r['calls_per_problem']:.2f} engine calls/problem, {r['steps']:.2f} steps/problem, "
-            f"tokens forwarded {r['forwarded']} vs minimum {r['minimum']} ({r['forwarded'] / max(r['minimum'], 1):.2f}x), "
+            f"{r['calls_per_problem']:.2f} engine calls/problem, {r['steps']:.2f} steps/problem, {tokens}, "
             f"accuracy {r['accuracy']:.3f}",
             flush=True,
         )

@@ -234,9 +234,11 @@ def error_trace(item: BenchmarkItem, method: str, message: str) -> dict[str, Any
 #: of batch 1 (benchmarks/eval_throughput.py --random-weights; a decode step is launch-bound there, so
 #: wider is nearly free); 256 was not measured to its end. Not measured here (no GPU or server on this
 #: machine), set by what the engine schedules: vllm 256 (GSM8K's 1,319 problems in 6 waves), an openai
-#: server 32 (requests sent one by one unless the backend overrides `generate_seeded`), llama.cpp 1
-#: (set before its stream decoder and its scoring context a problem; recipes/cpu-gsm8k.yaml runs 8,
-#: chosen against 16 on its dev slice by cost a problem).
+#: server 32 (requests sent one by one unless the backend overrides `generate_seeded`), llama.cpp 1:
+#: 8 side by side were only 1.18x as fast on 2 cores with the 1.5B (1.14x with the 0.5B; decode is
+#: compute-bound already at a problem's 4 rows, README), and would make a problem's samples depend on
+#: the rows decoding beside it (`LlamaCppModel.batch_dependence`); recipes/cpu-gsm8k.yaml runs 8, chosen
+#: against 16 on its dev slice by cost a problem.
 BATCH_PROBLEMS = {"cpu": 8, "cuda": 256, "vllm": 256, "openai": 32, "llamacpp": 1}
 
 
