@@ -187,3 +187,17 @@ def test_an_eval_run_made_before_solve_prompts_existed_keeps_its_hash():
     assert config_hash(EvalRunConfig.model_validate(values)) == "a02dc17a1fcd3161"
     values["benchmark"]["solve_prompts"] = "my-prompts"
     assert config_hash(EvalRunConfig.model_validate(values)) != "a02dc17a1fcd3161"
+
+
+def test_a_llamacpp_window_from_512_up_hashes_as_the_default():
+    """llama.cpp computes the same numbers at any n_ctx from 512 up (tests/test_llamacpp.py): raising it
+    keeps a run resumable, and a run made at the default keeps the hash the code before this rule gave
+    it (the literal, computed by that code at commit 533ce63); a window under 512 changes the chunks
+    llama.cpp's kernels round by, and the hash."""
+    from rationalyst.lm.registry import ModelConfig
+
+    default = config_hash(ModelConfig(spec="llamacpp:builtin:qwen2.5-coder-1.5b"))
+    assert default == "9f732ce2965486c5"
+    for n_ctx in (512, 2048, 32768):
+        assert config_hash(ModelConfig(spec="llamacpp:builtin:qwen2.5-coder-1.5b", n_ctx=n_ctx)) == default
+    assert config_hash(ModelConfig(spec="llamacpp:builtin:qwen2.5-coder-1.5b", n_ctx=256)) != default

@@ -521,19 +521,20 @@ def test_a_document_over_the_context_is_marked_and_the_rest_go_on(tmp_path):
     assert counts["documents_by_status"]["too_long_for_model"] == 1
 
 
-def test_a_document_refused_as_too_long_is_tried_again_once_the_window_is_raised(tmp_path):
+@pytest.mark.parametrize("scheme, window", [("", "max_model_len"), ("llamacpp:", "n_ctx")])
+def test_a_document_refused_as_too_long_is_tried_again_once_the_window_is_raised(tmp_path, scheme, window):
     """Refused under the default window: a rerun with the same config has nothing to do (the model is
-    not called); with vllm's max_model_len raised (not in the config hash, so the run resumes) only
-    that document is extracted again, and the counts hold it as extracted, once."""
+    not called); with vllm's max_model_len or llama.cpp's n_ctx raised (not in the config hash, so the
+    run resumes) only that document is extracted again, and the counts hold it as extracted, once."""
     marker = FIXTURE_DOCS["web-1"]["text"][:30]
-    refused = FailsOn(marker, PromptTooLongError("prompt of 9000 tokens is over max_model_len=4096"))
-    first = extract.run(config(tmp_path, batch_size=3), model=refused)
+    spec = scheme + config(tmp_path).model.spec
+    refused = FailsOn(marker, PromptTooLongError(f"prompt of 9000 tokens is over {window}=4096"))
+    first = extract.run(config(tmp_path, batch_size=3, model={"spec": spec}), model=refused)
     assert first["documents_by_status"]["too_long_for_model"] == 1
-    assert extract.run(config(tmp_path, batch_size=3), model=NoModel()) == first
+    assert extract.run(config(tmp_path, batch_size=3, model={"spec": spec}), model=NoModel()) == first
     before = list(read_records(tmp_path / "out"))
     others = FailsOn(FIXTURE_DOCS["gsm-1"]["text"][:30], AssertionError("only web-1 is tried again"))
-    spec = config(tmp_path).model.spec
-    raised = config(tmp_path, batch_size=3, model={"spec": spec, "max_model_len": 16384})
+    raised = config(tmp_path, batch_size=3, model={"spec": spec, window: 16384})
     counts = extract.run(raised, model=others)
     summaries = list(read_records(tmp_path / "out" / extract.DOCUMENTS_DIR))
     assert sorted(d["id"] for d in summaries) == sorted(FIXTURE_DOCS)  # each document once

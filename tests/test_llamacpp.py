@@ -191,6 +191,23 @@ def test_a_score_does_not_depend_on_what_was_scored_before(qwen_lc):
     assert compared > 100
 
 
+def test_a_wider_context_window_computes_the_same_numbers(qwen_lc):
+    """n_ctx from 512 up is left out of the config hash (`registry._n_ctx_in_hash`): the 0.5B Qwen at
+    n_ctx 512 (this fixture) and at 4,096 scores a context of 400-odd tokens (near 512) and samples from it
+    bit for bit alike."""
+    text = "Question: A farmer has 17 sheep and buys 5 more each week for 9 weeks. " * 20
+    wide = load_model(f"llamacpp:builtin:{QWEN_05B}", n_ctx=4096, n_threads=1)
+    continuations = [" So the answer is 62.", " He has 62 sheep now, since 17 + 45 = 62."]
+    assert 400 < len(qwen_lc.split(text, continuations[1]).token_ids) < 512
+    for context in (text[:200], text):
+        narrow_scores, wide_scores = qwen_lc.score(context, continuations), wide.score(context, continuations)
+        assert [s.logprobs for s in narrow_scores] == [s.logprobs for s in wide_scores]
+    params = SamplingParams(n=2, temperature=0.8, max_new_tokens=16, seed=3)
+    prompts = [text[:1200], text[:300]]
+    assert ([[c.token_ids for c in r] for r in qwen_lc.generate(prompts, params)]
+            == [[c.token_ids for c in r] for r in wide.generate(prompts, params)])
+
+
 def test_a_prompt_s_logits_do_not_depend_on_what_the_streams_held(qwen_lc):
     """The stream decoder's prefix reuse (a step extending the problem's last prompt in its stream, a
     prompt borrowing another stream's shared prefix, the same prompt again) gives the last logits of

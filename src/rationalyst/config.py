@@ -33,6 +33,9 @@ class StrictModel(BaseModel):
     #: Fields added after runs were made with this config: left out of `config_hash` while they hold
     #: their default, so a finished run stays finished (and a half-done one resumable) across the upgrade.
     added_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Fields of which only a part decides the results: the hash takes ``hashed_as[name](value)``, so
+    #: values that compute the same (a larger context window) keep a run resumable.
+    hashed_as: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
 
 
 def _result_values(value: Any) -> Any:
@@ -41,7 +44,9 @@ def _result_values(value: Any) -> Any:
         fields = type(value).model_fields
         added = {k for k in getattr(value, "added_fields", frozenset())
                  if getattr(value, k) == fields[k].get_default(call_default_factory=True)}
-        return {k: _result_values(getattr(value, k)) for k in fields if k not in skip and k not in added}
+        part = getattr(value, "hashed_as", {})
+        return {k: _result_values(part[k](getattr(value, k)) if k in part else getattr(value, k))
+                for k in fields if k not in skip and k not in added}
     if isinstance(value, dict):
         return {k: _result_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -26,6 +26,15 @@ LM_SCHEMES = ("hf", "gguf", "llamacpp", "builtin", "vllm", "openai")
 EMBEDDER_SCHEMES = ("st", "builtin")
 
 
+def _n_ctx_in_hash(n_ctx: int) -> int:
+    """What of llama.cpp's ``n_ctx`` decides its numbers: nothing from 512 up (its kernels round by the
+    chunks of ``n_batch`` = min(n_ctx, 512); scores and samples at 512 and 4,096 are bit-identical,
+    tests/test_llamacpp.py), so each such window hashes as the default 4,096 (a run made at the default
+    keeps its hash, and one whose prompts were too long resumes with a raised window); a smaller one
+    hashes as itself."""
+    return 4096 if n_ctx >= 512 else n_ctx
+
+
 class ModelConfig(StrictModel):
     """A model and how to run it. In YAML either a spec string or a mapping with these fields."""
 
@@ -40,7 +49,9 @@ class ModelConfig(StrictModel):
     batch_size: int = Field(
         8, ge=1, description="Sequences per forward pass (llamacpp: rows sampled together, one KV stream each)."
     )
-    n_ctx: int = Field(4096, ge=16, description="Context window for llamacpp.")
+    n_ctx: int = Field(
+        4096, ge=16, description="Context window for llamacpp (from 512 up, raising it keeps a run resumable)."
+    )
     n_threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp (default: all).")
     lora: str | None = Field(
         None,
@@ -71,6 +82,7 @@ class ModelConfig(StrictModel):
     max_retries: int = Field(3, ge=0, description="openai: retries on 5xx, 429 and connection errors.")
 
     added_fields = frozenset({"lora"})  # unset, the runs made before it keep their hash (finished stays finished)
+    hashed_as = {"n_ctx": lambda n_ctx: _n_ctx_in_hash(n_ctx)}
     execution_fields = frozenset(
         {
             "device", "batch_size", "n_threads", "prefix_cache", "tensor_parallel_size",

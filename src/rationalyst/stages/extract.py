@@ -367,8 +367,12 @@ class DocResult:
 
 def context_window(config: ExtractConfig) -> str:
     """The extractor's context window as far as this config says it (kept with a document refused as
-    too long): vLLM's ``max_model_len`` (not part of the config's hash, so it can be raised and the run
-    resumed), else the model's own (``n_ctx`` for llama.cpp is in the hash: changing it starts over)."""
+    too long): llama.cpp's ``n_ctx``, vLLM's ``max_model_len``, else the model's own. Neither is part of
+    the config's hash (n_ctx from 512 up: `registry._n_ctx_in_hash`), so it can be raised and the run
+    resumed, trying those documents again. (A llama.cpp refusal kept before its window was is tried
+    again once.)"""
+    if config.model.spec.startswith("llamacpp:"):
+        return f"n_ctx={config.model.n_ctx}"
     return f"max_model_len={config.model.max_model_len}"
 
 
