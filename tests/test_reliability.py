@@ -140,7 +140,7 @@ def test_an_unwritable_pipeline_output_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     state = pipeline.PipelineState(blocker / "run")
     with pytest.raises(RationalystError, match="cannot write"):
-        state.start("select", "f", "start")
+        state.start("select", "f", "start", None)
 
 
 def test_missing_benchmark_data_is_a_clear_error(tmp_path, monkeypatch):
