@@ -82,7 +82,7 @@ class ModelConfig(StrictModel):
     max_retries: int = Field(3, ge=0, description="openai: retries on 5xx, 429 and connection errors.")
 
     added_fields = frozenset({"lora"})  # unset, the runs made before it keep their hash (finished stays finished)
-    hashed_as = {"n_ctx": lambda n_ctx: _n_ctx_in_hash(n_ctx)}
+    hashed_as = {"n_ctx": _n_ctx_in_hash}
     execution_fields = frozenset(
         {
             "device", "batch_size", "n_threads", "prefix_cache", "tensor_parallel_size",
