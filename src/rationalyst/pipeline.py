@@ -52,10 +52,10 @@ from rationalyst.errors import RationalystError
 from rationalyst.lm.memory import release_memory
 from rationalyst.runs import atomic_write, dumps, output_stamp, read_json, read_records, run_info
 from rationalyst.stages.eval import EvalConfig, run_inputs
-from rationalyst.stages.extract import ExtractConfig, prompt_inputs
+from rationalyst.stages.extract import DOCUMENTS_DIR, ExtractConfig, prompt_inputs, refused_in_another_window
 from rationalyst.stages.filter import FilterConfig
 from rationalyst.stages.select import SelectConfig
-from rationalyst.stages.train import TrainConfig
+from rationalyst.stages.train import TrainConfig, finished_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,6 @@ def _work_left(stage: str, section: Any) -> bool:
     extract each time.)"""
     if stage != "extract":
         return False
-    from rationalyst.stages.extract import DOCUMENTS_DIR, refused_in_another_window
-
     return bool(refused_in_another_window(read_records(Path(section.output) / DOCUMENTS_DIR), section, servers=False))
 
 
@@ -209,9 +207,6 @@ def _stage_output(stage: str, section: Any, output: Path) -> str | None:
     the generated corpus: its files' names and sizes), None when it holds no finished output. A stage
     whose output changed since the pipeline recorded it (a standalone ``rationalyst extract`` tried refused
     documents again, a model deleted or trained elsewhere) makes the stages after it run again."""
-    from rationalyst.stages.extract import DOCUMENTS_DIR
-    from rationalyst.stages.train import finished_fingerprint
-
     if stage == "corpus":
         folder = output / "corpus"
         files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
