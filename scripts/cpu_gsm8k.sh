@@ -227,7 +227,7 @@ step "what was tried to make the rationalist help: implicit on the first 40 dev 
 dev_search "trained-$FORMAT-5-candidates" "$TRAINED" --set search.n_candidates=5 "${STEPS[@]}"
 dev_search "trained-$FORMAT-discount-0.9" "$TRAINED" --set search.discount=0.9 "${STEPS[@]}"
 "$BIN/rationalyst" report "$DEV_OUT" --output docs/results/cpu-gsm8k/dev
-date -u +%FT%TZ > "$DONE_WITH_TRAINED"
+[ -s "$DONE_WITH_TRAINED" ] || date -u +%FT%TZ > "$DONE_WITH_TRAINED"  # the first time only
 keep
 
 step "report"
