@@ -166,7 +166,9 @@ def main() -> None:
     gains = [r["gain"] for r in rows]
     mean, low, high = mean_interval(gains)
     source = f"the fixed line {args.fixed_rationale!r}" if args.fixed_rationale is not None else (
-        f"rationalist {args.rationalist}" + (", each step after another problem's rationale" if args.shuffle else ""))
+        f"rationalist {args.rationalist}"
+        + (f" with the adapter {args.rationalist_lora}" if args.rationalist_lora else "")
+        + (", each step after another problem's rationale" if args.shuffle else ""))
     print(f"{len(rows)} gold steps of {len(wanted)} dev problems, {source}, scorer {args.scorer}, {seconds:.0f} s")
     print(f"mean gain in the gold step's mean token log-prob: {mean:+.4f} [95% bootstrap {low:+.4f}, {high:+.4f}]")
     print(f"steps made more probable by the rationale: {sum(g > 0 for g in gains)}/{len(gains)}")
