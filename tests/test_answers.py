@@ -342,6 +342,57 @@ def test_is_correct_works_outside_the_main_thread():
     assert results == [True]
 
 
+def _stall(monkeypatch, module, name: str, stalled_calls: set[int], seconds: float) -> list[int]:
+    """Make math-verify's own ``module.name`` sleep ``seconds`` on the given calls (1-based), as a loaded
+    machine would; it still returns the real result. Returns the list of call numbers made."""
+    import time
+
+    real = getattr(module, name)
+    calls: list[int] = []
+
+    def stalled(*args, **kwargs):
+        calls.append(len(calls) + 1)
+        if calls[-1] in stalled_calls:
+            time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, stalled)
+    return calls
+
+
+def test_a_parse_or_comparison_that_runs_past_its_budget_once_is_retried_not_marked_wrong(monkeypatch):
+    import math_verify.grader
+    import math_verify.parser
+
+    from rationalyst.data import answers
+
+    monkeypatch.setattr(answers, "VERIFY_TIMEOUT_S", 1)
+    item = _item("math", "(-7, -2)")
+    # the gold's parse stalls past its budget once: retried, then the prediction's parse
+    calls = _stall(monkeypatch, math_verify.parser, "extract_target_from_pred", {1}, 1.5)
+    assert is_correct("(-7,-2)", item)
+    assert calls == [1, 2, 3]
+    monkeypatch.undo()
+    monkeypatch.setattr(answers, "VERIFY_TIMEOUT_S", 1)
+    # the comparison of the two intervals stalls once (the two texts differ, so only it can say equal)
+    calls = _stall(monkeypatch, math_verify.grader, "sympy_expr_eq", {1}, 1.5)
+    assert is_correct("(-7,-2)", item)
+    assert calls == [1, 2]
+
+
+def test_a_comparison_that_times_out_twice_is_not_equal_and_says_so(monkeypatch, caplog):
+    import math_verify.grader
+
+    from rationalyst.data import answers
+
+    monkeypatch.setattr(answers, "VERIFY_TIMEOUT_S", 1)
+    monkeypatch.setattr(answers, "VERIFY_RETRY_TIMEOUT_S", 1)
+    calls = _stall(monkeypatch, math_verify.grader, "sympy_expr_eq", {1, 2}, 1.5)
+    assert not is_correct("(-7,-2)", _item("math", "(-7, -2)"))
+    assert calls == [1, 2]
+    assert "timed out twice" in caplog.text and "(-7,-2)" in caplog.text
+
+
 def test_extraction_feeds_checking_on_a_worked_solution():
     solution = "In May she sold 48 / 2 = 24 clips.\nIn total she sold 48 + 24 = 72 clips.\nThe answer is 72."
     item = _item("arithmetic", "72")

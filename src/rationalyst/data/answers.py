@@ -45,6 +45,7 @@ threads the checks run without that time limit.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -52,12 +53,17 @@ from collections.abc import Iterator
 from rationalyst.data.benchmarks import FAMILIES, LETTERS, BenchmarkItem
 from rationalyst.data.latex import boxed_spans, last_boxed
 
+logger = logging.getLogger(__name__)
+
 #: Letters accepted for a family when no item (and so no option count) is given.
 DEFAULT_OPTION_COUNT = {"multiple_choice": 10, "logic": 3}
 #: Option texts of the logic family (ProofWriter): A / B / C.
 LOGIC_OPTIONS = ("True", "False", "Unknown")
-#: Seconds math-verify may spend parsing or comparing one answer (main thread only).
+#: Seconds math-verify may spend parsing or comparing one answer (main thread only), and the longer
+#: budget of the one retry a timed-out call gets: the alarm counts wall-clock time, so on a loaded machine
+#: a parse that takes 0.1 s can run past 5 s, and a verdict must not depend on the machine's load.
 VERIFY_TIMEOUT_S = 5
+VERIFY_RETRY_TIMEOUT_S = 60
 
 # "The answer is", "the final answer is:", "Answer:", "answer =" (case-insensitive).
 _MARKER = re.compile(
@@ -325,8 +331,10 @@ def _parse_math(answer: str) -> list:
     """math-verify's parse of ``answer`` as the content of a ``\\boxed{}`` (empty if it does not parse)."""
     from math_verify import parse
 
-    timeout = VERIFY_TIMEOUT_S if _in_main_thread() else None
-    return parse("\\boxed{" + _brace_arguments(answer) + "}", parsing_timeout=timeout)
+    text = "\\boxed{" + _brace_arguments(answer) + "}"
+    if not _in_main_thread():  # math-verify's alarm works in the main thread only
+        return parse(text, parsing_timeout=None)
+    return _retrying_timeouts(lambda seconds: parse(text, parsing_timeout=seconds, raise_on_error=True), [], text)
 
 
 # TeX's one-token arguments, "\frac \pi4", "\frac12", "\sqrt2", which math-verify misreads.
@@ -344,8 +352,34 @@ def _brace_arguments(answer: str) -> str:
 def _verify(gold: list, prediction: list) -> bool:
     from math_verify import verify
 
-    timeout = VERIFY_TIMEOUT_S if _in_main_thread() else None
-    return bool(verify(gold, prediction, timeout_seconds=timeout))
+    if not _in_main_thread():
+        return bool(verify(gold, prediction, timeout_seconds=None))
+    # pair by pair, as math-verify's own loop, so that an error in one pair leaves the others to decide;
+    # the warning names the prediction by its text (printing a sympy object can itself hang)
+    text = next((x for x in prediction if isinstance(x, str)), "a parsed answer")
+    return any(
+        _retrying_timeouts(lambda seconds: verify(g, p, timeout_seconds=seconds, raise_on_error=True), False, text)
+        for g in gold
+        for p in prediction
+    )
+
+
+def _retrying_timeouts(call, failed, subject):
+    """``call(seconds)`` under math-verify's timeout; one retry with a longer budget if it timed out.
+
+    Any other error means "does not parse" / "not equal", as math-verify itself reads it (``failed``).
+    """
+    from math_verify.errors import TimeoutException
+
+    for seconds in (VERIFY_TIMEOUT_S, VERIFY_RETRY_TIMEOUT_S):
+        try:
+            return call(seconds)
+        except TimeoutException:
+            continue
+        except Exception:
+            return failed
+    logger.warning("math-verify timed out twice (%d s, then %d s) on %.200r", VERIFY_TIMEOUT_S, VERIFY_RETRY_TIMEOUT_S, subject)
+    return failed
 
 
 def _clean_numeric(answer: str, family: str) -> str:
